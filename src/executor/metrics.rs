@@ -1,0 +1,75 @@
+//! Cheap pool metrics: relaxed per-worker counters, summed on read.
+
+use crate::sync::{AtomicUsize, Ordering};
+
+/// One worker's counters, on its own cache line so workers never contend.
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct Counters {
+    /// Tasks pushed from this worker (for outside threads: from outside).
+    pub(crate) submitted: AtomicUsize,
+    /// Tasks taken off a queue (run, skipped or cancelled).
+    pub(crate) dequeued: AtomicUsize,
+    /// Closures started here.
+    pub(crate) started: AtomicUsize,
+    /// Closures finished here (returned or panicked).
+    pub(crate) completed: AtomicUsize,
+    /// Closures that panicked here.
+    pub(crate) panicked: AtomicUsize,
+    /// Tasks taken from another worker's deque.
+    pub(crate) stolen: AtomicUsize,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicUsize, n: usize) {
+        // Relaxed: statistics; readers accept a slightly stale sum.
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of a pool's counters ([`ThreadPool::metrics`](crate::ThreadPool::metrics)).
+///
+/// Counters are read one by one without stopping the pool, so under load
+/// the figures are approximate (never torn, possibly a few tasks apart).
+///
+/// ```
+/// let pool = concurrent_futures::ThreadPool::new(1).unwrap();
+/// pool.submit(|| ()).unwrap();
+/// pool.shutdown(true, false); // let the counters settle
+/// let m = pool.metrics();
+/// assert_eq!(m.completed, 1);
+/// assert_eq!(m.queued, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Tasks waiting in a queue.
+    pub queued: usize,
+    /// Tasks running now.
+    pub running: usize,
+    /// Tasks finished (returned or panicked).
+    pub completed: usize,
+    /// Tasks taken from another worker's deque.
+    pub stolen: usize,
+    /// Tasks that panicked.
+    pub panicked: usize,
+}
+
+impl Metrics {
+    pub(crate) fn sum(counters: &[Counters]) -> Metrics {
+        let total = |f: fn(&Counters) -> &AtomicUsize| -> usize {
+            counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+        };
+        let submitted = total(|c| &c.submitted);
+        let dequeued = total(|c| &c.dequeued);
+        let started = total(|c| &c.started);
+        let completed = total(|c| &c.completed);
+        Metrics {
+            queued: submitted.saturating_sub(dequeued),
+            running: started.saturating_sub(completed),
+            completed,
+            stolen: total(|c| &c.stolen),
+            panicked: total(|c| &c.panicked),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The work-stealing executor.
+//!
+//! - [`pool`]: [`ThreadPool`] and its [`Builder`]: submit, shutdown, metrics.
+//! - [`registry`]: what the pool shares with its workers (queues, state).
+//! - [`worker`]: the worker loop, waiting inside the pool, compensation.
+//! - [`sleep`]: parking idle workers without lost wakeups.
+//! - [`strand`] and [`schedule`]: serial contexts owning a state.
+//! - [`task`]: one allocation per task, closure and future together.
+//! - [`deadlock`]: refusing waits on oneself or in a cycle.
+//! - [`metrics`]: relaxed per-worker counters.
+
+pub(crate) mod deadlock;
+pub(crate) mod metrics;
+pub(crate) mod pool;
+pub(crate) mod registry;
+pub(crate) mod schedule;
+pub(crate) mod sleep;
+pub(crate) mod strand;
+pub(crate) mod task;
+pub(crate) mod worker;
+
+pub use metrics::Metrics;
+pub use pool::{BuildError, Builder, ShutdownReport, SubmitError, ThreadPool};
+pub use strand::Strand;

@@ -1,0 +1,478 @@
+//! [`ThreadPool`]: Python's `ThreadPoolExecutor` on a work-stealing pool.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::metrics::Metrics;
+use super::registry::{Config, Registry};
+use super::task::TaskRef;
+use super::worker;
+use crate::error::TaskError;
+use crate::future::FutureHandle;
+
+/// Why a submit was refused. Holds the closure, so no work is lost.
+///
+/// ```
+/// use concurrent_futures::{SubmitError, ThreadPool};
+///
+/// let pool = ThreadPool::new(1).unwrap();
+/// pool.shutdown(true, false);
+/// let err = pool.submit(|| 1).unwrap_err();
+/// assert!(matches!(err, SubmitError::Shutdown(_)));
+/// let f = err.into_inner();
+/// assert_eq!(f(), 1); // the closure came back
+/// ```
+pub enum SubmitError<F> {
+    /// The pool is shut down (Python: `RuntimeError` after `shutdown`).
+    Shutdown(F),
+    /// `try_submit` found the queue bound reached.
+    Full(F),
+}
+
+impl<F> SubmitError<F> {
+    /// The refused closure.
+    pub fn into_inner(self) -> F {
+        match self {
+            SubmitError::Shutdown(f) | SubmitError::Full(f) => f,
+        }
+    }
+}
+
+impl<F> fmt::Debug for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Shutdown(_) => f.write_str("Shutdown(..)"),
+            SubmitError::Full(_) => f.write_str("Full(..)"),
+        }
+    }
+}
+
+impl<F> fmt::Display for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Shutdown(_) => f.write_str("cannot submit: the pool is shut down"),
+            SubmitError::Full(_) => f.write_str("cannot submit: the queue bound is reached"),
+        }
+    }
+}
+
+impl<F> std::error::Error for SubmitError<F> {}
+
+/// Why a pool could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A pool needs at least one worker.
+    ZeroWorkers,
+    /// A queue bound of zero would refuse every `try_submit`.
+    ZeroBound,
+    /// The operating system refused to start a worker thread.
+    Spawn(std::io::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::ZeroWorkers => f.write_str("a pool needs at least one worker"),
+            BuildError::ZeroBound => f.write_str("a queue bound must be at least 1"),
+            BuildError::Spawn(e) => write!(f, "could not start a worker thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// What a [`ThreadPool::shutdown_timeout`] left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Every worker thread ended before the deadline.
+    pub finished: bool,
+    /// Tasks still running when the deadline passed (they keep running;
+    /// their handles resolve when they return).
+    pub running: usize,
+    /// Tasks still queued when the deadline passed (they will run, or were
+    /// cancelled if cancelling was asked).
+    pub queued: usize,
+}
+
+/// Configures a [`ThreadPool`].
+///
+/// ```
+/// use concurrent_futures::ThreadPool;
+///
+/// let pool = ThreadPool::builder()
+///     .workers(2)
+///     .thread_name("crunch")
+///     .max_queued(1000)
+///     .build()
+///     .unwrap();
+/// assert_eq!(pool.workers(), 2);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Builder {
+    workers: Option<usize>,
+    name_prefix: String,
+    stack_size: Option<usize>,
+    max_queued: Option<usize>,
+    max_blocking: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            workers: None,
+            name_prefix: String::from("cf-worker"),
+            stack_size: None,
+            max_queued: None,
+            max_blocking: 512,
+        }
+    }
+}
+
+impl Builder {
+    /// A builder with the defaults: one worker per available core, threads
+    /// named `cf-worker-N`, the platform's stack size, no queue bound, at
+    /// most 512 compensating workers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of worker threads (default: available parallelism).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Prefix of the worker threads' names.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = prefix.into();
+        self
+    }
+
+    /// Stack size of each worker thread, in bytes.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Bound on queued tasks for [`ThreadPool::try_submit`] (`submit`
+    /// ignores it, like Python's unbounded executor). Approximate under
+    /// concurrent submits: it may be exceeded by the number of threads
+    /// submitting at the same instant.
+    pub fn max_queued(mut self, n: usize) -> Self {
+        self.max_queued = Some(n);
+        self
+    }
+
+    /// Most compensating workers alive at once. A worker that blocks on a
+    /// task running elsewhere is compensated by one, so the pool keeps its
+    /// capacity (like Java's managed blocking). Default 512.
+    pub fn max_blocking(mut self, n: usize) -> Self {
+        self.max_blocking = n;
+        self
+    }
+
+    /// Starts the pool.
+    pub fn build(self) -> Result<ThreadPool, BuildError> {
+        let workers = match self.workers {
+            Some(0) => return Err(BuildError::ZeroWorkers),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if self.max_queued == Some(0) {
+            return Err(BuildError::ZeroBound);
+        }
+        let config = Config {
+            workers,
+            name_prefix: self.name_prefix,
+            stack_size: self.stack_size,
+            max_queued: self.max_queued,
+            max_blocking: self.max_blocking,
+        };
+        let (registry, locals) = Registry::new(config);
+        let owner = Owner {
+            registry: registry.clone(),
+        };
+        for (index, local) in locals.into_iter().enumerate() {
+            let mut builder = std::thread::Builder::new()
+                .name(format!("{}-{index}", registry.config.name_prefix));
+            if let Some(size) = registry.config.stack_size {
+                builder = builder.stack_size(size);
+            }
+            let reg = registry.clone();
+            registry.thread_started();
+            match builder.spawn(move || worker::run_worker(reg, index, local)) {
+                Ok(join) => registry
+                    .joins
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(join),
+                Err(e) => {
+                    registry.thread_exited();
+                    // `owner` shuts down and joins the workers already started.
+                    drop(owner);
+                    return Err(BuildError::Spawn(e));
+                }
+            }
+        }
+        Ok(ThreadPool {
+            owner: Arc::new(owner),
+        })
+    }
+}
+
+/// Shuts the pool down when the last [`ThreadPool`] clone goes.
+struct Owner {
+    registry: Arc<Registry>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // Python: a dropped executor still completes its queued work.
+        shutdown(&self.registry, true, false, None);
+    }
+}
+
+/// A work-stealing thread pool with Python's executor API.
+///
+/// Submits from outside go to a shared injector queue; submits from inside
+/// a task go to the worker's own deque; idle workers steal, then park
+/// without spinning (no CPU used while idle). Cloning gives another handle
+/// to the same pool; the pool shuts down (waiting for queued work) when the
+/// last clone is dropped.
+///
+/// ```
+/// use concurrent_futures::ThreadPool;
+///
+/// let pool = ThreadPool::new(2).unwrap();
+/// let handles: Vec<_> = (0..4u64).map(|i| pool.submit(move || i * i).unwrap()).collect();
+/// let squares: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+/// assert_eq!(squares, [0, 1, 4, 9]);
+/// ```
+#[derive(Clone)]
+pub struct ThreadPool {
+    owner: Arc<Owner>,
+}
+
+impl fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("workers", &self.workers())
+            .field("shutdown", &self.registry().is_shutdown())
+            .finish()
+    }
+}
+
+impl ThreadPool {
+    /// A pool of `workers` threads with the other defaults of [`Builder`].
+    pub fn new(workers: usize) -> Result<ThreadPool, BuildError> {
+        Builder::new().workers(workers).build()
+    }
+
+    /// A [`Builder`] for a pool.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.owner.registry
+    }
+
+    /// The number of (core) worker threads.
+    pub fn workers(&self) -> usize {
+        self.registry().config.workers
+    }
+
+    /// Schedules `f` and returns a handle to its result. A panic in `f`
+    /// resolves the handle with [`TaskError::Panicked`];
+    /// the worker survives.
+    /// After shutdown the closure is handed back in [`SubmitError::Shutdown`].
+    ///
+    /// ```
+    /// use concurrent_futures::{TaskError, ThreadPool};
+    /// let pool = ThreadPool::new(1).unwrap();
+    /// let ok = pool.submit(|| "fine").unwrap();
+    /// let bad = pool.submit(|| -> u8 { panic!("oops") }).unwrap();
+    /// assert_eq!(ok.join(), Ok("fine"));
+    /// assert!(matches!(bad.result(), Err(TaskError::Panicked(m)) if m.as_str() == "oops"));
+    /// ```
+    pub fn submit<F, T>(&self, f: F) -> Result<FutureHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + Sync + 'static,
+    {
+        // Claim a submit slot first, so that a refusal still has the closure.
+        let Some(slot) = worker::SubmitSlot::claim(self.registry()) else {
+            return Err(SubmitError::Shutdown(f));
+        };
+        let (task, shared) = TaskRef::new(f);
+        slot.push(task);
+        Ok(FutureHandle::from_shared(shared))
+    }
+
+    /// Like [`submit`](ThreadPool::submit), but refuses with
+    /// [`SubmitError::Full`] when the queue bound of
+    /// [`Builder::max_queued`] is reached.
+    ///
+    /// ```
+    /// use concurrent_futures::{SubmitError, ThreadPool};
+    /// let pool = ThreadPool::builder().workers(1).max_queued(1).build().unwrap();
+    /// let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+    /// let g = gate.clone();
+    /// let blocker = pool.submit(move || { g.wait(); }).unwrap();
+    /// while !blocker.running() { std::thread::yield_now(); }
+    /// let queued = pool.try_submit(|| 1).unwrap();
+    /// assert!(matches!(pool.try_submit(|| 2), Err(SubmitError::Full(_))));
+    /// gate.wait();
+    /// assert_eq!(queued.join(), Ok(1));
+    /// ```
+    pub fn try_submit<F, T>(&self, f: F) -> Result<FutureHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + Sync + 'static,
+    {
+        if let Some(bound) = self.registry().config.max_queued
+            && self.metrics().queued >= bound
+        {
+            return Err(SubmitError::Full(f));
+        }
+        self.submit(f)
+    }
+
+    /// Schedules `f` without a handle (fire and forget). A panic is counted
+    /// in [`Metrics::panicked`] and otherwise ignored.
+    pub fn spawn<F>(&self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        spawn_on(self.registry(), f).map_err(SubmitError::Shutdown)
+    }
+
+    /// Attaches a done-callback to `handle` that runs as a task on this pool,
+    /// never inline on the thread that completes the future. If the pool is
+    /// shut down when the future completes, the callback runs inline instead
+    /// (it is never lost).
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use concurrent_futures::{Promise, ThreadPool};
+    /// let pool = ThreadPool::builder().workers(1).thread_name("cb").build().unwrap();
+    /// let promise = Promise::new();
+    /// let (tx, rx) = mpsc::channel();
+    /// pool.add_done_callback(&promise.handle(), move |r| {
+    ///     let on = std::thread::current().name().map(str::to_owned);
+    ///     tx.send((*r.unwrap(), on)).unwrap();
+    /// });
+    /// promise.set_result(3).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), (3, Some("cb-0".to_owned())));
+    /// ```
+    pub fn add_done_callback<T, F>(&self, handle: &FutureHandle<T>, f: F)
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce(Result<&T, &TaskError>) + Send + 'static,
+    {
+        let registry = self.registry().clone();
+        let reader = handle.clone();
+        drop(handle.add_done_callback(move |_| {
+            let job = move || f(reader.outcome_ref());
+            if let Err(job) = spawn_on(&registry, job) {
+                job();
+            }
+        }));
+    }
+
+    /// A snapshot of the pool's counters.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::sum(&self.registry().counters)
+    }
+
+    /// Python's `shutdown(wait, cancel_futures)`: stop accepting work; with
+    /// `cancel_pending`, cancel every task that has not started; with
+    /// `wait`, block until every worker has finished. Queued tasks that are
+    /// not cancelled still run. Every handle ends done or cancelled.
+    ///
+    /// Called from one of the pool's own tasks, it does not wait (it would
+    /// wait on itself). Calling it again is harmless.
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPool;
+    /// let pool = ThreadPool::new(1).unwrap();
+    /// let h = pool.submit(|| 5).unwrap();
+    /// pool.shutdown(true, false);
+    /// assert_eq!(h.join(), Ok(5));
+    /// assert!(pool.submit(|| 6).is_err());
+    /// ```
+    pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
+        shutdown(self.registry(), wait, cancel_pending, None);
+    }
+
+    /// Shuts down and waits at most `timeout` for the workers to finish,
+    /// instead of hanging on a task that never returns; reports what was
+    /// still running or queued.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::ThreadPool;
+    /// let pool = ThreadPool::new(1).unwrap();
+    /// let report = pool.shutdown_timeout(Duration::from_secs(5), false);
+    /// assert!(report.finished);
+    /// assert_eq!((report.running, report.queued), (0, 0));
+    /// ```
+    pub fn shutdown_timeout(&self, timeout: Duration, cancel_pending: bool) -> ShutdownReport {
+        shutdown(self.registry(), true, cancel_pending, Some(timeout))
+    }
+
+    /// Whether [`shutdown`](ThreadPool::shutdown) was called.
+    pub fn is_shutdown(&self) -> bool {
+        self.registry().is_shutdown()
+    }
+}
+
+/// Schedules a fire-and-forget closure; hands it back if the pool is shut down.
+pub(crate) fn spawn_on<F>(registry: &Arc<Registry>, f: F) -> Result<(), F>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let Some(slot) = worker::SubmitSlot::claim(registry) else {
+        return Err(f);
+    };
+    slot.push(TaskRef::detached(f));
+    Ok(())
+}
+
+fn shutdown(
+    registry: &Arc<Registry>,
+    wait: bool,
+    cancel_pending: bool,
+    timeout: Option<Duration>,
+) -> ShutdownReport {
+    registry.shutdown(cancel_pending);
+    if cancel_pending {
+        // Workers cancel what they pop; cancel the injector from here too so
+        // a busy pool's handles resolve now.
+        while let Some(task) = registry.injector.steal().success() {
+            crate::executor::metrics::Counters::add(&registry.shared_counters().dequeued, 1);
+            task.cancel();
+        }
+    }
+    let inside = worker::is_worker_of(registry);
+    let finished = if wait && !inside {
+        registry.wait_exited(timeout)
+    } else {
+        false
+    };
+    if finished {
+        let joins = std::mem::take(&mut *registry.joins.lock().unwrap_or_else(|e| e.into_inner()));
+        for join in joins {
+            let _ = join.join();
+        }
+    }
+    let m = Metrics::sum(&registry.counters);
+    ShutdownReport {
+        finished,
+        running: m.running,
+        queued: m.queued,
+    }
+}

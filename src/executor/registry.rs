@@ -1,0 +1,205 @@
+//! The state one pool shares between its handle and its workers: the
+//! queues, the sleep state, the shutdown word, counters and configuration.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+
+use super::metrics::Counters;
+use super::sleep::Sleep;
+use super::task::TaskRef;
+use crate::future::Promise;
+use crate::sync::{AtomicUsize, Ordering};
+
+/// `state`: no new submits.
+const SHUTDOWN: usize = 0b01;
+/// `state`: queued tasks are cancelled instead of run.
+const CANCEL: usize = 0b10;
+/// `state`: one submit in flight (the count lives above the flags).
+const SUBMITTER: usize = 0b100;
+
+/// How the pool was built.
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) name_prefix: String,
+    pub(crate) stack_size: Option<usize>,
+    pub(crate) max_queued: Option<usize>,
+    pub(crate) max_blocking: usize,
+}
+
+/// Shared pool state.
+pub(crate) struct Registry {
+    pub(crate) injector: Injector<TaskRef>,
+    pub(crate) stealers: Box<[Stealer<TaskRef>]>,
+    pub(crate) sleep: Sleep,
+    /// SHUTDOWN | CANCEL | submits in flight × SUBMITTER.
+    state: AtomicUsize,
+    pub(crate) config: Config,
+    /// One per core worker, plus one shared by outside threads and
+    /// compensating workers (the last).
+    pub(crate) counters: Box<[Counters]>,
+    /// Workers currently blocked waiting on a running task.
+    pub(crate) blocked: AtomicUsize,
+    /// Compensating workers alive.
+    pub(crate) extra: AtomicUsize,
+    /// Worker threads alive; the last one out sets `exited`.
+    live: AtomicUsize,
+    exited: Promise<()>,
+    pub(crate) joins: Mutex<Vec<JoinHandle<()>>>,
+    /// Who waits on what, consulted only on the blocking slow path.
+    pub(crate) waits: super::deadlock::WaitGraph,
+}
+
+impl Registry {
+    pub(crate) fn new(config: Config) -> (Arc<Registry>, Vec<Worker<TaskRef>>) {
+        let locals: Vec<_> = (0..config.workers).map(|_| Worker::new_fifo()).collect();
+        let registry = Registry {
+            injector: Injector::new(),
+            stealers: locals.iter().map(Worker::stealer).collect(),
+            sleep: Sleep::new(config.workers),
+            state: AtomicUsize::new(0),
+            counters: (0..=config.workers).map(|_| Counters::default()).collect(),
+            blocked: AtomicUsize::new(0),
+            extra: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+            exited: Promise::new(),
+            joins: Mutex::new(Vec::new()),
+            waits: Default::default(),
+            config,
+        };
+        (Arc::new(registry), locals)
+    }
+
+    /// The counters of outside threads and compensating workers.
+    pub(crate) fn shared_counters(&self) -> &Counters {
+        &self.counters[self.config.workers]
+    }
+
+    /// Starts a submit: false if the pool is shut down. On true the caller
+    /// must push and then call [`Registry::end_submit`].
+    pub(crate) fn begin_submit(&self) -> bool {
+        // Acquire: pairs with `shutdown`'s Release so a refused submit sees it.
+        let prev = self.state.fetch_add(SUBMITTER, Ordering::Acquire);
+        if prev & SHUTDOWN != 0 {
+            self.state.fetch_sub(SUBMITTER, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Ends a submit begun with [`Registry::begin_submit`] and wakes a worker.
+    pub(crate) fn end_submit(self: &Arc<Self>) {
+        // Release: the push happens before a worker's exit check that sees
+        // the count drop (its SeqCst load in `may_exit`).
+        let prev = self.state.fetch_sub(SUBMITTER, Ordering::Release);
+        if !self.sleep.notify_one() && self.blocked.load(Ordering::Relaxed) > 0 {
+            super::worker::spawn_compensating(self);
+        }
+        if prev & SHUTDOWN != 0 {
+            // Shutdown began while we pushed: workers waiting for in-flight
+            // submits to finish must re-check.
+            self.sleep.notify_all();
+        }
+    }
+
+    /// Marks the pool shut down (and cancelling, if asked).
+    pub(crate) fn shutdown(&self, cancel: bool) {
+        let flags = if cancel { SHUTDOWN | CANCEL } else { SHUTDOWN };
+        // SeqCst: ordered before the wake-up below and every worker's
+        // exit check.
+        self.state.fetch_or(flags, Ordering::SeqCst);
+        self.sleep.notify_all();
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.state.load(Ordering::Acquire) & SHUTDOWN != 0
+    }
+
+    pub(crate) fn is_cancelling(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CANCEL != 0
+    }
+
+    /// Whether every queue looks empty.
+    pub(crate) fn queues_empty(&self) -> bool {
+        self.injector.is_empty() && self.stealers.iter().all(Stealer::is_empty)
+    }
+
+    /// Whether a worker may exit: shut down, no submit in flight, no work.
+    pub(crate) fn may_exit(&self) -> bool {
+        let state = self.state.load(Ordering::SeqCst);
+        state & SHUTDOWN != 0 && state / SUBMITTER == 0 && self.queues_empty()
+    }
+
+    /// Takes one task from the injector or another worker's deque, moving a
+    /// batch into `local` when there is one. `skip` is the caller's own index.
+    pub(crate) fn steal(
+        &self,
+        local: Option<&Worker<TaskRef>>,
+        skip: usize,
+        counters: &Counters,
+    ) -> Option<TaskRef> {
+        loop {
+            let mut retry = false;
+            let from_injector = match local {
+                Some(local) => self.injector.steal_batch_and_pop(local),
+                None => self.injector.steal(),
+            };
+            match from_injector {
+                Steal::Success(t) => return Some(t),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            let n = self.stealers.len();
+            let start = skip.wrapping_add(1);
+            for i in 0..n {
+                let victim = start.wrapping_add(i) % n;
+                if victim == skip {
+                    continue;
+                }
+                let stolen = match local {
+                    Some(local) => self.stealers[victim].steal_batch_and_pop(local),
+                    None => self.stealers[victim].steal(),
+                };
+                match stolen {
+                    Steal::Success(t) => {
+                        counters.stolen.fetch_add(1, Ordering::Relaxed);
+                        return Some(t);
+                    }
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                return None;
+            }
+        }
+    }
+
+    /// A worker thread is about to start.
+    pub(crate) fn thread_started(&self) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A worker thread has ended; the last one after shutdown resolves
+    /// [`Registry::wait_exited`].
+    pub(crate) fn thread_exited(&self) {
+        // AcqRel: the last one out sees every other worker's work.
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 && self.is_shutdown() {
+            let _ = self.exited.set_result(());
+        }
+    }
+
+    /// Waits until every worker thread has ended (after shutdown), or until
+    /// the deadline; returns whether they all ended.
+    pub(crate) fn wait_exited(&self, timeout: Option<std::time::Duration>) -> bool {
+        if self.live.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        let handle = self.exited.handle();
+        match timeout {
+            None => handle.wait().is_ok(),
+            Some(t) => handle.wait_timeout(t).is_ok(),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! How idle workers park and how submitters wake them, with no lost wakeup
+//! and no thundering herd.
+//!
+//! State: one bit per worker in `sleepers` (set: parked or about to park)
+//! and `searching`, the number of awake workers looking for work that have
+//! not found any yet.
+//!
+//! - A worker going to sleep sets its bit, stops counting as searching,
+//!   issues a SeqCst fence, and re-checks every queue before parking.
+//! - A submitter pushes its task, issues a SeqCst fence, and then, if no
+//!   worker is searching, clears one sleeper's bit, counts it as
+//!   searching, and unparks it.
+//!
+//! The two fences are ordered one way or the other: either the worker's
+//! re-check sees the task, or the submitter sees the worker's bit (and its
+//! searching count gone) and wakes it. A searcher seen by the submitter will
+//! itself re-check before it sleeps. So a task is never left queued while
+//! every worker sleeps.
+//!
+//! Only as many workers wake as there is work for: a submit wakes at most
+//! one, and only when nobody is searching; a woken worker that finds work
+//! while it was the last searcher wakes the next one (work may remain).
+
+use crate::sync::{AtomicUsize, Ordering, Thread, fence};
+
+const BITS: usize = usize::BITS as usize;
+
+/// The sleep state of one pool.
+pub(crate) struct Sleep {
+    sleepers: Box<[AtomicUsize]>,
+    searching: AtomicUsize,
+    threads: Box<[std::sync::OnceLock<Thread>]>,
+}
+
+impl Sleep {
+    pub(crate) fn new(workers: usize) -> Self {
+        Sleep {
+            sleepers: (0..workers.div_ceil(BITS))
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
+            searching: AtomicUsize::new(0),
+            threads: (0..workers).map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
+
+    /// Called by worker `index` on its own thread before it first sleeps.
+    pub(crate) fn register(&self, index: usize) {
+        let _ = self.threads[index].set(crate::sync::current_thread());
+    }
+
+    fn word(&self, index: usize) -> (&AtomicUsize, usize) {
+        (&self.sleepers[index / BITS], 1 << (index % BITS))
+    }
+
+    /// A worker woke by itself and starts searching for work.
+    pub(crate) fn start_searching(&self) {
+        self.searching.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A searching worker stops searching without work (it exits).
+    pub(crate) fn stop_searching(&self) {
+        self.searching.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// A searching worker found work. If it was the last searcher, wakes
+    /// another worker in case more work is queued (`more_work`).
+    pub(crate) fn found_work(&self, more_work: impl FnOnce() -> bool) {
+        if self.searching.fetch_sub(1, Ordering::SeqCst) == 1 && more_work() {
+            self.notify_one();
+        }
+    }
+
+    /// Parks worker `index` (currently searching) until woken, unless
+    /// `should_wake` (work queued, or shutdown) holds after the worker has
+    /// announced itself. Returns with the worker searching again.
+    pub(crate) fn sleep(&self, index: usize, should_wake: impl Fn() -> bool) {
+        let (word, bit) = self.word(index);
+        // SeqCst (bit, searching, fence): the store-buffer pattern against
+        // `notify_one`'s push + fence + loads; see the module docs.
+        word.fetch_or(bit, Ordering::SeqCst);
+        self.searching.fetch_sub(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if should_wake() {
+            // Withdraw. If a notifier cleared the bit first it also counted us
+            // as searching; otherwise count ourselves.
+            if word.fetch_and(!bit, Ordering::SeqCst) & bit != 0 {
+                self.start_searching();
+            }
+            return;
+        }
+        loop {
+            crate::sync::park();
+            // Acquire: pairs with the notifier's clearing CAS.
+            if word.load(Ordering::Acquire) & bit == 0 {
+                return; // woken: the notifier counted us as searching
+            }
+            if should_wake() {
+                if word.fetch_and(!bit, Ordering::SeqCst) & bit != 0 {
+                    self.start_searching();
+                }
+                return;
+            }
+        }
+    }
+
+    /// After a push: wakes one sleeper unless a worker is already searching.
+    /// Returns false if there was nobody to wake.
+    pub(crate) fn notify_one(&self) -> bool {
+        // SeqCst: pairs with the fence in `sleep` (see the module docs); the
+        // caller's push is ordered before this by its own SeqCst fence.
+        fence(Ordering::SeqCst);
+        if self.searching.load(Ordering::SeqCst) != 0 {
+            return true;
+        }
+        self.wake_one()
+    }
+
+    fn wake_one(&self) -> bool {
+        for (w, word) in self.sleepers.iter().enumerate() {
+            let mut bits = word.load(Ordering::SeqCst);
+            while bits != 0 {
+                let bit = bits & bits.wrapping_neg();
+                match word.compare_exchange_weak(
+                    bits,
+                    bits & !bit,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => {
+                        self.start_searching();
+                        let index = w * BITS + bit.trailing_zeros() as usize;
+                        if let Some(t) = self.threads[index].get() {
+                            t.unpark();
+                        }
+                        return true;
+                    }
+                    Err(actual) => bits = actual,
+                }
+            }
+        }
+        false
+    }
+
+    /// Wakes every sleeper (shutdown).
+    pub(crate) fn notify_all(&self) {
+        fence(Ordering::SeqCst);
+        while self.wake_one() {}
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::Sleep;
+    use crate::sync::{AtomicUsize, Ordering};
+    use loom::thread;
+    use std::sync::Arc;
+
+    /// A worker that sleeps when the queue is empty, and a submitter: the
+    /// task is always taken (no lost wakeup), and the worker ends.
+    #[test]
+    fn park_vs_submit() {
+        loom::model(|| {
+            let sleep = Arc::new(Sleep::new(1));
+            let queue = Arc::new(AtomicUsize::new(0));
+            let (s, q) = (sleep.clone(), queue.clone());
+            let worker = thread::spawn(move || {
+                s.register(0);
+                s.start_searching();
+                loop {
+                    if q.load(Ordering::SeqCst) == 1 {
+                        q.store(2, Ordering::SeqCst);
+                        s.found_work(|| false);
+                        return;
+                    }
+                    s.sleep(0, || q.load(Ordering::SeqCst) == 1);
+                }
+            });
+            queue.store(1, Ordering::SeqCst);
+            sleep.notify_one();
+            worker.join().unwrap();
+            assert_eq!(queue.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    /// Two workers, two tasks: both are taken; nobody sleeps on work.
+    #[test]
+    fn two_workers_two_submits() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let sleep = Arc::new(Sleep::new(2));
+            let queue = Arc::new(AtomicUsize::new(0));
+            let taken = Arc::new(AtomicUsize::new(0));
+            let workers: Vec<_> = (0..2)
+                .map(|i| {
+                    let (s, q, t) = (sleep.clone(), queue.clone(), taken.clone());
+                    thread::spawn(move || {
+                        s.register(i);
+                        s.start_searching();
+                        loop {
+                            let n = q.load(Ordering::SeqCst);
+                            if n > 0 {
+                                if q.compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
+                                    .is_ok()
+                                {
+                                    s.found_work(|| q.load(Ordering::SeqCst) > 0);
+                                    if t.fetch_add(1, Ordering::SeqCst) == 1 {
+                                        s.notify_all(); // both tasks done: let the other end
+                                    }
+                                    s.start_searching();
+                                }
+                                continue;
+                            }
+                            if t.load(Ordering::SeqCst) == 2 {
+                                return;
+                            }
+                            s.sleep(i, || {
+                                q.load(Ordering::SeqCst) > 0 || t.load(Ordering::SeqCst) == 2
+                            });
+                        }
+                    })
+                })
+                .collect();
+            for _ in 0..2 {
+                queue.fetch_add(1, Ordering::SeqCst);
+                sleep.notify_one();
+            }
+            for w in workers {
+                w.join().unwrap();
+            }
+            assert_eq!(taken.load(Ordering::SeqCst), 2);
+        });
+    }
+}

@@ -1,0 +1,183 @@
+//! [`Strand`]: a serial context on the pool that owns a state.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crossbeam_deque::Injector;
+
+use super::pool::{ThreadPool, spawn_on};
+use super::registry::Registry;
+use super::schedule::Schedule;
+use crate::error::{PanicMessage, TaskError};
+use crate::future::{FutureHandle, Promise};
+use crate::sync::UnsafeCell;
+
+/// Jobs a drain runs before it yields its worker to other tasks.
+const BUDGET: usize = 128;
+
+type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
+
+struct Inner<S> {
+    registry: Arc<Registry>,
+    queue: Injector<Job<S>>,
+    schedule: Schedule,
+    /// Only touched by the drainer that owns the scheduled flag.
+    state: UnsafeCell<S>,
+}
+
+// SAFETY: `state` is only accessed by the one drainer that owns the
+// scheduled flag (see `schedule.rs`), and the flag's AcqRel swaps order one
+// drain's accesses before the next; `S: Send` lets the state move between
+// the workers that drain it.
+unsafe impl<S: Send> Sync for Inner<S> {}
+
+/// A serial context on a [`ThreadPool`]: closures posted to it run one at a
+/// time, in post order, on pool workers, with no lock (a lock-free queue and
+/// a scheduled flag). It owns a state `S` that each closure gets as `&mut S`.
+///
+/// This answers "can my done-callbacks update shared totals safely?": route
+/// them to a strand with [`Strand::add_done_callback`] and they mutate the
+/// state without a `Mutex`.
+///
+/// A panicking closure is caught and reported through the callback-panic
+/// hook ([`set_callback_panic_hook`](crate::set_callback_panic_hook)); the
+/// next closures still run. If the pool is shut down, a post runs the
+/// queued closures on the posting thread instead (they are never lost).
+///
+/// ```
+/// use concurrent_futures::{Strand, ThreadPool};
+///
+/// let pool = ThreadPool::new(2).unwrap();
+/// let strand = Strand::new(&pool, Vec::new());
+/// for i in 0..5 {
+///     strand.post(move |log: &mut Vec<i32>| log.push(i));
+/// }
+/// assert_eq!(strand.submit(|log| log.clone()).join(), Ok(vec![0, 1, 2, 3, 4]));
+/// ```
+pub struct Strand<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for Strand<S> {
+    fn clone(&self) -> Self {
+        Strand {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Strand<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Strand").finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + 'static> Strand<S> {
+    /// A strand on `pool` owning `state`.
+    pub fn new(pool: &ThreadPool, state: S) -> Self {
+        Strand {
+            inner: Arc::new(Inner {
+                registry: pool.registry().clone(),
+                queue: Injector::new(),
+                schedule: Schedule::default(),
+                state: UnsafeCell::new(state),
+            }),
+        }
+    }
+
+    /// Queues `f` to run after every closure posted before it.
+    pub fn post(&self, f: impl FnOnce(&mut S) + Send + 'static) {
+        self.inner.queue.push(Box::new(f));
+        if self.inner.schedule.claim_after_push() {
+            schedule_drain(self.inner.clone());
+        }
+    }
+
+    /// Queues `f` and returns a handle to its result.
+    ///
+    /// ```
+    /// # use concurrent_futures::{Strand, ThreadPool};
+    /// let pool = ThreadPool::new(1).unwrap();
+    /// let counter = Strand::new(&pool, 0u64);
+    /// counter.post(|n| *n += 41);
+    /// assert_eq!(counter.submit(|n| { *n += 1; *n }).join(), Ok(42));
+    /// ```
+    pub fn submit<R>(&self, f: impl FnOnce(&mut S) -> R + Send + 'static) -> FutureHandle<R>
+    where
+        R: Send + Sync + 'static,
+    {
+        let promise = Promise::new();
+        let handle = promise.handle();
+        self.post(move |s| {
+            if let Ok(value) = catch_unwind(AssertUnwindSafe(|| f(s))) {
+                let _ = promise.set_result(value);
+            }
+            // On panic the promise drops: the handle resolves as abandoned
+            // and the panic is reported by the drain.
+        });
+        handle
+    }
+
+    /// Attaches a done-callback to `handle` that runs on this strand with
+    /// `&mut S`, after the closures posted before the future completed.
+    ///
+    /// ```
+    /// use concurrent_futures::{Strand, ThreadPool};
+    /// let pool = ThreadPool::new(2).unwrap();
+    /// let totals = Strand::new(&pool, (0u64, 0u64)); // (ok, failed)
+    /// for x in 0..10u64 {
+    ///     let h = pool.submit(move || if x % 3 == 0 { Err(x) } else { Ok(x) }).unwrap();
+    ///     totals.add_done_callback(&h, |t, r| match r {
+    ///         Ok(Ok(_)) => t.0 += 1,
+    ///         _ => t.1 += 1,
+    ///     });
+    ///     h.wait().unwrap();
+    /// }
+    /// assert_eq!(totals.submit(|t| *t).join(), Ok((6, 4)));
+    /// ```
+    pub fn add_done_callback<T, F>(&self, handle: &FutureHandle<T>, f: F)
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce(&mut S, Result<&T, &TaskError>) + Send + 'static,
+    {
+        let strand = self.clone();
+        let reader = handle.clone();
+        drop(handle.add_done_callback(move |_| {
+            strand.post(move |s| f(s, reader.outcome_ref()));
+        }));
+    }
+}
+
+/// Starts a drain on the pool, or here if the pool refuses.
+fn schedule_drain<S: Send + 'static>(inner: Arc<Inner<S>>) {
+    let registry = inner.registry.clone();
+    if let Err(drain_here) = spawn_on(&registry, move || drain(inner)) {
+        drain_here();
+    }
+}
+
+/// Runs queued closures while owning the scheduled flag.
+fn drain<S: Send + 'static>(inner: Arc<Inner<S>>) {
+    loop {
+        for _ in 0..BUDGET {
+            let Some(job) = inner.queue.steal().success() else {
+                break;
+            };
+            // SAFETY: we own the scheduled flag: no other thread touches the
+            // state until we release it (see `schedule.rs`).
+            let result = inner
+                .state
+                .with_mut(|s| catch_unwind(AssertUnwindSafe(|| job(unsafe { &mut *s }))));
+            if let Err(payload) = result {
+                crate::future::report_panic(PanicMessage::from_payload(payload.as_ref()));
+            }
+        }
+        if !inner.queue.is_empty() {
+            // Over budget: yield the worker, keep the flag, continue later.
+            return schedule_drain(inner);
+        }
+        if !inner.schedule.release(|| inner.queue.is_empty()) {
+            return;
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! A pool task: the closure lives in its future's allocation (one allocation
+//! per task), and the queues carry [`TaskRef`]s to it.
+//!
+//! Whoever wins the future's `PENDING -> RUNNING` CAS runs the closure: the
+//! worker that pops the task, or a thread waiting on it that claims it
+//! inline. A cancelled or claimed task popped later is skipped. A `TaskRef`
+//! dropped without running resolves its future as abandoned, so no handle
+//! is left pending when a queue is thrown away.
+
+use std::cell::RefCell;
+use std::mem::ManuallyDrop;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::{PanicMessage, TaskError};
+use crate::future::core::{Body, Cell, Core, Shared};
+use crate::future::state::Start;
+use crate::sync::UnsafeCell;
+
+/// The closure of a task, taken by whoever wins the start claim.
+pub(crate) struct Job<F>(UnsafeCell<Option<F>>);
+
+// SAFETY: the closure is only touched by the thread that won the future's
+// start claim (or, when nobody can start it any more, by the one that
+// observed that), and `F: Send` lets it move there.
+unsafe impl<F: Send> Sync for Job<F> {}
+
+/// What running a popped task did, for the worker's counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ran {
+    /// The closure ran and returned.
+    Completed,
+    /// The closure ran and panicked.
+    Panicked,
+    /// Cancelled, or claimed by a waiter: nothing ran here.
+    Skipped,
+}
+
+thread_local! {
+    /// Addresses of the tasks this thread is running, innermost last (a
+    /// waiter that runs a task inline nests it). Used to refuse waits that
+    /// would wait on the waiter itself.
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether the calling thread is running the task at `addr`.
+pub(crate) fn held_here(addr: usize) -> bool {
+    HELD.with(|h| h.borrow().contains(&addr))
+}
+
+/// How many tasks the calling thread is running (nesting depth).
+pub(crate) fn held_depth() -> usize {
+    HELD.with(|h| h.borrow().len())
+}
+
+/// The tasks the calling thread is running, outermost first.
+pub(crate) fn held_snapshot(out: &mut Vec<usize>) {
+    HELD.with(|h| out.extend_from_slice(&h.borrow()));
+}
+
+impl<F> Job<F> {
+    fn take(&self) -> Option<F> {
+        // SAFETY: only called by the winner of the start claim (see the Sync
+        // impl), so no other thread touches the cell.
+        self.0.with_mut(|p| unsafe { (*p).take() })
+    }
+
+    /// Runs the closure and stores its outcome. The caller won the start.
+    fn execute<T>(&self, core: &Core<T>, addr: usize) -> Ran
+    where
+        F: FnOnce() -> T,
+    {
+        let Some(f) = self.take() else {
+            // Unreachable by the claim protocol; resolve rather than hang.
+            let _ = core.set_with(TaskError::Abandoned, Err);
+            return Ran::Skipped;
+        };
+        HELD.with(|h| h.borrow_mut().push(addr));
+        let result = catch_unwind(AssertUnwindSafe(f));
+        HELD.with(|h| h.borrow_mut().pop());
+        let (outcome, ran) = match result {
+            Ok(v) => (Ok(v), Ran::Completed),
+            Err(payload) => {
+                let msg = PanicMessage::from_payload(payload.as_ref());
+                // The payload's own drop may panic: keep it off this thread.
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                (Err(TaskError::Panicked(msg)), Ran::Panicked)
+            }
+        };
+        // Refused only if the future was completed some other way; the value
+        // is then dropped here.
+        let _ = core.set_with(outcome, |o| o);
+        ran
+    }
+
+    /// Drops the closure of a task nobody will run, catching a panicking drop.
+    fn discard(&self) {
+        if let Some(f) = self.take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
+        }
+    }
+}
+
+impl<T, F> Body<T> for Job<F>
+where
+    F: FnOnce() -> T + Send,
+{
+    fn wait(&self, core: &Core<T>, deadline: Option<Instant>) -> Result<bool, TaskError> {
+        if core.is_done() {
+            return Ok(true);
+        }
+        let claim = || {
+            core.try_start() == Start::Started && {
+                self.execute(core, addr_of(core));
+                true
+            }
+        };
+        super::worker::wait_for_task(addr_of(core), claim, || core.wait_until(deadline))
+    }
+}
+
+/// Identity of a task: the address of its future's core.
+pub(crate) fn addr_of<T>(core: &Core<T>) -> usize {
+    (core as *const Core<T>).addr()
+}
+
+/// The type-erased face of a task, as the queues see it.
+pub(crate) trait Runnable: Send + Sync {
+    /// Runs the task if nobody started or cancelled it.
+    fn run(&self) -> Ran;
+    /// Cancels the task if it has not started (Python's `cancel_futures`).
+    fn cancel(&self);
+    /// Resolves a task that will never run as abandoned.
+    fn abandon(&self);
+}
+
+impl<T, F> Runnable for Cell<T, Job<F>>
+where
+    T: Send + Sync,
+    F: FnOnce() -> T + Send,
+{
+    fn run(&self) -> Ran {
+        match self.core.try_start() {
+            Start::Started => self.body.execute(&self.core, addr_of(&self.core)),
+            Start::Cancelled => {
+                self.body.discard();
+                Ran::Skipped
+            }
+            Start::AlreadyStarted => Ran::Skipped,
+        }
+    }
+
+    fn cancel(&self) {
+        if self.core.cancel() {
+            // Cancelled (now or before): nobody can start it, and the one
+            // queue entry is ours, so dropping the closure here is exclusive.
+            self.body.discard();
+        }
+    }
+
+    fn abandon(&self) {
+        if self.core.try_start() == Start::Started {
+            self.body.discard();
+            let _ = self.core.set_with(TaskError::Abandoned, Err);
+        }
+    }
+}
+
+/// A queued task. Dropping it unrun resolves its future as abandoned.
+pub(crate) struct TaskRef(ManuallyDrop<Arc<dyn Runnable>>);
+
+impl TaskRef {
+    /// Makes a task for `f`: one allocation holding the closure and the
+    /// future; returns the queue entry and the future's shared state.
+    pub(crate) fn new<T, F>(f: F) -> (TaskRef, Arc<Shared<T>>)
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let cell = Arc::new(Cell {
+            core: Core::new(),
+            body: Job(UnsafeCell::new(Some(f))),
+        });
+        let runnable: Arc<dyn Runnable> = cell.clone();
+        (TaskRef(ManuallyDrop::new(runnable)), cell)
+    }
+
+    /// Makes a task nobody holds a handle to (fire and forget).
+    pub(crate) fn detached<F>(f: F) -> TaskRef
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let cell: Arc<dyn Runnable> = Arc::new(Cell {
+            core: Core::<()>::new(),
+            body: Job(UnsafeCell::new(Some(f))),
+        });
+        TaskRef(ManuallyDrop::new(cell))
+    }
+
+    /// Runs it (or skips it if cancelled or claimed).
+    pub(crate) fn run(self) -> Ran {
+        let ran = self.0.run();
+        self.release();
+        ran
+    }
+
+    /// Cancels it instead of running it.
+    pub(crate) fn cancel(self) {
+        self.0.cancel();
+        self.release();
+    }
+
+    fn release(self) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again.
+        drop(unsafe { ManuallyDrop::take(&mut this.0) });
+    }
+}
+
+impl Drop for TaskRef {
+    fn drop(&mut self) {
+        self.0.abandon();
+        // SAFETY: in `drop`, the field is never used again.
+        drop(unsafe { ManuallyDrop::take(&mut self.0) });
+    }
+}

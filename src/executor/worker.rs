@@ -1,0 +1,307 @@
+//! The worker loop, the thread-local worker context, and how a worker that
+//! waits on a task keeps the pool's capacity.
+//!
+//! # Order
+//! A worker's own deque is FIFO: tasks a task submits run in submission
+//! order, as Python users expect of an executor, and a stolen batch is the
+//! oldest work. Every [`FAIR_TICK`]th task comes from the injector first, so
+//! a task that keeps resubmitting itself cannot starve outside submits.
+//!
+//! # Waiting inside the pool
+//! A task that waits on another task (`result()`, `wait()`):
+//! 1. is refused with `WouldDeadlock` if it would wait on itself or close a
+//!    cycle of waits (`deadlock.rs`);
+//! 2. runs the awaited task inline if nobody started it yet (the same start
+//!    CAS a worker uses), up to [`MAX_INLINE_DEPTH`] nested;
+//! 3. otherwise blocks, and the pool keeps its capacity: a sleeping worker
+//!    is woken, or, with none to wake, a compensating worker is started (at
+//!    most `max_blocking` at once), which exits as soon as it finds no work.
+//!
+//! A waiting worker never runs unrelated tasks, so it cannot re-enter code
+//! that holds a lock the waiter holds (rayon's re-entrancy problem).
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use crossbeam_deque::Worker;
+
+use super::metrics::Counters;
+use super::registry::Registry;
+use super::task::{Ran, TaskRef, held_depth, held_here, held_snapshot};
+use crate::error::TaskError;
+use crate::sync::Ordering;
+
+/// Every this many tasks a worker looks at the injector before its own deque.
+pub(crate) const FAIR_TICK: u32 = 61;
+/// Deepest nesting of tasks run inline by waiters on one thread.
+pub(crate) const MAX_INLINE_DEPTH: usize = 64;
+/// Look-ups a worker makes before it parks.
+const SPIN_ROUNDS: u32 = 32;
+
+/// What a worker thread knows about itself.
+struct Context {
+    registry: Arc<Registry>,
+    /// The core worker's index; `None` for a compensating worker.
+    index: Option<usize>,
+    local: Option<Worker<TaskRef>>,
+    tick: Cell<u32>,
+}
+
+thread_local! {
+    static CONTEXT: Cell<*const Context> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Runs `f` with the calling thread's worker context, if it is a worker.
+fn with_context<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
+    let ptr = CONTEXT.with(Cell::get);
+    // SAFETY: the pointer is set by `run_worker` to a context on its own
+    // stack, and cleared before that frame ends; it is only read on the
+    // same thread.
+    f(unsafe { ptr.as_ref() })
+}
+
+impl Context {
+    fn counters(&self) -> &Counters {
+        match self.index {
+            Some(i) => &self.registry.counters[i],
+            None => self.registry.shared_counters(),
+        }
+    }
+
+    fn find_task(&self) -> Option<TaskRef> {
+        let reg = &self.registry;
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if tick % FAIR_TICK == 0
+            && let Some(t) = reg.injector.steal().success()
+        {
+            return Some(t);
+        }
+        if let Some(local) = &self.local
+            && let Some(t) = local.pop()
+        {
+            return Some(t);
+        }
+        reg.steal(
+            self.local.as_ref(),
+            self.index.unwrap_or(usize::MAX),
+            self.counters(),
+        )
+    }
+
+    fn run(&self, task: TaskRef) {
+        let c = self.counters();
+        Counters::add(&c.dequeued, 1);
+        if self.registry.is_cancelling() {
+            task.cancel();
+            return;
+        }
+        Counters::add(&c.started, 1);
+        match task.run() {
+            Ran::Completed => Counters::add(&c.completed, 1),
+            Ran::Panicked => {
+                Counters::add(&c.completed, 1);
+                Counters::add(&c.panicked, 1);
+            }
+            // Claimed by a waiter or cancelled: it was not started here.
+            Ran::Skipped => {
+                c.started.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A claimed right to push one task (the pool counts it as in flight, so
+/// shutdown cannot strand it). Pushing consumes it.
+pub(crate) struct SubmitSlot<'a> {
+    registry: &'a Arc<Registry>,
+}
+
+impl<'a> SubmitSlot<'a> {
+    /// Claims a slot; `None` if the pool is shut down.
+    pub(crate) fn claim(registry: &'a Arc<Registry>) -> Option<Self> {
+        registry.begin_submit().then_some(SubmitSlot { registry })
+    }
+
+    /// Pushes to the calling worker's own deque when called from a worker
+    /// of this pool, else to the injector; then wakes a worker if needed.
+    pub(crate) fn push(self, task: TaskRef) {
+        let registry = self.registry;
+        with_context(|ctx| match ctx {
+            Some(ctx) if Arc::ptr_eq(&ctx.registry, registry) && ctx.local.is_some() => {
+                Counters::add(&ctx.counters().submitted, 1);
+                if let Some(local) = &ctx.local {
+                    local.push(task);
+                }
+            }
+            _ => {
+                Counters::add(&registry.shared_counters().submitted, 1);
+                registry.injector.push(task);
+            }
+        });
+        registry.end_submit();
+    }
+}
+
+/// Whether the calling thread is a worker of `registry`.
+pub(crate) fn is_worker_of(registry: &Registry) -> bool {
+    with_context(|ctx| ctx.is_some_and(|c| std::ptr::eq(&*c.registry, registry)))
+}
+
+/// Reports a worker thread's end even if it unwinds, so shutdown never
+/// waits for a thread that is gone.
+struct ExitGuard {
+    registry: Arc<Registry>,
+    compensating: bool,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if self.compensating {
+            self.registry.extra.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.registry.thread_exited();
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // Before the fields go: dropping leftover tasks may run callbacks
+        // that submit, and those must not see this context any more.
+        CONTEXT.with(|c| c.set(std::ptr::null()));
+    }
+}
+
+/// The main loop of core worker `index`.
+pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, local: Worker<TaskRef>) {
+    let _exit = ExitGuard {
+        registry: registry.clone(),
+        compensating: false,
+    };
+    let ctx = Context {
+        registry,
+        index: Some(index),
+        local: Some(local),
+        tick: Cell::new(0),
+    };
+    CONTEXT.with(|c| c.set(&ctx));
+    let reg = &*ctx.registry;
+    reg.sleep.register(index);
+    reg.sleep.start_searching();
+    let mut searching = true;
+    let mut idle_rounds = 0;
+    loop {
+        if let Some(task) = ctx.find_task() {
+            if searching {
+                searching = false;
+                reg.sleep.found_work(|| !reg.queues_empty());
+            }
+            idle_rounds = 0;
+            ctx.run(task);
+            continue;
+        }
+        if !searching {
+            searching = true;
+            reg.sleep.start_searching();
+        }
+        if reg.may_exit() {
+            break;
+        }
+        idle_rounds += 1;
+        if idle_rounds < SPIN_ROUNDS {
+            std::thread::yield_now();
+            continue;
+        }
+        idle_rounds = 0;
+        reg.sleep
+            .sleep(index, || !reg.queues_empty() || reg.may_exit());
+    }
+    reg.sleep.stop_searching();
+}
+
+/// The loop of a compensating worker: runs tasks until it finds none.
+fn run_compensating(registry: Arc<Registry>) {
+    let _exit = ExitGuard {
+        registry: registry.clone(),
+        compensating: true,
+    };
+    let ctx = Context {
+        registry,
+        index: None,
+        local: None,
+        tick: Cell::new(0),
+    };
+    CONTEXT.with(|c| c.set(&ctx));
+    let mut idle_rounds = 0;
+    while idle_rounds < SPIN_ROUNDS {
+        match ctx.find_task() {
+            Some(task) => {
+                idle_rounds = 0;
+                ctx.run(task);
+            }
+            None => {
+                idle_rounds += 1;
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Starts a compensating worker if the bound allows.
+pub(crate) fn spawn_compensating(registry: &Arc<Registry>) {
+    let max = registry.config.max_blocking;
+    // Relaxed: a bound, not a publication; the thread gets the registry
+    // through its spawn.
+    let claimed = registry
+        .extra
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok();
+    if !claimed {
+        return;
+    }
+    let arc = registry.clone();
+    arc.thread_started();
+    let name = format!("{}-extra", arc.config.name_prefix);
+    let mut builder = std::thread::Builder::new().name(name);
+    if let Some(size) = arc.config.stack_size {
+        builder = builder.stack_size(size);
+    }
+    let for_thread = arc.clone();
+    if builder.spawn(move || run_compensating(for_thread)).is_err() {
+        arc.extra.fetch_sub(1, Ordering::Relaxed);
+        arc.thread_exited();
+    }
+}
+
+/// Waits for the task at `addr` the way a pool thread must: refuse a wait on
+/// itself or a cycle, run it inline if nobody started it (`claim`), else
+/// `block` while the pool keeps its capacity. Off the pool, just `block`.
+pub(crate) fn wait_for_task(
+    addr: usize,
+    claim: impl FnOnce() -> bool,
+    block: impl FnOnce() -> bool,
+) -> Result<bool, TaskError> {
+    if held_here(addr) {
+        return Err(TaskError::WouldDeadlock);
+    }
+    let Some(registry) = with_context(|ctx| ctx.map(|c| c.registry.clone())) else {
+        return Ok(block());
+    };
+    if held_depth() < MAX_INLINE_DEPTH && claim() {
+        return Ok(true);
+    }
+    let mut holds = Vec::new();
+    held_snapshot(&mut holds);
+    let Some(_registered) = registry.waits.register(holds, addr) else {
+        return Err(TaskError::WouldDeadlock);
+    };
+    registry.blocked.fetch_add(1, Ordering::Relaxed);
+    if !registry.queues_empty() && !registry.sleep.notify_one() {
+        spawn_compensating(&registry);
+    }
+    let done = block();
+    registry.blocked.fetch_sub(1, Ordering::Relaxed);
+    Ok(done)
+}

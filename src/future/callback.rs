@@ -1,0 +1,148 @@
+//! Done-callbacks: the closure payload, the removable [`Registration`], and
+//! the hook that reports a panicking callback.
+
+use std::mem::ManuallyDrop;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, RwLock};
+
+use super::core::Core;
+use super::node::{NodeRef, Payload};
+use crate::error::{PanicMessage, TaskError};
+use crate::sync::UnsafeCell;
+
+/// A closure stored inline in its node (one allocation per callback).
+pub(crate) struct Callback<F>(UnsafeCell<ManuallyDrop<F>>);
+
+impl<F> Callback<F> {
+    pub(crate) fn new(f: F) -> Self {
+        Callback(UnsafeCell::new(ManuallyDrop::new(f)))
+    }
+}
+
+// SAFETY: the closure is only touched by the one thread that wins the node's
+// status claim (`fire` or `discard`), and `F: Send` lets it move there.
+unsafe impl<F: Send> Sync for Callback<F> {}
+
+impl<T, F> Payload<Core<T>> for Callback<F>
+where
+    F: FnOnce(Result<&T, &TaskError>) + Send,
+{
+    unsafe fn fire(&self, core: &Core<T>) {
+        // SAFETY: the caller won the TAKEN claim: we are the only consumer,
+        // and the closure is taken exactly once.
+        let f = self.0.with_mut(|p| unsafe { ManuallyDrop::take(&mut *p) });
+        let outcome = core.outcome();
+        // The closure's captures are dropped inside the guarded call too, so
+        // a capture that panics on drop is reported like a panicking body.
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || f(outcome))) {
+            report_callback_panic(PanicMessage::from_payload(payload.as_ref()));
+        }
+    }
+
+    unsafe fn discard(&self) {
+        // SAFETY: the caller won the REMOVED claim: we are the only consumer.
+        let f = self.0.with_mut(|p| unsafe { ManuallyDrop::take(&mut *p) });
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(f))) {
+            report_callback_panic(PanicMessage::from_payload(payload.as_ref()));
+        }
+    }
+}
+
+/// A done-callback attached with
+/// [`FutureHandle::add_done_callback`](crate::FutureHandle::add_done_callback).
+///
+/// Dropping it leaves the callback attached. Pass it to
+/// [`FutureHandle::remove_done_callback`](crate::FutureHandle::remove_done_callback)
+/// to detach it.
+///
+/// ```
+/// use concurrent_futures::Promise;
+///
+/// let promise = Promise::<u8>::new();
+/// let handle = promise.handle();
+/// let registration = handle.add_done_callback(|_| unreachable!("removed"));
+/// assert!(handle.remove_done_callback(registration));
+/// promise.set_result(1).unwrap();
+/// ```
+pub struct Registration<T> {
+    pub(crate) node: NodeRef<Core<T>>,
+}
+
+impl<T> std::fmt::Debug for Registration<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").finish_non_exhaustive()
+    }
+}
+
+/// What a callback-panic hook receives.
+#[derive(Clone, Debug)]
+pub struct CallbackPanic {
+    message: PanicMessage,
+}
+
+impl CallbackPanic {
+    /// The panic message.
+    pub fn message(&self) -> &PanicMessage {
+        &self.message
+    }
+}
+
+type Hook = Arc<dyn Fn(&CallbackPanic) + Send + Sync>;
+
+/// Read only when a callback panics, written only by `set_callback_panic_hook`.
+static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
+
+/// Replaces the process-wide hook that reports panicking done-callbacks.
+///
+/// A panic in a done-callback is caught so that the remaining callbacks
+/// still run; it is then reported here. The default hook prints the message
+/// to stderr; [`clear_callback_panic_hook`] restores it.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use concurrent_futures::{Promise, set_callback_panic_hook};
+///
+/// let seen = Arc::new(AtomicUsize::new(0));
+/// let counter = seen.clone();
+/// set_callback_panic_hook(move |p| {
+///     assert_eq!(p.message().as_str(), "boom");
+///     counter.fetch_add(1, Ordering::SeqCst);
+/// });
+/// let promise = Promise::<()>::new();
+/// promise.handle().add_done_callback(|_| panic!("boom"));
+/// promise.handle().add_done_callback(|_| println!("still runs"));
+/// promise.set_result(()).unwrap();
+/// concurrent_futures::clear_callback_panic_hook();
+/// assert_eq!(seen.load(Ordering::SeqCst), 1);
+/// ```
+pub fn set_callback_panic_hook(hook: impl Fn(&CallbackPanic) + Send + Sync + 'static) {
+    *HOOK.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+}
+
+/// Restores the default callback-panic hook (print to stderr).
+///
+/// ```
+/// concurrent_futures::set_callback_panic_hook(|_| {});
+/// concurrent_futures::clear_callback_panic_hook();
+/// ```
+pub fn clear_callback_panic_hook() {
+    *HOOK.write().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// Reports a caught panic of a callback (or a strand closure) to the hook.
+pub(crate) fn report_callback_panic(message: PanicMessage) {
+    let info = CallbackPanic { message };
+    let hook = HOOK.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let reported = match hook {
+        Some(hook) => catch_unwind(AssertUnwindSafe(|| hook(&info))).is_ok(),
+        None => false,
+    };
+    if !reported {
+        // The default, and the fallback when the hook itself panicked.
+        eprintln!(
+            "concurrent-futures: a done-callback panicked: {}",
+            info.message
+        );
+    }
+}

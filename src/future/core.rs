@@ -1,0 +1,244 @@
+//! The shared state of one future, in one allocation: lifecycle word,
+//! outcome slot, waiter stack, callback stack, handle count, and (for pool
+//! tasks) the job itself.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::callback::{Callback, Registration};
+use super::node::NodeRef;
+use super::stack::Stack;
+use super::state::{BeginSet, Cancel, Lifecycle, Phase, Start};
+use crate::error::{InvalidState, TaskError};
+use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+
+/// The error a cancelled future reports by reference.
+static CANCELLED: TaskError = TaskError::Cancelled;
+
+/// The state every future shares between its handles and its writer.
+pub(crate) struct Core<T> {
+    lifecycle: Lifecycle,
+    /// `FutureHandle`s alive, plus one while a `Promise` (which can make
+    /// more) is alive. Lets the last reader move the value out.
+    handles: AtomicUsize,
+    /// Written once by the `begin_set` winner, read after `publish`.
+    slot: UnsafeCell<Option<Result<T, TaskError>>>,
+    waiters: Stack<()>,
+    callbacks: Stack<Core<T>>,
+}
+
+// SAFETY: the slot is written by one thread (the `begin_set` winner) before
+// the Release in `publish` and only read after an Acquire that sees it, or
+// moved out by the last handle once no callback can run (`take_outcome`);
+// so `T: Send` suffices to move the value across threads and `T: Sync` to
+// share `&T` between readers. Every other field is atomic.
+unsafe impl<T: Send + Sync> Sync for Core<T> {}
+// SAFETY: as above; the value may be dropped on any thread.
+unsafe impl<T: Send> Send for Core<T> {}
+
+/// What else lives in a future's allocation. Pool tasks keep their closure
+/// here so that a task and its future are one allocation, and so that a
+/// thread waiting on a task that has not started can run it inline.
+pub(crate) trait Body<T>: Send + Sync {
+    /// Blocks until `core` is done or `deadline` passes; returns whether it
+    /// is done. A pool task overrides this to run itself inline when it has
+    /// not started, and to refuse waits that would deadlock.
+    fn wait(&self, core: &Core<T>, deadline: Option<Instant>) -> Result<bool, TaskError> {
+        Ok(core.wait_until(deadline))
+    }
+}
+
+/// The body of a future made by a [`Promise`](crate::Promise).
+pub(crate) struct NoBody;
+
+impl<T> Body<T> for NoBody {}
+
+/// A future's allocation: the shared state followed by its body.
+pub(crate) struct Cell<T, B: ?Sized> {
+    pub(crate) core: Core<T>,
+    pub(crate) body: B,
+}
+
+/// The type every handle points to.
+pub(crate) type Shared<T> = Cell<T, dyn Body<T>>;
+
+impl<T: Send + Sync + 'static> Cell<T, NoBody> {
+    /// A pending future with no body.
+    pub(crate) fn without_body() -> Arc<Shared<T>> {
+        Arc::new(Cell {
+            core: Core::new(),
+            body: NoBody,
+        })
+    }
+}
+
+impl<T> Core<T> {
+    pub(crate) fn new() -> Self {
+        Core {
+            lifecycle: Lifecycle::new(),
+            handles: AtomicUsize::new(0),
+            slot: UnsafeCell::new(None),
+            waiters: Stack::new(),
+            callbacks: Stack::new(),
+        }
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.lifecycle.phase()
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.lifecycle.is_done()
+    }
+
+    pub(crate) fn waiters(&self) -> &Stack<()> {
+        &self.waiters
+    }
+
+    /// The outcome. Only once done (callers check first).
+    pub(crate) fn outcome(&self) -> Result<&T, &TaskError> {
+        match self.phase() {
+            Phase::Finished => {
+                // SAFETY: FINISHED was observed with Acquire (in `phase`), so
+                // the write before `publish` is visible, and the slot is never
+                // written again (it is only moved out by the last handle when
+                // no other reader can exist).
+                let slot = self.slot.with(|p| unsafe { &*p });
+                match slot {
+                    Some(Ok(v)) => Ok(v),
+                    Some(Err(e)) => Err(e),
+                    None => Err(&CANCELLED),
+                }
+            }
+            _ => Err(&CANCELLED),
+        }
+    }
+
+    /// Claims the future for running (Python's `set_running_or_notify_cancel`).
+    pub(crate) fn try_start(&self) -> Start {
+        self.lifecycle.try_start()
+    }
+
+    /// Python's `cancel()`: true if it is (now or already) cancelled.
+    pub(crate) fn cancel(&self) -> bool {
+        match self.lifecycle.cancel() {
+            Cancel::Cancelled => {
+                self.notify();
+                true
+            }
+            Cancel::AlreadyCancelled => true,
+            Cancel::Refused => false,
+        }
+    }
+
+    /// Stores the outcome `into(input)` exactly once, then wakes waiters and
+    /// runs callbacks. A refused `input` is handed back untouched.
+    pub(crate) fn set_with<V>(
+        &self,
+        input: V,
+        into: impl FnOnce(V) -> Result<T, TaskError>,
+    ) -> Result<(), InvalidState<V>> {
+        match self.lifecycle.begin_set() {
+            BeginSet::Won => {}
+            BeginSet::AlreadyFinished => return Err(InvalidState::AlreadyFinished(input)),
+            BeginSet::Cancelled => return Err(InvalidState::Cancelled(input)),
+        }
+        let outcome = into(input);
+        // SAFETY: winning `begin_set` makes this the slot's only writer, and
+        // no reader touches it before `publish`.
+        self.slot.with_mut(|p| unsafe { *p = Some(outcome) });
+        self.lifecycle.publish();
+        self.notify();
+        Ok(())
+    }
+
+    /// Blocks until no callback is running or queued. Waiters are woken
+    /// before callbacks run, so the last handle can get here while the
+    /// completer is still draining; nobody else can attach (that needs a
+    /// handle, and no promise is left to make one), so once a marker
+    /// callback attached now has run, only the drainer's final CAS is left.
+    fn wait_quiescent(&self) {
+        if self.callbacks.is_quiescent() {
+            return;
+        }
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (flag, thread) = (ran.clone(), crate::sync::current_thread());
+        drop(self.add_callback(move |_| {
+            // Release: pairs with the Acquire load below.
+            flag.store(1, Ordering::Release);
+            thread.unpark();
+        }));
+        while ran.load(Ordering::Acquire) == 0 {
+            crate::sync::park();
+        }
+        while !self.callbacks.is_quiescent() {
+            crate::sync::spin_hint();
+        }
+    }
+
+    /// After the outcome is visible: wake every waiter, then run callbacks.
+    fn notify(&self) {
+        self.waiters.complete(&());
+        self.callbacks.complete(self);
+    }
+
+    /// Attaches a callback; runs it inline if the future is already done.
+    pub(crate) fn add_callback<F>(&self, f: F) -> Registration<T>
+    where
+        F: FnOnce(Result<&T, &TaskError>) + Send + 'static,
+    {
+        let (list, mine) = NodeRef::new(Callback::new(f), self.callbacks.id());
+        self.callbacks.push(list, Some(self));
+        Registration { node: mine }
+    }
+
+    /// Detaches a callback. True if it will never run.
+    pub(crate) fn remove_callback(&self, registration: Registration<T>) -> bool {
+        let node = registration.node;
+        if !node.owned_by(self.callbacks.id()) || !node.try_remove() {
+            return false;
+        }
+        // SAFETY: we won the REMOVED claim just now.
+        unsafe { node.discard() };
+        drop(node);
+        self.callbacks.note_removed(self);
+        true
+    }
+
+    pub(crate) fn add_handle(&self) {
+        // Relaxed: a new handle is made from an existing handle or from the
+        // promise, both counted, so the count is above zero and cannot reach
+        // one (the take condition) while the maker lives; no data is
+        // published by counting.
+        self.handles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn drop_handle(&self) {
+        // Release: this handle's reads of the value happen before a later
+        // `take_outcome` that sees the decremented count (its Acquire).
+        self.handles.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Moves the outcome out if the caller holds the last handle. Callbacks
+    /// may still be reading it: with `block`, waits for them; without,
+    /// gives up. Only once done.
+    pub(crate) fn take_outcome(&self, block: bool) -> Option<Result<T, TaskError>> {
+        // Acquire: pairs with other handles' Release in `drop_handle`.
+        if self.handles.load(Ordering::Acquire) != 1 {
+            return None;
+        }
+        if block {
+            self.wait_quiescent();
+        } else if !self.callbacks.is_quiescent() {
+            return None;
+        }
+        match self.phase() {
+            // SAFETY: we hold the only handle and no promise is left to make
+            // another, so no other thread can read the slot through a handle
+            // or start a drain (attaching needs a handle), and the drain is
+            // over (`is_quiescent`, Acquire): the slot is ours alone.
+            Phase::Finished => self.slot.with_mut(|p| unsafe { (*p).take() }),
+            _ => Some(Err(TaskError::Cancelled)),
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! [`FutureHandle`]: the reading side of a future.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use super::callback::Registration;
+use super::core::{Core, Shared};
+use super::state::Phase;
+use super::wait::AsyncWait;
+use crate::error::TaskError;
+
+/// A shared, cloneable handle to a result computed elsewhere: Python's
+/// `concurrent.futures.Future`.
+///
+/// A handle comes from [`Promise::handle`](crate::Promise::handle) or from
+/// submitting work to a [`ThreadPool`](crate::ThreadPool). Any number of
+/// clones may wait, read, attach callbacks or be awaited, from any thread.
+///
+/// # Done-callbacks
+/// [`add_done_callback`](FutureHandle::add_done_callback) is lock-free (one
+/// CAS in the uncontended case) and promises more than Python does:
+/// 1. every callback runs exactly once (unless removed first);
+/// 2. if one registration happens before another, its callback finishes
+///    before the other's starts (registration order);
+/// 3. two callbacks of one future never run at the same time;
+/// 4. this holds for callbacks attached while completion is running
+///    callbacks: they run after the earlier ones, on the draining thread or
+///    on the attaching thread once the drain is over. A callback attached
+///    after that runs at once on the attaching thread.
+///
+/// Cost: one allocation per callback (the closure lives in its list node),
+/// one CAS to attach, one CAS to claim it at completion. A thread that
+/// attaches to a done future may run callbacks other threads attach
+/// meanwhile (that is what keeps them ordered and never concurrent).
+///
+/// ```
+/// use concurrent_futures::Promise;
+///
+/// let promise = Promise::new();
+/// let handle = promise.handle();
+/// std::thread::spawn(move || promise.set_result(6 * 7).unwrap());
+/// assert_eq!(handle.result(), Ok(&42));
+/// ```
+pub struct FutureHandle<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> FutureHandle<T> {
+    pub(crate) fn from_shared(shared: Arc<Shared<T>>) -> Self {
+        shared.core.add_handle();
+        FutureHandle { shared }
+    }
+
+    fn core(&self) -> &Core<T> {
+        &self.shared.core
+    }
+
+    /// The outcome; only once done (callbacks and routed callbacks).
+    pub(crate) fn outcome_ref(&self) -> Result<&T, &TaskError> {
+        self.core().outcome()
+    }
+
+    /// Whether two handles refer to the same future.
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::<u8>::new();
+    /// let (a, b) = (promise.handle(), promise.handle());
+    /// assert!(a.ptr_eq(&b));
+    /// assert!(!a.ptr_eq(&concurrent_futures::Promise::<u8>::new().handle()));
+    /// ```
+    pub fn ptr_eq(&self, other: &FutureHandle<T>) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.shared), Arc::as_ptr(&other.shared))
+    }
+
+    /// True once the future has a result or was cancelled.
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::new();
+    /// let handle = promise.handle();
+    /// assert!(!handle.done());
+    /// promise.set_result(()).unwrap();
+    /// assert!(handle.done());
+    /// ```
+    pub fn done(&self) -> bool {
+        self.core().is_done()
+    }
+
+    /// True if the future was cancelled.
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::<()>::new();
+    /// let handle = promise.handle();
+    /// assert!(handle.cancel());
+    /// assert!(handle.cancelled());
+    /// ```
+    pub fn cancelled(&self) -> bool {
+        self.core().phase() == Phase::Cancelled
+    }
+
+    /// True while the work runs (started, no result yet).
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::<()>::new();
+    /// let handle = promise.handle();
+    /// assert!(!handle.running());
+    /// promise.set_running_or_notify_cancel().unwrap();
+    /// assert!(handle.running());
+    /// ```
+    pub fn running(&self) -> bool {
+        self.core().phase() == Phase::Running
+    }
+
+    /// Cancels the future if it has not started. Returns true if it is
+    /// cancelled (also when it already was), false if it is running or done.
+    /// A successful cancel wakes waiters and runs the done-callbacks.
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::<()>::new();
+    /// let handle = promise.handle();
+    /// assert!(handle.cancel());
+    /// assert!(handle.cancel()); // true again
+    /// assert!(promise.set_result(()).is_err());
+    /// ```
+    pub fn cancel(&self) -> bool {
+        self.core().cancel()
+    }
+
+    /// Blocks until the future is done.
+    ///
+    /// Inside a pool task, waiting on a task that has not started runs it
+    /// inline on this thread, and a wait that could never end (on the
+    /// calling task itself, or around a cycle of tasks waiting on each
+    /// other) is refused with [`TaskError::WouldDeadlock`].
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::new();
+    /// let handle = promise.handle();
+    /// std::thread::spawn(move || promise.set_result(1).unwrap());
+    /// handle.wait().unwrap();
+    /// assert!(handle.done());
+    /// ```
+    pub fn wait(&self) -> Result<(), TaskError> {
+        self.wait_until(None)
+    }
+
+    /// Blocks until the future is done or `timeout` passes
+    /// ([`TaskError::Timeout`]). A zero timeout only checks;
+    /// `Duration::MAX` waits forever.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::TaskError;
+    /// let promise = concurrent_futures::Promise::<()>::new();
+    /// let handle = promise.handle();
+    /// assert_eq!(handle.wait_timeout(Duration::from_millis(1)), Err(TaskError::Timeout));
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<(), TaskError> {
+        self.wait_until(deadline(timeout))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<(), TaskError> {
+        if self.shared.body.wait(self.core(), deadline)? {
+            Ok(())
+        } else {
+            Err(TaskError::Timeout)
+        }
+    }
+
+    /// Blocks until done, then returns the value by reference, or why there
+    /// is none.
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::new();
+    /// promise.set_result(String::from("hi")).unwrap();
+    /// assert_eq!(promise.handle().result().map(String::as_str), Ok("hi"));
+    /// ```
+    pub fn result(&self) -> Result<&T, TaskError> {
+        self.wait()?;
+        self.core().outcome().map_err(TaskError::clone)
+    }
+
+    /// Like [`result`](FutureHandle::result), but gives up with
+    /// [`TaskError::Timeout`] after `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{Promise, TaskError};
+    /// let promise = Promise::<u8>::new();
+    /// let handle = promise.handle();
+    /// assert_eq!(handle.result_timeout(Duration::ZERO), Err(TaskError::Timeout));
+    /// ```
+    pub fn result_timeout(&self, timeout: Duration) -> Result<&T, TaskError> {
+        self.wait_timeout(timeout)?;
+        self.core().outcome().map_err(TaskError::clone)
+    }
+
+    /// The outcome if done, without blocking.
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::new();
+    /// let handle = promise.handle();
+    /// assert!(handle.try_result().is_none());
+    /// promise.set_result(3).unwrap();
+    /// assert_eq!(handle.try_result(), Some(Ok(&3)));
+    /// ```
+    pub fn try_result(&self) -> Option<Result<&T, TaskError>> {
+        self.done()
+            .then(|| self.core().outcome().map_err(TaskError::clone))
+    }
+
+    /// Attaches `f` to run once the future is done, with the outcome. If the
+    /// future is done and no thread is running its callbacks, `f` runs at
+    /// once on this thread; if callbacks are running, `f` runs after them.
+    /// See the type docs for the ordering guarantees. A panic in `f` is caught and
+    /// reported (see [`set_callback_panic_hook`](crate::set_callback_panic_hook));
+    /// the other callbacks still run.
+    ///
+    /// The returned [`Registration`] can remove the callback; dropping it
+    /// leaves the callback attached.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// let promise = concurrent_futures::Promise::new();
+    /// let (tx, rx) = mpsc::channel();
+    /// for i in 0..3 {
+    ///     let tx = tx.clone();
+    ///     promise.handle().add_done_callback(move |r| tx.send((i, *r.unwrap())).unwrap());
+    /// }
+    /// promise.set_result(7).unwrap();
+    /// assert_eq!(rx.try_iter().collect::<Vec<_>>(), [(0, 7), (1, 7), (2, 7)]);
+    /// ```
+    pub fn add_done_callback<F>(&self, f: F) -> Registration<T>
+    where
+        F: FnOnce(Result<&T, &TaskError>) + Send + 'static,
+    {
+        self.core().add_callback(f)
+    }
+
+    /// Detaches a callback added to this future (asyncio's
+    /// `remove_done_callback`). Returns true if it was removed and will never
+    /// run; false if it already ran or is running (completion won the race),
+    /// or if `registration` belongs to another future.
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::new();
+    /// let handle = promise.handle();
+    /// let reg = handle.add_done_callback(|_| {});
+    /// promise.set_result(()).unwrap();
+    /// assert!(!handle.remove_done_callback(reg)); // already ran
+    /// ```
+    pub fn remove_done_callback(&self, registration: Registration<T>) -> bool {
+        self.core().remove_callback(registration)
+    }
+
+    /// A future that resolves, by reference, when this one is done. Any
+    /// number of clones may be awaited at once; each is woken. Dropping the
+    /// returned future withdraws its waiter.
+    ///
+    /// ```
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    /// let promise = concurrent_futures::Promise::new();
+    /// let handle = promise.handle();
+    /// promise.set_result(5).unwrap();
+    /// assert_eq!(block_on(handle.wait_async()), Ok(&5));
+    /// ```
+    pub fn wait_async(&self) -> WaitAsync<'_, T> {
+        WaitAsync {
+            handle: self,
+            wait: AsyncWait::default(),
+        }
+    }
+
+    /// Waits, then moves the outcome out if this is the last handle (and the
+    /// promise, which could make more, is gone). Otherwise gives the handle
+    /// back. Works for any `T`. A wait refused as
+    /// [`TaskError::WouldDeadlock`] is returned as the outcome.
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::new();
+    /// let handle = promise.handle();
+    /// promise.set_result(vec![1, 2]).unwrap();
+    /// drop(promise);
+    /// let other = handle.clone();
+    /// let handle = handle.try_join().unwrap_err(); // `other` still exists
+    /// drop(other);
+    /// assert_eq!(handle.try_join().unwrap(), Ok(vec![1, 2]));
+    /// ```
+    pub fn try_join(self) -> Result<Result<T, TaskError>, FutureHandle<T>> {
+        if let Err(e) = self.wait() {
+            return Ok(Err(e));
+        }
+        self.core().take_outcome(true).ok_or(self)
+    }
+
+    /// Waits, then returns the value: moved out if this is the last handle
+    /// and no promise is left, cloned otherwise.
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::new();
+    /// let handle = promise.handle();
+    /// std::thread::spawn(move || promise.set_result(String::from("done")).unwrap());
+    /// assert_eq!(handle.join().as_deref(), Ok("done"));
+    /// ```
+    pub fn join(self) -> Result<T, TaskError>
+    where
+        T: Clone,
+    {
+        match self.try_join() {
+            Ok(outcome) => outcome,
+            Err(shared) => shared.core().outcome().cloned().map_err(TaskError::clone),
+        }
+    }
+}
+
+/// `Duration::MAX` (or any timeout that overflows `Instant`) means forever.
+pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+impl<T> Clone for FutureHandle<T> {
+    fn clone(&self) -> Self {
+        FutureHandle::from_shared(self.shared.clone())
+    }
+}
+
+impl<T> Drop for FutureHandle<T> {
+    fn drop(&mut self) {
+        self.core().drop_handle();
+    }
+}
+
+impl<T> std::fmt::Debug for FutureHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FutureHandle")
+            .field("phase", &self.core().phase())
+            .finish()
+    }
+}
+
+/// The future returned by [`FutureHandle::wait_async`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct WaitAsync<'a, T> {
+    handle: &'a FutureHandle<T>,
+    wait: AsyncWait,
+}
+
+impl<'a, T> Future for WaitAsync<'a, T> {
+    type Output = Result<&'a T, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let core = this.handle.core();
+        match this.wait.poll_done(core, cx) {
+            Poll::Ready(()) => {
+                this.wait.cancel(core);
+                Poll::Ready(this.handle.core().outcome().map_err(TaskError::clone))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> Drop for WaitAsync<'_, T> {
+    fn drop(&mut self) {
+        self.wait.cancel(self.handle.core());
+    }
+}
+
+/// The future of `handle.await`: resolves to the value, moved out if this
+/// is the last handle, cloned otherwise.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Join<T> {
+    handle: Option<FutureHandle<T>>,
+    wait: AsyncWait,
+}
+
+impl<T: Clone> Future for Join<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Some(handle) = this.handle.take() else {
+            return Poll::Pending; // polled after completion
+        };
+        match this.wait.poll_done(handle.core(), cx) {
+            Poll::Ready(()) => {
+                this.wait.cancel(handle.core());
+                // Never block an async worker on other threads' callbacks:
+                // move only if that is possible right now.
+                Poll::Ready(match handle.core().take_outcome(false) {
+                    Some(outcome) => outcome,
+                    None => handle.core().outcome().cloned().map_err(TaskError::clone),
+                })
+            }
+            Poll::Pending => {
+                this.handle = Some(handle);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> Drop for Join<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            self.wait.cancel(handle.core());
+        }
+    }
+}
+
+impl<T> Unpin for Join<T> {}
+
+/// `handle.await` yields the value (moved if this is the last handle,
+/// cloned otherwise). For a `T` that is not `Clone`, await
+/// [`wait_async`](FutureHandle::wait_async) and read by reference.
+///
+/// ```
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let waker = std::task::Waker::noop();
+/// #     let mut cx = std::task::Context::from_waker(&waker);
+/// #     let mut f = std::pin::pin!(f);
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+/// let promise = concurrent_futures::Promise::new();
+/// let handle = promise.handle();
+/// promise.set_result(9).unwrap();
+/// assert_eq!(block_on(async move { handle.await }), Ok(9));
+/// ```
+impl<T: Clone> IntoFuture for FutureHandle<T> {
+    type Output = Result<T, TaskError>;
+    type IntoFuture = Join<T>;
+
+    fn into_future(self) -> Join<T> {
+        Join {
+            handle: Some(self),
+            wait: AsyncWait::default(),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! One entry of a [`Stack`](super::stack::Stack): a type-erased header
+//! followed by its payload, in one allocation.
+//!
+//! # Ownership
+//! A node has at most two owners, counted in `refs`:
+//! - the list, from the push until a drainer has run it or a compactor has
+//!   unlinked it;
+//! - optionally one outside holder (a [`Registration`](super::Registration),
+//!   a blocked thread, an async waiter) that may remove it.
+//!
+//! Whoever drops the last reference frees the memory. Nobody else can reach
+//! a node: pushers only read the head word, never a node, and a node's
+//! `next` is only read by the one thread that owns the list's interior (see
+//! `stack.rs`), so no reader can outlive an unlink and no deferred
+//! reclamation scheme is needed.
+//!
+//! # Status
+//! The payload has exactly one consumer, decided by one CAS on `status`:
+//! `LIVE -> TAKEN` (a drainer will fire it) or `LIVE -> REMOVED` (the outside
+//! holder discards it; it never fires).
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use crate::sync::{AtomicU8, Ordering, UnsafeCell};
+
+/// Not yet consumed.
+const LIVE: u8 = 0;
+/// Claimed by a drainer, which fires the payload.
+const TAKEN: u8 = 1;
+/// Claimed by its outside holder; the payload never fires.
+const REMOVED: u8 = 2;
+
+/// What a node carries. `A` is what the stack's drainer passes in.
+pub(crate) trait Payload<A>: Send + Sync {
+    /// Consumes the payload. Called at most once, by the thread that won
+    /// `LIVE -> TAKEN`.
+    ///
+    /// # Safety
+    /// The caller won the `TAKEN` claim and calls this once.
+    unsafe fn fire(&self, arg: &A);
+
+    /// Drops the payload without firing it. Called at most once, by the
+    /// thread that won `LIVE -> REMOVED`.
+    ///
+    /// # Safety
+    /// The caller won the `REMOVED` claim and calls this once.
+    unsafe fn discard(&self);
+}
+
+/// What the type-erased entry point of a node is asked to do.
+enum Op<'a, A> {
+    Fire(&'a A),
+    Discard,
+    Free,
+}
+
+/// The one function pointer per node that knows its payload type.
+type Dispatch<A> = unsafe fn(NonNull<Header<A>>, Op<'_, A>);
+
+/// The type-erased start of every node.
+#[repr(C)]
+pub(crate) struct Header<A> {
+    /// The next older node. Written by the pusher before the node is
+    /// published, afterwards only by the thread owning the list interior.
+    pub(super) next: UnsafeCell<*mut Header<A>>,
+    status: AtomicU8,
+    refs: AtomicU8,
+    /// Identity of the stack the node is for (compared, never dereferenced).
+    owner: *const (),
+    dispatch: Dispatch<A>,
+}
+
+#[repr(C)]
+struct Node<A, P> {
+    header: Header<A>,
+    payload: P,
+}
+
+/// A pointer to a node with one reference owned by the holder.
+pub(crate) struct NodeRef<A> {
+    ptr: NonNull<Header<A>>,
+    _owns: PhantomData<Header<A>>,
+}
+
+// SAFETY: a NodeRef only touches the node's atomics and, after winning a
+// status claim, its payload, which is `Send + Sync` (required by `Payload`).
+unsafe impl<A> Send for NodeRef<A> {}
+// SAFETY: as above; shared access only reaches atomics.
+unsafe impl<A> Sync for NodeRef<A> {}
+
+/// The entry point of a `Node<A, P>`.
+///
+/// # Safety
+/// `h` heads a live `Node<A, P>`. `Fire` needs the caller to hold the
+/// `TAKEN` claim, `Discard` the `REMOVED` claim, each used once; `Free`
+/// needs the last reference, and the node was made by `Box`.
+unsafe fn dispatch<A, P: Payload<A>>(h: NonNull<Header<A>>, op: Op<'_, A>) {
+    let node = h.cast::<Node<A, P>>();
+    match op {
+        // SAFETY: `h` is the first field of a `repr(C)` `Node<A, P>`, so the
+        // cast recovers the node; the claim makes this the only consumer.
+        Op::Fire(arg) => unsafe { node.as_ref().payload.fire(arg) },
+        // SAFETY: as above.
+        Op::Discard => unsafe { node.as_ref().payload.discard() },
+        // SAFETY: by contract the box is ours to drop.
+        Op::Free => drop(unsafe { Box::from_raw(node.as_ptr()) }),
+    }
+}
+
+impl<A> NodeRef<A> {
+    /// Allocates a node carrying `payload` with two references: one becomes
+    /// the list's when it is pushed, the other is returned to the caller via
+    /// [`NodeRef::split`]. A node never pushed is freed by dropping both.
+    pub(crate) fn new<P: Payload<A>>(payload: P, owner: *const ()) -> (NodeRef<A>, NodeRef<A>) {
+        let node = Box::new(Node {
+            header: Header {
+                next: UnsafeCell::new(std::ptr::null_mut()),
+                status: AtomicU8::new(LIVE),
+                refs: AtomicU8::new(2),
+                owner,
+                dispatch: dispatch::<A, P>,
+            },
+            payload,
+        });
+        let ptr = NonNull::from(Box::leak(node)).cast::<Header<A>>();
+        let a = NodeRef {
+            ptr,
+            _owns: PhantomData,
+        };
+        let b = NodeRef {
+            ptr,
+            _owns: PhantomData,
+        };
+        (a, b)
+    }
+
+    /// Gives up this reference as a raw pointer (the list's reference).
+    pub(crate) fn into_raw(self) -> *mut Header<A> {
+        let ptr = self.ptr.as_ptr();
+        std::mem::forget(self);
+        ptr
+    }
+
+    /// Takes back a reference given up by [`NodeRef::into_raw`].
+    ///
+    /// # Safety
+    /// `ptr` came from `into_raw` and that reference was not taken back.
+    pub(crate) unsafe fn from_raw(ptr: *mut Header<A>) -> NodeRef<A> {
+        NodeRef {
+            // SAFETY: `into_raw` only hands out non-null pointers.
+            ptr: unsafe { NonNull::new_unchecked(ptr) },
+            _owns: PhantomData,
+        }
+    }
+
+    fn header(&self) -> &Header<A> {
+        // SAFETY: we own a reference, so the node is allocated.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// Whether the node was made for the stack identified by `owner`.
+    pub(crate) fn owned_by(&self, owner: *const ()) -> bool {
+        std::ptr::eq(self.header().owner, owner)
+    }
+
+    /// Claims the payload for firing. Returns false if it was removed.
+    pub(crate) fn try_take(&self) -> bool {
+        // Relaxed: the claim only needs the atomicity of one RMW on one word;
+        // the payload itself was published by the push (Release/Acquire on
+        // the head word) or created by this thread.
+        self.header()
+            .status
+            .compare_exchange(LIVE, TAKEN, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Claims the payload for removal. Returns false if a drainer took it.
+    pub(crate) fn try_remove(&self) -> bool {
+        // Relaxed: as in `try_take`; the holder created the payload or
+        // received the reference through a happens-before edge.
+        self.header()
+            .status
+            .compare_exchange(LIVE, REMOVED, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Whether the node was removed by its holder (compaction unlinks it).
+    pub(crate) fn is_removed(&self) -> bool {
+        // Relaxed: a stale LIVE only delays the unlink to a later pass.
+        self.header().status.load(Ordering::Relaxed) == REMOVED
+    }
+
+    /// Fires the payload.
+    ///
+    /// # Safety
+    /// The caller won [`NodeRef::try_take`] and calls this once.
+    pub(crate) unsafe fn fire(&self, arg: &A) {
+        // SAFETY: forwarded contract.
+        unsafe { (self.header().dispatch)(self.ptr, Op::Fire(arg)) }
+    }
+
+    /// Drops the payload without firing it.
+    ///
+    /// # Safety
+    /// The caller won [`NodeRef::try_remove`] (or owns the node alone) and
+    /// calls this once.
+    pub(crate) unsafe fn discard(&self) {
+        // SAFETY: forwarded contract.
+        unsafe { (self.header().dispatch)(self.ptr, Op::Discard) }
+    }
+
+    /// Shared access to the payload.
+    ///
+    /// # Safety
+    /// `P` is the payload type the node was created with.
+    pub(crate) unsafe fn payload<P>(&self) -> &P {
+        // SAFETY: the node is a `repr(C)` `Node<A, P>` (contract) kept alive
+        // by our reference.
+        unsafe { &self.ptr.cast::<Node<A, P>>().as_ref().payload }
+    }
+}
+
+impl<A> Drop for NodeRef<A> {
+    fn drop(&mut self) {
+        // Release: our accesses to the node happen before the free. The
+        // thread that drops the last reference acquires them (fence below).
+        if self.header().refs.fetch_sub(1, Ordering::Release) == 1 {
+            crate::sync::fence(Ordering::Acquire);
+            // SAFETY: the count reached zero: this was the last reference.
+            unsafe { (self.header().dispatch)(self.ptr, Op::Free) }
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The sealed Treiber stack behind a future's callbacks and waiters.
+//!
+//! One word, `head`, holds the newest node's address and two tag bits:
+//!
+//! | head                | meaning                                                    |
+//! |---------------------|------------------------------------------------------------|
+//! | `ptr`               | pending; `ptr` is the newest node (newest first)           |
+//! | `ptr \| BUSY`       | pending; a compactor owns the list below `ptr`             |
+//! | `ptr \| DONE\|BUSY` | complete; one thread owns the drain, `ptr` = late arrivals |
+//! | `DONE`              | complete, nobody draining, nothing queued                  |
+//!
+//! Who may do what:
+//! - **push** (any thread): one CAS that keeps the tag. On `DONE` a pusher
+//!   either claims the drain (`DONE -> DONE|BUSY`, callbacks: it runs its own
+//!   node first) or is told the stack is closed (waiters).
+//! - **complete** (once, the completing thread): sets `DONE|BUSY`. If `BUSY`
+//!   was already set a compactor owns the interior and drains when it lets go.
+//! - **drain** (the `BUSY` owner, once `DONE`): swap the list out, reverse it,
+//!   run it oldest first; repeat until a CAS `DONE|BUSY -> DONE` succeeds on
+//!   an empty list. That CAS is the only way back to `DONE`, so no node can
+//!   land on a list nobody will read again.
+//! - **compact** (pending, whoever wins `ptr -> ptr|BUSY`): unlink removed
+//!   nodes below `ptr`, which pushers never touch.
+//!
+//! Because exactly one thread holds `BUSY`, node interiors (`next`) have one
+//! writer and one reader at a time, callbacks never overlap, and batches
+//! taken later hold only nodes pushed after earlier batches were taken: with
+//! each batch reversed, that is registration order.
+
+use std::marker::PhantomData;
+
+use super::node::{Header, NodeRef};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+
+/// The future is complete; set once, never cleared.
+const DONE: usize = 0b01;
+/// One thread owns the list interior (draining or compacting).
+const BUSY: usize = 0b10;
+const TAGS: usize = DONE | BUSY;
+
+/// Removed-but-linked nodes tolerated before a removal compacts the list
+/// (1 under loom, so the models exercise compaction).
+const MIN_GARBAGE: usize = if cfg!(loom) { 1 } else { 16 };
+
+/// What [`Stack::push`] did with the node.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Linked; a drainer will fire it (or its holder removes it).
+    Queued,
+    /// The stack was idle and complete: the node fired on this thread,
+    /// followed by everything pushed meanwhile.
+    RanInline,
+    /// The stack was complete and the caller asked not to drain: nothing
+    /// was linked.
+    Closed,
+}
+
+/// A sealed Treiber stack of [`NodeRef`]s; see the module docs.
+pub(crate) struct Stack<A> {
+    head: AtomicPtr<Header<A>>,
+    /// Removed nodes still linked (approximate; only steers compaction).
+    garbage: AtomicUsize,
+    /// Garbage level that triggers compaction: at least the live count of
+    /// the last pass, so compaction costs O(1) amortised per removal.
+    threshold: AtomicUsize,
+    _nodes: PhantomData<NodeRef<A>>,
+}
+
+fn tags<A>(p: *mut Header<A>) -> usize {
+    p.addr() & TAGS
+}
+
+fn untag<A>(p: *mut Header<A>) -> *mut Header<A> {
+    p.map_addr(|a| a & !TAGS)
+}
+
+fn tagged<A>(p: *mut Header<A>, t: usize) -> *mut Header<A> {
+    p.map_addr(|a| a | t)
+}
+
+fn done_idle<A>() -> *mut Header<A> {
+    std::ptr::without_provenance_mut(DONE)
+}
+
+fn done_busy<A>() -> *mut Header<A> {
+    std::ptr::without_provenance_mut(DONE | BUSY)
+}
+
+/// Reads a node's `next`.
+///
+/// # Safety
+/// The caller owns the interior of the list holding `node` (or the node is
+/// not published) and `node` is live.
+unsafe fn next_of<A>(node: *mut Header<A>) -> *mut Header<A> {
+    // SAFETY: by contract no other thread writes `next` now.
+    unsafe { (*node).next.with(|p| *p) }
+}
+
+/// Writes a node's `next`. Same contract as [`next_of`].
+unsafe fn set_next<A>(node: *mut Header<A>, next: *mut Header<A>) {
+    // SAFETY: by contract no other thread reads or writes `next` now.
+    unsafe { (*node).next.with_mut(|p| *p = next) }
+}
+
+impl<A> Stack<A> {
+    /// An empty, pending stack.
+    pub(crate) fn new() -> Self {
+        Stack {
+            head: AtomicPtr::new(std::ptr::null_mut()),
+            garbage: AtomicUsize::new(0),
+            threshold: AtomicUsize::new(MIN_GARBAGE),
+            _nodes: PhantomData,
+        }
+    }
+
+    /// Identity stored in nodes made for this stack.
+    pub(crate) fn id(&self) -> *const () {
+        (self as *const Self).cast()
+    }
+
+    /// Whether the stack is complete and no drain is running or pending.
+    pub(crate) fn is_quiescent(&self) -> bool {
+        // Acquire: pairs with the drainer's Release CAS to `DONE`, so what
+        // the callbacks did happens before the caller's next step.
+        self.head.load(Ordering::Acquire) == done_idle()
+    }
+
+    /// Pushes `node` (the list's reference). With `drain_arg`, a push onto
+    /// an idle complete stack claims the drain and fires the node inline;
+    /// without, it returns [`Pushed::Closed`] and drops the node.
+    pub(crate) fn push(&self, node: NodeRef<A>, drain_arg: Option<&A>) -> Pushed {
+        let node = node.into_raw();
+        // Relaxed: the head's address is only compared and stored into our
+        // node, never dereferenced here.
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            if head == done_idle() {
+                let Some(arg) = drain_arg else {
+                    // Acquire: the caller treats Closed as "done" and reads the
+                    // outcome next; pairs with the drainer's Release CAS to
+                    // DONE, which follows the completer's publish.
+                    crate::sync::fence(Ordering::Acquire);
+                    // SAFETY: the node was never published: the reference is ours.
+                    drop(unsafe { NodeRef::from_raw(node) });
+                    return Pushed::Closed;
+                };
+                // Acquire: pairs with the last drainer's Release (and through
+                // it the completer's), so the outcome and the effects of
+                // earlier callbacks are visible before ours runs.
+                match self.head.compare_exchange_weak(
+                    head,
+                    done_busy(),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: never published: the list reference is ours.
+                        let node = unsafe { NodeRef::from_raw(node) };
+                        if node.try_take() {
+                            // SAFETY: we won the TAKEN claim just now.
+                            unsafe { node.fire(arg) };
+                        }
+                        drop(node);
+                        self.drain(arg);
+                        return Pushed::RanInline;
+                    }
+                    Err(actual) => head = actual,
+                }
+                continue;
+            }
+            // SAFETY: the node is not yet published: only we access it.
+            unsafe { set_next(node, untag(head)) };
+            // Release: publishes the node's fields to the thread that takes
+            // the list (Acquire swap in `drain`, Acquire CAS in `compact`).
+            match self.head.compare_exchange_weak(
+                head,
+                tagged(node, tags(head)),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Pushed::Queued,
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// Seals the stack and runs everything on it, oldest first, unless a
+    /// compactor owns the interior (it drains when it lets go). Called once.
+    pub(crate) fn complete(&self, arg: &A) {
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            debug_assert_eq!(tags(head) & DONE, 0, "complete called twice");
+            // AcqRel: Release publishes the outcome written before this call
+            // to a compactor that finds DONE when it lets go (its Acquire);
+            // Acquire pairs with pushes so the drain below sees the nodes.
+            match self.head.compare_exchange_weak(
+                head,
+                tagged(head, DONE | BUSY),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) if tags(head) & BUSY != 0 => return,
+                Ok(_) => return self.drain(arg),
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// Runs batches until the list is empty and `DONE` is restored.
+    /// The caller holds `BUSY` and `DONE` is set.
+    fn drain(&self, arg: &A) {
+        loop {
+            // Acquire: pairs with the Release of the pushes we take.
+            let head = self.head.swap(done_busy(), Ordering::Acquire);
+            let mut newest = untag(head);
+            if newest.is_null() {
+                // Release: publishes the callbacks' effects to the next thread
+                // that claims the drain (its Acquire CAS on `DONE`).
+                match self.head.compare_exchange(
+                    done_busy(),
+                    done_idle(),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return,
+                    Err(_) => continue,
+                }
+            }
+            // Reverse the batch in place so it runs oldest first.
+            let mut oldest = std::ptr::null_mut();
+            while !newest.is_null() {
+                // SAFETY: we hold BUSY and swapped this batch out of the head:
+                // no other thread can reach these nodes' `next`.
+                let next = unsafe { next_of(newest) };
+                // SAFETY: as above.
+                unsafe { set_next(newest, oldest) };
+                oldest = newest;
+                newest = next;
+            }
+            while !oldest.is_null() {
+                // SAFETY: as above; read before the node can be freed.
+                let next = unsafe { next_of(oldest) };
+                // SAFETY: the list's reference, handed back by the swap.
+                let node = unsafe { NodeRef::from_raw(oldest) };
+                if node.try_take() {
+                    // SAFETY: we won the TAKEN claim just now.
+                    unsafe { node.fire(arg) };
+                }
+                drop(node);
+                oldest = next;
+            }
+        }
+    }
+
+    /// Notes that a linked node was removed by its holder and compacts the
+    /// list once enough garbage has built up. `drain_arg` is needed in case
+    /// the future completes meanwhile: the compactor then owns the drain.
+    pub(crate) fn note_removed(&self, drain_arg: &A) {
+        // Relaxed: a steering counter; its exact value is never relied on.
+        let garbage = self.garbage.fetch_add(1, Ordering::Relaxed) + 1;
+        if garbage >= self.threshold.load(Ordering::Relaxed) {
+            self.compact(drain_arg);
+        }
+    }
+
+    /// Unlinks removed nodes below the newest one, if no other thread owns
+    /// the interior and the stack is still pending.
+    fn compact(&self, drain_arg: &A) {
+        // Acquire: pairs with the pushes' Release so the nodes' `next` are
+        // visible, and with the last compactor's Release of BUSY.
+        let mut head = self.head.load(Ordering::Acquire);
+        loop {
+            if tags(head) != 0 || head.is_null() {
+                return; // busy or complete: the owner sweeps; or nothing to do
+            }
+            match self.head.compare_exchange_weak(
+                head,
+                tagged(head, BUSY),
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => head = actual,
+            }
+        }
+        let top = head;
+        let (mut unlinked, mut live) = (0, 1);
+        let mut prev = top;
+        // SAFETY: we hold BUSY; nodes below `top` are reachable only through
+        // it and pushers never write an existing node's `next`.
+        let mut cur = unsafe { next_of(top) };
+        while !cur.is_null() {
+            // SAFETY: as above.
+            let next = unsafe { next_of(cur) };
+            // SAFETY: `cur` is linked, so the list still owns a reference.
+            let node = unsafe { NodeRef::from_raw(cur) };
+            if node.is_removed() {
+                // SAFETY: as above; `prev` is live and below-or-at `top`.
+                unsafe { set_next(prev, next) };
+                drop(node); // the list's reference
+                unlinked += 1;
+            } else {
+                let _ = node.into_raw(); // stays linked: keep the list's reference
+                prev = cur;
+                live += 1;
+            }
+            cur = next;
+        }
+        self.garbage.fetch_sub(unlinked, Ordering::Relaxed);
+        self.threshold
+            .store(live.max(MIN_GARBAGE), Ordering::Relaxed);
+        self.release_busy(drain_arg);
+    }
+
+    /// Lets go of a pending-time `BUSY`; if the future completed meanwhile,
+    /// drains instead (the completer left that to us).
+    fn release_busy(&self, drain_arg: &A) {
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            if tags(head) & DONE != 0 {
+                // Acquire: pairs with the completer's AcqRel CAS, making the
+                // outcome visible before we run callbacks.
+                crate::sync::fence(Ordering::Acquire);
+                return self.drain(drain_arg);
+            }
+            // Release: publishes our `next` edits to the next interior owner.
+            match self.head.compare_exchange_weak(
+                head,
+                untag(head),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => head = actual,
+            }
+        }
+    }
+}
+
+impl<A> Drop for Stack<A> {
+    fn drop(&mut self) {
+        // `&mut self`: no other thread can touch the list any more. Nodes
+        // left here were never fired (the future was dropped without
+        // completing): discard their payloads.
+        let mut cur = untag(self.head.load(Ordering::Relaxed));
+        while !cur.is_null() {
+            // SAFETY: exclusive access (see above).
+            let next = unsafe { next_of(cur) };
+            // SAFETY: linked nodes carry the list's reference.
+            let node = unsafe { NodeRef::from_raw(cur) };
+            if node.try_remove() {
+                // SAFETY: we won the REMOVED claim just now.
+                unsafe { node.discard() };
+            }
+            cur = next;
+        }
+    }
+}

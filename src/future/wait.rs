@@ -1,0 +1,141 @@
+//! How threads and tasks wait for a future: waiter nodes on the future's
+//! waiter stack, woken (all of them, before any callback runs) on completion.
+//!
+//! A waiter that gives up (timeout, dropped async waiter) removes its node,
+//! so waits on a future that never completes leave nothing behind: removed
+//! nodes are unlinked by compaction and freed by whoever drops the last
+//! reference (see `node.rs`).
+
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use super::core::Core;
+use super::node::{NodeRef, Payload};
+use super::stack::Pushed;
+use crate::sync::{Thread, WakerSlot};
+
+/// Spins before parking: a hand-off that is about to happen costs tens of
+/// nanoseconds spinning against microseconds parked.
+const SPINS: u32 = 64;
+
+/// A blocked thread.
+struct ThreadWaiter(Thread);
+
+impl Payload<()> for ThreadWaiter {
+    unsafe fn fire(&self, _: &()) {
+        self.0.unpark();
+    }
+
+    unsafe fn discard(&self) {}
+}
+
+/// A parked async task.
+#[derive(Default)]
+struct TaskWaiter(WakerSlot);
+
+impl Payload<()> for TaskWaiter {
+    unsafe fn fire(&self, _: &()) {
+        self.0.wake();
+    }
+
+    unsafe fn discard(&self) {}
+}
+
+impl<T> Core<T> {
+    /// Blocks until done or until `deadline`; returns whether it is done.
+    pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        if self.is_done() {
+            return true;
+        }
+        for _ in 0..SPINS {
+            crate::sync::spin_hint();
+            if self.is_done() {
+                return true;
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        let (list, mine) = NodeRef::new(
+            ThreadWaiter(crate::sync::current_thread()),
+            self.waiters().id(),
+        );
+        if self.waiters().push(list, None) == Pushed::Closed {
+            return true;
+        }
+        loop {
+            if self.is_done() {
+                // Done: withdraw the node if the waker has not reached it, so
+                // no stray unpark is left for this thread's next park.
+                mine.try_remove();
+                return true;
+            }
+            match deadline {
+                None => crate::sync::park(),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        if mine.try_remove() {
+                            self.waiters().note_removed(&());
+                            return self.is_done();
+                        }
+                        // A completer took the node: the future is done.
+                        continue;
+                    }
+                    crate::sync::park_timeout(deadline - now);
+                }
+            }
+        }
+    }
+}
+
+/// The registration of one async waiter; removes itself when dropped.
+#[derive(Default)]
+pub(crate) struct AsyncWait {
+    node: Option<NodeRef<()>>,
+}
+
+impl AsyncWait {
+    /// Polls for completion, registering `cx`'s waker while pending.
+    pub(crate) fn poll_done<T>(&mut self, core: &Core<T>, cx: &mut Context<'_>) -> Poll<()> {
+        if core.is_done() {
+            return Poll::Ready(());
+        }
+        match &self.node {
+            Some(node) => {
+                // SAFETY: every node on a waiter list made here is a TaskWaiter.
+                unsafe { node.payload::<TaskWaiter>() }
+                    .0
+                    .register(cx.waker());
+            }
+            None => {
+                let (list, mine) = NodeRef::new(TaskWaiter::default(), core.waiters().id());
+                // SAFETY: just made as a TaskWaiter.
+                unsafe { mine.payload::<TaskWaiter>() }
+                    .0
+                    .register(cx.waker());
+                if core.waiters().push(list, None) == Pushed::Closed {
+                    return Poll::Ready(());
+                }
+                self.node = Some(mine);
+            }
+        }
+        // Re-check after registering: a completion between the first check
+        // and the registration would otherwise be missed.
+        if core.is_done() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Withdraws the waiter (call when done or giving up).
+    pub(crate) fn cancel<T>(&mut self, core: &Core<T>) {
+        if let Some(node) = self.node.take()
+            && node.try_remove()
+            && !core.is_done()
+        {
+            core.waiters().note_removed(&());
+        }
+    }
+}

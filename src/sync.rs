@@ -1,0 +1,101 @@
+//! The synchronisation primitives the crate's atomic protocols are built on.
+//!
+//! Under `cfg(loom)` every atomic, cell, park and waker here is loom's, so the
+//! models in `tests/loom.rs` and beside the code explore every interleaving
+//! of our own protocols. `Arc` stays std's in both builds: its reference
+//! counting is not one of our protocols, and loom's `Arc` cannot be unsized
+//! into the `Arc<dyn ..>` the executor queues.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering, fence};
+#[cfg(not(loom))]
+pub(crate) use std::thread::{Thread, current as current_thread, park};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering, fence};
+#[cfg(loom)]
+pub(crate) use loom::thread::{Thread, current as current_thread, park};
+
+#[cfg(not(loom))]
+pub(crate) use atomic_waker::AtomicWaker;
+#[cfg(loom)]
+pub(crate) use loom::future::AtomicWaker;
+
+/// Parks the current thread for at most `dur`.
+///
+/// Under loom a timed park is a plain yield: the model then explores the
+/// waiter giving up at every point of the protocol, which is exactly the
+/// race a real timeout creates.
+#[cfg(not(loom))]
+pub(crate) fn park_timeout(dur: std::time::Duration) {
+    std::thread::park_timeout(dur);
+}
+
+/// Parks the current thread for at most `dur` (loom: yields, see above).
+#[cfg(loom)]
+pub(crate) fn park_timeout(_dur: std::time::Duration) {
+    loom::thread::yield_now();
+}
+
+/// Spin-loop hint; under loom a yield so the model makes progress.
+#[cfg(not(loom))]
+pub(crate) fn spin_hint() {
+    std::hint::spin_loop();
+}
+
+/// Spin-loop hint; under loom a yield so the model makes progress.
+#[cfg(loom)]
+pub(crate) fn spin_hint() {
+    loom::thread::yield_now();
+}
+
+/// An `UnsafeCell` with loom's closure-based access API in both builds, so
+/// loom can check that no two threads touch a cell at once.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T: ?Sized>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(std::cell::UnsafeCell::new(value))
+    }
+}
+
+#[cfg(not(loom))]
+impl<T: ?Sized> UnsafeCell<T> {
+    /// Reads through a raw pointer; the caller upholds the aliasing rules.
+    #[inline]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Writes through a raw pointer; the caller upholds the aliasing rules.
+    #[inline]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// A slot holding the latest waker of one async waiter (atomic-waker's
+/// `AtomicWaker`, or loom's model of it).
+#[derive(Default)]
+pub(crate) struct WakerSlot(AtomicWaker);
+
+impl WakerSlot {
+    /// Stores `waker` to be woken by [`WakerSlot::wake`].
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        #[cfg(not(loom))]
+        self.0.register(waker);
+        #[cfg(loom)]
+        self.0.register_by_ref(waker);
+    }
+
+    /// Wakes the stored waker, if any.
+    pub(crate) fn wake(&self) {
+        self.0.wake();
+    }
+}

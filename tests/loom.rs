@@ -1,0 +1,251 @@
+//! loom models of the future's atomic protocols, through the public API.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom`
+//! (`LOOM_MAX_PREEMPTIONS` defaults to 3 here; see docs/testing.md.)
+#![cfg(loom)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use concurrent_futures::{Promise, TaskError};
+use loom::sync::Mutex;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(3);
+    }
+    b.check(f);
+}
+
+/// Records callbacks and checks that no two run at once.
+#[derive(Default)]
+struct Log {
+    running: AtomicUsize,
+    ran: Mutex<Vec<u32>>,
+}
+
+impl Log {
+    fn callback(
+        self: &Arc<Self>,
+        id: u32,
+    ) -> impl FnOnce(Result<&u32, &TaskError>) + Send + 'static {
+        let log = self.clone();
+        move |r| {
+            assert_eq!(r, Ok(&7), "callback sees the outcome");
+            assert_eq!(
+                log.running.fetch_add(1, Ordering::SeqCst),
+                0,
+                "callbacks overlapped"
+            );
+            log.ran.lock().unwrap().push(id);
+            log.running.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn ran(&self) -> Vec<u32> {
+        self.ran.lock().unwrap().clone()
+    }
+}
+
+fn in_order(ran: &[u32], ids: &[u32]) -> bool {
+    let pos: Vec<usize> = ids
+        .iter()
+        .map(|i| ran.iter().position(|r| r == i).unwrap())
+        .collect();
+    pos.windows(2).all(|w| w[0] < w[1])
+}
+
+#[test]
+fn attach_vs_complete_three_threads() {
+    model(|| {
+        let p = Promise::new();
+        let log = Arc::new(Log::default());
+        let attachers: Vec<_> = [[1, 2], [3, 4]]
+            .into_iter()
+            .map(|ids| {
+                let h = p.handle();
+                let log = log.clone();
+                thread::spawn(move || {
+                    for id in ids {
+                        h.add_done_callback(log.callback(id));
+                    }
+                })
+            })
+            .collect();
+        p.set_result(7).unwrap();
+        for a in attachers {
+            a.join().unwrap();
+        }
+        let mut ran = log.ran();
+        assert!(
+            in_order(&ran, &[1, 2]) && in_order(&ran, &[3, 4]),
+            "{ran:?}"
+        );
+        ran.sort();
+        assert_eq!(ran, [1, 2, 3, 4], "each exactly once");
+    });
+}
+
+#[test]
+fn attach_during_drain_runs_after_earlier_callbacks() {
+    model(|| {
+        let p = Promise::new();
+        let h = p.handle();
+        let log = Arc::new(Log::default());
+        h.add_done_callback(log.callback(1));
+        let h2 = h.clone();
+        let l2 = log.clone();
+        // A callback that attaches to its own future while it is draining.
+        h.add_done_callback(move |_| {
+            h2.add_done_callback(l2.callback(3));
+        });
+        let late = {
+            let h = h.clone();
+            let log = log.clone();
+            thread::spawn(move || {
+                h.add_done_callback(log.callback(2));
+            })
+        };
+        p.set_result(7).unwrap();
+        late.join().unwrap();
+        let ran = log.ran();
+        assert_eq!(ran.len(), 3, "{ran:?}");
+        assert_eq!(ran[0], 1);
+        assert!(
+            in_order(&ran, &[1, 3]) && in_order(&ran, &[1, 2]),
+            "{ran:?}"
+        );
+    });
+}
+
+#[test]
+fn cancel_vs_start() {
+    model(|| {
+        let p = Promise::<u32>::new();
+        let h = p.handle();
+        let fired = Arc::new(AtomicUsize::new(0));
+        let f = fired.clone();
+        h.add_done_callback(move |r| {
+            assert_eq!(r, Err(&TaskError::Cancelled));
+            f.fetch_add(1, Ordering::SeqCst);
+        });
+        let canceller = thread::spawn(move || h.cancel());
+        let started = p.set_running_or_notify_cancel().unwrap();
+        let cancelled = canceller.join().unwrap();
+        assert_ne!(started, cancelled, "exactly one wins");
+        if started {
+            p.set_result(7).unwrap();
+            assert_eq!(fired.load(Ordering::SeqCst), 0);
+        } else {
+            assert_eq!(fired.load(Ordering::SeqCst), 1);
+        }
+    });
+}
+
+#[test]
+fn timed_wait_vs_complete() {
+    model(|| {
+        let p = Promise::new();
+        let h = p.handle();
+        let waiter = thread::spawn(move || {
+            let done = h.wait_timeout(Duration::from_nanos(1)).is_ok();
+            (done, h.done())
+        });
+        p.set_result(7).unwrap();
+        let (reported, actually) = waiter.join().unwrap();
+        assert!(!reported || actually, "a wait that reports done saw done");
+    });
+}
+
+#[test]
+fn blocking_wait_vs_complete_never_hangs() {
+    model(|| {
+        let p = Promise::new();
+        let h = p.handle();
+        let waiter = thread::spawn(move || h.result().copied());
+        p.set_result(7u32).unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(7));
+    });
+}
+
+#[test]
+fn waker_registration_vs_complete() {
+    model(|| {
+        let p = Promise::new();
+        let h = p.handle();
+        let a = thread::spawn(move || loom::future::block_on(h.wait_async()).copied());
+        p.set_result(7u32).unwrap();
+        assert_eq!(a.join().unwrap(), Ok(7));
+    });
+}
+
+#[test]
+fn remove_vs_complete_exactly_one_wins() {
+    model(|| {
+        let p = Promise::new();
+        let h = p.handle();
+        let log = Arc::new(Log::default());
+        let reg = h.add_done_callback(log.callback(1));
+        h.add_done_callback(log.callback(2));
+        let remover = thread::spawn(move || h.remove_done_callback(reg));
+        p.set_result(7).unwrap();
+        let removed = remover.join().unwrap();
+        let ran = log.ran();
+        if removed {
+            assert_eq!(ran, [2]);
+        } else {
+            assert_eq!(ran, [1, 2]);
+        }
+    });
+}
+
+#[test]
+fn compaction_vs_complete_hands_over_the_drain() {
+    // With loom's garbage threshold of 1, every removal compacts, so this
+    // races compaction (which owns the list interior) against completion.
+    model(|| {
+        let p = Promise::new();
+        let h = p.handle();
+        let log = Arc::new(Log::default());
+        h.add_done_callback(log.callback(1));
+        let doomed = h.add_done_callback(log.callback(9));
+        h.add_done_callback(log.callback(2));
+        let remover = thread::spawn(move || h.remove_done_callback(doomed));
+        p.set_result(7).unwrap();
+        let removed = remover.join().unwrap();
+        let ran = log.ran();
+        if removed {
+            assert_eq!(ran, [1, 2]);
+        } else {
+            assert_eq!(ran, [1, 9, 2]);
+        }
+    });
+}
+
+#[test]
+fn last_handle_take_vs_draining_callback() {
+    model(|| {
+        let p = Promise::new();
+        let h = p.handle();
+        let log = Arc::new(Log::default());
+        h.add_done_callback(log.callback(1));
+        let joiner = thread::spawn(move || {
+            let mut h = h;
+            loop {
+                match h.try_join() {
+                    Ok(outcome) => return outcome,
+                    // The promise is still alive and could make handles.
+                    Err(back) => h = back,
+                }
+                thread::yield_now();
+            }
+        });
+        p.set_result(7u32).unwrap();
+        drop(p);
+        assert_eq!(joiner.join().unwrap(), Ok(7));
+        assert_eq!(log.ran(), [1]);
+    });
+}

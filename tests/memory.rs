@@ -1,0 +1,94 @@
+//! Waiters that give up leave nothing behind (a counting global allocator).
+#![cfg(not(loom))]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+use concurrent_futures::Promise;
+
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator and only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const N: usize = if cfg!(miri) { 200 } else { 1_000_000 };
+
+// The tests of this file share the counters, so they run as one test.
+#[test]
+fn waiters_that_give_up_keep_memory_bounded() {
+    let promise = Promise::<u64>::new();
+    let handle = promise.handle();
+
+    // 1. Zero-timeout waits only look: no allocation at all.
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..N {
+        assert!(handle.wait_timeout(Duration::ZERO).is_err());
+        assert!(handle.result_timeout(Duration::ZERO).is_err());
+    }
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        before,
+        "zero-timeout waits allocated"
+    );
+
+    // 2. Dropped async waiters: each registers a node, then withdraws it.
+    let waker = Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let mut drop_waiters = |n: usize| {
+        for _ in 0..n {
+            let mut fut = Box::pin(handle.wait_async());
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+    };
+    drop_waiters(1000);
+    let base = LIVE_BYTES.load(Ordering::Relaxed);
+    drop_waiters(N);
+    let growth = LIVE_BYTES.load(Ordering::Relaxed) - base;
+    assert!(growth < 4096, "dropped async waiters leaked {growth} bytes");
+
+    // 3. Timed waits that really park and time out (fewer: each sleeps).
+    let timed = if cfg!(miri) { 20 } else { 5_000 };
+    for _ in 0..100 {
+        assert!(handle.wait_timeout(Duration::from_micros(1)).is_err());
+    }
+    let base = LIVE_BYTES.load(Ordering::Relaxed);
+    for _ in 0..timed {
+        assert!(handle.wait_timeout(Duration::from_micros(1)).is_err());
+    }
+    let growth = LIVE_BYTES.load(Ordering::Relaxed) - base;
+    assert!(growth < 4096, "timed-out waits leaked {growth} bytes");
+
+    // 4. Removed callbacks on a future that never completes.
+    let base = LIVE_BYTES.load(Ordering::Relaxed);
+    for _ in 0..N / 10 {
+        let reg = handle.add_done_callback(|_| {});
+        assert!(handle.remove_done_callback(reg));
+    }
+    let growth = LIVE_BYTES.load(Ordering::Relaxed) - base;
+    assert!(growth < 4096, "removed callbacks leaked {growth} bytes");
+
+    // Completing afterwards still works and frees the rest.
+    promise.set_result(1).unwrap();
+    assert_eq!(handle.result(), Ok(&1));
+}

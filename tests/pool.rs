@@ -1,0 +1,311 @@
+//! The thread pool: Python's executor semantics, and waiting inside the pool.
+#![cfg(not(loom))]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::Duration;
+
+use concurrent_futures::{BuildError, SubmitError, TaskError, ThreadPool};
+
+#[test]
+fn submit_returns_results_and_panics_resolve_handles() {
+    let pool = ThreadPool::new(2).unwrap();
+    let ok = pool.submit(|| 40 + 2).unwrap();
+    let bad = pool.submit(|| -> u8 { panic!("task boom") }).unwrap();
+    assert_eq!(ok.join(), Ok(42));
+    match bad.result() {
+        Err(TaskError::Panicked(m)) => assert_eq!(m.as_str(), "task boom"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The worker survived: the pool still runs work.
+    for i in 0..100 {
+        assert_eq!(pool.submit(move || i).unwrap().join(), Ok(i));
+    }
+    assert_eq!(pool.metrics().panicked, 1);
+}
+
+#[test]
+fn builder_rejects_bad_input() {
+    assert!(matches!(ThreadPool::new(0), Err(BuildError::ZeroWorkers)));
+    assert!(matches!(
+        ThreadPool::builder().max_queued(0).build(),
+        Err(BuildError::ZeroBound)
+    ));
+}
+
+#[test]
+fn cancel_pending_but_not_running() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let running = pool.submit(move || g.wait()).unwrap();
+    while !running.running() {
+        std::thread::yield_now();
+    }
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let pending = pool
+        .submit(move || r.fetch_add(1, Ordering::SeqCst))
+        .unwrap();
+    assert!(!running.cancel(), "a running task cannot be cancelled");
+    assert!(pending.cancel());
+    assert!(pending.cancel(), "cancel is idempotent");
+    gate.wait();
+    running.wait().unwrap();
+    assert_eq!(pending.result(), Err(TaskError::Cancelled));
+    pool.shutdown(true, false);
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "a cancelled task never runs");
+}
+
+#[test]
+fn result_timeout_on_a_slow_task() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let h = pool
+        .submit(move || {
+            g.wait();
+            7
+        })
+        .unwrap();
+    assert_eq!(
+        h.result_timeout(Duration::from_millis(10)),
+        Err(TaskError::Timeout)
+    );
+    gate.wait();
+    assert_eq!(h.result_timeout(Duration::MAX), Ok(&7));
+}
+
+#[test]
+fn callbacks_on_pool_tasks_and_on_done_ones() {
+    let pool = ThreadPool::new(2).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let h = pool.submit(|| 5).unwrap();
+    let t = tx.clone();
+    h.add_done_callback(move |r| t.send(*r.unwrap()).unwrap());
+    h.wait().unwrap();
+    h.add_done_callback(move |r| tx.send(*r.unwrap() * 10).unwrap());
+    let mut got = vec![rx.recv().unwrap(), rx.recv().unwrap()];
+    got.sort();
+    assert_eq!(got, [5, 50]);
+}
+
+#[test]
+fn submit_after_shutdown_hands_the_closure_back() {
+    let pool = ThreadPool::new(1).unwrap();
+    pool.shutdown(true, false);
+    assert!(pool.is_shutdown());
+    match pool.submit(|| 3) {
+        Err(SubmitError::Shutdown(f)) => assert_eq!(f(), 3),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(pool.spawn(|| ()), Err(SubmitError::Shutdown(_))));
+}
+
+#[test]
+fn shutdown_without_cancel_completes_queued_work() {
+    let pool = ThreadPool::new(1).unwrap();
+    let handles: Vec<_> = (0..100).map(|i| pool.submit(move || i).unwrap()).collect();
+    pool.shutdown(true, false);
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join(), Ok(i));
+    }
+}
+
+#[test]
+fn shutdown_with_cancel_cancels_only_queued_work() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let running = pool
+        .submit(move || {
+            g.wait();
+            1
+        })
+        .unwrap();
+    while !running.running() {
+        std::thread::yield_now();
+    }
+    let queued: Vec<_> = (0..50).map(|i| pool.submit(move || i).unwrap()).collect();
+    let p = pool.clone();
+    let shutter = std::thread::spawn(move || p.shutdown(true, true));
+    // Cancelling is done before the wait: the queued handles resolve now.
+    for h in &queued {
+        assert_eq!(h.result(), Err(TaskError::Cancelled));
+    }
+    gate.wait();
+    shutter.join().unwrap();
+    assert_eq!(running.join(), Ok(1));
+}
+
+#[test]
+fn shutdown_timeout_reports_what_still_runs() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let stuck = pool.submit(move || g.wait()).unwrap();
+    while !stuck.running() {
+        std::thread::yield_now();
+    }
+    let report = pool.shutdown_timeout(Duration::from_millis(20), false);
+    assert!(!report.finished);
+    assert_eq!(report.running, 1);
+    gate.wait();
+    stuck.wait().unwrap();
+    let report = pool.shutdown_timeout(Duration::MAX, false);
+    assert!(report.finished);
+}
+
+#[test]
+fn dropping_the_pool_completes_queued_work() {
+    let pool = ThreadPool::new(2).unwrap();
+    let handles: Vec<_> = (0..1000u32)
+        .map(|i| pool.submit(move || i * 2).unwrap())
+        .collect();
+    drop(pool);
+    let sum: u32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(sum, 999 * 1000);
+}
+
+#[test]
+fn try_submit_refuses_when_full() {
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .max_queued(2)
+        .build()
+        .unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let blocker = pool.submit(move || g.wait()).unwrap();
+    while !blocker.running() {
+        std::thread::yield_now();
+    }
+    let a = pool.try_submit(|| 1).unwrap();
+    let b = pool.try_submit(|| 2).unwrap();
+    match pool.try_submit(|| 3) {
+        Err(SubmitError::Full(f)) => assert_eq!(f(), 3),
+        other => panic!("unexpected {other:?}"),
+    }
+    gate.wait();
+    assert_eq!((a.join(), b.join()), (Ok(1), Ok(2)));
+}
+
+// --- Waiting inside the pool (Python's documented deadlocks) ---
+
+#[test]
+fn one_worker_task_waiting_on_a_task_it_submitted() {
+    // Python's docs: deadlocks with max_workers=1.
+    let pool = ThreadPool::new(1).unwrap();
+    let p = pool.clone();
+    let outer = pool
+        .submit(move || {
+            let inner = p.submit(|| 5u32.pow(2)).unwrap();
+            inner.join()
+        })
+        .unwrap();
+    assert_eq!(outer.join(), Ok(Ok(25)));
+}
+
+#[test]
+fn two_tasks_waiting_on_each_other_get_an_error_not_a_hang() {
+    // Python's docs: a waits on b, b waits on a: deadlock. Here the wait that
+    // closes the cycle is refused, and both tasks finish.
+    let pool = ThreadPool::new(2).unwrap();
+    let both_running = Arc::new(Barrier::new(2));
+    let (a_tx, a_rx) = mpsc::channel::<concurrent_futures::FutureHandle<u32>>();
+    let (b_tx, b_rx) = mpsc::channel::<concurrent_futures::FutureHandle<u32>>();
+    let g = both_running.clone();
+    let a = pool
+        .submit(move || {
+            g.wait();
+            let b = b_rx.recv().unwrap();
+            match b.result() {
+                Ok(v) => *v + 1,
+                Err(e) => {
+                    assert_eq!(e, TaskError::WouldDeadlock);
+                    100
+                }
+            }
+        })
+        .unwrap();
+    let g = both_running.clone();
+    let b = pool
+        .submit(move || {
+            g.wait();
+            let a = a_rx.recv().unwrap();
+            match a.result() {
+                Ok(v) => *v + 1,
+                Err(e) => {
+                    assert_eq!(e, TaskError::WouldDeadlock);
+                    200
+                }
+            }
+        })
+        .unwrap();
+    a_tx.send(a.clone()).unwrap();
+    b_tx.send(b.clone()).unwrap();
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert!((a, b) == (100, 101) || (a, b) == (201, 200), "got {a}, {b}");
+}
+
+#[test]
+fn a_task_waiting_on_itself_gets_an_error() {
+    let pool = ThreadPool::new(1).unwrap();
+    let (tx, rx) = mpsc::channel::<concurrent_futures::FutureHandle<TaskError>>();
+    let me = pool
+        .submit(move || {
+            let me = rx.recv().unwrap();
+            me.result().unwrap_err()
+        })
+        .unwrap();
+    tx.send(me.clone()).unwrap();
+    assert_eq!(me.join(), Ok(TaskError::WouldDeadlock));
+}
+
+fn chain(pool: ThreadPool, depth: u32) -> u32 {
+    if depth == 0 {
+        return 0;
+    }
+    let p = pool.clone();
+    let next = pool.submit(move || chain(p, depth - 1)).unwrap();
+    next.join().unwrap() + 1
+}
+
+#[test]
+fn a_chain_of_a_thousand_nested_submit_and_wait_on_two_workers() {
+    let pool = ThreadPool::new(2).unwrap();
+    let p = pool.clone();
+    let h = pool.submit(move || chain(p, 1000)).unwrap();
+    assert_eq!(h.join(), Ok(1000));
+}
+
+#[test]
+fn a_task_resubmitting_itself_does_not_starve_the_injector() {
+    let pool = ThreadPool::new(1).unwrap();
+    let stop = Arc::new(AtomicUsize::new(0));
+    fn again(pool: ThreadPool, stop: Arc<AtomicUsize>) {
+        if stop.load(Ordering::SeqCst) == 0 {
+            let p = pool.clone();
+            let _ = pool.spawn(move || again(p, stop));
+        }
+    }
+    let (p, s) = (pool.clone(), stop.clone());
+    pool.spawn(move || again(p, s)).unwrap();
+    // Submitted from outside while the loop keeps the local deque busy.
+    let outside = pool.submit(|| "ran").unwrap();
+    assert_eq!(outside.join(), Ok("ran"));
+    stop.store(1, Ordering::SeqCst);
+}
+
+#[test]
+fn metrics_count_tasks() {
+    let pool = ThreadPool::new(2).unwrap();
+    let hs: Vec<_> = (0..100).map(|_| pool.submit(|| ()).unwrap()).collect();
+    for h in hs {
+        h.wait().unwrap();
+    }
+    pool.shutdown(true, false);
+    let m = pool.metrics();
+    assert_eq!(m.completed, 100);
+    assert_eq!((m.queued, m.running), (0, 0));
+}
