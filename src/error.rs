@@ -40,6 +40,9 @@ pub enum TaskError {
     /// Waiting would deadlock: the waiter is the task it waits for, or a
     /// task the awaited one (transitively) waits for.
     WouldDeadlock,
+    /// The pool was shut down before the work could be submitted
+    /// (Python's `RuntimeError: cannot schedule new futures after shutdown`).
+    Shutdown,
 }
 
 impl fmt::Display for TaskError {
@@ -53,6 +56,9 @@ impl fmt::Display for TaskError {
             TaskError::Timeout => f.write_str("timed out waiting for the future"),
             TaskError::WouldDeadlock => {
                 f.write_str("waiting would deadlock: the waiter is part of the awaited work")
+            }
+            TaskError::Shutdown => {
+                f.write_str("the pool was shut down before the work was submitted")
             }
         }
     }
@@ -164,3 +170,37 @@ impl fmt::Display for AlreadyStarted {
 }
 
 impl std::error::Error for AlreadyStarted {}
+
+/// `as_completed` gave up: its deadline passed with futures unfinished
+/// (Python: `TimeoutError: N (of M) futures unfinished`).
+///
+/// ```
+/// use std::time::Duration;
+/// use concurrent_futures::{Promise, as_completed};
+///
+/// let promise = Promise::<u8>::new();
+/// let mut it = as_completed([promise.handle()], Some(Duration::ZERO));
+/// let err = it.next().unwrap().unwrap_err();
+/// assert_eq!((err.unfinished, err.total), (1, 1));
+/// assert_eq!(err.to_string(), "1 (of 1) futures unfinished");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TimedOut {
+    /// Futures not yet yielded when the deadline passed.
+    pub unfinished: usize,
+    /// Distinct futures given.
+    pub total: usize,
+}
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (of {}) futures unfinished",
+            self.unfinished, self.total
+        )
+    }
+}
+
+impl std::error::Error for TimedOut {}

@@ -20,10 +20,14 @@ mod error;
 mod executor;
 mod future;
 pub(crate) mod sync;
+mod wait;
 
-pub use error::{AlreadyStarted, InvalidState, PanicMessage, TaskError};
-pub use executor::{BuildError, Builder, Metrics, ShutdownReport, Strand, SubmitError, ThreadPool};
+pub use error::{AlreadyStarted, InvalidState, PanicMessage, TaskError, TimedOut};
+pub use executor::{
+    BuildError, Builder, Map, Metrics, ShutdownReport, Strand, SubmitError, ThreadPool,
+};
 pub use future::{
     CallbackPanic, FutureHandle, Join, Promise, Registration, WaitAsync, clear_callback_panic_hook,
     set_callback_panic_hook,
 };
+pub use wait::{AsCompleted, DoneAndNotDone, ReturnWhen, as_completed, wait};

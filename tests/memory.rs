@@ -88,6 +88,21 @@ fn waiters_that_give_up_keep_memory_bounded() {
     let growth = LIVE_BYTES.load(Ordering::Relaxed) - base;
     assert!(growth < 4096, "removed callbacks leaked {growth} bytes");
 
+    // 5. wait / as_completed with a zero timeout on a pending handle.
+    let base = LIVE_BYTES.load(Ordering::Relaxed);
+    for _ in 0..N / 10 {
+        let r = concurrent_futures::wait(
+            [handle.clone()],
+            concurrent_futures::ReturnWhen::FirstCompleted,
+            Some(Duration::ZERO),
+        );
+        assert_eq!(r.not_done.len(), 1);
+        let mut it = concurrent_futures::as_completed([handle.clone()], Some(Duration::ZERO));
+        assert!(it.next().unwrap().is_err());
+    }
+    let growth = LIVE_BYTES.load(Ordering::Relaxed) - base;
+    assert!(growth < 4096, "wait/as_completed leaked {growth} bytes");
+
     // Completing afterwards still works and frees the rest.
     promise.set_result(1).unwrap();
     assert_eq!(handle.result(), Ok(&1));

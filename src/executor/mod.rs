@@ -1,6 +1,7 @@
 //! The work-stealing executor.
 //!
 //! - [`pool`]: [`ThreadPool`] and its [`Builder`]: submit, shutdown, metrics.
+//! - [`map`]: the lazy, ordered, bounded `map`.
 //! - [`registry`]: what the pool shares with its workers (queues, state).
 //! - [`worker`]: the worker loop, waiting inside the pool, compensation.
 //! - [`sleep`]: parking idle workers without lost wakeups.
@@ -10,6 +11,7 @@
 //! - [`metrics`]: relaxed per-worker counters.
 
 pub(crate) mod deadlock;
+pub(crate) mod map;
 pub(crate) mod metrics;
 pub(crate) mod pool;
 pub(crate) mod registry;
@@ -19,6 +21,7 @@ pub(crate) mod strand;
 pub(crate) mod task;
 pub(crate) mod worker;
 
+pub use map::Map;
 pub use metrics::Metrics;
 pub use pool::{BuildError, Builder, ShutdownReport, SubmitError, ThreadPool};
 pub use strand::Strand;

@@ -1,0 +1,217 @@
+//! [`Map`]: Python's `Executor.map`, lazy and bounded.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::pool::ThreadPool;
+use crate::error::{PanicMessage, TaskError};
+use crate::future::FutureHandle;
+
+type Chunk<R> = Vec<Result<R, TaskError>>;
+
+/// The iterator of [`ThreadPool::map`]: results in input order.
+///
+/// It pulls inputs lazily: at most `buffer` chunks of `chunksize` inputs are
+/// submitted and not yet consumed at any time, so mapping over a huge (or
+/// endless) iterator never queues it all. Each item is
+/// `Ok(value)` or the task's [`TaskError`] (a panic surfaces at its own
+/// position). With a timeout, counted from the `map` call, the first item
+/// not ready in time is `Err(TaskError::Timeout)`, the rest are cancelled,
+/// and the iterator ends. If the pool is shut down, the inputs of the chunk
+/// that could not be submitted come out as `Err(TaskError::Shutdown)` and
+/// the iterator ends. Dropping the iterator cancels the chunks it queued
+/// that have not started.
+///
+/// ```
+/// use std::time::Duration;
+/// use concurrent_futures::ThreadPool;
+///
+/// let pool = ThreadPool::new(2).unwrap();
+/// let squares: Vec<u64> = pool
+///     .map(|x: u64| x * x, 0..10)
+///     .chunksize(3)
+///     .buffer(2)
+///     .timeout(Duration::from_secs(60))
+///     .map(Result::unwrap)
+///     .collect();
+/// assert_eq!(squares, (0..10u64).map(|x| x * x).collect::<Vec<_>>());
+/// ```
+#[must_use = "iterators are lazy: nothing is submitted until it is consumed"]
+pub struct Map<I: Iterator, R> {
+    pool: ThreadPool,
+    f: Arc<dyn Fn(I::Item) -> R + Send + Sync>,
+    inputs: std::iter::Fuse<I>,
+    chunksize: usize,
+    buffer: usize,
+    deadline: Option<Instant>,
+    started: Instant,
+    /// Submitted chunks, oldest first, with their lengths.
+    in_flight: VecDeque<(FutureHandle<Chunk<R>>, usize)>,
+    current: std::vec::IntoIter<Result<R, TaskError>>,
+    /// Items of a chunk that failed as a whole, still to report.
+    failed: Option<(TaskError, usize)>,
+    finished: bool,
+}
+
+impl<I: Iterator, R> std::fmt::Debug for Map<I, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Map")
+            .field("chunksize", &self.chunksize)
+            .field("buffer", &self.buffer)
+            .field("in_flight", &self.in_flight.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ThreadPool {
+    /// Maps `f` over `inputs` on the pool (Python's `Executor.map`), lazily
+    /// and in input order. Defaults: one input per task, at most twice as
+    /// many tasks in flight as workers, no timeout; see [`Map`].
+    pub fn map<I, F, R>(&self, f: F, inputs: I) -> Map<I::IntoIter, R>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> R + Send + Sync + 'static,
+        R: Send + Sync + 'static,
+    {
+        Map {
+            pool: self.clone(),
+            f: Arc::new(f),
+            inputs: inputs.into_iter().fuse(),
+            chunksize: 1,
+            buffer: 2 * self.workers(),
+            deadline: None,
+            started: Instant::now(),
+            in_flight: VecDeque::new(),
+            current: Vec::new().into_iter(),
+            failed: None,
+            finished: false,
+        }
+    }
+}
+
+impl<I, R> Map<I, R>
+where
+    I: Iterator,
+    I::Item: Send + 'static,
+    R: Send + Sync + 'static,
+{
+    /// Inputs per task (Python's `chunksize`); at least 1.
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.chunksize = n.max(1);
+        self
+    }
+
+    /// Most chunks submitted ahead of the consumer (Python 3.14's
+    /// `buffersize`); at least 1.
+    pub fn buffer(mut self, n: usize) -> Self {
+        self.buffer = n.max(1);
+        self
+    }
+
+    /// Gives up once `timeout` has passed since the `map` call.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.deadline = self.started.checked_add(timeout);
+        self
+    }
+
+    /// Submits chunks until `buffer` are in flight or inputs run out.
+    fn refill(&mut self) {
+        while self.in_flight.len() < self.buffer {
+            let chunk: Vec<I::Item> = self.inputs.by_ref().take(self.chunksize).collect();
+            if chunk.is_empty() {
+                return;
+            }
+            let len = chunk.len();
+            let f = self.f.clone();
+            let task = move || {
+                chunk
+                    .into_iter()
+                    .map(|x| {
+                        catch_unwind(AssertUnwindSafe(|| f(x))).map_err(|p| {
+                            TaskError::Panicked(PanicMessage::from_payload(p.as_ref()))
+                        })
+                    })
+                    .collect::<Chunk<R>>()
+            };
+            match self.pool.submit(task) {
+                Ok(handle) => self.in_flight.push_back((handle, len)),
+                Err(_) => {
+                    // Shut down: report the chunk's items, then stop pulling.
+                    self.failed = Some((TaskError::Shutdown, len));
+                    self.finished = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn cancel_all(&mut self) {
+        for (h, _) in self.in_flight.drain(..) {
+            h.cancel();
+        }
+    }
+}
+
+impl<I, R> Iterator for Map<I, R>
+where
+    I: Iterator,
+    I::Item: Send + 'static,
+    R: Send + Sync + 'static,
+{
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return Some(item);
+            }
+            if let Some((e, n)) = self.failed.take() {
+                if n > 1 {
+                    self.failed = Some((e.clone(), n - 1));
+                }
+                return Some(Err(e));
+            }
+            if self.finished && self.in_flight.is_empty() {
+                return None;
+            }
+            if !self.finished {
+                self.refill();
+            }
+            let Some((handle, len)) = self.in_flight.pop_front() else {
+                if self.failed.is_some() {
+                    continue; // report the refused chunk, then end
+                }
+                return None; // inputs exhausted
+            };
+            let waited = match self.deadline {
+                None => handle.wait(),
+                Some(d) => handle.wait_timeout(d.saturating_duration_since(Instant::now())),
+            };
+            if let Err(TaskError::Timeout) = waited {
+                handle.cancel();
+                self.cancel_all();
+                self.finished = true;
+                self.current = Vec::new().into_iter();
+                return Some(Err(TaskError::Timeout));
+            }
+            match handle.try_join() {
+                Ok(Ok(items)) => self.current = items.into_iter(),
+                Ok(Err(e)) => self.failed = Some((e, len)),
+                // Nobody else holds a handle to a chunk: unreachable, but
+                // report rather than hang or panic.
+                Err(_) => self.failed = Some((TaskError::Abandoned, len)),
+            }
+        }
+    }
+}
+
+impl<I: Iterator, R> Drop for Map<I, R> {
+    fn drop(&mut self) {
+        for (h, _) in self.in_flight.drain(..) {
+            h.cancel();
+        }
+    }
+}

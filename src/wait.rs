@@ -1,0 +1,269 @@
+//! Python's module-level `wait` and `as_completed`.
+//!
+//! Both attach one done-callback per pending handle that sends the handle's
+//! index over a channel, and remove every callback they attached before
+//! they return (or when the iterator is dropped): calling them any number of
+//! times on handles that never complete leaves nothing behind.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::error::{TaskError, TimedOut};
+use crate::future::{FutureHandle, Registration};
+
+/// When [`wait`] returns (Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION`,
+/// `ALL_COMPLETED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnWhen {
+    /// As soon as any future is done (or cancelled).
+    FirstCompleted,
+    /// As soon as any future fails: panicked or abandoned, or any other
+    /// [`TaskError`] except cancellation (which is not a failure). Like
+    /// `AllCompleted` if none fails. A task returning `Err` as its value
+    /// is not a failure here: that is a value.
+    FirstException,
+    /// When every future is done.
+    AllCompleted,
+}
+
+/// What [`wait`] returns: Python's `DoneAndNotDoneFutures`.
+#[derive(Debug)]
+pub struct DoneAndNotDone<T> {
+    /// Futures that are done (finished or cancelled), in input order.
+    pub done: Vec<FutureHandle<T>>,
+    /// The others, in input order.
+    pub not_done: Vec<FutureHandle<T>>,
+}
+
+/// Attaches "send my index" callbacks and removes them when dropped.
+struct Watch<'a, T> {
+    handles: &'a [FutureHandle<T>],
+    registrations: Vec<Option<Registration<T>>>,
+    rx: Receiver<usize>,
+}
+
+impl<'a, T: Send + Sync + 'static> Watch<'a, T> {
+    fn new(handles: &'a [FutureHandle<T>]) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let registrations = handles
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let tx = tx.clone();
+                Some(h.add_done_callback(move |_| {
+                    let _ = tx.send(i);
+                }))
+            })
+            .collect();
+        Watch {
+            handles,
+            registrations,
+            rx,
+        }
+    }
+
+    /// The next index to finish, waiting until `deadline`.
+    fn next(&mut self, deadline: Option<Instant>) -> Option<usize> {
+        let i = match deadline {
+            None => self.rx.recv().ok()?,
+            Some(d) => match self
+                .rx
+                .recv_timeout(d.saturating_duration_since(Instant::now()))
+            {
+                Ok(i) => i,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            },
+        };
+        // It ran: nothing to remove any more.
+        self.registrations[i] = None;
+        Some(i)
+    }
+}
+
+impl<T> Drop for Watch<'_, T> {
+    fn drop(&mut self) {
+        for (h, r) in self.handles.iter().zip(&mut self.registrations) {
+            if let Some(r) = r.take() {
+                h.remove_done_callback(r);
+            }
+        }
+    }
+}
+
+/// Removes duplicates (by identity), keeping the first of each.
+fn distinct<T>(handles: impl IntoIterator<Item = FutureHandle<T>>) -> Vec<FutureHandle<T>> {
+    let mut out: Vec<FutureHandle<T>> = Vec::new();
+    for h in handles {
+        if !out.iter().any(|o| o.ptr_eq(&h)) {
+            out.push(h);
+        }
+    }
+    out
+}
+
+fn failed<T>(h: &FutureHandle<T>) -> bool {
+    matches!(h.try_result(), Some(Err(e)) if e != TaskError::Cancelled)
+}
+
+/// Waits for `handles` (Python's `concurrent.futures.wait`): returns when
+/// `return_when` is met or `timeout` passes, never with a timeout error:
+/// the result says which are done. Duplicates are collapsed.
+///
+/// ```
+/// use std::time::Duration;
+/// use concurrent_futures::{Promise, ReturnWhen, wait};
+///
+/// let (a, b) = (Promise::new(), Promise::new());
+/// a.set_result(1).unwrap();
+/// let r = wait([a.handle(), b.handle()], ReturnWhen::FirstCompleted, None);
+/// assert_eq!((r.done.len(), r.not_done.len()), (1, 1));
+/// let r = wait([a.handle(), b.handle()], ReturnWhen::AllCompleted, Some(Duration::ZERO));
+/// assert_eq!((r.done.len(), r.not_done.len()), (1, 1));
+/// ```
+pub fn wait<T: Send + Sync + 'static>(
+    handles: impl IntoIterator<Item = FutureHandle<T>>,
+    return_when: ReturnWhen,
+    timeout: Option<Duration>,
+) -> DoneAndNotDone<T> {
+    let handles = distinct(handles);
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let met = |hs: &[FutureHandle<T>]| {
+        let done = hs.iter().filter(|h| h.done()).count();
+        match return_when {
+            ReturnWhen::FirstCompleted => done > 0,
+            ReturnWhen::FirstException => done == hs.len() || hs.iter().any(failed),
+            ReturnWhen::AllCompleted => done == hs.len(),
+        }
+    };
+    let expired = || deadline.is_some_and(|d| Instant::now() >= d);
+    if !met(&handles) && !expired() {
+        let mut watch = Watch::new(&handles);
+        while !met(&handles) {
+            if watch.next(deadline).is_none() {
+                break;
+            }
+        }
+    }
+    let (done, not_done) = handles.into_iter().partition(|h| h.done());
+    DoneAndNotDone { done, not_done }
+}
+
+/// Yields handles as they finish (Python's `as_completed`): those already
+/// done first, each distinct future once; cancelled ones count as finished.
+/// With a `timeout` (counted from this call), yields a [`TimedOut`] error
+/// once it passes with futures unfinished, then ends. Dropping the iterator
+/// detaches everything it attached.
+///
+/// ```
+/// use concurrent_futures::{ThreadPool, as_completed};
+///
+/// let pool = ThreadPool::new(2).unwrap();
+/// let handles: Vec<_> = (0..4).map(|i| pool.submit(move || i * 10).unwrap()).collect();
+/// let mut total = 0;
+/// for h in as_completed(handles, None) {
+///     total += h.unwrap().result().unwrap();
+/// }
+/// assert_eq!(total, 60);
+/// ```
+pub fn as_completed<T: Send + Sync + 'static>(
+    handles: impl IntoIterator<Item = FutureHandle<T>>,
+    timeout: Option<Duration>,
+) -> AsCompleted<T> {
+    let handles = distinct(handles);
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let total = handles.len();
+    let (tx, rx) = mpsc::channel();
+    let mut registrations = Vec::with_capacity(total);
+    let mut ready = VecDeque::new();
+    for (i, h) in handles.iter().enumerate() {
+        if h.done() {
+            ready.push_back(i);
+            registrations.push(None);
+        } else {
+            let tx = tx.clone();
+            registrations.push(Some(h.add_done_callback(move |_| {
+                let _ = tx.send(i);
+            })));
+        }
+    }
+    AsCompleted {
+        slots: handles.into_iter().map(Some).collect(),
+        registrations,
+        ready,
+        rx,
+        deadline,
+        yielded: 0,
+        total,
+        timed_out: false,
+    }
+}
+
+/// The iterator of [`as_completed`].
+pub struct AsCompleted<T> {
+    slots: Vec<Option<FutureHandle<T>>>,
+    registrations: Vec<Option<Registration<T>>>,
+    /// Indices done at the start, yielded first.
+    ready: VecDeque<usize>,
+    rx: Receiver<usize>,
+    deadline: Option<Instant>,
+    yielded: usize,
+    total: usize,
+    timed_out: bool,
+}
+
+impl<T> std::fmt::Debug for AsCompleted<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsCompleted")
+            .field("yielded", &self.yielded)
+            .field("total", &self.total)
+            .finish()
+    }
+}
+
+impl<T> Iterator for AsCompleted<T> {
+    type Item = Result<FutureHandle<T>, TimedOut>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.timed_out || self.yielded == self.total {
+            return None;
+        }
+        let i = match self.ready.pop_front() {
+            Some(i) => i,
+            None => {
+                let got = match self.deadline {
+                    None => self.rx.recv().ok(),
+                    Some(d) => self
+                        .rx
+                        .recv_timeout(d.saturating_duration_since(Instant::now()))
+                        .ok(),
+                };
+                match got {
+                    Some(i) => {
+                        self.registrations[i] = None;
+                        i
+                    }
+                    None => {
+                        self.timed_out = true;
+                        return Some(Err(TimedOut {
+                            unfinished: self.total - self.yielded,
+                            total: self.total,
+                        }));
+                    }
+                }
+            }
+        };
+        self.yielded += 1;
+        self.slots[i].take().map(Ok)
+    }
+}
+
+impl<T> Drop for AsCompleted<T> {
+    fn drop(&mut self) {
+        for (slot, r) in self.slots.iter().zip(&mut self.registrations) {
+            if let (Some(h), Some(r)) = (slot, r.take()) {
+                h.remove_done_callback(r);
+            }
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Python's module-level API and the strand, modelled on what CPython's own
+//! executor tests check.
+#![cfg(not(loom))]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use concurrent_futures::{
+    FutureHandle, Promise, ReturnWhen, Strand, TaskError, ThreadPool, as_completed, wait,
+};
+
+fn promises(n: usize) -> (Vec<Promise<u32>>, Vec<FutureHandle<u32>>) {
+    let ps: Vec<_> = (0..n).map(|_| Promise::new()).collect();
+    let hs = ps.iter().map(Promise::handle).collect();
+    (ps, hs)
+}
+
+#[test]
+fn wait_first_completed_returns_all_already_done() {
+    let (ps, hs) = promises(3);
+    ps[0].set_result(0).unwrap();
+    ps[2].set_result(2).unwrap();
+    let r = wait(hs, ReturnWhen::FirstCompleted, None);
+    assert_eq!(r.done.len(), 2);
+    assert_eq!(r.not_done.len(), 1);
+    assert!(r.not_done[0].ptr_eq(&ps[1].handle()));
+}
+
+#[test]
+fn wait_first_completed_blocks_until_one_finishes() {
+    let pool = ThreadPool::new(2).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let slow = pool
+        .submit(move || {
+            g.wait();
+        })
+        .unwrap();
+    let (p, h) = {
+        let p = Promise::new();
+        let h = p.handle();
+        (p, h)
+    };
+    let setter = std::thread::spawn(move || p.set_result(()).unwrap());
+    let r = wait([slow.clone(), h], ReturnWhen::FirstCompleted, None);
+    assert_eq!(r.done.len(), 1);
+    assert!(r.not_done[0].ptr_eq(&slow));
+    setter.join().unwrap();
+    gate.wait();
+}
+
+#[test]
+fn wait_timeout_returns_sets_never_an_error() {
+    let (_ps, hs) = promises(2);
+    let r = wait(hs, ReturnWhen::AllCompleted, Some(Duration::from_millis(5)));
+    assert_eq!((r.done.len(), r.not_done.len()), (0, 2));
+}
+
+#[test]
+fn wait_first_exception_ignores_cancellation_and_returns_on_failure() {
+    let (ps, hs) = promises(3);
+    assert!(hs[0].cancel());
+    // Cancelled is not an exception: with a timeout we come back not done.
+    let r = wait(
+        hs.clone(),
+        ReturnWhen::FirstException,
+        Some(Duration::from_millis(5)),
+    );
+    assert_eq!((r.done.len(), r.not_done.len()), (1, 2));
+    // An already-failed input returns at once.
+    ps[1].complete(Err(TaskError::Abandoned)).unwrap();
+    let r = wait(hs.clone(), ReturnWhen::FirstException, None);
+    assert_eq!((r.done.len(), r.not_done.len()), (2, 1));
+    // A panic in a pool task is an exception too.
+    let pool = ThreadPool::new(1).unwrap();
+    let bad = pool.submit(|| -> u32 { panic!("x") }).unwrap();
+    let r = wait([bad, hs[2].clone()], ReturnWhen::FirstException, None);
+    assert_eq!(r.done.len(), 1);
+}
+
+#[test]
+fn wait_all_completed_and_duplicates() {
+    let pool = ThreadPool::new(2).unwrap();
+    let hs: Vec<_> = (0..50u32)
+        .map(|i| pool.submit(move || i).unwrap())
+        .collect();
+    let mut with_dups = hs.clone();
+    with_dups.extend(hs.iter().cloned());
+    let r = wait(with_dups, ReturnWhen::AllCompleted, None);
+    assert_eq!((r.done.len(), r.not_done.len()), (50, 0));
+}
+
+#[test]
+fn as_completed_yields_finished_first_each_once_and_counts_cancelled() {
+    let (ps, hs) = promises(4);
+    ps[2].set_result(2).unwrap();
+    assert!(hs[3].cancel());
+    let mut input = hs.clone();
+    input.push(hs[2].clone()); // duplicate
+    let mut it = as_completed(input, None);
+    let first = it.next().unwrap().unwrap();
+    assert!(first.ptr_eq(&hs[2]));
+    let second = it.next().unwrap().unwrap();
+    assert!(second.cancelled());
+    let p0 = std::thread::spawn({
+        let p = ps.into_iter().take(2).collect::<Vec<_>>();
+        move || {
+            for (i, p) in p.into_iter().enumerate() {
+                p.set_result(i as u32).unwrap();
+            }
+        }
+    });
+    let rest: Vec<_> = it.map(|r| *r.unwrap().result().unwrap()).collect();
+    p0.join().unwrap();
+    assert_eq!(rest.len(), 2);
+}
+
+#[test]
+fn as_completed_timeout_says_how_many_are_unfinished() {
+    let (ps, hs) = promises(3);
+    ps[0].set_result(0).unwrap();
+    let mut it = as_completed(hs, Some(Duration::from_millis(10)));
+    assert!(it.next().unwrap().is_ok());
+    let err = it.next().unwrap().unwrap_err();
+    assert_eq!((err.unfinished, err.total), (2, 3));
+    assert!(it.next().is_none(), "the iterator ends after the timeout");
+}
+
+#[test]
+fn map_keeps_input_order_and_reports_errors_in_place() {
+    let pool = ThreadPool::new(2).unwrap();
+    let out: Vec<_> = pool
+        .map(
+            |x: u32| {
+                if x == 3 {
+                    panic!("three");
+                }
+                x * 2
+            },
+            0..8,
+        )
+        .chunksize(3)
+        .collect();
+    for (i, r) in out.iter().enumerate() {
+        if i == 3 {
+            assert!(matches!(r, Err(TaskError::Panicked(m)) if m.as_str() == "three"));
+        } else {
+            assert_eq!(r, &Ok(i as u32 * 2));
+        }
+    }
+}
+
+#[test]
+fn map_pulls_inputs_lazily_within_the_buffer() {
+    let pool = ThreadPool::new(2).unwrap();
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let p = pulled.clone();
+    let inputs = (0..).inspect(move |_| {
+        p.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut m = pool.map(|x: u64| x, inputs).buffer(4).chunksize(2);
+    assert_eq!(
+        pulled.load(Ordering::SeqCst),
+        0,
+        "nothing before the first read"
+    );
+    assert_eq!(m.next(), Some(Ok(0)));
+    let after_one = pulled.load(Ordering::SeqCst);
+    assert!(
+        after_one <= 4 * 2 + 2,
+        "pulled {after_one} from an endless input"
+    );
+    let first: Vec<_> = m.by_ref().take(99).map(Result::unwrap).collect();
+    assert_eq!(first, (1..100).collect::<Vec<u64>>());
+    assert!(pulled.load(Ordering::SeqCst) <= 100 + 4 * 2 + 2);
+}
+
+#[test]
+fn map_timeout_counts_from_the_call_and_cancels_the_rest() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let mut m = pool
+        .map(
+            move |x: u32| {
+                if x == 0 {
+                    g.wait();
+                }
+                r.fetch_add(1, Ordering::SeqCst);
+                x
+            },
+            0..10,
+        )
+        .buffer(10)
+        .timeout(Duration::from_millis(20));
+    assert_eq!(m.next(), Some(Err(TaskError::Timeout)));
+    assert_eq!(m.next(), None);
+    gate.wait();
+    pool.shutdown(true, false);
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "the queued rest was cancelled"
+    );
+}
+
+#[test]
+fn dropping_map_cancels_queued_tasks() {
+    let pool = ThreadPool::new(1).unwrap();
+    let (first, second) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    let (g1, g2) = (first.clone(), second.clone());
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let mut m = pool
+        .map(
+            move |x: u32| {
+                match x {
+                    0 => {
+                        g1.wait();
+                    }
+                    1 => {
+                        g2.wait();
+                    }
+                    _ => {}
+                }
+                r.fetch_add(1, Ordering::SeqCst);
+                x
+            },
+            0..10,
+        )
+        .buffer(10);
+    // The first read submits all 10 and waits for task 0.
+    let opener = std::thread::spawn(move || {
+        first.wait();
+    });
+    assert_eq!(m.next(), Some(Ok(0)));
+    opener.join().unwrap();
+    // Task 1 now blocks the only worker; 2..9 are queued. Drop the iterator.
+    drop(m);
+    second.wait();
+    pool.shutdown(true, false);
+    assert_eq!(ran.load(Ordering::SeqCst), 2, "tasks 2..9 were cancelled");
+}
+
+#[test]
+fn map_after_shutdown_reports_shutdown() {
+    let pool = ThreadPool::new(1).unwrap();
+    pool.shutdown(true, false);
+    let out: Vec<_> = pool.map(|x: u8| x, 0..3).collect();
+    assert_eq!(out, [Err(TaskError::Shutdown)]);
+    let out: Vec<_> = pool.map(|x: u8| x, 0..3).chunksize(2).collect();
+    assert_eq!(out, [Err(TaskError::Shutdown), Err(TaskError::Shutdown)]);
+}
+
+#[test]
+fn strand_runs_posts_in_order_one_at_a_time() {
+    let pool = ThreadPool::new(2).unwrap();
+    let strand = Strand::new(&pool, (Vec::new(), 0usize));
+    let running = Arc::new(AtomicUsize::new(0));
+    for i in 0..1000 {
+        let running = running.clone();
+        strand.post(move |(log, _): &mut (Vec<i32>, usize)| {
+            assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0);
+            log.push(i);
+            running.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    let log = strand.submit(|(log, _)| log.clone()).join().unwrap();
+    assert_eq!(log, (0..1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn strand_survives_a_panicking_closure() {
+    concurrent_futures::set_callback_panic_hook(|_| {});
+    let pool = ThreadPool::new(1).unwrap();
+    let strand = Strand::new(&pool, 0u32);
+    strand.post(|_| panic!("in strand"));
+    let h = strand.submit(|_| -> u32 { panic!("in submit") });
+    strand.post(|n| *n += 1);
+    assert_eq!(h.result(), Err(TaskError::Abandoned));
+    assert_eq!(strand.submit(|n| *n).join(), Ok(1));
+    concurrent_futures::clear_callback_panic_hook();
+}
+
+#[test]
+fn strand_after_pool_shutdown_runs_on_the_poster() {
+    let pool = ThreadPool::new(1).unwrap();
+    let strand = Strand::new(&pool, 0u32);
+    pool.shutdown(true, false);
+    strand.post(|n| *n += 5);
+    assert_eq!(strand.submit(|n| *n).join(), Ok(5));
+}
+
+#[test]
+fn callbacks_routed_to_the_pool_never_run_on_the_completing_thread() {
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .thread_name("routed")
+        .build()
+        .unwrap();
+    let promise = Promise::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..10 {
+        let tx = tx.clone();
+        pool.add_done_callback(&promise.handle(), move |r| {
+            let name = std::thread::current().name().map(str::to_owned);
+            tx.send((i, *r.unwrap(), name)).unwrap();
+        });
+    }
+    promise.set_result(7u8).unwrap();
+    let got: Vec<_> = (0..10).map(|_| rx.recv().unwrap()).collect();
+    for (n, (i, v, name)) in got.into_iter().enumerate() {
+        assert_eq!((i, v, name.as_deref()), (n, 7, Some("routed-0")));
+    }
+}
