@@ -75,7 +75,7 @@ impl std::error::Error for TaskError {}
 /// assert_eq!(PanicMessage::from_payload(payload.as_ref()).as_str(), "boom");
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct PanicMessage(Arc<str>);
+pub struct PanicMessage(Arc<String>);
 
 impl PanicMessage {
     /// Extracts the message from a panic payload (`&str` or `String`; any
@@ -88,7 +88,7 @@ impl PanicMessage {
         } else {
             "<non-string panic payload>"
         };
-        PanicMessage(Arc::from(text))
+        PanicMessage(Arc::new(text.to_owned()))
     }
 
     /// The message text.
@@ -99,7 +99,7 @@ impl PanicMessage {
 
 impl fmt::Debug for PanicMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.0.as_str(), f)
     }
 }
 

@@ -6,7 +6,7 @@
 //! times on handles that never complete leaves nothing behind.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use crate::error::{TaskError, TimedOut};
@@ -65,16 +65,7 @@ impl<'a, T: Send + Sync + 'static> Watch<'a, T> {
 
     /// The next index to finish, waiting until `deadline`.
     fn next(&mut self, deadline: Option<Instant>) -> Option<usize> {
-        let i = match deadline {
-            None => self.rx.recv().ok()?,
-            Some(d) => match self
-                .rx
-                .recv_timeout(d.saturating_duration_since(Instant::now()))
-            {
-                Ok(i) => i,
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-            },
-        };
+        let i = recv(&self.rx, deadline)?;
         // It ran: nothing to remove any more.
         self.registrations[i] = None;
         Some(i)
@@ -93,13 +84,22 @@ impl<T> Drop for Watch<'_, T> {
 
 /// Removes duplicates (by identity), keeping the first of each.
 fn distinct<T>(handles: impl IntoIterator<Item = FutureHandle<T>>) -> Vec<FutureHandle<T>> {
-    let mut out: Vec<FutureHandle<T>> = Vec::new();
-    for h in handles {
-        if !out.iter().any(|o| o.ptr_eq(&h)) {
-            out.push(h);
-        }
-    }
-    out
+    let mut seen = std::collections::HashSet::new();
+    handles
+        .into_iter()
+        .filter(|h| seen.insert(h.id()))
+        .collect()
+}
+
+/// Receives the next finished index, blocking until `deadline` (keeping the
+/// pool's capacity when called from a pool task).
+fn recv(rx: &Receiver<usize>, deadline: Option<Instant>) -> Option<usize> {
+    crate::executor::blocking(|| match deadline {
+        None => rx.recv().ok(),
+        Some(d) => rx
+            .recv_timeout(d.saturating_duration_since(Instant::now()))
+            .ok(),
+    })
 }
 
 fn failed<T>(h: &FutureHandle<T>) -> bool {
@@ -128,19 +128,28 @@ pub fn wait<T: Send + Sync + 'static>(
 ) -> DoneAndNotDone<T> {
     let handles = distinct(handles);
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-    let met = |hs: &[FutureHandle<T>]| {
-        let done = hs.iter().filter(|h| h.done()).count();
-        match return_when {
-            ReturnWhen::FirstCompleted => done > 0,
-            ReturnWhen::FirstException => done == hs.len() || hs.iter().any(failed),
-            ReturnWhen::AllCompleted => done == hs.len(),
-        }
+    let stop_at = |i: usize, done: usize| match return_when {
+        ReturnWhen::FirstCompleted => true,
+        ReturnWhen::FirstException => failed(&handles[i]) || done == handles.len(),
+        ReturnWhen::AllCompleted => done == handles.len(),
     };
     let expired = || deadline.is_some_and(|d| Instant::now() >= d);
-    if !met(&handles) && !expired() {
+    // Cheap first look: a zero timeout, or a condition already met, attaches
+    // nothing.
+    let already = handles.iter().filter(|h| h.done()).count();
+    let met_now = match return_when {
+        ReturnWhen::FirstCompleted => already > 0,
+        ReturnWhen::FirstException => already == handles.len() || handles.iter().any(failed),
+        ReturnWhen::AllCompleted => already == handles.len(),
+    };
+    if !met_now && !expired() {
+        // Every handle's callback sends its index once (done ones at once),
+        // so counting messages is O(1) per completion.
         let mut watch = Watch::new(&handles);
-        while !met(&handles) {
-            if watch.next(deadline).is_none() {
+        let mut done = 0;
+        while let Some(i) = watch.next(deadline) {
+            done += 1;
+            if stop_at(i, done) {
                 break;
             }
         }
@@ -230,28 +239,19 @@ impl<T> Iterator for AsCompleted<T> {
         }
         let i = match self.ready.pop_front() {
             Some(i) => i,
-            None => {
-                let got = match self.deadline {
-                    None => self.rx.recv().ok(),
-                    Some(d) => self
-                        .rx
-                        .recv_timeout(d.saturating_duration_since(Instant::now()))
-                        .ok(),
-                };
-                match got {
-                    Some(i) => {
-                        self.registrations[i] = None;
-                        i
-                    }
-                    None => {
-                        self.timed_out = true;
-                        return Some(Err(TimedOut {
-                            unfinished: self.total - self.yielded,
-                            total: self.total,
-                        }));
-                    }
+            None => match recv(&self.rx, self.deadline) {
+                Some(i) => {
+                    self.registrations[i] = None;
+                    i
                 }
-            }
+                None => {
+                    self.timed_out = true;
+                    return Some(Err(TimedOut {
+                        unfinished: self.total - self.yielded,
+                        total: self.total,
+                    }));
+                }
+            },
         };
         self.yielded += 1;
         self.slots[i].take().map(Ok)

@@ -309,3 +309,120 @@ fn metrics_count_tasks() {
     assert_eq!(m.completed, 100);
     assert_eq!((m.queued, m.running), (0, 0));
 }
+
+// --- Regressions found in review ---
+
+#[test]
+fn cancelling_shutdown_still_runs_strand_work_and_routed_callbacks() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let busy = pool
+        .submit(move || {
+            g.wait();
+        })
+        .unwrap();
+    while !busy.running() {
+        std::thread::yield_now();
+    }
+    let strand = concurrent_futures::Strand::new(&pool, 0u32);
+    strand.post(|n| *n += 1); // its drain is queued behind `busy`
+    let promise = concurrent_futures::Promise::new();
+    let (tx, rx) = mpsc::channel();
+    pool.add_done_callback(&promise.handle(), move |r| tx.send(*r.unwrap()).unwrap());
+    promise.set_result(9u8).unwrap(); // the routed callback is queued too
+    let p = pool.clone();
+    let shutter = std::thread::spawn(move || p.shutdown(true, true));
+    gate.wait();
+    shutter.join().unwrap();
+    assert_eq!(rx.recv().unwrap(), 9, "the routed callback was not lost");
+    assert_eq!(
+        strand.submit(|n| *n).join(),
+        Ok(1),
+        "the strand still works"
+    );
+}
+
+#[test]
+fn map_keeps_order_when_the_pool_shuts_down_mid_iteration() {
+    let pool = ThreadPool::new(1).unwrap();
+    let mut m = pool.map(|x: u32| x, 0..6).buffer(2);
+    assert_eq!(m.next(), Some(Ok(0)));
+    pool.shutdown(false, false);
+    let rest: Vec<_> = m.collect();
+    assert_eq!(rest, [Ok(1), Err(TaskError::Shutdown)]);
+}
+
+#[test]
+fn a_one_worker_pool_task_waiting_on_a_promise_fed_by_the_pool() {
+    // The task blocks on a strand's handle whose drain sits in the same
+    // worker's deque: a compensating worker keeps the pool going.
+    let pool = ThreadPool::new(1).unwrap();
+    let strand = concurrent_futures::Strand::new(&pool, 41u32);
+    let s = strand.clone();
+    let h = pool.submit(move || s.submit(|n| *n + 1).join()).unwrap();
+    assert_eq!(h.join(), Ok(Ok(42)));
+    let p = pool.clone();
+    let h = pool
+        .submit(move || {
+            let inner = vec![p.submit(|| 1).unwrap(), p.submit(|| 2).unwrap()];
+            concurrent_futures::wait(inner, concurrent_futures::ReturnWhen::AllCompleted, None)
+                .done
+                .len()
+        })
+        .unwrap();
+    assert_eq!(h.join(), Ok(2));
+}
+
+#[test]
+fn dropping_the_pool_after_a_timed_out_shutdown_does_not_hang() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let stuck = pool
+        .submit(move || {
+            g.wait();
+        })
+        .unwrap();
+    while !stuck.running() {
+        std::thread::yield_now();
+    }
+    assert!(
+        !pool
+            .shutdown_timeout(Duration::from_millis(5), false)
+            .finished
+    );
+    drop(pool); // must return although the task is still stuck
+    gate.wait();
+    stuck.wait().unwrap();
+}
+
+#[test]
+fn a_value_that_panics_on_drop_does_not_kill_the_worker() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("boom on drop");
+        }
+    }
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    pool.spawn(move || {
+        g.wait();
+    })
+    .unwrap();
+    for _ in 0..3 {
+        // The handle goes first (the worker is held), so the value is
+        // dropped on the worker.
+        drop(pool.submit(|| Bomb).unwrap());
+    }
+    gate.wait();
+    pool.spawn(|| drop(std::panic::catch_unwind(|| panic!("spawned"))))
+        .unwrap();
+    assert_eq!(
+        pool.submit(|| 5).unwrap().join(),
+        Ok(5),
+        "the worker survived"
+    );
+}

@@ -50,8 +50,11 @@ pub struct Map<I: Iterator, R> {
     /// Submitted chunks, oldest first, with their lengths.
     in_flight: VecDeque<(FutureHandle<Chunk<R>>, usize)>,
     current: std::vec::IntoIter<Result<R, TaskError>>,
-    /// Items of a chunk that failed as a whole, still to report.
+    /// Items of the chunk just taken that failed as a whole, to report now.
     failed: Option<(TaskError, usize)>,
+    /// Items of a chunk the pool refused (shut down), to report after the
+    /// chunks in flight before it.
+    refused: Option<(TaskError, usize)>,
     finished: bool,
 }
 
@@ -87,6 +90,7 @@ impl ThreadPool {
             in_flight: VecDeque::new(),
             current: Vec::new().into_iter(),
             failed: None,
+            refused: None,
             finished: false,
         }
     }
@@ -139,8 +143,9 @@ where
             match self.pool.submit(task) {
                 Ok(handle) => self.in_flight.push_back((handle, len)),
                 Err(_) => {
-                    // Shut down: report the chunk's items, then stop pulling.
-                    self.failed = Some((TaskError::Shutdown, len));
+                    // Shut down: report the chunk's items after those in
+                    // flight, then stop pulling.
+                    self.refused = Some((TaskError::Shutdown, len));
                     self.finished = true;
                     return;
                 }
@@ -168,23 +173,15 @@ where
             if let Some(item) = self.current.next() {
                 return Some(item);
             }
-            if let Some((e, n)) = self.failed.take() {
-                if n > 1 {
-                    self.failed = Some((e.clone(), n - 1));
-                }
+            if let Some(e) = take_one(&mut self.failed) {
                 return Some(Err(e));
-            }
-            if self.finished && self.in_flight.is_empty() {
-                return None;
             }
             if !self.finished {
                 self.refill();
             }
             let Some((handle, len)) = self.in_flight.pop_front() else {
-                if self.failed.is_some() {
-                    continue; // report the refused chunk, then end
-                }
-                return None; // inputs exhausted
+                // Nothing in flight: report a refused chunk, or end.
+                return take_one(&mut self.refused).map(Err);
             };
             let waited = match self.deadline {
                 None => handle.wait(),
@@ -194,6 +191,7 @@ where
                 handle.cancel();
                 self.cancel_all();
                 self.finished = true;
+                self.refused = None;
                 self.current = Vec::new().into_iter();
                 return Some(Err(TaskError::Timeout));
             }
@@ -206,6 +204,15 @@ where
             }
         }
     }
+}
+
+/// Takes one of `n` copies of an error to report.
+fn take_one(slot: &mut Option<(TaskError, usize)>) -> Option<TaskError> {
+    let (e, n) = slot.take()?;
+    if n > 1 {
+        *slot = Some((e.clone(), n - 1));
+    }
+    Some(e)
 }
 
 impl<I: Iterator, R> Drop for Map<I, R> {

@@ -14,6 +14,8 @@ pub(crate) struct Counters {
     pub(crate) started: AtomicUsize,
     /// Closures finished here (returned or panicked).
     pub(crate) completed: AtomicUsize,
+    /// Popped here but cancelled before they started (never run).
+    pub(crate) skipped: AtomicUsize,
     /// Closures that panicked here.
     pub(crate) panicked: AtomicUsize,
     /// Tasks taken from another worker's deque.
@@ -21,9 +23,18 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Adds to a counter other threads may also write (outside submitters,
+    /// compensating workers).
     pub(crate) fn add(counter: &AtomicUsize, n: usize) {
         // Relaxed: statistics; readers accept a slightly stale sum.
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds to a counter only the calling worker writes: a load and a store,
+    /// no locked RMW on the hot path.
+    pub(crate) fn add_own(counter: &AtomicUsize, n: usize) {
+        // Relaxed: single writer; readers accept a slightly stale sum.
+        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 }
 
@@ -64,9 +75,10 @@ impl Metrics {
         let dequeued = total(|c| &c.dequeued);
         let started = total(|c| &c.started);
         let completed = total(|c| &c.completed);
+        let skipped = total(|c| &c.skipped);
         Metrics {
             queued: submitted.saturating_sub(dequeued),
-            running: started.saturating_sub(completed),
+            running: started.saturating_sub(completed + skipped),
             completed,
             stolen: total(|c| &c.stolen),
             panicked: total(|c| &c.panicked),

@@ -230,8 +230,11 @@ struct Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        // Python: a dropped executor still completes its queued work.
-        shutdown(&self.registry, true, false, None);
+        // Python: a dropped executor still completes its queued work. After
+        // a `shutdown_timeout` that gave up, waiting again would hang where
+        // the caller chose not to: do not wait then.
+        let wait = !self.registry.gave_up_waiting();
+        shutdown(&self.registry, wait, false, None);
     }
 }
 
@@ -239,7 +242,7 @@ impl Drop for Owner {
 ///
 /// Submits from outside go to a shared injector queue; submits from inside
 /// a task go to the worker's own deque; idle workers steal, then park
-/// without spinning (no CPU used while idle). Cloning gives another handle
+/// after a brief spin (no CPU used while idle). Cloning gives another handle
 /// to the same pool; the pool shuts down (waiting for queued work) when the
 /// last clone is dropped.
 ///
@@ -347,7 +350,7 @@ impl ThreadPool {
     where
         F: FnOnce() + Send + 'static,
     {
-        spawn_on(self.registry(), f).map_err(SubmitError::Shutdown)
+        spawn_on(self.registry(), f, false).map_err(SubmitError::Shutdown)
     }
 
     /// Attaches a done-callback to `handle` that runs as a task on this pool,
@@ -377,7 +380,7 @@ impl ThreadPool {
         let reader = handle.clone();
         drop(handle.add_done_callback(move |_| {
             let job = move || f(reader.outcome_ref());
-            if let Err(job) = spawn_on(&registry, job) {
+            if let Err(job) = spawn_on(&registry, job, true) {
                 job();
             }
         }));
@@ -430,15 +433,16 @@ impl ThreadPool {
     }
 }
 
-/// Schedules a fire-and-forget closure; hands it back if the pool is shut down.
-pub(crate) fn spawn_on<F>(registry: &Arc<Registry>, f: F) -> Result<(), F>
+/// Schedules a fire-and-forget closure; hands it back if the pool is shut
+/// down. An `essential` one runs even if shutdown later cancels queued work.
+pub(crate) fn spawn_on<F>(registry: &Arc<Registry>, f: F, essential: bool) -> Result<(), F>
 where
     F: FnOnce() + Send + 'static,
 {
     let Some(slot) = worker::SubmitSlot::claim(registry) else {
         return Err(f);
     };
-    slot.push(TaskRef::detached(f));
+    slot.push(TaskRef::detached(f, essential));
     Ok(())
 }
 
@@ -452,9 +456,18 @@ fn shutdown(
     if cancel_pending {
         // Workers cancel what they pop; cancel the injector from here too so
         // a busy pool's handles resolve now.
-        while let Some(task) = registry.injector.steal().success() {
-            crate::executor::metrics::Counters::add(&registry.shared_counters().dequeued, 1);
-            task.cancel();
+        loop {
+            match registry.injector.steal() {
+                crossbeam_deque::Steal::Success(task) => {
+                    crate::executor::metrics::Counters::add(
+                        &registry.shared_counters().dequeued,
+                        1,
+                    );
+                    task.cancel();
+                }
+                crossbeam_deque::Steal::Retry => continue,
+                crossbeam_deque::Steal::Empty => break,
+            }
         }
     }
     let inside = worker::is_worker_of(registry);
@@ -463,6 +476,9 @@ fn shutdown(
     } else {
         false
     };
+    if timeout.is_some() && !finished {
+        registry.give_up_waiting();
+    }
     if finished {
         let joins = std::mem::take(&mut *registry.joins.lock().unwrap_or_else(|e| e.into_inner()));
         for join in joins {

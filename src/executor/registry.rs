@@ -14,10 +14,13 @@ use crate::sync::{AtomicUsize, Ordering};
 
 /// `state`: no new submits.
 const SHUTDOWN: usize = 0b01;
-/// `state`: queued tasks are cancelled instead of run.
-const CANCEL: usize = 0b10;
-/// `state`: one submit in flight (the count lives above the flags).
-const SUBMITTER: usize = 0b100;
+/// `state`: one outside submit in flight (the count lives above the flag).
+const SUBMITTER: usize = 0b10;
+
+/// Keeps a hot atomic on its own cache line.
+#[repr(align(128))]
+#[derive(Default)]
+pub(crate) struct Padded<T>(pub(crate) T);
 
 /// How the pool was built.
 pub(crate) struct Config {
@@ -33,8 +36,12 @@ pub(crate) struct Registry {
     pub(crate) injector: Injector<TaskRef>,
     pub(crate) stealers: Box<[Stealer<TaskRef>]>,
     pub(crate) sleep: Sleep,
-    /// SHUTDOWN | CANCEL | submits in flight × SUBMITTER.
-    state: AtomicUsize,
+    /// SHUTDOWN | outside submits in flight × SUBMITTER. Written by outside
+    /// submitters; workers read it only when idle.
+    state: Padded<AtomicUsize>,
+    /// Nonzero once shutdown asked to cancel queued work. Read by workers
+    /// for every task, so it lives apart from `state`.
+    cancel: Padded<AtomicUsize>,
     pub(crate) config: Config,
     /// One per core worker, plus one shared by outside threads and
     /// compensating workers (the last).
@@ -47,6 +54,8 @@ pub(crate) struct Registry {
     live: AtomicUsize,
     exited: Promise<()>,
     pub(crate) joins: Mutex<Vec<JoinHandle<()>>>,
+    /// Set when a `shutdown_timeout` gave up waiting for the workers.
+    gave_up: AtomicUsize,
     /// Who waits on what, consulted only on the blocking slow path.
     pub(crate) waits: super::deadlock::WaitGraph,
 }
@@ -58,13 +67,15 @@ impl Registry {
             injector: Injector::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
             sleep: Sleep::new(config.workers),
-            state: AtomicUsize::new(0),
+            state: Padded(AtomicUsize::new(0)),
+            cancel: Padded(AtomicUsize::new(0)),
             counters: (0..=config.workers).map(|_| Counters::default()).collect(),
             blocked: AtomicUsize::new(0),
             extra: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             exited: Promise::new(),
             joins: Mutex::new(Vec::new()),
+            gave_up: AtomicUsize::new(0),
             waits: Default::default(),
             config,
         };
@@ -80,22 +91,28 @@ impl Registry {
     /// must push and then call [`Registry::end_submit`].
     pub(crate) fn begin_submit(&self) -> bool {
         // Acquire: pairs with `shutdown`'s Release so a refused submit sees it.
-        let prev = self.state.fetch_add(SUBMITTER, Ordering::Acquire);
+        let prev = self.state.0.fetch_add(SUBMITTER, Ordering::Acquire);
         if prev & SHUTDOWN != 0 {
-            self.state.fetch_sub(SUBMITTER, Ordering::Relaxed);
+            self.state.0.fetch_sub(SUBMITTER, Ordering::Relaxed);
             return false;
         }
         true
+    }
+
+    /// After a push: wakes a worker if none is searching; with every worker
+    /// blocked in a wait, starts a compensating one.
+    pub(crate) fn notify_after_push(self: &Arc<Self>) {
+        if !self.sleep.notify_one() && self.blocked.load(Ordering::Relaxed) > 0 {
+            super::worker::spawn_compensating(self);
+        }
     }
 
     /// Ends a submit begun with [`Registry::begin_submit`] and wakes a worker.
     pub(crate) fn end_submit(self: &Arc<Self>) {
         // Release: the push happens before a worker's exit check that sees
         // the count drop (its SeqCst load in `may_exit`).
-        let prev = self.state.fetch_sub(SUBMITTER, Ordering::Release);
-        if !self.sleep.notify_one() && self.blocked.load(Ordering::Relaxed) > 0 {
-            super::worker::spawn_compensating(self);
-        }
+        let prev = self.state.0.fetch_sub(SUBMITTER, Ordering::Release);
+        self.notify_after_push();
         if prev & SHUTDOWN != 0 {
             // Shutdown began while we pushed: workers waiting for in-flight
             // submits to finish must re-check.
@@ -105,19 +122,32 @@ impl Registry {
 
     /// Marks the pool shut down (and cancelling, if asked).
     pub(crate) fn shutdown(&self, cancel: bool) {
-        let flags = if cancel { SHUTDOWN | CANCEL } else { SHUTDOWN };
+        if cancel {
+            // Release: pairs with `is_cancelling`.
+            self.cancel.0.store(1, Ordering::Release);
+        }
         // SeqCst: ordered before the wake-up below and every worker's
         // exit check.
-        self.state.fetch_or(flags, Ordering::SeqCst);
+        self.state.0.fetch_or(SHUTDOWN, Ordering::SeqCst);
         self.sleep.notify_all();
     }
 
     pub(crate) fn is_shutdown(&self) -> bool {
-        self.state.load(Ordering::Acquire) & SHUTDOWN != 0
+        self.state.0.load(Ordering::Acquire) & SHUTDOWN != 0
+    }
+
+    /// Records that a timed shutdown stopped waiting for stuck tasks.
+    pub(crate) fn give_up_waiting(&self) {
+        self.gave_up.store(1, Ordering::Relaxed);
+    }
+
+    /// Whether a timed shutdown stopped waiting (so drop must not wait).
+    pub(crate) fn gave_up_waiting(&self) -> bool {
+        self.gave_up.load(Ordering::Relaxed) != 0
     }
 
     pub(crate) fn is_cancelling(&self) -> bool {
-        self.state.load(Ordering::Acquire) & CANCEL != 0
+        self.cancel.0.load(Ordering::Acquire) != 0
     }
 
     /// Whether every queue looks empty.
@@ -127,7 +157,7 @@ impl Registry {
 
     /// Whether a worker may exit: shut down, no submit in flight, no work.
     pub(crate) fn may_exit(&self) -> bool {
-        let state = self.state.load(Ordering::SeqCst);
+        let state = self.state.0.load(Ordering::SeqCst);
         state & SHUTDOWN != 0 && state / SUBMITTER == 0 && self.queues_empty()
     }
 

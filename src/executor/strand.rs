@@ -119,21 +119,30 @@ impl<S: Send + 'static> Strand<S> {
     }
 
     /// Attaches a done-callback to `handle` that runs on this strand with
-    /// `&mut S`, after the closures posted before the future completed.
+    /// `&mut S`. It is posted when the future completes (after the
+    /// future's waiters are woken), so it runs after the closures posted
+    /// before that moment.
     ///
     /// ```
-    /// use concurrent_futures::{Strand, ThreadPool};
+    /// use concurrent_futures::{Promise, Strand, ThreadPool};
     /// let pool = ThreadPool::new(2).unwrap();
     /// let totals = Strand::new(&pool, (0u64, 0u64)); // (ok, failed)
+    /// let all_counted = std::sync::Arc::new(Promise::new());
+    /// let report = all_counted.handle();
     /// for x in 0..10u64 {
     ///     let h = pool.submit(move || if x % 3 == 0 { Err(x) } else { Ok(x) }).unwrap();
-    ///     totals.add_done_callback(&h, |t, r| match r {
-    ///         Ok(Ok(_)) => t.0 += 1,
-    ///         _ => t.1 += 1,
+    ///     let all_counted = all_counted.clone();
+    ///     totals.add_done_callback(&h, move |t, r| {
+    ///         match r {
+    ///             Ok(Ok(_)) => t.0 += 1,
+    ///             _ => t.1 += 1,
+    ///         }
+    ///         if t.0 + t.1 == 10 {
+    ///             all_counted.set_result(*t).unwrap();
+    ///         }
     ///     });
-    ///     h.wait().unwrap();
     /// }
-    /// assert_eq!(totals.submit(|t| *t).join(), Ok((6, 4)));
+    /// assert_eq!(report.result(), Ok(&(6, 4)));
     /// ```
     pub fn add_done_callback<T, F>(&self, handle: &FutureHandle<T>, f: F)
     where
@@ -148,10 +157,11 @@ impl<S: Send + 'static> Strand<S> {
     }
 }
 
-/// Starts a drain on the pool, or here if the pool refuses.
+/// Starts a drain on the pool, or here if the pool refuses. The drain is
+/// essential: a shutdown that cancels queued work still runs it.
 fn schedule_drain<S: Send + 'static>(inner: Arc<Inner<S>>) {
     let registry = inner.registry.clone();
-    if let Err(drain_here) = spawn_on(&registry, move || drain(inner)) {
+    if let Err(drain_here) = spawn_on(&registry, move || drain(inner), true) {
         drain_here();
     }
 }
@@ -174,7 +184,13 @@ fn drain<S: Send + 'static>(inner: Arc<Inner<S>>) {
         }
         if !inner.queue.is_empty() {
             // Over budget: yield the worker, keep the flag, continue later.
-            return schedule_drain(inner);
+            // If the pool refuses (shut down), keep draining here.
+            let registry = inner.registry.clone();
+            let again = inner.clone();
+            if spawn_on(&registry, move || drain(again), true).is_ok() {
+                return;
+            }
+            continue;
         }
         if !inner.schedule.release(|| inner.queue.is_empty()) {
             return;

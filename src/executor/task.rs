@@ -33,8 +33,10 @@ pub(crate) enum Ran {
     Completed,
     /// The closure ran and panicked.
     Panicked,
-    /// Cancelled, or claimed by a waiter: nothing ran here.
-    Skipped,
+    /// A waiter claimed and ran it inline: it completed elsewhere.
+    Claimed,
+    /// Cancelled (or, unreachably, left without a closure): it never ran.
+    Cancelled,
 }
 
 thread_local! {
@@ -73,8 +75,8 @@ impl<F> Job<F> {
     {
         let Some(f) = self.take() else {
             // Unreachable by the claim protocol; resolve rather than hang.
-            let _ = core.set_with(TaskError::Abandoned, Err);
-            return Ran::Skipped;
+            core.set_started(Err(TaskError::Abandoned));
+            return Ran::Cancelled;
         };
         HELD.with(|h| h.borrow_mut().push(addr));
         let result = catch_unwind(AssertUnwindSafe(f));
@@ -88,9 +90,7 @@ impl<F> Job<F> {
                 (Err(TaskError::Panicked(msg)), Ran::Panicked)
             }
         };
-        // Refused only if the future was completed some other way; the value
-        // is then dropped here.
-        let _ = core.set_with(outcome, |o| o);
+        core.set_started(outcome);
         ran
     }
 
@@ -145,9 +145,9 @@ where
             Start::Started => self.body.execute(&self.core, addr_of(&self.core)),
             Start::Cancelled => {
                 self.body.discard();
-                Ran::Skipped
+                Ran::Cancelled
             }
-            Start::AlreadyStarted => Ran::Skipped,
+            Start::AlreadyStarted => Ran::Claimed,
         }
     }
 
@@ -186,26 +186,29 @@ impl TaskRef {
         (TaskRef(ManuallyDrop::new(runnable)), cell)
     }
 
-    /// Makes a task nobody holds a handle to (fire and forget).
-    pub(crate) fn detached<F>(f: F) -> TaskRef
+    /// Makes a task nobody holds a handle to (fire and forget): no future,
+    /// just the closure. With `essential`, the task runs even when shutdown
+    /// cancels queued work or drops the queue (the crate's own strand drains
+    /// and routed callbacks, which must never be lost).
+    pub(crate) fn detached<F>(f: F, essential: bool) -> TaskRef
     where
         F: FnOnce() + Send + 'static,
     {
-        let cell: Arc<dyn Runnable> = Arc::new(Cell {
-            core: Core::<()>::new(),
-            body: Job(UnsafeCell::new(Some(f))),
+        let task: Arc<dyn Runnable> = Arc::new(Detached {
+            f: UnsafeCell::new(Some(f)),
+            essential,
         });
-        TaskRef(ManuallyDrop::new(cell))
+        TaskRef(ManuallyDrop::new(task))
     }
 
-    /// Runs it (or skips it if cancelled or claimed).
+    /// Runs it (or skips it if cancelled or claimed by a waiter).
     pub(crate) fn run(self) -> Ran {
         let ran = self.0.run();
         self.release();
         ran
     }
 
-    /// Cancels it instead of running it.
+    /// Cancels it instead of running it (an essential task runs instead).
     pub(crate) fn cancel(self) {
         self.0.cancel();
         self.release();
@@ -214,14 +217,65 @@ impl TaskRef {
     fn release(self) {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again.
-        drop(unsafe { ManuallyDrop::take(&mut this.0) });
+        drop_guarded(unsafe { ManuallyDrop::take(&mut this.0) });
     }
+}
+
+/// Drops a task's allocation. If this was the last reference, the task's
+/// value is dropped here, on a worker: a panicking `Drop` must not unwind
+/// the worker.
+fn drop_guarded(task: Arc<dyn Runnable>) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(task)));
 }
 
 impl Drop for TaskRef {
     fn drop(&mut self) {
         self.0.abandon();
         // SAFETY: in `drop`, the field is never used again.
-        drop(unsafe { ManuallyDrop::take(&mut self.0) });
+        drop_guarded(unsafe { ManuallyDrop::take(&mut self.0) });
+    }
+}
+
+/// A fire-and-forget task: only its closure, no future.
+struct Detached<F> {
+    f: UnsafeCell<Option<F>>,
+    essential: bool,
+}
+
+// SAFETY: the closure is taken by the one owner of the single queue entry
+// (there are no handles), and `F: Send` lets it move there.
+unsafe impl<F: Send> Sync for Detached<F> {}
+
+impl<F: FnOnce() + Send> Detached<F> {
+    fn take(&self) -> Option<F> {
+        // SAFETY: see the Sync impl: one queue entry, one consumer.
+        self.f.with_mut(|p| unsafe { (*p).take() })
+    }
+}
+
+impl<F: FnOnce() + Send> Runnable for Detached<F> {
+    fn run(&self) -> Ran {
+        match self.take() {
+            Some(f) => match catch_unwind(AssertUnwindSafe(f)) {
+                Ok(()) => Ran::Completed,
+                Err(payload) => {
+                    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                    Ran::Panicked
+                }
+            },
+            None => Ran::Cancelled,
+        }
+    }
+
+    fn cancel(&self) {
+        if self.essential {
+            self.run();
+        } else if let Some(f) = self.take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
+        }
+    }
+
+    fn abandon(&self) {
+        self.cancel();
     }
 }

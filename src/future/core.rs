@@ -44,7 +44,10 @@ pub(crate) trait Body<T>: Send + Sync {
     /// is done. A pool task overrides this to run itself inline when it has
     /// not started, and to refuse waits that would deadlock.
     fn wait(&self, core: &Core<T>, deadline: Option<Instant>) -> Result<bool, TaskError> {
-        Ok(core.wait_until(deadline))
+        if core.is_done() {
+            return Ok(true);
+        }
+        Ok(crate::executor::blocking(|| core.wait_until(deadline)))
     }
 }
 
@@ -174,6 +177,18 @@ impl<T> Core<T> {
         while !self.callbacks.is_quiescent() {
             crate::sync::spin_hint();
         }
+    }
+
+    /// Stores the outcome of a task the caller started (won `try_start`):
+    /// nobody else can set it (a pool task has no promise, and a running
+    /// task cannot be cancelled), so no `SETTING` claim is needed.
+    pub(crate) fn set_started(&self, outcome: Result<T, TaskError>) {
+        debug_assert_eq!(self.phase(), Phase::Running);
+        // SAFETY: the caller won `try_start` and is the only writer (see
+        // above); readers touch the slot only after `publish`.
+        self.slot.with_mut(|p| unsafe { *p = Some(outcome) });
+        self.lifecycle.publish();
+        self.notify();
     }
 
     /// After the outcome is visible: wake every waiter, then run callbacks.

@@ -63,6 +63,11 @@ impl<T> FutureHandle<T> {
         self.core().outcome()
     }
 
+    /// Identity of the future (for de-duplicating handles).
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.shared).addr()
+    }
+
     /// Whether two handles refer to the same future.
     ///
     /// ```

@@ -164,8 +164,23 @@ impl<A> NodeRef<A> {
         std::ptr::eq(self.header().owner, owner)
     }
 
+    /// Whether this is the only reference left: nobody else can claim or
+    /// free the node (there is no way to make a new reference).
+    fn is_sole(&self) -> bool {
+        // Acquire: pairs with the other holder's Release in `drop`, so what
+        // it did to the node happens before what we do next.
+        self.header().refs.load(Ordering::Acquire) == 1
+    }
+
     /// Claims the payload for firing. Returns false if it was removed.
     pub(crate) fn try_take(&self) -> bool {
+        // The common case at a drain: the registration was dropped, so no one
+        // can remove the node and no CAS is needed. A removed node always has
+        // its remover's reference until the removal is done, so it is never
+        // sole while it could still be claimed.
+        if self.is_sole() {
+            return self.header().status.load(Ordering::Relaxed) == LIVE;
+        }
         // Relaxed: the claim only needs the atomicity of one RMW on one word;
         // the payload itself was published by the push (Release/Acquire on
         // the head word) or created by this thread.
@@ -223,9 +238,10 @@ impl<A> NodeRef<A> {
 
 impl<A> Drop for NodeRef<A> {
     fn drop(&mut self) {
-        // Release: our accesses to the node happen before the free. The
-        // thread that drops the last reference acquires them (fence below).
-        if self.header().refs.fetch_sub(1, Ordering::Release) == 1 {
+        // The last reference frees without an RMW (see `is_sole`).
+        // Otherwise, Release: our accesses to the node happen before the
+        // free; the thread that drops the last reference acquires them.
+        if self.is_sole() || self.header().refs.fetch_sub(1, Ordering::Release) == 1 {
             crate::sync::fence(Ordering::Acquire);
             // SAFETY: the count reached zero: this was the last reference.
             unsafe { (self.header().dispatch)(self.ptr, Op::Free) }

@@ -30,7 +30,7 @@
 use std::marker::PhantomData;
 
 use super::node::{Header, NodeRef};
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU32, Ordering};
 
 /// The future is complete; set once, never cleared.
 const DONE: usize = 0b01;
@@ -40,7 +40,7 @@ const TAGS: usize = DONE | BUSY;
 
 /// Removed-but-linked nodes tolerated before a removal compacts the list
 /// (1 under loom, so the models exercise compaction).
-const MIN_GARBAGE: usize = if cfg!(loom) { 1 } else { 16 };
+const MIN_GARBAGE: u32 = if cfg!(loom) { 1 } else { 16 };
 
 /// What [`Stack::push`] did with the node.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,10 +59,11 @@ pub(crate) enum Pushed {
 pub(crate) struct Stack<A> {
     head: AtomicPtr<Header<A>>,
     /// Removed nodes still linked (approximate; only steers compaction).
-    garbage: AtomicUsize,
+    /// 32 bits keep a future small; a wrap only mistimes one compaction.
+    garbage: AtomicU32,
     /// Garbage level that triggers compaction: at least the live count of
     /// the last pass, so compaction costs O(1) amortised per removal.
-    threshold: AtomicUsize,
+    threshold: AtomicU32,
     _nodes: PhantomData<NodeRef<A>>,
 }
 
@@ -102,13 +103,33 @@ unsafe fn set_next<A>(node: *mut Header<A>, next: *mut Header<A>) {
     unsafe { (*node).next.with_mut(|p| *p = next) }
 }
 
+/// Exponential spin back-off for a contended CAS.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    #[cfg(not(loom))]
+    fn snooze(&mut self) {
+        for _ in 0..1u32 << self.0 {
+            crate::sync::spin_hint();
+        }
+        self.0 = (self.0 + 1).min(6);
+    }
+
+    /// Under loom one yield is enough, and keeps the models small.
+    #[cfg(loom)]
+    fn snooze(&mut self) {
+        crate::sync::spin_hint();
+    }
+}
+
 impl<A> Stack<A> {
     /// An empty, pending stack.
     pub(crate) fn new() -> Self {
         Stack {
             head: AtomicPtr::new(std::ptr::null_mut()),
-            garbage: AtomicUsize::new(0),
-            threshold: AtomicUsize::new(MIN_GARBAGE),
+            garbage: AtomicU32::new(0),
+            threshold: AtomicU32::new(MIN_GARBAGE),
             _nodes: PhantomData,
         }
     }
@@ -130,6 +151,7 @@ impl<A> Stack<A> {
     /// without, it returns [`Pushed::Closed`] and drops the node.
     pub(crate) fn push(&self, node: NodeRef<A>, drain_arg: Option<&A>) -> Pushed {
         let node = node.into_raw();
+        let mut backoff = Backoff::default();
         // Relaxed: the head's address is only compared and stored into our
         // node, never dereferenced here.
         let mut head = self.head.load(Ordering::Relaxed);
@@ -179,7 +201,13 @@ impl<A> Stack<A> {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return Pushed::Queued,
-                Err(actual) => head = actual,
+                Err(actual) => {
+                    head = actual;
+                    // Contended: back off so the winner's line settles
+                    // instead of every pusher bouncing it (exponential,
+                    // capped; no effect without contention).
+                    backoff.snooze();
+                }
             }
         }
     }
@@ -190,6 +218,24 @@ impl<A> Stack<A> {
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             debug_assert_eq!(tags(head) & DONE, 0, "complete called twice");
+            if head.is_null() {
+                // Nothing attached, nobody compacting: seal straight to idle
+                // DONE, one CAS instead of claim, swap and release.
+                // Release: publishes the outcome to the next drain claimer
+                // (its Acquire CAS on DONE) and to `is_quiescent`.
+                match self.head.compare_exchange_weak(
+                    head,
+                    done_idle(),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return,
+                    Err(actual) => {
+                        head = actual;
+                        continue;
+                    }
+                }
+            }
             // AcqRel: Release publishes the outcome written before this call
             // to a compactor that finds DONE when it lets go (its Acquire);
             // Acquire pairs with pushes so the drain below sees the nodes.
@@ -257,7 +303,7 @@ impl<A> Stack<A> {
     /// the future completes meanwhile: the compactor then owns the drain.
     pub(crate) fn note_removed(&self, drain_arg: &A) {
         // Relaxed: a steering counter; its exact value is never relied on.
-        let garbage = self.garbage.fetch_add(1, Ordering::Relaxed) + 1;
+        let garbage = self.garbage.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         if garbage >= self.threshold.load(Ordering::Relaxed) {
             self.compact(drain_arg);
         }
@@ -284,7 +330,7 @@ impl<A> Stack<A> {
             }
         }
         let top = head;
-        let (mut unlinked, mut live) = (0, 1);
+        let (mut unlinked, mut live) = (0u32, 1u32);
         let mut prev = top;
         // SAFETY: we hold BUSY; nodes below `top` are reachable only through
         // it and pushers never write an existing node's `next`.
@@ -298,11 +344,11 @@ impl<A> Stack<A> {
                 // SAFETY: as above; `prev` is live and below-or-at `top`.
                 unsafe { set_next(prev, next) };
                 drop(node); // the list's reference
-                unlinked += 1;
+                unlinked = unlinked.saturating_add(1);
             } else {
                 let _ = node.into_raw(); // stays linked: keep the list's reference
                 prev = cur;
-                live += 1;
+                live = live.saturating_add(1);
             }
             cur = next;
         }

@@ -3,11 +3,15 @@
 //! ```text
 //!            try_start                 begin_set          publish
 //!  PENDING ────────────► RUNNING ─────────────► SETTING ─────────► FINISHED
-//!     │  └──────────────── begin_set ────────────►┘
-//!     │ cancel
+//!     │  └──────────────── begin_set ────────────►┘                   ▲
+//!     │ cancel               └──── publish (the task that started it) ─┘
 //!     ▼
 //!  CANCELLED
 //! ```
+//!
+//! A pool task's runner publishes straight from `RUNNING`: it won
+//! `try_start`, a pool task has no promise, and a running task cannot be
+//! cancelled, so nobody can race it for the slot.
 //!
 //! Every transition is one CAS from the state it names; callers act on the
 //! returned enum and never re-read the word to decide what happened.
@@ -147,7 +151,8 @@ impl Lifecycle {
         }
     }
 
-    /// `SETTING -> FINISHED`, after the outcome was written.
+    /// `SETTING -> FINISHED` (or `RUNNING -> FINISHED` by the task's own
+    /// runner), after the outcome was written.
     pub(crate) fn publish(&self) {
         // Release: pairs with the Acquire in `phase`; the outcome written
         // before this store is visible to every reader that sees FINISHED.

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Prints instructions per operation for one callback attach and for one
+# submit+complete+wait, measured with callgrind: each workload runs with two
+# operation counts and the difference is divided by the extra operations.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo bench --bench instructions --no-run >/dev/null 2>&1
+bin=$(ls -t target/release/deps/instructions-* | grep -v '\.d$' | head -1)
+ir() {
+    local out
+    out=$(mktemp)
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" "$1" "$2" >/dev/null 2>&1
+    grep -E '^summary:|^totals:' "$out" | head -1 | awk '{print $2}'
+    rm -f "$out"
+}
+for w in attach submit; do
+    lo=$(ir "$w" 1000)
+    hi=$(ir "$w" 11000)
+    echo "$w: $(( (hi - lo) / 10000 )) instructions per operation"
+done

@@ -1,0 +1,881 @@
+//! Side-by-side comparison of every workload against the mutex designs, the
+//! floor, and the peers, in one run. Prints a table of ratios (baseline time
+//! / our time: above 1 means we are faster) and writes `target/compare.json`.
+//!
+//! Run: `cargo bench --bench compare` (full) or
+//! `cargo bench --bench compare -- --quick` (each workload briefly); add
+//! group names (`callbacks throughput latency waits memory idle`) to run
+//! only those.
+
+mod baselines;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use baselines::floor_pool::FloorPool;
+use baselines::mutex_future::MutexFuture;
+use baselines::mutex_pool::MutexPool;
+use concurrent_futures::{Promise, ReturnWhen, ThreadPool, as_completed, wait};
+
+// ---------------------------------------------------------------------------
+// Counting allocator (allocations per task, bytes per pending task).
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator and only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+// ---------------------------------------------------------------------------
+// Measurement.
+
+const WORKERS: usize = 2;
+
+struct Bench {
+    quick: bool,
+    rows: Vec<(String, String, f64, f64)>,
+    top: Vec<(String, f64)>,
+}
+
+impl Bench {
+    fn runs(&self) -> usize {
+        if self.quick { 3 } else { 7 }
+    }
+
+    fn n(&self, full: usize) -> usize {
+        if self.quick { full / 5 } else { full }
+    }
+
+    /// Median over runs of `f()`'s duration divided by `ops`, in ns.
+    fn per_op(&self, ops: usize, mut f: impl FnMut() -> Duration) -> f64 {
+        let mut v: Vec<f64> = (0..self.runs())
+            .map(|_| f().as_nanos() as f64 / ops as f64)
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    }
+
+    fn row(&mut self, workload: &str, baseline: &str, ours: f64, theirs: f64) {
+        println!(
+            "{:<44} {:<28} {:>10.1} {:>10.1} {:>7.2}x",
+            workload,
+            baseline,
+            ours,
+            theirs,
+            theirs / ours
+        );
+        self.rows
+            .push((workload.into(), baseline.into(), ours, theirs));
+    }
+}
+
+fn time(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+static SINK: AtomicUsize = AtomicUsize::new(0);
+
+// ---------------------------------------------------------------------------
+// 1. Callback attach and drain.
+
+fn attach_ours(threads: usize, k: usize) -> (Duration, Duration) {
+    let p = Promise::<u64>::new();
+    let start = Arc::new(Barrier::new(threads));
+    let attach = time(|| {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let h = p.handle();
+                let start = start.clone();
+                s.spawn(move || {
+                    start.wait();
+                    for i in 0..k {
+                        drop(h.add_done_callback(move |v| {
+                            SINK.fetch_add(*v.unwrap() as usize + i, Ordering::Relaxed);
+                        }));
+                    }
+                });
+            }
+        })
+    });
+    let drain = time(|| p.set_result(1).unwrap());
+    (attach, drain)
+}
+
+fn attach_mutex(threads: usize, k: usize) -> (Duration, Duration) {
+    let f = MutexFuture::<u64>::new();
+    let start = Arc::new(Barrier::new(threads));
+    let attach = time(|| {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let f = f.clone();
+                let start = start.clone();
+                s.spawn(move || {
+                    start.wait();
+                    for i in 0..k {
+                        f.add_done_callback(move |v| {
+                            SINK.fetch_add(*v as usize + i, Ordering::Relaxed);
+                        });
+                    }
+                });
+            }
+        })
+    });
+    let drain = time(|| f.set(1));
+    (attach, drain)
+}
+
+/// Every callback captures a word (as real callbacks capture state), so
+/// both designs allocate one closure per callback.
+fn callbacks(b: &mut Bench) {
+    let k = b.n(100_000);
+    for threads in [1, 2, 4] {
+        // Threads start behind a barrier, so the spawn cost is in both.
+        let ours = b.per_op(threads * k, || attach_ours(threads, k).0);
+        let theirs = b.per_op(threads * k, || attach_mutex(threads, k).0);
+        b.row(
+            &format!("attach, {threads} thread(s) x {k}"),
+            "mutex future",
+            ours,
+            theirs,
+        );
+    }
+    let ours = b.per_op(k, || attach_ours(1, k).1);
+    let theirs = b.per_op(k, || attach_mutex(1, k).1);
+    b.row(
+        &format!("completion drain per callback ({k})"),
+        "mutex future Vec walk",
+        ours,
+        theirs,
+    );
+    for fan in [1, 10, 100, 1000] {
+        let reps = b.n(20_000) / fan.max(1) + 1;
+        let ours = b.per_op(reps, || {
+            let mut total = Duration::ZERO;
+            for _ in 0..reps {
+                total += attach_ours_single(fan);
+            }
+            total
+        });
+        let theirs = b.per_op(reps, || {
+            let mut total = Duration::ZERO;
+            for _ in 0..reps {
+                total += attach_mutex_single(fan);
+            }
+            total
+        });
+        b.row(
+            &format!("complete with {fan} callbacks"),
+            "mutex future",
+            ours,
+            theirs,
+        );
+    }
+}
+
+fn attach_ours_single(k: usize) -> Duration {
+    let p = Promise::<u64>::new();
+    let h = p.handle();
+    for i in 0..k {
+        drop(h.add_done_callback(move |v| {
+            SINK.fetch_add(*v.unwrap() as usize + i, Ordering::Relaxed);
+        }));
+    }
+    time(|| p.set_result(1).unwrap())
+}
+
+fn attach_mutex_single(k: usize) -> Duration {
+    let f = MutexFuture::<u64>::new();
+    for i in 0..k {
+        f.add_done_callback(move |v| {
+            SINK.fetch_add(*v as usize + i, Ordering::Relaxed);
+        });
+    }
+    time(|| f.set(1))
+}
+
+// ---------------------------------------------------------------------------
+// 2. Submit throughput.
+
+fn wait_count(counter: &AtomicUsize, n: usize) {
+    while counter.load(Ordering::Acquire) < n {
+        std::thread::yield_now();
+    }
+}
+
+fn throughput(b: &mut Bench) {
+    let n = b.n(1_000_000);
+    let pool = ThreadPool::new(WORKERS).unwrap();
+    let ours = b.per_op(n, || {
+        time(|| {
+            let hs: Vec<_> = (0..n).map(|_| pool.submit(|| ()).unwrap()).collect();
+            for h in hs {
+                h.wait().unwrap();
+            }
+        })
+    });
+    let rayon_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(WORKERS)
+        .build()
+        .unwrap();
+    let theirs = b.per_op(n, || {
+        time(|| {
+            let rs: Vec<_> = (0..n)
+                .map(|_| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    rayon_pool.spawn(move || {
+                        let _ = tx.send(());
+                    });
+                    rx
+                })
+                .collect();
+            for r in rs {
+                r.blocking_recv().unwrap();
+            }
+        })
+    });
+    b.row(
+        &format!("submit+wait {n} (handles)"),
+        "rayon spawn + oneshot",
+        ours,
+        theirs,
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .build()
+        .unwrap();
+    let theirs = b.per_op(n, || {
+        time(|| {
+            let hs: Vec<_> = (0..n).map(|_| rt.spawn_blocking(|| ())).collect();
+            rt.block_on(async {
+                for h in hs {
+                    h.await.unwrap();
+                }
+            });
+        })
+    });
+    b.row(
+        &format!("submit+wait {n} (handles)"),
+        "tokio spawn_blocking",
+        ours,
+        theirs,
+    );
+    let tp = threadpool::ThreadPool::new(WORKERS);
+    let theirs = b.per_op(n, || {
+        time(|| {
+            let rs: Vec<_> = (0..n)
+                .map(|_| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    tp.execute(move || {
+                        let _ = tx.send(());
+                    });
+                    rx
+                })
+                .collect();
+            for r in rs {
+                r.blocking_recv().unwrap();
+            }
+        })
+    });
+    b.row(
+        &format!("submit+wait {n} (handles)"),
+        "threadpool + oneshot",
+        ours,
+        theirs,
+    );
+    for (naive, name) in [
+        (true, "mutex pool, notify always"),
+        (false, "mutex pool, notify sleepers"),
+    ] {
+        let mp = MutexPool::new(WORKERS, naive);
+        let theirs = b.per_op(n, || {
+            time(|| {
+                let hs: Vec<_> = (0..n).map(|_| mp.submit(|| ())).collect();
+                for h in hs {
+                    h.wait();
+                }
+            })
+        });
+        b.row(&format!("submit+wait {n} (handles)"), name, ours, theirs);
+    }
+
+    // Fire and forget against the floor.
+    let count = Arc::new(AtomicUsize::new(0));
+    let ours = b.per_op(n, || {
+        count.store(0, Ordering::Relaxed);
+        time(|| {
+            for _ in 0..n {
+                let c = count.clone();
+                pool.spawn(move || {
+                    c.fetch_add(1, Ordering::Release);
+                })
+                .unwrap();
+            }
+            wait_count(&count, n);
+        })
+    });
+    let floor = FloorPool::new(WORKERS);
+    let theirs = b.per_op(n, || {
+        count.store(0, Ordering::Relaxed);
+        time(|| {
+            for _ in 0..n {
+                let c = count.clone();
+                floor.spawn(move || {
+                    c.fetch_add(1, Ordering::Release);
+                });
+            }
+            wait_count(&count, n);
+        })
+    });
+    b.row(
+        &format!("spawn {n} (fire and forget)"),
+        "floor (bare crossbeam pool)",
+        ours,
+        theirs,
+    );
+    let theirs = b.per_op(n, || {
+        count.store(0, Ordering::Relaxed);
+        time(|| {
+            for _ in 0..n {
+                let c = count.clone();
+                rayon_pool.spawn(move || {
+                    c.fetch_add(1, Ordering::Release);
+                });
+            }
+            wait_count(&count, n);
+        })
+    });
+    b.row(
+        &format!("spawn {n} (fire and forget)"),
+        "rayon spawn",
+        ours,
+        theirs,
+    );
+
+    // From inside workers: a chain, each task spawning its successor.
+    let chain = b.n(200_000);
+    fn ours_chain(pool: ThreadPool, left: usize, done: Arc<AtomicUsize>) {
+        if left == 0 {
+            done.store(1, Ordering::Release);
+            return;
+        }
+        let p = pool.clone();
+        pool.spawn(move || ours_chain(p, left - 1, done)).unwrap();
+    }
+    let done = Arc::new(AtomicUsize::new(0));
+    let ours = b.per_op(chain, || {
+        done.store(0, Ordering::Relaxed);
+        time(|| {
+            ours_chain(pool.clone(), chain, done.clone());
+            wait_count(&done, 1);
+        })
+    });
+    fn tokio_chain(left: usize, done: Arc<AtomicUsize>) {
+        if left == 0 {
+            done.store(1, Ordering::Release);
+            return;
+        }
+        tokio::spawn(async move { tokio_chain(left - 1, done) });
+    }
+    let theirs = b.per_op(chain, || {
+        done.store(0, Ordering::Relaxed);
+        time(|| {
+            let d = done.clone();
+            rt.spawn(async move { tokio_chain(chain, d) });
+            wait_count(&done, 1);
+        })
+    });
+    b.row(
+        &format!("chained spawn x{chain} (inside workers)"),
+        "tokio spawn",
+        ours,
+        theirs,
+    );
+    fn rayon_chain(left: usize, done: Arc<AtomicUsize>) {
+        if left == 0 {
+            done.store(1, Ordering::Release);
+            return;
+        }
+        rayon::spawn(move || rayon_chain(left - 1, done));
+    }
+    let theirs = b.per_op(chain, || {
+        done.store(0, Ordering::Relaxed);
+        time(|| {
+            let d = done.clone();
+            rayon_pool.install(|| rayon::spawn(move || rayon_chain(chain, d)));
+            wait_count(&done, 1);
+        })
+    });
+    b.row(
+        &format!("chained spawn x{chain} (inside workers)"),
+        "rayon spawn",
+        ours,
+        theirs,
+    );
+
+    // A spawn tree: every task spawns two children until the depth runs out.
+    let depth = if b.quick { 14 } else { 17 };
+    let leaves = 1usize << depth;
+    fn ours_tree(pool: ThreadPool, d: u32, count: Arc<AtomicUsize>) {
+        if d == 0 {
+            count.fetch_add(1, Ordering::Release);
+            return;
+        }
+        for _ in 0..2 {
+            let (p, c) = (pool.clone(), count.clone());
+            pool.spawn(move || ours_tree(p, d - 1, c)).unwrap();
+        }
+    }
+    let ours = b.per_op(2 * leaves, || {
+        count.store(0, Ordering::Relaxed);
+        time(|| {
+            ours_tree(pool.clone(), depth, count.clone());
+            wait_count(&count, leaves);
+        })
+    });
+    fn tokio_tree(d: u32, count: Arc<AtomicUsize>) {
+        if d == 0 {
+            count.fetch_add(1, Ordering::Release);
+            return;
+        }
+        for _ in 0..2 {
+            let c = count.clone();
+            tokio::spawn(async move { tokio_tree(d - 1, c) });
+        }
+    }
+    let theirs = b.per_op(2 * leaves, || {
+        count.store(0, Ordering::Relaxed);
+        time(|| {
+            let c = count.clone();
+            rt.spawn(async move { tokio_tree(depth, c) });
+            wait_count(&count, leaves);
+        })
+    });
+    b.row(
+        &format!("spawn tree 2^{depth} leaves (inside)"),
+        "tokio spawn",
+        ours,
+        theirs,
+    );
+    fn rayon_tree(d: u32, count: Arc<AtomicUsize>) {
+        if d == 0 {
+            count.fetch_add(1, Ordering::Release);
+            return;
+        }
+        for _ in 0..2 {
+            let c = count.clone();
+            rayon::spawn(move || rayon_tree(d - 1, c));
+        }
+    }
+    let theirs = b.per_op(2 * leaves, || {
+        count.store(0, Ordering::Relaxed);
+        time(|| {
+            let c = count.clone();
+            rayon_pool.install(|| rayon_tree(depth, c));
+            wait_count(&count, leaves);
+        })
+    });
+    b.row(
+        &format!("spawn tree 2^{depth} leaves (inside)"),
+        "rayon spawn",
+        ours,
+        theirs,
+    );
+
+    // Python's ThreadPoolExecutor, same task count, same machine.
+    let py_n = b.n(200_000);
+    if let Some(py_ns) = python_tpe(py_n) {
+        let ours = b.per_op(py_n, || {
+            time(|| {
+                let hs: Vec<_> = (0..py_n).map(|_| pool.submit(|| ()).unwrap()).collect();
+                for h in hs {
+                    h.wait().unwrap();
+                }
+            })
+        });
+        b.row(
+            &format!("submit+wait {py_n} (handles)"),
+            "Python ThreadPoolExecutor",
+            ours,
+            py_ns,
+        );
+    } else {
+        println!("(python3 not found: Python comparison skipped)");
+    }
+}
+
+/// ns per task of Python's executor, from `benches/python_tpe.py`.
+fn python_tpe(n: usize) -> Option<f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_tpe.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(n.to_string())
+        .arg(WORKERS.to_string())
+        .output()
+        .ok()?;
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+// ---------------------------------------------------------------------------
+// 3. Latency: submit -> callback.
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+fn latency(b: &mut Bench) {
+    let samples = b.n(5_000);
+    let pool = ThreadPool::new(WORKERS).unwrap();
+    let _ = Condvar::new; // (kept for the wait baselines)
+    // The callback stamps the time. Hot: the measuring thread stays on the
+    // CPU (spins on the stamp), as a busy submitter does. Cold: the workers
+    // have parked, and the measuring thread parks until the callback unparks
+    // it, exactly as in the floor below (one thread unparks another, which
+    // stamps the time and unparks it back): one wake-up, one way, with the
+    // measuring thread off the CPU.
+    let base = Instant::now();
+    let now = move || base.elapsed().as_nanos() as usize;
+    let measure = |gap: Option<Duration>, n: usize| -> Vec<f64> {
+        (0..n)
+            .map(|_| {
+                if let Some(g) = gap {
+                    std::thread::sleep(g); // let the workers park (cold)
+                }
+                let stamp = Arc::new(AtomicUsize::new(0));
+                let (s, main) = (stamp.clone(), std::thread::current());
+                let t0 = now();
+                let h = pool.submit(|| ()).unwrap();
+                let park = gap.is_some();
+                drop(h.add_done_callback(move |_| {
+                    s.store(now(), Ordering::Release);
+                    if park {
+                        main.unpark();
+                    }
+                }));
+                while stamp.load(Ordering::Acquire) == 0 {
+                    if park {
+                        std::thread::park();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+                (stamp.load(Ordering::Acquire) - t0) as f64
+            })
+            .collect()
+    };
+    let mut hot = measure(None, samples);
+    let cold_samples = if b.quick { 200 } else { 1000 };
+    let mut cold = measure(Some(Duration::from_millis(2)), cold_samples);
+    // The floor: a parked thread is unparked and stamps the time.
+    let mut floor: Vec<f64> = {
+        let go = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (g, s, main) = (go.clone(), seen.clone(), std::thread::current());
+        let echo = std::thread::spawn(move || {
+            for i in 1..=cold_samples {
+                while g.load(Ordering::Acquire) < i {
+                    std::thread::park();
+                }
+                s.store(now(), Ordering::Release);
+                main.unpark();
+            }
+        });
+        let v = (1..=cold_samples)
+            .map(|i| {
+                std::thread::sleep(Duration::from_millis(2));
+                let t0 = now();
+                go.store(i, Ordering::Release);
+                echo.thread().unpark();
+                while seen.load(Ordering::Acquire) < t0 {
+                    std::thread::park();
+                }
+                (seen.load(Ordering::Acquire) - t0) as f64
+            })
+            .collect();
+        echo.join().unwrap();
+        v
+    };
+    let (hp50, hp99) = (percentile(&mut hot, 0.5), percentile(&mut hot, 0.99));
+    let (cp50, cp99) = (percentile(&mut cold, 0.5), percentile(&mut cold, 0.99));
+    let (fp50, fp99) = (percentile(&mut floor, 0.5), percentile(&mut floor, 0.99));
+    println!(
+        "latency submit->callback ns: hot p50 {hp50:.0} p99 {hp99:.0}; cold p50 {cp50:.0} p99 {cp99:.0}; park/unpark floor p50 {fp50:.0} p99 {fp99:.0}"
+    );
+    b.row(
+        "latency submit->callback p50, cold pool",
+        "unpark->wake one way",
+        cp50,
+        fp50,
+    );
+    b.row(
+        "latency submit->callback p99, cold pool",
+        "unpark->wake one way",
+        cp99,
+        fp99,
+    );
+    b.top.push(("latency_hot_p50_ns".into(), hp50));
+    b.top.push(("latency_hot_p99_ns".into(), hp99));
+}
+
+// ---------------------------------------------------------------------------
+// 4. wait / as_completed over 10,000 handles.
+
+fn waits(b: &mut Bench) {
+    let n = 10_000;
+    let ours_wait = b.per_op(n, || {
+        let ps: Vec<Promise<u32>> = (0..n).map(|_| Promise::new()).collect();
+        let hs: Vec<_> = ps.iter().map(Promise::handle).collect();
+        let setter = std::thread::spawn(move || {
+            for (i, p) in ps.into_iter().enumerate() {
+                p.set_result(i as u32).unwrap();
+            }
+        });
+        let d = time(|| {
+            let r = wait(hs, ReturnWhen::AllCompleted, None);
+            assert_eq!(r.done.len(), n);
+        });
+        setter.join().unwrap();
+        d
+    });
+    let theirs = b.per_op(n, || {
+        let fs: Vec<MutexFuture<u32>> = (0..n).map(|_| MutexFuture::new()).collect();
+        let setters = fs.clone();
+        let setter = std::thread::spawn(move || {
+            for (i, f) in setters.into_iter().enumerate() {
+                f.set(i as u32);
+            }
+        });
+        let d = time(|| {
+            // Python's wait(): a shared waiter counted down by callbacks.
+            let w = Arc::new((Mutex::new(0usize), Condvar::new()));
+            for f in &fs {
+                let w = w.clone();
+                f.add_done_callback(move |_| {
+                    *w.0.lock().unwrap() += 1;
+                    w.1.notify_one();
+                });
+            }
+            let mut g = w.0.lock().unwrap();
+            while *g < n {
+                g = w.1.wait(g).unwrap();
+            }
+        });
+        setter.join().unwrap();
+        d
+    });
+    b.row(
+        "wait(ALL_COMPLETED) over 10,000",
+        "mutex futures + waiter",
+        ours_wait,
+        theirs,
+    );
+    let ours_ac = b.per_op(n, || {
+        let ps: Vec<Promise<u32>> = (0..n).map(|_| Promise::new()).collect();
+        let hs: Vec<_> = ps.iter().map(Promise::handle).collect();
+        let setter = std::thread::spawn(move || {
+            for (i, p) in ps.into_iter().enumerate() {
+                p.set_result(i as u32).unwrap();
+            }
+        });
+        let d = time(|| assert_eq!(as_completed(hs, None).count(), n));
+        setter.join().unwrap();
+        d
+    });
+    let theirs_ac = b.per_op(n, || {
+        let fs: Vec<MutexFuture<u32>> = (0..n).map(|_| MutexFuture::new()).collect();
+        let setters = fs.clone();
+        let setter = std::thread::spawn(move || {
+            for (i, f) in setters.into_iter().enumerate() {
+                f.set(i as u32);
+            }
+        });
+        let d = time(|| {
+            // Python's as_completed: finished indices under a lock, the
+            // consumer taking them one at a time.
+            let w = Arc::new((
+                Mutex::new(std::collections::VecDeque::new()),
+                Condvar::new(),
+            ));
+            for (i, f) in fs.iter().enumerate() {
+                let w = w.clone();
+                f.add_done_callback(move |_| {
+                    w.0.lock().unwrap().push_back(i);
+                    w.1.notify_one();
+                });
+            }
+            for _ in 0..n {
+                let mut g = w.0.lock().unwrap();
+                loop {
+                    if let Some(i) = g.pop_front() {
+                        SINK.fetch_add(i, Ordering::Relaxed);
+                        break;
+                    }
+                    g = w.1.wait(g).unwrap();
+                }
+            }
+        });
+        setter.join().unwrap();
+        d
+    });
+    b.row(
+        "as_completed over 10,000",
+        "mutex futures + queue",
+        ours_ac,
+        theirs_ac,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 5. Memory; 6. idle CPU.
+
+fn memory(b: &mut Bench) {
+    let pool = ThreadPool::new(WORKERS).unwrap();
+    let n = 100_000;
+    // Allocations per task, from outside, to completion (handles kept in a
+    // pre-sized Vec so the Vec itself does not count).
+    let mut hs = Vec::with_capacity(n);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..n {
+        hs.push(pool.submit(|| ()).unwrap());
+    }
+    for h in &hs {
+        h.wait().unwrap();
+    }
+    let allocs = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / n as f64;
+    drop(hs);
+    // Bytes per pending task: both workers held, tasks queued with handles.
+    let gate = Arc::new(Barrier::new(WORKERS + 1));
+    let blockers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let g = gate.clone();
+            pool.submit(move || {
+                g.wait();
+            })
+            .unwrap()
+        })
+        .collect();
+    while blockers.iter().any(|b| !b.running()) {
+        std::thread::yield_now();
+    }
+    let mut hs = Vec::with_capacity(n);
+    let base = LIVE.load(Ordering::Relaxed);
+    for _ in 0..n {
+        hs.push(pool.submit(|| ()).unwrap());
+    }
+    let bytes = (LIVE.load(Ordering::Relaxed) - base) as f64 / n as f64
+        + std::mem::size_of::<concurrent_futures::FutureHandle<()>>() as f64;
+    gate.wait();
+    for h in hs {
+        h.wait().unwrap();
+    }
+    println!(
+        "allocations per task: {allocs:.2}; bytes per pending task (with its handle): {bytes:.0}"
+    );
+    b.top.push(("allocs_per_task".into(), allocs));
+    b.top.push(("bytes_per_pending_task".into(), bytes));
+}
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn idle_cpu(b: &mut Bench) {
+    let pool = ThreadPool::new(WORKERS).unwrap();
+    pool.submit(|| ()).unwrap().wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // let the workers park
+    let c0 = cpu_seconds();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let pct = 100.0 * (cpu_seconds() - c0) / t0.elapsed().as_secs_f64();
+    println!("idle pool CPU over 1 s: {pct:.1}%");
+    b.top.push(("idle_cpu_percent".into(), pct));
+    drop(pool);
+}
+
+// ---------------------------------------------------------------------------
+
+fn write_json(b: &Bench) {
+    let mut s = String::from("{\"results\":[");
+    for (i, (w, base, ours, theirs)) in b.rows.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!(
+            "{{\"workload\":\"{w}\",\"baseline\":\"{base}\",\"ours_ns\":{ours:.1},\"baseline_ns\":{theirs:.1},\"ratio\":{:.3}}}",
+            theirs / ours
+        ));
+    }
+    s.push(']');
+    for (k, v) in &b.top {
+        s.push_str(&format!(",\"{k}\":{v:.3}"));
+    }
+    s.push_str("}\n");
+    let dir = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into());
+    let path = format!("{dir}/compare.json");
+    std::fs::write(&path, s).expect("write compare.json");
+    println!("wrote {path}");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `cargo bench` passes `--bench`; run only when asked for this target.
+    let mut b = Bench {
+        quick,
+        rows: Vec::new(),
+        top: Vec::new(),
+    };
+    println!(
+        "{:<44} {:<28} {:>10} {:>10} {:>8}",
+        "workload", "baseline", "ours ns", "base ns", "ratio"
+    );
+    // Optional group names on the command line run only those groups.
+    type Group = (&'static str, fn(&mut Bench));
+    let groups: [Group; 6] = [
+        ("callbacks", callbacks),
+        ("throughput", throughput),
+        ("latency", latency),
+        ("waits", waits),
+        ("memory", memory),
+        ("idle", idle_cpu),
+    ];
+    let chosen: Vec<&String> = args
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    for (name, run) in groups {
+        if chosen.is_empty() || chosen.iter().any(|c| c.as_str() == name) {
+            run(&mut b);
+        }
+    }
+    println!("(ratio = baseline time / our time; above 1 means we are faster)");
+    println!("checksum {}", SINK.load(Ordering::Relaxed) % 10);
+    write_json(&b);
+}

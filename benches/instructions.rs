@@ -1,0 +1,51 @@
+//! Instruction counts under `valgrind --tool=callgrind` (repeatable on a
+//! noisy machine). Run by `benches/callgrind.sh`, which runs this binary
+//! with two operation counts and prints the difference per operation, so
+//! start-up and thread creation cancel out.
+//!
+//! Usage: instructions (attach|submit) N
+
+use std::hint::black_box;
+
+use concurrent_futures::{Promise, ThreadPool};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` runs every bench target with `--bench`: do nothing then.
+    if args.len() < 3 {
+        return;
+    }
+    let n: usize = args[2].parse().expect("N");
+    match args[1].as_str() {
+        // One attach to a pending future (the drain is in the "complete" count).
+        "attach" => {
+            let p = Promise::<u64>::new();
+            let h = p.handle();
+            for _ in 0..n {
+                drop(h.add_done_callback(|v| {
+                    let _ = black_box(v);
+                }));
+            }
+            std::mem::forget(p); // never complete: count attaches alone
+        }
+        // submit + run + complete (+ the handle's drop): N tasks queued
+        // behind a gate, so the worker never idles between them and no
+        // thread interleaving enters the count; then all run.
+        "submit" => {
+            let pool = ThreadPool::new(1).unwrap();
+            let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let g = gate.clone();
+            pool.spawn(move || {
+                g.wait();
+            })
+            .unwrap();
+            let handles: Vec<_> = (0..n)
+                .map(|_| pool.submit(|| black_box(1)).unwrap())
+                .collect();
+            gate.wait();
+            pool.shutdown(true, false);
+            drop(handles);
+        }
+        other => panic!("unknown workload {other}"),
+    }
+}
