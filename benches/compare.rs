@@ -57,7 +57,7 @@ struct Bench {
 
 impl Bench {
     fn runs(&self) -> usize {
-        if self.quick { 3 } else { 7 }
+        if self.quick { 3 } else { 9 }
     }
 
     fn n(&self, full: usize) -> usize {
@@ -71,6 +71,24 @@ impl Bench {
             .collect();
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
+    }
+
+    /// Both medians of `ours` and `theirs`, measured in alternation (A B A
+    /// B ...), so drift in the machine's speed hits both alike.
+    fn duel(
+        &self,
+        ops: usize,
+        mut ours: impl FnMut() -> Duration,
+        mut theirs: impl FnMut() -> Duration,
+    ) -> (f64, f64) {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..self.runs() {
+            a.push(ours().as_nanos() as f64 / ops as f64);
+            b.push(theirs().as_nanos() as f64 / ops as f64);
+        }
+        a.sort_by(|x, y| x.total_cmp(y));
+        b.sort_by(|x, y| x.total_cmp(y));
+        (a[a.len() / 2], b[b.len() / 2])
     }
 
     fn row(&mut self, workload: &str, baseline: &str, ours: f64, theirs: f64) {
@@ -109,9 +127,9 @@ fn attach_ours(threads: usize, k: usize) -> (Duration, Duration) {
                 s.spawn(move || {
                     start.wait();
                     for i in 0..k {
-                        drop(h.add_done_callback(move |v| {
+                        let _ = h.add_done_callback(move |v| {
                             SINK.fetch_add(*v.unwrap() as usize + i, Ordering::Relaxed);
-                        }));
+                        });
                     }
                 });
             }
@@ -150,8 +168,11 @@ fn callbacks(b: &mut Bench) {
     let k = b.n(100_000);
     for threads in [1, 2, 4] {
         // Threads start behind a barrier, so the spawn cost is in both.
-        let ours = b.per_op(threads * k, || attach_ours(threads, k).0);
-        let theirs = b.per_op(threads * k, || attach_mutex(threads, k).0);
+        let (ours, theirs) = b.duel(
+            threads * k,
+            || attach_ours(threads, k).0,
+            || attach_mutex(threads, k).0,
+        );
         b.row(
             &format!("attach, {threads} thread(s) x {k}"),
             "mutex future",
@@ -159,8 +180,7 @@ fn callbacks(b: &mut Bench) {
             theirs,
         );
     }
-    let ours = b.per_op(k, || attach_ours(1, k).1);
-    let theirs = b.per_op(k, || attach_mutex(1, k).1);
+    let (ours, theirs) = b.duel(k, || attach_ours(1, k).1, || attach_mutex(1, k).1);
     b.row(
         &format!("completion drain per callback ({k})"),
         "mutex future Vec walk",
@@ -169,20 +189,11 @@ fn callbacks(b: &mut Bench) {
     );
     for fan in [1, 10, 100, 1000] {
         let reps = b.n(20_000) / fan.max(1) + 1;
-        let ours = b.per_op(reps, || {
-            let mut total = Duration::ZERO;
-            for _ in 0..reps {
-                total += attach_ours_single(fan);
-            }
-            total
-        });
-        let theirs = b.per_op(reps, || {
-            let mut total = Duration::ZERO;
-            for _ in 0..reps {
-                total += attach_mutex_single(fan);
-            }
-            total
-        });
+        let (ours, theirs) = b.duel(
+            reps,
+            || (0..reps).map(|_| attach_ours_single(fan)).sum(),
+            || (0..reps).map(|_| attach_mutex_single(fan)).sum(),
+        );
         b.row(
             &format!("complete with {fan} callbacks"),
             "mutex future",
@@ -196,9 +207,9 @@ fn attach_ours_single(k: usize) -> Duration {
     let p = Promise::<u64>::new();
     let h = p.handle();
     for i in 0..k {
-        drop(h.add_done_callback(move |v| {
+        let _ = h.add_done_callback(move |v| {
             SINK.fetch_add(*v.unwrap() as usize + i, Ordering::Relaxed);
-        }));
+        });
     }
     time(|| p.set_result(1).unwrap())
 }
@@ -318,34 +329,37 @@ fn throughput(b: &mut Bench) {
         b.row(&format!("submit+wait {n} (handles)"), name, ours, theirs);
     }
 
-    // Fire and forget against the floor.
+    // Fire and forget against the floor, in alternation.
     let count = Arc::new(AtomicUsize::new(0));
-    let ours = b.per_op(n, || {
-        count.store(0, Ordering::Relaxed);
-        time(|| {
-            for _ in 0..n {
-                let c = count.clone();
-                pool.spawn(move || {
-                    c.fetch_add(1, Ordering::Release);
-                })
-                .unwrap();
-            }
-            wait_count(&count, n);
-        })
-    });
     let floor = FloorPool::new(WORKERS);
-    let theirs = b.per_op(n, || {
-        count.store(0, Ordering::Relaxed);
-        time(|| {
-            for _ in 0..n {
-                let c = count.clone();
-                floor.spawn(move || {
-                    c.fetch_add(1, Ordering::Release);
-                });
-            }
-            wait_count(&count, n);
-        })
-    });
+    let (ours, theirs) = b.duel(
+        n,
+        || {
+            count.store(0, Ordering::Relaxed);
+            time(|| {
+                for _ in 0..n {
+                    let c = count.clone();
+                    pool.spawn(move || {
+                        c.fetch_add(1, Ordering::Release);
+                    })
+                    .unwrap();
+                }
+                wait_count(&count, n);
+            })
+        },
+        || {
+            count.store(0, Ordering::Relaxed);
+            time(|| {
+                for _ in 0..n {
+                    let c = count.clone();
+                    floor.spawn(move || {
+                        c.fetch_add(1, Ordering::Release);
+                    });
+                }
+                wait_count(&count, n);
+            })
+        },
+    );
     b.row(
         &format!("spawn {n} (fire and forget)"),
         "floor (bare crossbeam pool)",
@@ -566,12 +580,12 @@ fn latency(b: &mut Bench) {
                 let t0 = now();
                 let h = pool.submit(|| ()).unwrap();
                 let park = gap.is_some();
-                drop(h.add_done_callback(move |_| {
+                let _ = h.add_done_callback(move |_| {
                     s.store(now(), Ordering::Release);
                     if park {
                         main.unpark();
                     }
-                }));
+                });
                 while stamp.load(Ordering::Acquire) == 0 {
                     if park {
                         std::thread::park();
@@ -859,11 +873,13 @@ fn main() {
     type Group = (&'static str, fn(&mut Bench));
     let groups: [Group; 6] = [
         ("callbacks", callbacks),
-        ("throughput", throughput),
         ("latency", latency),
         ("waits", waits),
         ("memory", memory),
         ("idle", idle_cpu),
+        // Last: tokio's spawn_blocking leaves hundreds of idle threads
+        // behind for seconds, which would disturb the groups after it.
+        ("throughput", throughput),
     ];
     let chosen: Vec<&String> = args
         .iter()

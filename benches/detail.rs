@@ -15,9 +15,9 @@ fn attach(c: &mut Criterion) {
         let p = Promise::<u64>::new();
         let h = p.handle();
         b.iter(|| {
-            drop(h.add_done_callback(|v| {
+            let _ = h.add_done_callback(|v| {
                 let _ = black_box(v);
-            }))
+            });
         });
     });
     g.bench_function("mutex future", |b| {
@@ -40,9 +40,9 @@ fn complete(c: &mut Criterion) {
                     let p = Promise::<u64>::new();
                     let h = p.handle();
                     for _ in 0..n {
-                        drop(h.add_done_callback(|v| {
+                        let _ = h.add_done_callback(|v| {
                             let _ = black_box(v);
-                        }));
+                        });
                     }
                     p
                 },

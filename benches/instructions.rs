@@ -22,9 +22,9 @@ fn main() {
             let p = Promise::<u64>::new();
             let h = p.handle();
             for _ in 0..n {
-                drop(h.add_done_callback(|v| {
+                let _ = h.add_done_callback(|v| {
                     let _ = black_box(v);
-                }));
+                });
             }
             std::mem::forget(p); // never complete: count attaches alone
         }

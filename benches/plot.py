@@ -3,6 +3,7 @@
 where this crate is faster than the baseline.
 
 Usage: python3 benches/plot.py [target/compare.json] [docs/benchmarks.svg]
+Also prints the figures as a Markdown table (for docs/BENCHMARKS.md).
 """
 import json
 import math
@@ -53,6 +54,16 @@ def main():
     with open(out, "w") as f:
         f.write("\n".join(parts) + "\n")
     print(f"wrote {out}")
+    print()
+    print("| workload | baseline | ours ns/op | baseline ns/op | ratio |")
+    print("|---|---|---:|---:|---:|")
+    for r in rows:
+        print(f'| {r["workload"]} | {r["baseline"]} | {r["ours_ns"]:.1f} | '
+              f'{r["baseline_ns"]:.1f} | {r["ratio"]:.2f}x |')
+    with open(src) as f:
+        extra = {k: v for k, v in json.load(f).items() if k != "results"}
+    for k, v in extra.items():
+        print(f"- {k}: {v:g}")
 
 
 if __name__ == "__main__":

@@ -378,12 +378,12 @@ impl ThreadPool {
     {
         let registry = self.registry().clone();
         let reader = handle.clone();
-        drop(handle.add_done_callback(move |_| {
+        let _ = handle.add_done_callback(move |_| {
             let job = move || f(reader.outcome_ref());
             if let Err(job) = spawn_on(&registry, job, true) {
                 job();
             }
-        }));
+        });
     }
 
     /// A snapshot of the pool's counters.

@@ -151,9 +151,9 @@ impl<S: Send + 'static> Strand<S> {
     {
         let strand = self.clone();
         let reader = handle.clone();
-        drop(handle.add_done_callback(move |_| {
+        let _ = handle.add_done_callback(move |_| {
             strand.post(move |s| f(s, reader.outcome_ref()));
-        }));
+        });
     }
 }
 

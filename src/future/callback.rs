@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, RwLock};
 
 use super::core::Core;
-use super::node::{NodeRef, Payload};
+use super::node::Payload;
 use crate::error::{PanicMessage, TaskError};
 use crate::sync::UnsafeCell;
 
@@ -65,7 +65,14 @@ where
 /// promise.set_result(1).unwrap();
 /// ```
 pub struct Registration<T> {
-    pub(crate) node: NodeRef<Core<T>>,
+    /// The node's address, unique among the list's nodes while the callback
+    /// can still be removed (the list owns the node until it runs or a
+    /// tombstone naming it is resolved, and a registration is consumed by
+    /// its removal).
+    pub(crate) target: usize,
+    /// The callback list it was attached to (compared, never dereferenced).
+    pub(crate) stack: usize,
+    pub(crate) _future: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<T> std::fmt::Debug for Registration<T> {

@@ -166,11 +166,11 @@ impl<T> Core<T> {
         }
         let ran = Arc::new(AtomicUsize::new(0));
         let (flag, thread) = (ran.clone(), crate::sync::current_thread());
-        drop(self.add_callback(move |_| {
+        let _ = self.add_callback(move |_| {
             // Release: pairs with the Acquire load below.
             flag.store(1, Ordering::Release);
             thread.unpark();
-        }));
+        });
         while ran.load(Ordering::Acquire) == 0 {
             crate::sync::park();
         }
@@ -202,20 +202,24 @@ impl<T> Core<T> {
     where
         F: FnOnce(Result<&T, &TaskError>) + Send + 'static,
     {
-        let (list, mine) = NodeRef::new(Callback::new(f), self.callbacks.id());
-        self.callbacks.push(list, Some(self));
-        Registration { node: mine }
+        let node = NodeRef::new_listed(Callback::new(f), self.callbacks.id());
+        let target = node.addr();
+        self.callbacks.push(node, Some(self));
+        Registration {
+            target,
+            stack: self.callbacks.id().addr(),
+            _future: std::marker::PhantomData,
+        }
     }
 
-    /// Detaches a callback. True if it will never run.
+    /// Detaches a callback: true if it will never run. Lock-free: pushes a
+    /// tombstone; the next drain or compaction drops the closure unrun.
     pub(crate) fn remove_callback(&self, registration: Registration<T>) -> bool {
-        let node = registration.node;
-        if !node.owned_by(self.callbacks.id()) || !node.try_remove() {
+        if registration.stack != self.callbacks.id().addr()
+            || !self.callbacks.push_tombstone(registration.target)
+        {
             return false;
         }
-        // SAFETY: we won the REMOVED claim just now.
-        unsafe { node.discard() };
-        drop(node);
         self.callbacks.note_removed(self);
         true
     }

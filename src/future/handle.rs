@@ -32,7 +32,8 @@ use crate::error::TaskError;
 ///    after that runs at once on the attaching thread.
 ///
 /// Cost: one allocation per callback (the closure lives in its list node),
-/// one CAS to attach, one CAS to claim it at completion. A thread that
+/// one CAS to attach; completion runs it with no further atomic operation
+/// per callback (the list owns the node alone). A thread that
 /// attaches to a done future may run callbacks other threads attach
 /// meanwhile (that is what keeps them ordered and never concurrent).
 ///
@@ -246,8 +247,13 @@ impl<T> FutureHandle<T> {
 
     /// Detaches a callback added to this future (asyncio's
     /// `remove_done_callback`). Returns true if it was removed and will never
-    /// run; false if it already ran or is running (completion won the race),
+    /// run; false if the future completed first (the callback runs or ran),
     /// or if `registration` belongs to another future.
+    ///
+    /// Lock-free: one CAS pushes a removal request. The closure itself is
+    /// dropped, unrun, by the next thread that compacts the callback list
+    /// (after a few removals) or completes the future, so what it captures
+    /// lives until then.
     ///
     /// ```
     /// let promise = concurrent_futures::Promise::new();

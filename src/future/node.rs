@@ -28,8 +28,12 @@ use crate::sync::{AtomicU8, Ordering, UnsafeCell};
 const LIVE: u8 = 0;
 /// Claimed by a drainer, which fires the payload.
 const TAKEN: u8 = 1;
-/// Claimed by its outside holder; the payload never fires.
+/// Claimed by its outside holder (or removed by a tombstone); the payload
+/// never fires.
 const REMOVED: u8 = 2;
+/// A removal request for an older node of the same list (see
+/// [`NodeRef::tombstone`]); never fires.
+const TOMBSTONE: u8 = 3;
 
 /// What a node carries. `A` is what the stack's drainer passes in.
 pub(crate) trait Payload<A>: Send + Sync {
@@ -57,6 +61,14 @@ enum Op<'a, A> {
 
 /// The one function pointer per node that knows its payload type.
 type Dispatch<A> = unsafe fn(NonNull<Header<A>>, Op<'_, A>);
+
+/// The payload of a tombstone: the address of the node to remove.
+struct Tombstone(usize);
+
+impl<A> Payload<A> for Tombstone {
+    unsafe fn fire(&self, _: &A) {}
+    unsafe fn discard(&self) {}
+}
 
 /// The type-erased start of every node.
 #[repr(C)]
@@ -109,21 +121,31 @@ unsafe fn dispatch<A, P: Payload<A>>(h: NonNull<Header<A>>, op: Op<'_, A>) {
 }
 
 impl<A> NodeRef<A> {
-    /// Allocates a node carrying `payload` with two references: one becomes
-    /// the list's when it is pushed, the other is returned to the caller via
-    /// [`NodeRef::split`]. A node never pushed is freed by dropping both.
-    pub(crate) fn new<P: Payload<A>>(payload: P, owner: *const ()) -> (NodeRef<A>, NodeRef<A>) {
+    fn alloc<P: Payload<A>>(
+        payload: P,
+        owner: *const (),
+        status: u8,
+        refs: u8,
+    ) -> NonNull<Header<A>> {
         let node = Box::new(Node {
             header: Header {
                 next: UnsafeCell::new(std::ptr::null_mut()),
-                status: AtomicU8::new(LIVE),
-                refs: AtomicU8::new(2),
+                status: AtomicU8::new(status),
+                refs: AtomicU8::new(refs),
                 owner,
                 dispatch: dispatch::<A, P>,
             },
             payload,
         });
-        let ptr = NonNull::from(Box::leak(node)).cast::<Header<A>>();
+        NonNull::from(Box::leak(node)).cast::<Header<A>>()
+    }
+
+    /// Allocates a node carrying `payload` with two references: one becomes
+    /// the list's when it is pushed, the other stays with the caller (a
+    /// waiter that may withdraw it). A node never pushed is freed by
+    /// dropping both.
+    pub(crate) fn new<P: Payload<A>>(payload: P, owner: *const ()) -> (NodeRef<A>, NodeRef<A>) {
+        let ptr = Self::alloc(payload, owner, LIVE, 2);
         let a = NodeRef {
             ptr,
             _owns: PhantomData,
@@ -133,6 +155,58 @@ impl<A> NodeRef<A> {
             _owns: PhantomData,
         };
         (a, b)
+    }
+
+    /// Allocates a node owned by the list alone (a done-callback: it is
+    /// removed by a tombstone, never through a reference of its own, so
+    /// attaching and draining it need no reference counting).
+    pub(crate) fn new_listed<P: Payload<A>>(payload: P, owner: *const ()) -> NodeRef<A> {
+        NodeRef {
+            ptr: Self::alloc(payload, owner, LIVE, 1),
+            _owns: PhantomData,
+        }
+    }
+
+    /// A tombstone: asks the thread that next owns the list interior to
+    /// remove the older node at address `target`.
+    pub(crate) fn tombstone(target: usize, owner: *const ()) -> NodeRef<A> {
+        NodeRef {
+            ptr: Self::alloc(Tombstone(target), owner, TOMBSTONE, 1),
+            _owns: PhantomData,
+        }
+    }
+
+    /// The node's address, as a tombstone names it.
+    pub(crate) fn addr(&self) -> usize {
+        self.ptr.as_ptr().addr()
+    }
+
+    /// The target of a tombstone not yet resolved, if this is one. Only the
+    /// list interior's owner calls this (it alone resolves tombstones).
+    pub(crate) fn tombstone_target(&self) -> Option<usize> {
+        if self.header().status.load(Ordering::Relaxed) != TOMBSTONE {
+            return None;
+        }
+        // SAFETY: only tombstones carry the TOMBSTONE status, and they are
+        // made with a `Tombstone` payload.
+        Some(unsafe { self.payload::<Tombstone>() }.0)
+    }
+
+    /// Marks a node resolved by the interior owner: a tombstone that was
+    /// matched, or a listed node a tombstone removes (its payload is dropped
+    /// now, never fired). Only on list-owned nodes, by the interior owner.
+    pub(crate) fn remove_by_owner(&self) {
+        match self.header().status.load(Ordering::Relaxed) {
+            LIVE => {
+                // Relaxed: the interior owner is the only thread that can
+                // claim a list-owned node.
+                self.header().status.store(REMOVED, Ordering::Relaxed);
+                // SAFETY: LIVE and list-owned: this thread is its only consumer.
+                unsafe { self.discard() };
+            }
+            TOMBSTONE => self.header().status.store(REMOVED, Ordering::Relaxed),
+            _ => {}
+        }
     }
 
     /// Gives up this reference as a raw pointer (the list's reference).
@@ -157,11 +231,6 @@ impl<A> NodeRef<A> {
     fn header(&self) -> &Header<A> {
         // SAFETY: we own a reference, so the node is allocated.
         unsafe { self.ptr.as_ref() }
-    }
-
-    /// Whether the node was made for the stack identified by `owner`.
-    pub(crate) fn owned_by(&self, owner: *const ()) -> bool {
-        std::ptr::eq(self.header().owner, owner)
     }
 
     /// Whether this is the only reference left: nobody else can claim or

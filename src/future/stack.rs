@@ -105,6 +105,7 @@ unsafe fn set_next<A>(node: *mut Header<A>, next: *mut Header<A>) {
 
 /// Exponential spin back-off for a contended CAS.
 #[derive(Default)]
+#[cfg_attr(loom, allow(dead_code))]
 struct Backoff(u32);
 
 impl Backoff {
@@ -190,24 +191,61 @@ impl<A> Stack<A> {
                 }
                 continue;
             }
-            // SAFETY: the node is not yet published: only we access it.
-            unsafe { set_next(node, untag(head)) };
-            // Release: publishes the node's fields to the thread that takes
-            // the list (Acquire swap in `drain`, Acquire CAS in `compact`).
-            match self.head.compare_exchange_weak(
-                head,
-                tagged(node, tags(head)),
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Pushed::Queued,
-                Err(actual) => {
-                    head = actual;
-                    // Contended: back off so the winner's line settles
-                    // instead of every pusher bouncing it (exponential,
-                    // capped; no effect without contention).
-                    backoff.snooze();
-                }
+            match self.try_link(node, head, &mut backoff) {
+                Ok(()) => return Pushed::Queued,
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// Links the unpublished `node` on top of `head`, keeping the tags: one
+    /// CAS. On failure returns the current head, after backing off.
+    fn try_link(
+        &self,
+        node: *mut Header<A>,
+        head: *mut Header<A>,
+        backoff: &mut Backoff,
+    ) -> Result<(), *mut Header<A>> {
+        // SAFETY: the node is not yet published: only we access it.
+        unsafe { set_next(node, untag(head)) };
+        // Release: publishes the node's fields to the thread that takes
+        // the list (Acquire swap in `drain`, Acquire CAS in `compact`).
+        match self.head.compare_exchange_weak(
+            head,
+            tagged(node, tags(head)),
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Ok(()),
+            Err(actual) => {
+                // Contended: back off so the winner's line settles instead
+                // of every pusher bouncing it (exponential, capped; no
+                // effect without contention).
+                backoff.snooze();
+                Err(actual)
+            }
+        }
+    }
+
+    /// Asks for the removal of the node at `target` (pushed on this stack and
+    /// owned by the list alone) by pushing a tombstone: lock-free, one CAS.
+    /// Returns false, pushing nothing, once the stack is complete: the node
+    /// then runs (or ran). The next drain or compaction resolves the request
+    /// and drops the node's payload unfired.
+    pub(crate) fn push_tombstone(&self, target: usize) -> bool {
+        let node = NodeRef::<A>::tombstone(target, self.id()).into_raw();
+        let mut backoff = Backoff::default();
+        // Relaxed: only compared and stored into our node.
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            if tags(head) & DONE != 0 {
+                // SAFETY: never published: the reference is ours.
+                drop(unsafe { NodeRef::from_raw(node) });
+                return false;
+            }
+            match self.try_link(node, head, &mut backoff) {
+                Ok(()) => return true,
+                Err(actual) => head = actual,
             }
         }
     }
@@ -272,12 +310,16 @@ impl<A> Stack<A> {
                     Err(_) => continue,
                 }
             }
-            // Reverse the batch in place so it runs oldest first.
+            // Reverse the batch in place so it runs oldest first, resolving
+            // removal requests on the way (a tombstone is newer than its
+            // target, so walking newest first meets it first).
             let mut oldest = std::ptr::null_mut();
+            let mut removals = Removals::default();
             while !newest.is_null() {
                 // SAFETY: we hold BUSY and swapped this batch out of the head:
                 // no other thread can reach these nodes' `next`.
                 let next = unsafe { next_of(newest) };
+                removals.visit(newest);
                 // SAFETY: as above.
                 unsafe { set_next(newest, oldest) };
                 oldest = newest;
@@ -331,6 +373,10 @@ impl<A> Stack<A> {
         }
         let top = head;
         let (mut unlinked, mut live) = (0u32, 1u32);
+        let mut removals = Removals::default();
+        // The newest node stays linked (pushers may be linking above it),
+        // but a tombstone there is resolved like any other.
+        removals.visit(top);
         let mut prev = top;
         // SAFETY: we hold BUSY; nodes below `top` are reachable only through
         // it and pushers never write an existing node's `next`.
@@ -338,6 +384,7 @@ impl<A> Stack<A> {
         while !cur.is_null() {
             // SAFETY: as above.
             let next = unsafe { next_of(cur) };
+            removals.visit(cur);
             // SAFETY: `cur` is linked, so the list still owns a reference.
             let node = unsafe { NodeRef::from_raw(cur) };
             if node.is_removed() {
@@ -352,7 +399,11 @@ impl<A> Stack<A> {
             }
             cur = next;
         }
-        self.garbage.fetch_sub(unlinked, Ordering::Relaxed);
+        let _ = self
+            .garbage
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |g| {
+                Some(g.saturating_sub(unlinked))
+            });
         self.threshold
             .store(live.max(MIN_GARBAGE), Ordering::Relaxed);
         self.release_busy(drain_arg);
@@ -379,6 +430,31 @@ impl<A> Stack<A> {
                 Ok(_) => return,
                 Err(actual) => head = actual,
             }
+        }
+    }
+}
+
+/// Removal requests met while walking a list newest first. Tombstones are
+/// rare, so this allocates only when one is met.
+#[derive(Default)]
+struct Removals(Vec<usize>);
+
+impl Removals {
+    /// Looks at `node` (the caller owns the list interior): a tombstone is
+    /// recorded and marked resolved; the target of a recorded tombstone is
+    /// removed (its payload dropped, never fired).
+    fn visit<A>(&mut self, node: *mut Header<A>) {
+        // SAFETY: the caller owns the interior, so the node is linked and the
+        // list's reference keeps it alive; we only borrow it here.
+        let node = std::mem::ManuallyDrop::new(unsafe { NodeRef::from_raw(node) });
+        if let Some(target) = node.tombstone_target() {
+            self.0.push(target);
+            node.remove_by_owner();
+        } else if !self.0.is_empty()
+            && let Some(i) = self.0.iter().position(|&t| t == node.addr())
+        {
+            self.0.swap_remove(i);
+            node.remove_by_owner();
         }
     }
 }
