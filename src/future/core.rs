@@ -215,7 +215,11 @@ impl<T> Core<T> {
     /// Detaches a callback: true if it will never run. Lock-free: pushes a
     /// tombstone; the next drain or compaction drops the closure unrun.
     pub(crate) fn remove_callback(&self, registration: Registration<T>) -> bool {
+        // A future already done has won, even if its completer has not
+        // sealed the callback list yet (waiters are woken first): the
+        // callback will run.
         if registration.stack != self.callbacks.id().addr()
+            || self.is_done()
             || !self.callbacks.push_tombstone(registration.target)
         {
             return false;

@@ -218,8 +218,9 @@ impl<T> FutureHandle<T> {
     }
 
     /// Attaches `f` to run once the future is done, with the outcome. If the
-    /// future is done and no thread is running its callbacks, `f` runs at
-    /// once on this thread; if callbacks are running, `f` runs after them.
+    /// future is done and its callbacks have all run, `f` runs at once on
+    /// this thread; if callbacks are running (or the completing thread is
+    /// about to run them), `f` runs after them.
     /// See the type docs for the ordering guarantees. A panic in `f` is caught and
     /// reported (see [`set_callback_panic_hook`](crate::set_callback_panic_hook));
     /// the other callbacks still run.

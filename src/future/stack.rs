@@ -161,8 +161,9 @@ impl<A> Stack<A> {
                 let Some(arg) = drain_arg else {
                     // Acquire: the caller treats Closed as "done" and reads the
                     // outcome next; pairs with the drainer's Release CAS to
-                    // DONE, which follows the completer's publish.
-                    crate::sync::fence(Ordering::Acquire);
+                    // DONE, which follows the completer's publish. (A load,
+                    // not a fence: ThreadSanitizer cannot see fences.)
+                    self.head.load(Ordering::Acquire);
                     // SAFETY: the node was never published: the reference is ours.
                     drop(unsafe { NodeRef::from_raw(node) });
                     return Pushed::Closed;
@@ -416,8 +417,9 @@ impl<A> Stack<A> {
         loop {
             if tags(head) & DONE != 0 {
                 // Acquire: pairs with the completer's AcqRel CAS, making the
-                // outcome visible before we run callbacks.
-                crate::sync::fence(Ordering::Acquire);
+                // outcome visible before we run callbacks (a load, not a
+                // fence, so ThreadSanitizer sees it).
+                self.head.load(Ordering::Acquire);
                 return self.drain(drain_arg);
             }
             // Release: publishes our `next` edits to the next interior owner.

@@ -1,0 +1,82 @@
+//! Compile-fail tests: misuse of the thread-safety and lifetime bounds must
+//! be rejected by the compiler (see `tests/ui/*.rs`, one property a file,
+//! each with the expected error in its `.stderr`), and the matching correct
+//! uses must keep compiling (the `#[test]`s below), so every bound is pinned
+//! from both sides: neither loosened into unsoundness nor tightened into
+//! refusing sound code.
+//!
+//! Re-bless the expected errors after a toolchain change with
+//! `TRYBUILD=overwrite cargo test --test compile_fail`, then read the diff.
+#![cfg(not(loom))]
+
+use concurrent_futures::{
+    FutureHandle, Join, Promise, Registration, Strand, SubmitError, TaskError, ThreadPool,
+    WaitAsync,
+};
+
+#[test]
+fn misuse_does_not_compile() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}
+
+fn assert_send<T: Send>() {}
+fn assert_send_sync<T: Send + Sync>() {}
+
+/// The positive side of the `ui/` cases: with `Send + Sync` values the
+/// public types cross and are shared between threads.
+#[test]
+fn thread_safe_types_are_send_and_sync() {
+    assert_send_sync::<FutureHandle<String>>();
+    assert_send_sync::<Promise<String>>();
+    assert_send_sync::<Registration<String>>();
+    assert_send_sync::<ThreadPool>();
+    assert_send_sync::<SubmitError<fn()>>();
+    assert_send_sync::<TaskError>();
+    // The strand's state is only ever touched by one drainer at a time, so
+    // `S: Send` suffices: a `Send` but not `Sync` state is fine.
+    assert_send_sync::<Strand<Vec<u8>>>();
+    assert_send_sync::<Strand<std::cell::Cell<u8>>>();
+    // The async faces can be held across `.await` in a multi-threaded runtime.
+    assert_send::<Join<String>>();
+    assert_send::<WaitAsync<'static, String>>();
+}
+
+/// The positive side of the `ui/` cases that call the API: the same calls
+/// with thread-safe captures and values compile (and run).
+#[test]
+fn thread_safe_uses_compile() {
+    use std::sync::{Arc, mpsc};
+
+    let pool = ThreadPool::new(1).unwrap();
+    let shared = Arc::new(1u8);
+    let captured = shared.clone();
+    let handle = pool.submit(move || Arc::clone(&captured)).unwrap();
+    assert_eq!(handle.join().as_deref(), Ok(&1));
+
+    let (tx, rx) = mpsc::channel();
+    let registration = pool.submit(|| 2u8).unwrap().add_done_callback(move |r| {
+        tx.send(*r.unwrap()).unwrap();
+    });
+    drop(registration);
+    assert_eq!(rx.recv(), Ok(2));
+
+    let promise = Promise::<u16>::new();
+    let handle = promise.handle();
+    let registration = handle.add_done_callback(|_| {});
+    assert!(handle.remove_done_callback(registration));
+    std::thread::spawn(move || promise.set_result(3).unwrap())
+        .join()
+        .unwrap();
+    let reader = handle.clone();
+    std::thread::spawn(move || assert_eq!(reader.result(), Ok(&3)))
+        .join()
+        .unwrap();
+
+    let strand = Strand::new(&pool, std::cell::Cell::new(0u32));
+    strand.post(|s| s.set(s.get() + 1));
+    let owned = String::from("static");
+    pool.spawn(move || drop(owned)).unwrap();
+    assert_eq!(strand.submit(|s| s.get()).join(), Ok(1));
+    pool.shutdown(true, false);
+}
