@@ -37,6 +37,18 @@ pub(crate) fn park_timeout(_dur: std::time::Duration) {
     loom::thread::yield_now();
 }
 
+/// Gives the core to another thread.
+#[cfg(not(loom))]
+pub(crate) fn yield_now() {
+    std::thread::yield_now();
+}
+
+/// Gives the core to another thread (a loom yield).
+#[cfg(loom)]
+pub(crate) fn yield_now() {
+    loom::thread::yield_now();
+}
+
 /// Spin-loop hint; under loom a yield so the model makes progress.
 #[cfg(not(loom))]
 pub(crate) fn spin_hint() {

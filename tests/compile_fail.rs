@@ -55,10 +55,9 @@ fn thread_safe_uses_compile() {
     assert_eq!(handle.join().as_deref(), Ok(&1));
 
     let (tx, rx) = mpsc::channel();
-    let registration = pool.submit(|| 2u8).unwrap().add_done_callback(move |r| {
+    let _registration = pool.submit(|| 2u8).unwrap().add_done_callback(move |r| {
         tx.send(*r.unwrap()).unwrap();
     });
-    drop(registration);
     assert_eq!(rx.recv(), Ok(2));
 
     let promise = Promise::<u16>::new();

@@ -426,3 +426,26 @@ fn a_value_that_panics_on_drop_does_not_kill_the_worker() {
         "the worker survived"
     );
 }
+
+#[test]
+fn joining_the_last_handle_inside_its_own_callback_does_not_hang() {
+    // The callback holds the only handle of a pool task (no promise keeps
+    // another reader): `join` must not wait for the drain it runs inside.
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let h = pool
+        .submit(move || {
+            g.wait();
+            5u32
+        })
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let me = h.clone();
+    let _ = h.add_done_callback(move |_| {
+        let _ = tx.send(me.join());
+    });
+    drop(h);
+    gate.wait();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(Ok(5)));
+}

@@ -8,7 +8,9 @@ use super::metrics::Metrics;
 use super::registry::{Config, Registry};
 use super::task::TaskRef;
 use super::worker;
-use crate::error::TaskError;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::error::{PanicMessage, TaskError};
 use crate::future::FutureHandle;
 
 /// Why a submit was refused. Holds the closure, so no work is lost.
@@ -379,7 +381,13 @@ impl ThreadPool {
         let registry = self.registry().clone();
         let reader = handle.clone();
         let _ = handle.add_done_callback(move |_| {
-            let job = move || f(reader.outcome_ref());
+            let job = move || {
+                // Reported like any done-callback's panic (the pool would
+                // otherwise only count it).
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(reader.outcome_ref()))) {
+                    crate::future::report_panic(PanicMessage::from_payload(payload.as_ref()));
+                }
+            };
             if let Err(job) = spawn_on(&registry, job, true) {
                 job();
             }
@@ -476,7 +484,7 @@ fn shutdown(
     } else {
         false
     };
-    if timeout.is_some() && !finished {
+    if timeout.is_some() && wait && !inside && !finished {
         registry.give_up_waiting();
     }
     if finished {

@@ -108,12 +108,15 @@ impl<S: Send + 'static> Strand<S> {
     {
         let promise = Promise::new();
         let handle = promise.handle();
-        self.post(move |s| {
-            if let Ok(value) = catch_unwind(AssertUnwindSafe(|| f(s))) {
+        self.post(move |s| match catch_unwind(AssertUnwindSafe(|| f(s))) {
+            Ok(value) => {
                 let _ = promise.set_result(value);
             }
-            // On panic the promise drops: the handle resolves as abandoned
-            // and the panic is reported by the drain.
+            // The promise drops: the handle resolves as abandoned, and the
+            // panic goes to the hook like any strand closure's.
+            Err(payload) => {
+                crate::future::report_panic(PanicMessage::from_payload(payload.as_ref()));
+            }
         });
         handle
     }

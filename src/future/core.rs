@@ -160,9 +160,14 @@ impl<T> Core<T> {
     /// completer is still draining; nobody else can attach (that needs a
     /// handle, and no promise is left to make one), so once a marker
     /// callback attached now has run, only the drainer's final CAS is left.
-    fn wait_quiescent(&self) {
+    /// Returns false, without waiting, when called from one of this future's
+    /// own callbacks: the drain cannot end while we wait inside it.
+    fn wait_quiescent(&self) -> bool {
         if self.callbacks.is_quiescent() {
-            return;
+            return true;
+        }
+        if self.callbacks.draining_here() {
+            return false;
         }
         let ran = Arc::new(AtomicUsize::new(0));
         let (flag, thread) = (ran.clone(), crate::sync::current_thread());
@@ -174,9 +179,11 @@ impl<T> Core<T> {
         while ran.load(Ordering::Acquire) == 0 {
             crate::sync::park();
         }
+        // Only the drainer's last CAS is left: let it have the core.
         while !self.callbacks.is_quiescent() {
-            crate::sync::spin_hint();
+            crate::sync::yield_now();
         }
+        true
     }
 
     /// Stores the outcome of a task the caller started (won `try_start`):
@@ -250,9 +257,12 @@ impl<T> Core<T> {
         if self.handles.load(Ordering::Acquire) != 1 {
             return None;
         }
-        if block {
-            self.wait_quiescent();
-        } else if !self.callbacks.is_quiescent() {
+        let quiet = if block {
+            self.wait_quiescent()
+        } else {
+            self.callbacks.is_quiescent()
+        };
+        if !quiet {
             return None;
         }
         match self.phase() {

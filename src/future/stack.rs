@@ -291,9 +291,31 @@ impl<A> Stack<A> {
         }
     }
 
+    /// Whether the calling thread is draining this stack right now (it is
+    /// inside one of its callbacks): waiting for the drain to end would wait
+    /// on itself.
+    pub(crate) fn draining_here(&self) -> bool {
+        let id = self.id().addr();
+        DRAINING.with(|top| {
+            let mut frame = top.get();
+            while frame != 0 {
+                // SAFETY: frames are pushed by `drain` on this thread's stack
+                // and popped before that `drain` returns or unwinds.
+                let f = unsafe { &*(frame as *const DrainFrame) };
+                if f.stack == id {
+                    return true;
+                }
+                frame = f.prev;
+            }
+            false
+        })
+    }
+
     /// Runs batches until the list is empty and `DONE` is restored.
     /// The caller holds `BUSY` and `DONE` is set.
     fn drain(&self, arg: &A) {
+        let frame = DrainFrame::new(self.id().addr());
+        let _inside = frame.enter();
         loop {
             // Acquire: pairs with the Release of the pushes we take.
             let head = self.head.swap(done_busy(), Ordering::Acquire);
@@ -433,6 +455,50 @@ impl<A> Stack<A> {
                 Err(actual) => head = actual,
             }
         }
+    }
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    /// The innermost drain running on this thread (a `DrainFrame` address,
+    /// 0 for none); a callback that completes another future nests drains.
+    static DRAINING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    /// As above, per loom thread.
+    static DRAINING: std::cell::Cell<usize> = std::cell::Cell::new(0);
+}
+
+/// One drain in progress on this thread, linked to the one it runs inside.
+struct DrainFrame {
+    stack: usize,
+    prev: usize,
+}
+
+/// Pops its frame when the drain ends, or unwinds.
+struct DrainGuard<'a>(&'a DrainFrame);
+
+impl DrainFrame {
+    fn new(stack: usize) -> Self {
+        DrainFrame {
+            stack,
+            prev: DRAINING.with(|top| top.get()),
+        }
+    }
+
+    /// Makes this frame (on the drainer's stack) the innermost one.
+    fn enter(&self) -> DrainGuard<'_> {
+        DRAINING.with(|top| top.set(self as *const DrainFrame as usize));
+        DrainGuard(self)
+    }
+}
+
+impl Drop for DrainGuard<'_> {
+    fn drop(&mut self) {
+        let prev = self.0.prev;
+        DRAINING.with(|top| top.set(prev));
     }
 }
 

@@ -47,6 +47,9 @@ impl<T> Core<T> {
         if self.is_done() {
             return true;
         }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false; // a zero timeout only looks
+        }
         for _ in 0..SPINS {
             crate::sync::spin_hint();
             if self.is_done() {

@@ -1,0 +1,88 @@
+//! The executor's unsafe code under Miri: a small run of every path that
+//! touches it (the task cell and its `ManuallyDrop` queue entry, claim-inline,
+//! cancel and abandon, fire-and-forget tasks, the strand's state cell, the
+//! worker's thread-local context). Also part of `cargo test`; counts are
+//! small so the interpreter finishes in minutes.
+#![cfg(not(loom))]
+
+use std::sync::{Arc, Barrier};
+
+use concurrent_futures::{ReturnWhen, Strand, TaskError, ThreadPool, as_completed, wait};
+
+#[test]
+fn tasks_run_cancel_abandon_and_claim_inline() {
+    let pool = ThreadPool::new(2).unwrap();
+    // Submit from outside, run, join (moves out of the last handle).
+    let hs: Vec<_> = (0..8u32)
+        .map(|i| pool.submit(move || i * 2).unwrap())
+        .collect();
+    let sum: u32 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(sum, 56);
+    // Submit from inside a worker (its own deque), then claim inline.
+    let p = pool.clone();
+    let outer = pool
+        .submit(move || {
+            let inner = p.submit(|| String::from("inner")).unwrap();
+            inner.join()
+        })
+        .unwrap();
+    assert_eq!(outer.join().unwrap().as_deref(), Ok("inner"));
+    // Cancel queued work behind held workers; panics resolve handles. Both
+    // workers are inside their task (first barrier) before anything else
+    // is queued, so nothing can start `queued` before it is cancelled.
+    let (held, release) = (Arc::new(Barrier::new(3)), Arc::new(Barrier::new(3)));
+    for _ in 0..2 {
+        let (h, r) = (held.clone(), release.clone());
+        pool.spawn(move || {
+            h.wait();
+            r.wait();
+        })
+        .unwrap();
+    }
+    held.wait();
+    let queued = pool.submit(|| vec![1u8]).unwrap();
+    let bad = pool.submit(|| -> u8 { panic!("miri") }).unwrap();
+    assert!(queued.cancel());
+    release.wait();
+    assert_eq!(queued.result(), Err(TaskError::Cancelled));
+    assert!(matches!(bad.result(), Err(TaskError::Panicked(_))));
+    // Shutdown cancelling queued work; a dropped pool abandons nothing.
+    let left: Vec<_> = (0..4u8).map(|i| pool.submit(move || i).unwrap()).collect();
+    pool.shutdown(true, true);
+    for h in left {
+        assert!(h.wait().is_ok());
+    }
+}
+
+#[test]
+fn strands_map_wait_and_routed_callbacks() {
+    let pool = ThreadPool::new(2).unwrap();
+    let strand = Strand::new(&pool, Vec::new());
+    for i in 0..6 {
+        strand.post(move |v: &mut Vec<i32>| v.push(i));
+    }
+    assert_eq!(
+        strand.submit(|v| v.clone()).join(),
+        Ok((0..6).collect::<Vec<_>>())
+    );
+    let h = pool.submit(|| 3u64).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    strand.add_done_callback(&h, move |v, r| {
+        v.push(*r.unwrap() as i32);
+        tx.send(v.len()).unwrap();
+    });
+    assert_eq!(rx.recv(), Ok(7));
+    let out: Vec<_> = pool.map(|x: u8| x + 1, 0..5).chunksize(2).collect();
+    assert_eq!(out, (1..6).map(Ok).collect::<Vec<_>>());
+    let hs: Vec<_> = (0..4u8).map(|i| pool.submit(move || i).unwrap()).collect();
+    assert_eq!(
+        wait(hs.clone(), ReturnWhen::AllCompleted, None).done.len(),
+        4
+    );
+    assert_eq!(as_completed(hs, None).count(), 4);
+    let (tx, rx) = std::sync::mpsc::channel();
+    pool.add_done_callback(&pool.submit(|| 1u8).unwrap(), move |r| {
+        tx.send(*r.unwrap()).unwrap()
+    });
+    assert_eq!(rx.recv(), Ok(1));
+}

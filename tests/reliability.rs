@@ -1,0 +1,468 @@
+//! Reliability: injected panics, shutdown racing submits, and misuse. Every
+//! failure must end in a typed outcome: never a lost handle, a dead worker,
+//! a task run twice, a panic escaping into the caller, or a hang.
+#![cfg(not(loom))]
+
+use std::panic::panic_any;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use concurrent_futures::{BuildError, FutureHandle, InvalidState, Promise, ReturnWhen, Strand};
+use concurrent_futures::{SubmitError, TaskError, ThreadPool, as_completed, wait};
+use concurrent_futures::{clear_callback_panic_hook, set_callback_panic_hook};
+
+/// Aborts the process if the test still runs after `limit`: a hang must fail
+/// CI, not stall it (a verdict, not synchronisation). Declared first in a
+/// test, it outlives every pool drop there. Dropping it disarms it.
+struct Watchdog(mpsc::Sender<String>);
+
+impl Watchdog {
+    fn new(test: &'static str, limit: Duration) -> Self {
+        let (tx, rx) = mpsc::channel::<String>();
+        let deadline = Instant::now() + limit;
+        thread::spawn(move || {
+            let mut stage = String::from("start");
+            loop {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(s) => stage = s,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Timeout) => {
+                        eprintln!("watchdog: {test} hung ({limit:?}) at {stage}");
+                        std::process::abort();
+                    }
+                }
+            }
+        });
+        Watchdog(tx)
+    }
+}
+
+/// `workers` tasks can all meet at a barrier of `workers + 1` only if every
+/// core worker is alive and free (otherwise this hangs and the watchdog
+/// fails the test). No task here blocks in a crate wait, so no compensating
+/// worker can stand in for a dead one. Then later work must still run.
+fn assert_all_workers_alive(pool: &ThreadPool) {
+    let meet = Arc::new(Barrier::new(pool.workers() + 1));
+    let spawn_meet = |_| {
+        let m = meet.clone();
+        pool.submit(move || {
+            m.wait();
+        })
+        .unwrap()
+    };
+    let hs: Vec<_> = (0..pool.workers()).map(spawn_meet).collect();
+    meet.wait();
+    hs.into_iter().for_each(|h| assert_eq!(h.join(), Ok(())));
+    let later: Vec<_> = (0..100).map(|i| pool.submit(move || i).unwrap()).collect();
+    let sum: usize = later.iter().map(|h| *h.result().unwrap()).sum();
+    assert_eq!(sum, 4950);
+}
+
+/// Holds every worker busy; what is submitted until the returned release
+/// is called queues behind it.
+fn hold_workers(pool: &ThreadPool) -> impl FnOnce() + use<> {
+    let n = pool.workers();
+    let (held, release) = (Arc::new(Barrier::new(n + 1)), Arc::new(Barrier::new(n + 1)));
+    for _ in 0..n {
+        let (h, r) = (held.clone(), release.clone());
+        pool.spawn(move || {
+            h.wait();
+            r.wait();
+        })
+        .unwrap();
+    }
+    held.wait();
+    move || {
+        release.wait();
+    }
+}
+
+/// Panics when dropped, with its message.
+struct Bomb(&'static str);
+impl Bomb {
+    /// Makes a closure capture the whole bomb (by value, in a `move` one).
+    fn keep<T>(&self, v: T) -> T {
+        v
+    }
+}
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("{}", self.0);
+    }
+}
+
+/// A task returning `i` whose captured `Bomb` panics when the closure goes.
+fn armed(i: usize, msg: &'static str) -> impl FnOnce() -> usize + Send + 'static {
+    let b = Bomb(msg);
+    move || b.keep(i)
+}
+
+/// A done-callback whose captured `Bomb` panics when the closure goes.
+fn armed_cb(msg: &'static str) -> impl FnOnce(Result<&u32, &TaskError>) + Send + 'static {
+    let b = Bomb(msg);
+    move |_| b.keep(())
+}
+
+/// An outcome as plain data: the value or the panic message / error name.
+fn outcome(r: Result<&usize, TaskError>) -> Result<usize, String> {
+    r.copied().map_err(|e| match e {
+        TaskError::Panicked(m) => m.as_str().to_owned(),
+        e => format!("{e:?}"),
+    })
+}
+
+#[test]
+fn panicking_tasks_resolve_their_handles_and_never_kill_a_worker() {
+    let _dog = Watchdog::new("panicking_tasks", Duration::from_secs(60));
+    let pool = ThreadPool::new(3).unwrap();
+    let release = hold_workers(&pool); // so that cancels land before runs
+    let mut hs = Vec::new();
+    for i in 0..120usize {
+        let task: Box<dyn FnOnce() -> usize + Send> = match i % 5 {
+            0 => Box::new(move || panic!("task {i}")),
+            // The payload panics on drop too: the worker must catch that.
+            1 => Box::new(|| panic_any(Bomb("payload"))),
+            // The finished closure drops its capture, which panics.
+            2 => Box::new(armed(i, "capture")),
+            // Cancelled: the worker drops the unrun closure, which panics.
+            3 => Box::new(armed(i, "cancelled")),
+            _ => Box::new(move || i),
+        };
+        let h = pool.submit(task).unwrap();
+        if i % 5 == 3 {
+            assert!(h.cancel());
+        }
+        hs.push(h);
+        pool.spawn(|| panic!("spawned")).unwrap();
+        // A value that panics on drop, dropped on the worker (no handle).
+        drop(pool.submit(|| Bomb("value")).unwrap());
+    }
+    release();
+    for (i, h) in hs.iter().enumerate() {
+        let want = ["", "<non-string panic payload>", "capture", "Cancelled"];
+        let want = match i % 5 {
+            0 => Err(format!("task {i}")),
+            4 => Ok(i),
+            k => Err(want[k].to_owned()),
+        };
+        assert_eq!(outcome(h.result()), want, "task {i}");
+    }
+    assert_all_workers_alive(&pool);
+    pool.shutdown(true, false); // joins the workers: the counters are final
+    assert_eq!(pool.metrics().panicked, 3 * 24 + 120);
+}
+
+/// The only test of this binary that sets the process-global hook.
+#[test]
+fn panicking_callbacks_captures_and_hooks_are_contained() {
+    let _dog = Watchdog::new("panicking_callbacks", Duration::from_secs(60));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let count = |m: &str| seen.lock().unwrap().iter().filter(|s| *s == m).count();
+    let s = seen.clone();
+    set_callback_panic_hook(move |p| s.lock().unwrap().push(p.message().to_string()));
+    let after = Arc::new(AtomicUsize::new(0));
+    let bump = |n: usize| {
+        let a = after.clone();
+        move |_: Result<&u32, &TaskError>| _ = a.fetch_add(n, SeqCst)
+    };
+    // Pool tasks finishing on the workers run their callbacks there.
+    let pool = ThreadPool::new(2).unwrap();
+    let release = hold_workers(&pool);
+    let mut hs = Vec::new();
+    for i in 0..20u32 {
+        let h = pool.submit(move || i).unwrap();
+        h.add_done_callback(|_| panic!("body"));
+        h.add_done_callback(armed_cb("ran")); // runs, then its capture panics
+        let reg = h.add_done_callback(armed_cb("removed"));
+        assert!(h.remove_done_callback(reg)); // dropped unrun at completion
+        h.add_done_callback(bump(1)); // later callbacks still run
+        hs.push(h);
+    }
+    release();
+    hs.iter()
+        .zip(0..)
+        .for_each(|(h, i)| assert_eq!(h.result(), Ok(&i)));
+    // 40 removals compact the list on this thread: remove must not unwind.
+    let p = Promise::<u32>::new();
+    for _ in 0..40 {
+        let reg = p.handle().add_done_callback(armed_cb("compacted"));
+        assert!(p.handle().remove_done_callback(reg));
+    }
+    p.handle().add_done_callback(|_| panic!("body"));
+    p.handle().add_done_callback(bump(100));
+    assert_eq!(p.set_result(1), Ok(()), "a callback panic got out");
+    // Strand closures and callbacks routed to the pool are contained too.
+    let strand = Strand::new(&pool, 0u32);
+    strand.post(|_| panic!("strand"));
+    // (Strand::submit swallows its panic: it never reaches the hook, unlike
+    // what the strand docs say. Only the outcome is asserted here.)
+    let bad = strand.submit(|_| -> u32 { panic!("strand submit") });
+    assert_eq!(bad.result(), Err(TaskError::Abandoned));
+    assert_eq!(strand.submit(|n| std::mem::replace(n, 1) + 1).join(), Ok(1));
+    pool.add_done_callback(&p.handle(), |_| panic!("routed"));
+    let (tx, rx) = mpsc::channel();
+    pool.add_done_callback(&p.handle(), move |r| tx.send(*r.unwrap()).unwrap());
+    assert_eq!(rx.recv(), Ok(1));
+    assert_all_workers_alive(&pool);
+    pool.shutdown(true, false); // joins the workers: their callbacks are over
+    assert_eq!(after.load(SeqCst), 20 + 100);
+    let counts = ["body", "ran", "removed", "compacted", "strand"].map(count);
+    assert_eq!(counts, [21, 20, 20, 40, 1]);
+
+    // A hook that panics itself: the crate falls back to printing, and the
+    // other callbacks still run, on this thread and on a worker.
+    let s = seen.clone();
+    set_callback_panic_hook(move |p| {
+        s.lock().unwrap().push(format!("hook saw {}", p.message()));
+        panic!("the hook panicked");
+    });
+    let pool = ThreadPool::new(2).unwrap();
+    let (p, release) = (Promise::new(), hold_workers(&pool));
+    for h in [p.handle(), pool.submit(|| 5).unwrap()] {
+        h.add_done_callback(|_| panic!("bad hook"));
+        h.add_done_callback(bump(1));
+    }
+    p.set_result(5).unwrap();
+    release();
+    assert_all_workers_alive(&pool);
+    pool.shutdown(true, false);
+    clear_callback_panic_hook();
+    assert_eq!((count("hook saw bad hook"), after.load(SeqCst)), (2, 122));
+}
+
+#[test]
+fn shutdown_racing_three_submitters_loses_nothing_and_runs_nothing_twice() {
+    let dog = Watchdog::new("shutdown_under_load", Duration::from_secs(120));
+    let (mut ran, mut cancelled) = (0, 0);
+    for round in 0..100 {
+        let _ = dog.0.send(format!("round {round}"));
+        let (wait_, cancel) =
+            [(true, false), (true, true), (false, false), (false, true)][round % 4];
+        let pool = ThreadPool::new(2).unwrap();
+        let (accepted, start) = (Arc::new(AtomicUsize::new(0)), Arc::new(Barrier::new(4)));
+        let submitter = |_| {
+            let (pool, accepted, start) = (pool.clone(), accepted.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let mut ok = Vec::new();
+                loop {
+                    // Each task counts its runs and returns the count before.
+                    let runs = Arc::new(AtomicUsize::new(0));
+                    let r = runs.clone();
+                    match pool.submit(move || r.fetch_add(1, SeqCst)) {
+                        Ok(h) => ok.push((runs, h)),
+                        // Handed back unrun; dropping it must not run it.
+                        Err(SubmitError::Shutdown(f)) => return (ok, runs, drop(f)),
+                        Err(SubmitError::Full(_)) => panic!("submit reported Full"),
+                    }
+                    accepted.fetch_add(1, SeqCst);
+                }
+            })
+        };
+        let submitters: Vec<_> = (0..3).map(submitter).collect();
+        // Shut down after a round-dependent number of accepted submits, so
+        // it lands at different points of the load (0: as soon as it can).
+        let (threshold, p) = (round * 37 % 300, pool.clone());
+        let shutter = thread::spawn(move || {
+            start.wait();
+            while accepted.load(SeqCst) < threshold {
+                thread::yield_now();
+            }
+            p.shutdown(wait_, cancel);
+        });
+        shutter.join().unwrap();
+        let ran_before = ran;
+        for s in submitters {
+            let (ok, refused, ()) = s.join().unwrap();
+            assert_eq!(refused.load(SeqCst), 0, "round {round}: a refused task ran");
+            for (runs, h) in ok {
+                // shutdown(wait) returns once every accepted task is done.
+                assert!(!wait_ || h.done(), "round {round}: accepted task not done");
+                match (h.result(), runs.load(SeqCst)) {
+                    (Ok(0), 1) => ran += 1,
+                    (Err(TaskError::Cancelled), 0) if cancel => cancelled += 1,
+                    other => panic!("round {round}: outcome and runs {other:?}"),
+                }
+            }
+        }
+        pool.shutdown(true, false); // again: harmless; joins if wait=false
+        let m = pool.metrics();
+        let got = (m.queued, m.running, m.panicked, m.completed);
+        assert_eq!(got, (0, 0, 0, ran - ran_before), "round {round}");
+    }
+    eprintln!("shutdown under load: {ran} ran, {cancelled} cancelled");
+}
+
+#[test]
+fn promise_builder_and_shut_pool_misuse_get_typed_errors() {
+    let p = Promise::new();
+    let twice = (p.set_result(1), p.set_result(2));
+    assert_eq!(twice, (Ok(()), Err(InvalidState::AlreadyFinished(2))));
+    assert!(p.set_running_or_notify_cancel().is_err() && !p.handle().cancel());
+    assert_eq!(p.handle().result(), Ok(&1), "the first value stays");
+    let c = Promise::new();
+    assert!(c.handle().cancel());
+    assert_eq!(c.set_result(3), Err(InvalidState::Cancelled(3)));
+    assert_eq!(c.set_running_or_notify_cancel(), Ok(false));
+    assert!(matches!(ThreadPool::new(0), Err(BuildError::ZeroWorkers)));
+    let bound_zero = ThreadPool::builder().workers(1).max_queued(0).build();
+    assert!(matches!(bound_zero, Err(BuildError::ZeroBound)));
+    // After shutdown every submit hands its closure back, and it still works.
+    let pool = ThreadPool::new(1).unwrap();
+    pool.shutdown(true, false);
+    assert!(matches!(pool.submit(|| 10), Err(SubmitError::Shutdown(f)) if f() == 10));
+    assert!(matches!(pool.try_submit(|| 11), Err(SubmitError::Shutdown(f)) if f() == 11));
+    let (tx, rx) = mpsc::channel();
+    let refused = pool.spawn(move || tx.send(12).unwrap()).unwrap_err();
+    refused.into_inner()();
+    assert_eq!(rx.recv(), Ok(12));
+    let mapped: Vec<_> = pool.map(|x: u8| x, 0..5).collect();
+    assert_eq!(mapped, [Err(TaskError::Shutdown)]);
+    // Documented fallbacks: strands and routed callbacks run on the caller.
+    let strand = Strand::new(&pool, 1);
+    assert_eq!(strand.submit(|n| *n + 1).try_result(), Some(Ok(&2)));
+    let (tx, rx) = mpsc::channel();
+    let here = thread::current().id();
+    pool.add_done_callback(&p.handle(), move |_| {
+        tx.send(thread::current().id()).unwrap()
+    });
+    assert_eq!(rx.try_recv(), Ok(here));
+}
+
+#[test]
+fn waiting_inside_a_callback_of_the_same_future_returns_at_once() {
+    let _dog = Watchdog::new("wait_in_callback", Duration::from_secs(60));
+    let (pool, p) = (ThreadPool::new(1).unwrap(), Promise::new());
+    let release = hold_workers(&pool);
+    // On the completing thread (promise) and on the worker (task). The outer
+    // handles outlive the callbacks, so `join` clones (with the callback
+    // holding the last handle, `join` deadlocks: a known bug).
+    let hs = [p.handle(), pool.submit(|| 7).unwrap()];
+    let (tx, rx) = mpsc::channel();
+    for h in &hs {
+        let (me, tx) = (h.clone(), tx.clone());
+        h.add_done_callback(move |_| {
+            let w = |t| me.wait_timeout(t);
+            let waits = [me.wait(), w(Duration::ZERO), w(Duration::MAX)];
+            let got = (waits, me.result().copied(), me.try_result().is_some());
+            tx.send((got, me.join())).unwrap();
+        });
+    }
+    p.set_result(7).unwrap();
+    release();
+    for _ in &hs {
+        let waits = [Ok(()), Ok(()), Ok(())];
+        assert_eq!(rx.recv(), Ok(((waits, Ok(7), true), Ok(7))));
+    }
+}
+
+#[test]
+fn zero_and_max_timeouts_neither_panic_nor_hang() {
+    let _dog = Watchdog::new("timeouts", Duration::from_secs(60));
+    let (zero, max, all) = (Duration::ZERO, Duration::MAX, ReturnWhen::AllCompleted);
+    let pending = Promise::<u8>::new();
+    let h = pending.handle();
+    let late = TaskError::Timeout;
+    assert_eq!(h.wait_timeout(zero), Err(late.clone()));
+    assert_eq!(h.result_timeout(zero), Err(late));
+    for when in [ReturnWhen::FirstCompleted, ReturnWhen::FirstException, all] {
+        assert_eq!(wait([h.clone()], when, Some(zero)).not_done.len(), 1);
+    }
+    let mut it = as_completed([h.clone()], Some(zero));
+    let e = it.next().unwrap().unwrap_err();
+    assert_eq!((e.unfinished, e.total), (1, 1));
+    assert!(it.next().is_none());
+    // Duration::MAX overflows Instant: it must mean "forever", not "expired".
+    let setter = thread::spawn(move || pending.set_result(7).unwrap());
+    assert_eq!(h.result_timeout(max), Ok(&7));
+    setter.join().unwrap();
+    assert_eq!(
+        (h.wait_timeout(max), h.result_timeout(zero)),
+        (Ok(()), Ok(&7))
+    );
+    for t in [zero, max] {
+        assert_eq!(wait([h.clone()], all, Some(t)).done.len(), 1);
+        assert!(as_completed([h.clone()], Some(t)).all(|r| r.is_ok()));
+    }
+    // map with a zero timeout on a held pool gives up and cancels its tasks.
+    let pool = ThreadPool::new(1).unwrap();
+    let release = hold_workers(&pool);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let mut m = pool.map(move |x: usize| r.fetch_add(x, SeqCst), 1..5);
+    m = m.timeout(zero);
+    assert_eq!((m.next(), m.next()), (Some(Err(TaskError::Timeout)), None));
+    assert!(!pool.shutdown_timeout(zero, false).finished, "busy");
+    release();
+    assert!(pool.shutdown_timeout(max, false).finished);
+    assert_eq!(runs.load(SeqCst), 0, "a chunk map cancelled ran");
+    let pool = ThreadPool::new(2).unwrap();
+    let doubled: Vec<_> = pool.map(|x: u32| x * 2, 0..50).timeout(max).collect();
+    assert_eq!(doubled, (0..50).map(|x| Ok(x * 2)).collect::<Vec<_>>());
+}
+
+#[test]
+fn shutdown_twice_or_from_inside_the_pool_never_deadlocks() {
+    let _dog = Watchdog::new("shutdown_misuse", Duration::from_secs(60));
+    let pool = ThreadPool::new(2).unwrap();
+    pool.shutdown(false, true);
+    pool.shutdown(true, false);
+    pool.shutdown(true, true);
+    assert!(pool.shutdown_timeout(Duration::ZERO, false).finished);
+    // From inside a task shutdown does not wait (it would wait on itself);
+    // with cancel, the task queued behind it is cancelled.
+    let pool = ThreadPool::new(1).unwrap();
+    let (release, p) = (hold_workers(&pool), pool.clone());
+    let stopper = pool.submit(move || p.shutdown(true, true)).unwrap();
+    let behind = pool.submit(|| ()).unwrap();
+    release();
+    assert_eq!(
+        (stopper.join(), behind.join()),
+        (Ok(()), Err(TaskError::Cancelled))
+    );
+    // shutdown_timeout from inside: returns at once, "not finished".
+    let pool = ThreadPool::new(1).unwrap();
+    let p = pool.clone();
+    let h = pool.submit(move || p.shutdown_timeout(Duration::MAX, false).finished);
+    assert_eq!(h.unwrap().join(), Ok(false));
+    // The last clone dropped inside a task: the pool shuts down from inside.
+    let pool = ThreadPool::new(1).unwrap();
+    let (release, p) = (hold_workers(&pool), pool.clone());
+    let h = pool.submit(move || drop(p)).unwrap();
+    drop(pool);
+    release();
+    assert_eq!(h.join(), Ok(()));
+}
+
+#[test]
+fn waiting_on_itself_or_in_a_cycle_is_refused() {
+    let _dog = Watchdog::new("self_wait", Duration::from_secs(60));
+    type H = FutureHandle<Vec<Result<(), TaskError>>>;
+    // One worker: `a` runs first and waits on `b`, which has not started, so
+    // `b` runs inline inside `a` and tries to wait on `a` and on itself.
+    let pool = ThreadPool::new(1).unwrap();
+    let ((to_a, a_rx), (to_b, b_rx)) = (mpsc::channel::<(H, H)>(), mpsc::channel::<(H, H)>());
+    let a = pool.submit(move || {
+        let (me, b) = a_rx.recv().unwrap();
+        let w = |t| me.wait_timeout(t);
+        let mut got = vec![me.wait(), w(Duration::ZERO), w(Duration::MAX)];
+        got.push(me.result().map(drop));
+        got.extend(b.result().unwrap().iter().cloned()); // runs `b` inline
+        got.push(me.try_join().unwrap().map(drop));
+        got
+    });
+    let a = a.unwrap();
+    let b = pool.submit(move || {
+        let (a, me) = b_rx.recv().unwrap();
+        vec![a.wait(), me.wait(), a.result().map(drop)]
+    });
+    let b = b.unwrap();
+    to_b.send((a.clone(), b.clone())).unwrap();
+    to_a.send((a.clone(), b.clone())).unwrap();
+    let dead = Err(TaskError::WouldDeadlock);
+    assert_eq!(b.join(), Ok(vec![dead.clone(); 3]));
+    assert_eq!(a.join(), Ok(vec![dead; 8]));
+}
