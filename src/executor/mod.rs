@@ -25,4 +25,4 @@ pub use map::Map;
 pub use metrics::Metrics;
 pub use pool::{BuildError, Builder, ShutdownReport, SubmitError, ThreadPool};
 pub use strand::Strand;
-pub(crate) use worker::blocking;
+pub(crate) use worker::{blocking, pool_panic_hook};

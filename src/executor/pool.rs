@@ -112,13 +112,27 @@ pub struct ShutdownReport {
 ///     .unwrap();
 /// assert_eq!(pool.workers(), 2);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Builder {
     workers: Option<usize>,
     name_prefix: String,
     stack_size: Option<usize>,
     max_queued: Option<usize>,
     max_blocking: usize,
+    panic_hook: Option<crate::future::PanicHook>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("workers", &self.workers)
+            .field("name_prefix", &self.name_prefix)
+            .field("stack_size", &self.stack_size)
+            .field("max_queued", &self.max_queued)
+            .field("max_blocking", &self.max_blocking)
+            .field("panic_hook", &self.panic_hook.is_some())
+            .finish()
+    }
 }
 
 impl Default for Builder {
@@ -129,6 +143,7 @@ impl Default for Builder {
             stack_size: None,
             max_queued: None,
             max_blocking: 512,
+            panic_hook: None,
         }
     }
 }
@@ -176,6 +191,35 @@ impl Builder {
         self
     }
 
+    /// Reports panics of done-callbacks that run on this pool's workers
+    /// (including callbacks routed to the pool and strand closures) to
+    /// `hook` instead of the process-wide hook of
+    /// [`set_callback_panic_hook`](crate::set_callback_panic_hook).
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use concurrent_futures::{Promise, ThreadPool};
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let tx = std::sync::Mutex::new(tx);
+    /// let pool = ThreadPool::builder()
+    ///     .workers(1)
+    ///     .callback_panic_hook(move |p| tx.lock().unwrap().send(p.message().to_string()).unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// let promise = Promise::<u8>::new();
+    /// pool.add_done_callback(&promise.handle(), |_| panic!("in a routed callback"));
+    /// promise.set_result(1).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), "in a routed callback");
+    /// ```
+    pub fn callback_panic_hook(
+        mut self,
+        hook: impl Fn(&crate::CallbackPanic) + Send + Sync + 'static,
+    ) -> Self {
+        self.panic_hook = Some(Arc::new(hook));
+        self
+    }
+
     /// Starts the pool.
     pub fn build(self) -> Result<ThreadPool, BuildError> {
         let workers = match self.workers {
@@ -192,6 +236,7 @@ impl Builder {
             stack_size: self.stack_size,
             max_queued: self.max_queued,
             max_blocking: self.max_blocking,
+            panic_hook: self.panic_hook,
         };
         let (registry, locals) = Registry::new(config);
         let owner = Owner {

@@ -29,6 +29,9 @@ pub(crate) struct Config {
     pub(crate) stack_size: Option<usize>,
     pub(crate) max_queued: Option<usize>,
     pub(crate) max_blocking: usize,
+    /// Reports panics of callbacks and strand closures run on this pool's
+    /// workers; `None`: the process-wide hook.
+    pub(crate) panic_hook: Option<crate::future::PanicHook>,
 }
 
 /// Shared pool state.
@@ -254,6 +257,7 @@ mod loom_models {
                 stack_size: None,
                 max_queued: None,
                 max_blocking: 0,
+                panic_hook: None,
             });
             let ran = Arc::new(AtomicUsize::new(0));
             // crossbeam's injector orders push before steal with its own

@@ -168,6 +168,11 @@ impl<'a> SubmitSlot<'a> {
     }
 }
 
+/// The callback-panic hook of the pool whose worker calls this, if it has one.
+pub(crate) fn pool_panic_hook() -> Option<crate::future::PanicHook> {
+    with_context(|ctx| ctx.and_then(|c| c.registry.config.panic_hook.clone()))
+}
+
 /// Whether the calling thread is a worker of `registry`.
 pub(crate) fn is_worker_of(registry: &Registry) -> bool {
     with_context(|ctx| ctx.is_some_and(|c| std::ptr::eq(&*c.registry, registry)))

@@ -94,7 +94,8 @@ impl CallbackPanic {
     }
 }
 
-type Hook = Arc<dyn Fn(&CallbackPanic) + Send + Sync>;
+/// A callback-panic hook (process-wide, or one pool's).
+pub(crate) type Hook = Arc<dyn Fn(&CallbackPanic) + Send + Sync>;
 
 /// Read only when a callback panics, written only by `set_callback_panic_hook`.
 static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
@@ -102,7 +103,9 @@ static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
 /// Replaces the process-wide hook that reports panicking done-callbacks.
 ///
 /// A panic in a done-callback is caught so that the remaining callbacks
-/// still run; it is then reported here. The default hook prints the message
+/// still run; it is then reported here (unless it ran on a worker of a pool
+/// with its own hook, see
+/// [`Builder::callback_panic_hook`](crate::Builder::callback_panic_hook)). The default hook prints the message
 /// to stderr; [`clear_callback_panic_hook`] restores it.
 ///
 /// ```
@@ -138,9 +141,14 @@ pub fn clear_callback_panic_hook() {
 }
 
 /// Reports a caught panic of a callback (or a strand closure) to the hook.
+///
+/// On a worker of a pool built with
+/// [`Builder::callback_panic_hook`](crate::Builder::callback_panic_hook),
+/// that pool's hook gets it; otherwise the process-wide one.
 pub(crate) fn report_callback_panic(message: PanicMessage) {
     let info = CallbackPanic { message };
-    let hook = HOOK.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let hook = crate::executor::pool_panic_hook()
+        .or_else(|| HOOK.read().unwrap_or_else(|e| e.into_inner()).clone());
     let reported = match hook {
         Some(hook) => catch_unwind(AssertUnwindSafe(|| hook(&info))).is_ok(),
         None => false,

@@ -15,9 +15,9 @@ pub(crate) mod stack;
 pub(crate) mod state;
 mod wait;
 
-pub(crate) use callback::report_callback_panic as report_panic;
 pub use callback::{
     CallbackPanic, Registration, clear_callback_panic_hook, set_callback_panic_hook,
 };
+pub(crate) use callback::{Hook as PanicHook, report_callback_panic as report_panic};
 pub use handle::{FutureHandle, Join, WaitAsync};
 pub use promise::Promise;
