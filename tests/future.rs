@@ -394,3 +394,24 @@ fn handle_and_promise_are_send_and_sync() {
     is_send_sync::<Promise<String>>();
     is_send_sync::<concurrent_futures::Registration<String>>();
 }
+
+#[test]
+fn a_stale_registration_cannot_remove_a_new_futures_callback() {
+    // The old future's memory (and its callback node's) is likely reused by
+    // the next future at once (the allocator hands back what was just
+    // freed): the stale registration must not name the new callback.
+    for _ in 0..64 {
+        let stale = {
+            let p = Promise::<u8>::new();
+            let h = p.handle();
+            h.add_done_callback(|_| {})
+        }; // promise dropped: abandoned, the callback ran, memory freed
+        let p = Promise::<u8>::new();
+        let h = p.handle();
+        let (tx, rx) = mpsc::channel();
+        let _r = h.add_done_callback(move |_| tx.send(()).unwrap());
+        assert!(!h.remove_done_callback(stale));
+        p.set_result(1).unwrap();
+        assert!(rx.try_recv().is_ok(), "the new callback must run");
+    }
+}

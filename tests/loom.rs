@@ -20,10 +20,13 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
-/// Records callbacks and checks that no two run at once.
+/// Records callbacks and whether two ever ran at once, or one saw a wrong
+/// outcome. (A panic inside a callback would be caught and reported by the
+/// crate, not fail the model, so the callback records and `ran` asserts.)
 #[derive(Default)]
 struct Log {
     running: AtomicUsize,
+    bad: AtomicUsize,
     ran: Mutex<Vec<u32>>,
 }
 
@@ -34,18 +37,20 @@ impl Log {
     ) -> impl FnOnce(Result<&u32, &TaskError>) + Send + 'static {
         let log = self.clone();
         move |r| {
-            assert_eq!(r, Ok(&7), "callback sees the outcome");
-            assert_eq!(
-                log.running.fetch_add(1, Ordering::SeqCst),
-                0,
-                "callbacks overlapped"
-            );
+            if r != Ok(&7) || log.running.fetch_add(1, Ordering::SeqCst) != 0 {
+                log.bad.fetch_add(1, Ordering::SeqCst);
+            }
             log.ran.lock().unwrap().push(id);
             log.running.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     fn ran(&self) -> Vec<u32> {
+        assert_eq!(
+            self.bad.load(Ordering::SeqCst),
+            0,
+            "overlap or wrong outcome"
+        );
         self.ran.lock().unwrap().clone()
     }
 }
@@ -128,17 +133,23 @@ fn cancel_vs_start() {
         let h = p.handle();
         let fired = Arc::new(AtomicUsize::new(0));
         let f = fired.clone();
-        h.add_done_callback(move |r| {
-            assert_eq!(r, Err(&TaskError::Cancelled));
-            f.fetch_add(1, Ordering::SeqCst);
+        let _ = h.add_done_callback(move |r| {
+            // 1 if it saw the cancellation, 100 if it saw anything else.
+            let seen = if r == Err(&TaskError::Cancelled) {
+                1
+            } else {
+                100
+            };
+            f.fetch_add(seen, Ordering::SeqCst);
         });
         let canceller = thread::spawn(move || h.cancel());
         let started = p.set_running_or_notify_cancel().unwrap();
         let cancelled = canceller.join().unwrap();
         assert_ne!(started, cancelled, "exactly one wins");
         if started {
+            assert_eq!(fired.load(Ordering::SeqCst), 0, "nothing before the result");
             p.set_result(7).unwrap();
-            assert_eq!(fired.load(Ordering::SeqCst), 0);
+            assert_eq!(fired.load(Ordering::SeqCst), 100, "it saw the value once");
         } else {
             assert_eq!(fired.load(Ordering::SeqCst), 1);
         }

@@ -41,8 +41,12 @@ fn million_callbacks_attached_while_completing_run_once_in_order_never_overlappi
                 start.wait();
                 for seq in 1..=PER_THREAD {
                     let c = check.clone();
-                    h.add_done_callback(move |r| {
-                        assert_eq!(r, Ok(&1u8));
+                    let _ = h.add_done_callback(move |r| {
+                        // A panic here would be caught and reported, not
+                        // fail the test: record a wrong outcome as disorder.
+                        if r != Ok(&1u8) {
+                            c.out_of_order.store(true, Ordering::SeqCst);
+                        }
                         let now = c.running.fetch_add(1, Ordering::SeqCst) + 1;
                         c.max_running.fetch_max(now, Ordering::SeqCst);
                         // Callbacks never overlap, so this check-then-store is

@@ -10,7 +10,7 @@ use super::task::TaskRef;
 use super::worker;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::error::{PanicMessage, TaskError};
+use crate::error::TaskError;
 use crate::future::FutureHandle;
 
 /// Why a submit was refused. Holds the closure, so no work is lost.
@@ -430,7 +430,7 @@ impl ThreadPool {
                 // Reported like any done-callback's panic (the pool would
                 // otherwise only count it).
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(reader.outcome_ref()))) {
-                    crate::future::report_panic(PanicMessage::from_payload(payload.as_ref()));
+                    crate::future::report_panic_payload(payload);
                 }
             };
             if let Err(job) = spawn_on(&registry, job, true) {

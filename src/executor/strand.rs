@@ -8,7 +8,7 @@ use crossbeam_deque::Injector;
 use super::pool::{ThreadPool, spawn_on};
 use super::registry::Registry;
 use super::schedule::Schedule;
-use crate::error::{PanicMessage, TaskError};
+use crate::error::TaskError;
 use crate::future::{FutureHandle, Promise};
 use crate::sync::UnsafeCell;
 
@@ -115,7 +115,7 @@ impl<S: Send + 'static> Strand<S> {
             // The promise drops: the handle resolves as abandoned, and the
             // panic goes to the hook like any strand closure's.
             Err(payload) => {
-                crate::future::report_panic(PanicMessage::from_payload(payload.as_ref()));
+                crate::future::report_panic_payload(payload);
             }
         });
         handle
@@ -182,7 +182,7 @@ fn drain<S: Send + 'static>(inner: Arc<Inner<S>>) {
                 .state
                 .with_mut(|s| catch_unwind(AssertUnwindSafe(|| job(unsafe { &mut *s }))));
             if let Err(payload) = result {
-                crate::future::report_panic(PanicMessage::from_payload(payload.as_ref()));
+                crate::future::report_panic_payload(payload);
             }
         }
         if !inner.queue.is_empty() {

@@ -10,6 +10,27 @@ use super::node::Payload;
 use crate::error::{PanicMessage, TaskError};
 use crate::sync::UnsafeCell;
 
+/// A serial number unique in the process, for naming a callback node. Each
+/// thread takes a block of 2^32 serials from a global counter once per
+/// block and hands them out with no atomic operation.
+pub(crate) fn next_serial() -> u64 {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static BLOCKS: AtomicU64 = AtomicU64::new(1);
+    std::thread_local! {
+        static NEXT: Cell<u64> = const { Cell::new(0) };
+    }
+    NEXT.with(|next| {
+        let mut n = next.get();
+        if n & 0xFFFF_FFFF == 0 {
+            // Relaxed: only uniqueness matters, which one RMW gives.
+            n = (BLOCKS.fetch_add(1, Ordering::Relaxed) << 32) | 1;
+        }
+        next.set(n + 1);
+        n
+    })
+}
+
 /// A closure stored inline in its node (one allocation per callback).
 pub(crate) struct Callback<F>(UnsafeCell<ManuallyDrop<F>>);
 
@@ -35,7 +56,7 @@ where
         // The closure's captures are dropped inside the guarded call too, so
         // a capture that panics on drop is reported like a panicking body.
         if let Err(payload) = catch_unwind(AssertUnwindSafe(move || f(outcome))) {
-            report_callback_panic(PanicMessage::from_payload(payload.as_ref()));
+            report_panic_payload(payload);
         }
     }
 
@@ -43,7 +64,7 @@ where
         // SAFETY: the caller won the REMOVED claim: we are the only consumer.
         let f = self.0.with_mut(|p| unsafe { ManuallyDrop::take(&mut *p) });
         if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(f))) {
-            report_callback_panic(PanicMessage::from_payload(payload.as_ref()));
+            report_panic_payload(payload);
         }
     }
 }
@@ -65,13 +86,14 @@ where
 /// promise.set_result(1).unwrap();
 /// ```
 pub struct Registration<T> {
-    /// The node's address, unique among the list's nodes while the callback
-    /// can still be removed (the list owns the node until it runs or a
-    /// tombstone naming it is resolved, and a registration is consumed by
-    /// its removal).
-    pub(crate) target: usize,
-    /// The callback list it was attached to (compared, never dereferenced).
-    pub(crate) stack: usize,
+    /// The node's address and process-unique serial. The address alone is
+    /// unique among the list's nodes while the callback can still be removed
+    /// (the list owns the node until it runs or a tombstone naming it is
+    /// resolved); the serial keeps a stale registration, used on a new
+    /// future that reuses the old one's memory, from naming a new node.
+    pub(crate) target: (usize, u64),
+    /// The future it was attached to (its process-unique id).
+    pub(crate) future: u64,
     pub(crate) _future: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -154,10 +176,22 @@ pub(crate) fn report_callback_panic(message: PanicMessage) {
         None => false,
     };
     if !reported {
-        // The default, and the fallback when the hook itself panicked.
-        eprintln!(
+        // The default, and the fallback when the hook itself panicked. A
+        // failed write (closed stderr) is ignored: `eprintln!` would panic
+        // in the middle of a drain.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "concurrent-futures: a done-callback panicked: {}",
             info.message
         );
     }
+}
+
+/// Reports a caught panic, dropping its payload under a guard: a payload
+/// whose own `Drop` panics must not unwind through a drain.
+pub(crate) fn report_panic_payload(payload: Box<dyn std::any::Any + Send>) {
+    let message = PanicMessage::from_payload(payload.as_ref());
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    report_callback_panic(message);
 }

@@ -10,7 +10,7 @@ use super::node::NodeRef;
 use super::stack::Stack;
 use super::state::{BeginSet, Cancel, Lifecycle, Phase, Start};
 use crate::error::{InvalidState, TaskError};
-use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{AtomicU32, AtomicUsize, Ordering, UnsafeCell};
 
 /// The error a cancelled future reports by reference.
 static CANCELLED: TaskError = TaskError::Cancelled;
@@ -20,7 +20,10 @@ pub(crate) struct Core<T> {
     lifecycle: Lifecycle,
     /// `FutureHandle`s alive, plus one while a `Promise` (which can make
     /// more) is alive. Lets the last reader move the value out.
-    handles: AtomicUsize,
+    handles: AtomicU32,
+    /// Unique in the process: a registration names its future by it (an
+    /// address could be reused by a new future once this one is freed).
+    id: u64,
     /// Written once by the `begin_set` winner, read after `publish`.
     slot: UnsafeCell<Option<Result<T, TaskError>>>,
     waiters: Stack<()>,
@@ -79,7 +82,8 @@ impl<T> Core<T> {
     pub(crate) fn new() -> Self {
         Core {
             lifecycle: Lifecycle::new(),
-            handles: AtomicUsize::new(0),
+            handles: AtomicU32::new(0),
+            id: super::callback::next_serial(),
             slot: UnsafeCell::new(None),
             waiters: Stack::new(),
             callbacks: Stack::new(),
@@ -209,12 +213,12 @@ impl<T> Core<T> {
     where
         F: FnOnce(Result<&T, &TaskError>) + Send + 'static,
     {
-        let node = NodeRef::new_listed(Callback::new(f), self.callbacks.id());
-        let target = node.addr();
+        let node = NodeRef::new_listed(Callback::new(f), super::callback::next_serial());
+        let target = node.name();
         self.callbacks.push(node, Some(self));
         Registration {
             target,
-            stack: self.callbacks.id().addr(),
+            future: self.id,
             _future: std::marker::PhantomData,
         }
     }
@@ -225,7 +229,7 @@ impl<T> Core<T> {
         // A future already done has won, even if its completer has not
         // sealed the callback list yet (waiters are woken first): the
         // callback will run.
-        if registration.stack != self.callbacks.id().addr()
+        if registration.future != self.id
             || self.is_done()
             || !self.callbacks.push_tombstone(registration.target)
         {
@@ -240,7 +244,10 @@ impl<T> Core<T> {
         // promise, both counted, so the count is above zero and cannot reach
         // one (the take condition) while the maker lives; no data is
         // published by counting.
-        self.handles.fetch_add(1, Ordering::Relaxed);
+        if self.handles.fetch_add(1, Ordering::Relaxed) == u32::MAX {
+            // Four billion live handles: like `Arc`, refuse to wrap around.
+            std::process::abort();
+        }
     }
 
     pub(crate) fn drop_handle(&self) {

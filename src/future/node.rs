@@ -62,8 +62,8 @@ enum Op<'a, A> {
 /// The one function pointer per node that knows its payload type.
 type Dispatch<A> = unsafe fn(NonNull<Header<A>>, Op<'_, A>);
 
-/// The payload of a tombstone: the address of the node to remove.
-struct Tombstone(usize);
+/// The payload of a tombstone: the address and serial of the node to remove.
+struct Tombstone(usize, u64);
 
 impl<A> Payload<A> for Tombstone {
     unsafe fn fire(&self, _: &A) {}
@@ -78,8 +78,10 @@ pub(crate) struct Header<A> {
     pub(super) next: UnsafeCell<*mut Header<A>>,
     status: AtomicU8,
     refs: AtomicU8,
-    /// Identity of the stack the node is for (compared, never dereferenced).
-    owner: *const (),
+    /// A serial number unique in the process (0 for waiter nodes): with the
+    /// address it names a callback for removal, so a stale registration can
+    /// never match a new node that reuses the address.
+    serial: u64,
     dispatch: Dispatch<A>,
 }
 
@@ -121,18 +123,13 @@ unsafe fn dispatch<A, P: Payload<A>>(h: NonNull<Header<A>>, op: Op<'_, A>) {
 }
 
 impl<A> NodeRef<A> {
-    fn alloc<P: Payload<A>>(
-        payload: P,
-        owner: *const (),
-        status: u8,
-        refs: u8,
-    ) -> NonNull<Header<A>> {
+    fn alloc<P: Payload<A>>(payload: P, serial: u64, status: u8, refs: u8) -> NonNull<Header<A>> {
         let node = Box::new(Node {
             header: Header {
                 next: UnsafeCell::new(std::ptr::null_mut()),
                 status: AtomicU8::new(status),
                 refs: AtomicU8::new(refs),
-                owner,
+                serial,
                 dispatch: dispatch::<A, P>,
             },
             payload,
@@ -144,8 +141,8 @@ impl<A> NodeRef<A> {
     /// the list's when it is pushed, the other stays with the caller (a
     /// waiter that may withdraw it). A node never pushed is freed by
     /// dropping both.
-    pub(crate) fn new<P: Payload<A>>(payload: P, owner: *const ()) -> (NodeRef<A>, NodeRef<A>) {
-        let ptr = Self::alloc(payload, owner, LIVE, 2);
+    pub(crate) fn new<P: Payload<A>>(payload: P) -> (NodeRef<A>, NodeRef<A>) {
+        let ptr = Self::alloc(payload, 0, LIVE, 2);
         let a = NodeRef {
             ptr,
             _owns: PhantomData,
@@ -160,36 +157,37 @@ impl<A> NodeRef<A> {
     /// Allocates a node owned by the list alone (a done-callback: it is
     /// removed by a tombstone, never through a reference of its own, so
     /// attaching and draining it need no reference counting).
-    pub(crate) fn new_listed<P: Payload<A>>(payload: P, owner: *const ()) -> NodeRef<A> {
+    pub(crate) fn new_listed<P: Payload<A>>(payload: P, serial: u64) -> NodeRef<A> {
         NodeRef {
-            ptr: Self::alloc(payload, owner, LIVE, 1),
+            ptr: Self::alloc(payload, serial, LIVE, 1),
             _owns: PhantomData,
         }
     }
 
     /// A tombstone: asks the thread that next owns the list interior to
-    /// remove the older node at address `target`.
-    pub(crate) fn tombstone(target: usize, owner: *const ()) -> NodeRef<A> {
+    /// remove the older node at address `target` with serial `serial`.
+    pub(crate) fn tombstone(target: usize, serial: u64) -> NodeRef<A> {
         NodeRef {
-            ptr: Self::alloc(Tombstone(target), owner, TOMBSTONE, 1),
+            ptr: Self::alloc(Tombstone(target, serial), 0, TOMBSTONE, 1),
             _owns: PhantomData,
         }
     }
 
-    /// The node's address, as a tombstone names it.
-    pub(crate) fn addr(&self) -> usize {
-        self.ptr.as_ptr().addr()
+    /// The node's address and serial, as a tombstone names it.
+    pub(crate) fn name(&self) -> (usize, u64) {
+        (self.ptr.as_ptr().addr(), self.header().serial)
     }
 
     /// The target of a tombstone not yet resolved, if this is one. Only the
     /// list interior's owner calls this (it alone resolves tombstones).
-    pub(crate) fn tombstone_target(&self) -> Option<usize> {
+    pub(crate) fn tombstone_target(&self) -> Option<(usize, u64)> {
         if self.header().status.load(Ordering::Relaxed) != TOMBSTONE {
             return None;
         }
         // SAFETY: only tombstones carry the TOMBSTONE status, and they are
         // made with a `Tombstone` payload.
-        Some(unsafe { self.payload::<Tombstone>() }.0)
+        let t = unsafe { self.payload::<Tombstone>() };
+        Some((t.0, t.1))
     }
 
     /// Marks a node resolved by the interior owner: a tombstone that was

@@ -233,8 +233,8 @@ impl<A> Stack<A> {
     /// Returns false, pushing nothing, once the stack is complete: the node
     /// then runs (or ran). The next drain or compaction resolves the request
     /// and drops the node's payload unfired.
-    pub(crate) fn push_tombstone(&self, target: usize) -> bool {
-        let node = NodeRef::<A>::tombstone(target, self.id()).into_raw();
+    pub(crate) fn push_tombstone(&self, target: (usize, u64)) -> bool {
+        let node = NodeRef::<A>::tombstone(target.0, target.1).into_raw();
         let mut backoff = Backoff::default();
         // Relaxed: only compared and stored into our node.
         let mut head = self.head.load(Ordering::Relaxed);
@@ -505,7 +505,7 @@ impl Drop for DrainGuard<'_> {
 /// Removal requests met while walking a list newest first. Tombstones are
 /// rare, so this allocates only when one is met.
 #[derive(Default)]
-struct Removals(Vec<usize>);
+struct Removals(Vec<(usize, u64)>);
 
 impl Removals {
     /// Looks at `node` (the caller owns the list interior): a tombstone is
@@ -519,7 +519,7 @@ impl Removals {
             self.0.push(target);
             node.remove_by_owner();
         } else if !self.0.is_empty()
-            && let Some(i) = self.0.iter().position(|&t| t == node.addr())
+            && let Some(i) = self.0.iter().position(|&t| t == node.name())
         {
             self.0.swap_remove(i);
             node.remove_by_owner();

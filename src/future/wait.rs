@@ -59,10 +59,7 @@ impl<T> Core<T> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
         }
-        let (list, mine) = NodeRef::new(
-            ThreadWaiter(crate::sync::current_thread()),
-            self.waiters().id(),
-        );
+        let (list, mine) = NodeRef::new(ThreadWaiter(crate::sync::current_thread()));
         if self.waiters().push(list, None) == Pushed::Closed {
             return true;
         }
@@ -112,7 +109,7 @@ impl AsyncWait {
                     .register(cx.waker());
             }
             None => {
-                let (list, mine) = NodeRef::new(TaskWaiter::default(), core.waiters().id());
+                let (list, mine) = NodeRef::new(TaskWaiter::default());
                 // SAFETY: just made as a TaskWaiter.
                 unsafe { mine.payload::<TaskWaiter>() }
                     .0
