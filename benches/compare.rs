@@ -233,6 +233,30 @@ fn wait_count(counter: &AtomicUsize, n: usize) {
     }
 }
 
+/// Times `n` empty jobs handed to `$spawn`, each answering on a tokio oneshot
+/// (a peer's stand-in for a result handle), and waits for every answer. A
+/// macro, not a function taking `Box<dyn FnOnce>`, so the peer gets the
+/// closure unboxed, as its users would give it.
+macro_rules! oneshot_round_trips {
+    ($n:expr, |$job:ident| $spawn:expr) => {
+        time(|| {
+            let rs: Vec<_> = (0..$n)
+                .map(|_| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let $job = move || {
+                        let _ = tx.send(());
+                    };
+                    $spawn;
+                    rx
+                })
+                .collect();
+            for r in rs {
+                r.blocking_recv().unwrap();
+            }
+        })
+    };
+}
+
 fn throughput(b: &mut Bench) {
     let n = b.n(1_000_000);
     let pool = ThreadPool::new(WORKERS).unwrap();
@@ -248,22 +272,7 @@ fn throughput(b: &mut Bench) {
         .num_threads(WORKERS)
         .build()
         .unwrap();
-    let theirs = b.per_op(n, || {
-        time(|| {
-            let rs: Vec<_> = (0..n)
-                .map(|_| {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    rayon_pool.spawn(move || {
-                        let _ = tx.send(());
-                    });
-                    rx
-                })
-                .collect();
-            for r in rs {
-                r.blocking_recv().unwrap();
-            }
-        })
-    });
+    let theirs = b.per_op(n, || oneshot_round_trips!(n, |job| rayon_pool.spawn(job)));
     b.row(
         &format!("submit+wait {n} (handles)"),
         "rayon spawn + oneshot",
@@ -291,22 +300,7 @@ fn throughput(b: &mut Bench) {
         theirs,
     );
     let tp = threadpool::ThreadPool::new(WORKERS);
-    let theirs = b.per_op(n, || {
-        time(|| {
-            let rs: Vec<_> = (0..n)
-                .map(|_| {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    tp.execute(move || {
-                        let _ = tx.send(());
-                    });
-                    rx
-                })
-                .collect();
-            for r in rs {
-                r.blocking_recv().unwrap();
-            }
-        })
-    });
+    let theirs = b.per_op(n, || oneshot_round_trips!(n, |job| tp.execute(job)));
     b.row(
         &format!("submit+wait {n} (handles)"),
         "threadpool + oneshot",

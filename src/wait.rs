@@ -49,12 +49,7 @@ impl<'a, T: Send + Sync + 'static> Watch<'a, T> {
         let registrations = handles
             .iter()
             .enumerate()
-            .map(|(i, h)| {
-                let tx = tx.clone();
-                Some(h.add_done_callback(move |_| {
-                    let _ = tx.send(i);
-                }))
-            })
+            .map(|(i, h)| Some(send_when_done(h, i, &tx)))
             .collect();
         Watch {
             handles,
@@ -80,6 +75,19 @@ impl<T> Drop for Watch<'_, T> {
             }
         }
     }
+}
+
+/// Attaches a callback that sends `i` on `tx` once `h` is done (at once if
+/// it already is).
+fn send_when_done<T: Send + Sync + 'static>(
+    h: &FutureHandle<T>,
+    i: usize,
+    tx: &mpsc::Sender<usize>,
+) -> Registration<T> {
+    let tx = tx.clone();
+    h.add_done_callback(move |_| {
+        let _ = tx.send(i);
+    })
 }
 
 /// Removes duplicates (by identity), keeping the first of each.
@@ -190,10 +198,7 @@ pub fn as_completed<T: Send + Sync + 'static>(
             ready.push_back(i);
             registrations.push(None);
         } else {
-            let tx = tx.clone();
-            registrations.push(Some(h.add_done_callback(move |_| {
-                let _ = tx.send(i);
-            })));
+            registrations.push(Some(send_when_done(h, i, &tx)));
         }
     }
     AsCompleted {

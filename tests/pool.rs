@@ -7,6 +7,22 @@ use std::time::Duration;
 
 use concurrent_futures::{BuildError, SubmitError, TaskError, ThreadPool};
 
+/// Occupies one worker with a task that waits at the returned barrier, and
+/// returns once that task runs, so whatever is submitted next queues.
+fn occupy(pool: &ThreadPool) -> (concurrent_futures::FutureHandle<()>, Arc<Barrier>) {
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let task = pool
+        .submit(move || {
+            g.wait();
+        })
+        .unwrap();
+    while !task.running() {
+        std::thread::yield_now();
+    }
+    (task, gate)
+}
+
 #[test]
 fn submit_returns_results_and_panics_resolve_handles() {
     let pool = ThreadPool::new(2).unwrap();
@@ -36,12 +52,7 @@ fn builder_rejects_bad_input() {
 #[test]
 fn cancel_pending_but_not_running() {
     let pool = ThreadPool::new(1).unwrap();
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    let running = pool.submit(move || g.wait()).unwrap();
-    while !running.running() {
-        std::thread::yield_now();
-    }
+    let (running, gate) = occupy(&pool);
     let ran = Arc::new(AtomicUsize::new(0));
     let r = ran.clone();
     let pending = pool
@@ -141,12 +152,7 @@ fn shutdown_with_cancel_cancels_only_queued_work() {
 #[test]
 fn shutdown_timeout_reports_what_still_runs() {
     let pool = ThreadPool::new(1).unwrap();
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    let stuck = pool.submit(move || g.wait()).unwrap();
-    while !stuck.running() {
-        std::thread::yield_now();
-    }
+    let (stuck, gate) = occupy(&pool);
     let report = pool.shutdown_timeout(Duration::from_millis(20), false);
     assert!(!report.finished);
     assert_eq!(report.running, 1);
@@ -174,12 +180,7 @@ fn try_submit_refuses_when_full() {
         .max_queued(2)
         .build()
         .unwrap();
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    let blocker = pool.submit(move || g.wait()).unwrap();
-    while !blocker.running() {
-        std::thread::yield_now();
-    }
+    let (_blocker, gate) = occupy(&pool);
     let a = pool.try_submit(|| 1).unwrap();
     let b = pool.try_submit(|| 2).unwrap();
     match pool.try_submit(|| 3) {
@@ -315,16 +316,7 @@ fn metrics_count_tasks() {
 #[test]
 fn cancelling_shutdown_still_runs_strand_work_and_routed_callbacks() {
     let pool = ThreadPool::new(1).unwrap();
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    let busy = pool
-        .submit(move || {
-            g.wait();
-        })
-        .unwrap();
-    while !busy.running() {
-        std::thread::yield_now();
-    }
+    let (_busy, gate) = occupy(&pool);
     let strand = concurrent_futures::Strand::new(&pool, 0u32);
     strand.post(|n| *n += 1); // its drain is queued behind `busy`
     let promise = concurrent_futures::Promise::new();
@@ -377,16 +369,7 @@ fn a_one_worker_pool_task_waiting_on_a_promise_fed_by_the_pool() {
 #[test]
 fn dropping_the_pool_after_a_timed_out_shutdown_does_not_hang() {
     let pool = ThreadPool::new(1).unwrap();
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    let stuck = pool
-        .submit(move || {
-            g.wait();
-        })
-        .unwrap();
-    while !stuck.running() {
-        std::thread::yield_now();
-    }
+    let (stuck, gate) = occupy(&pool);
     assert!(
         !pool
             .shutdown_timeout(Duration::from_millis(5), false)
