@@ -222,7 +222,8 @@ fn dropping_map_cancels_queued_tasks() {
                         g1.wait();
                     }
                     1 => {
-                        g2.wait();
+                        g2.wait(); // tell the test task 1 runs
+                        g2.wait(); // and stay until it says go
                     }
                     _ => {}
                 }
@@ -238,7 +239,9 @@ fn dropping_map_cancels_queued_tasks() {
     });
     assert_eq!(m.next(), Some(Ok(0)));
     opener.join().unwrap();
-    // Task 1 now blocks the only worker; 2..9 are queued. Drop the iterator.
+    // Once task 1 runs it blocks the only worker; 2..9 stay queued. (Without
+    // waiting for it to start, the drop could cancel task 1 too.)
+    second.wait();
     drop(m);
     second.wait();
     pool.shutdown(true, false);
