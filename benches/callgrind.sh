@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Prints instructions per operation for one callback attach and for one
-# submit+complete+wait, measured with callgrind: each workload runs with two
+# Prints instructions per operation for one callback attach, one
+# submit+complete+wait and one wake+re-poll of a future on the pool, measured with callgrind: each workload runs with two
 # operation counts and the difference is divided by the extra operations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ ir() {
     grep -E '^summary:|^totals:' "$out" | head -1 | awk '{print $2}'
     rm -f "$out"
 }
-for w in attach submit; do
+for w in attach submit repoll; do
     lo=$(ir "$w" 1000)
     hi=$(ir "$w" 11000)
     echo "$w: $(( (hi - lo) / 10000 )) instructions per operation"

@@ -531,6 +531,98 @@ fn throughput(b: &mut Bench) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Futures on the pool against tokio's scheduler, 2 workers each.
+
+/// Pending `left` more times, waking itself each time (one re-queue per wake).
+struct Yields(usize);
+
+impl std::future::Future for Yields {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 == 0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 -= 1;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+fn async_tasks(b: &mut Bench) {
+    let pool = ThreadPool::new(2).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let n = b.n(200_000);
+    let (ours, theirs) = b.duel(
+        n,
+        || {
+            time(|| {
+                let hs: Vec<_> = (0..n)
+                    .map(|i| pool.submit_future(async move { i }).unwrap())
+                    .collect();
+                let sum: usize = hs.into_iter().map(|h| h.join().unwrap()).sum();
+                SINK.fetch_add(sum, Ordering::Relaxed);
+            })
+        },
+        || {
+            time(|| {
+                let hs: Vec<_> = (0..n).map(|i| rt.spawn(async move { i })).collect();
+                let sum: usize = rt.block_on(async {
+                    let mut sum = 0;
+                    for h in hs {
+                        sum += h.await.unwrap();
+                    }
+                    sum
+                });
+                SINK.fetch_add(sum, Ordering::Relaxed);
+            })
+        },
+    );
+    b.row(
+        &format!("spawn future+await x{n} (handles)"),
+        "tokio spawn + JoinHandle",
+        ours,
+        theirs,
+    );
+
+    // Wakes: 100 futures each waking itself k times; each wake re-queues.
+    let k = if b.quick { 200 } else { 1000 };
+    let tasks = 100;
+    let (ours, theirs) = b.duel(
+        tasks * k,
+        || {
+            time(|| {
+                let hs: Vec<_> = (0..tasks)
+                    .map(|_| pool.submit_future(Yields(k)).unwrap())
+                    .collect();
+                hs.into_iter().for_each(|h| h.join().unwrap());
+            })
+        },
+        || {
+            time(|| {
+                let hs: Vec<_> = (0..tasks).map(|_| rt.spawn(Yields(k))).collect();
+                rt.block_on(async {
+                    for h in hs {
+                        h.await.unwrap();
+                    }
+                });
+            })
+        },
+    );
+    b.row(
+        &format!("self-wake re-poll x{}", tasks * k),
+        "tokio spawn",
+        ours,
+        theirs,
+    );
+}
+
 /// ns per task of Python's executor, from `benches/python_tpe.py`.
 fn python_tpe(n: usize) -> Option<f64> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_tpe.py");
@@ -865,12 +957,13 @@ fn main() {
     );
     // Optional group names on the command line run only those groups.
     type Group = (&'static str, fn(&mut Bench));
-    let groups: [Group; 6] = [
+    let groups: [Group; 7] = [
         ("callbacks", callbacks),
         ("latency", latency),
         ("waits", waits),
         ("memory", memory),
         ("idle", idle_cpu),
+        ("async", async_tasks),
         // Last: tokio's spawn_blocking leaves hundreds of idle threads
         // behind for seconds, which would disturb the groups after it.
         ("throughput", throughput),

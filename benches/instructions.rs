@@ -3,7 +3,7 @@
 //! with two operation counts and prints the difference per operation, so
 //! start-up and thread creation cancel out.
 //!
-//! Usage: instructions (attach|submit) N
+//! Usage: instructions (attach|submit|repoll) N
 
 use std::hint::black_box;
 
@@ -45,6 +45,23 @@ fn main() {
             gate.wait();
             pool.shutdown(true, false);
             drop(handles);
+        }
+        // One wake + re-queue + poll of a future on the pool: a future that
+        // wakes itself N times on a one-worker pool (the main thread waits).
+        "repoll" => {
+            let pool = ThreadPool::new(1).unwrap();
+            let mut left = n;
+            let h = pool
+                .submit_future(std::future::poll_fn(move |cx| {
+                    if left == 0 {
+                        return std::task::Poll::Ready(());
+                    }
+                    left -= 1;
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }))
+                .unwrap();
+            h.join().unwrap();
         }
         other => panic!("unknown workload {other}"),
     }

@@ -1,25 +1,53 @@
 //! Python's `concurrent.futures`, done right in Rust, lock-free.
 //!
-//! - [`FutureHandle`] / [`Promise`]: a future whose done-callbacks live on a
-//!   lock-free list and run exactly once, in registration order, never two
-//!   at a time, even when attached while completion is running them.
+//! - [`ThreadPool`]: Python's `ThreadPoolExecutor` on a work-stealing
+//!   executor: [`submit`](ThreadPool::submit) a closure, get a
+//!   [`FutureHandle`]; [`map`](ThreadPool::map) lazily and in order;
+//!   [`shutdown`](ThreadPool::shutdown) with or without cancelling queued
+//!   work. A refused submit hands the closure back ([`SubmitError`]).
+//! - [`FutureHandle`] / [`Promise`]: a future whose done-callbacks run
+//!   exactly once, in registration order, never two at a time, even when
+//!   attached while completion is running them. Block on it
+//!   ([`result`](FutureHandle::result), [`join`](FutureHandle::join)), or
+//!   `.await` it from async code.
+//! - [`wait`] and [`as_completed`]: Python's module functions, leaving
+//!   nothing attached to futures that never finish.
+//! - [`Strand`]: a serial context on the pool that owns a state, so
+//!   done-callbacks can update shared totals with `&mut` and no lock.
+//! - Futures on the pool: [`ThreadPool::submit_future`] and
+//!   [`ThreadPool::spawn_future`].
 //!
 //! ```
-//! use concurrent_futures::Promise;
+//! use concurrent_futures::{ThreadPool, as_completed};
 //!
-//! let promise = Promise::new();
-//! let handle = promise.handle();
-//! handle.add_done_callback(|r| println!("done: {:?}", r));
-//! std::thread::spawn(move || promise.set_result(42).unwrap());
-//! assert_eq!(handle.join(), Ok(42));
+//! let pool = ThreadPool::new(2).unwrap();
+//! let handles: Vec<_> = (1..=3u64).map(|i| pool.submit(move || i * 10).unwrap()).collect();
+//! handles[0].add_done_callback(|r| println!("first: {:?}", r));
+//! let total: u64 = as_completed(handles, None).map(|h| *h.unwrap().result().unwrap()).sum();
+//! assert_eq!(total, 60);
 //! ```
+//!
+//! # Feature flags
+//!
+//! - `futures`: `AsCompleted::into_stream` gives a `futures::Stream`,
+//!   and [`ThreadPool`] implements `futures::task::Spawn`.
+//! - `tracing`: spans and events for tasks and the pool's lifecycle
+//!   (compiled out without the feature).
+//!
+//! The guide (`docs/guide.md` in the repository) is a tour from submit to
+//! shutdown with a table from Python's names to this crate's;
+//! `docs/design.md` explains the protocols and why they hold.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(unsafe_op_in_unsafe_fn)]
 
 mod error;
 mod executor;
 mod future;
+#[cfg(feature = "futures")]
+mod interop;
 pub(crate) mod sync;
+mod trace;
 mod wait;
 
 pub use error::{AlreadyStarted, InvalidState, PanicMessage, TaskError, TimedOut};
@@ -30,4 +58,13 @@ pub use future::{
     CallbackPanic, FutureHandle, Join, Promise, Registration, WaitAsync, clear_callback_panic_hook,
     set_callback_panic_hook,
 };
+#[cfg(feature = "futures")]
+#[cfg_attr(docsrs, doc(cfg(feature = "futures")))]
+pub use interop::AsCompletedStream;
 pub use wait::{AsCompleted, DoneAndNotDone, ReturnWhen, as_completed, wait};
+
+/// The README's and the guide's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+#[doc = include_str!("../docs/guide.md")]
+struct DocsDoctests;

@@ -6,11 +6,13 @@
 //! times on handles that never complete leaves nothing behind.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use crate::error::{TaskError, TimedOut};
 use crate::future::{FutureHandle, Registration};
+use crate::sync::WakerSlot;
 
 /// When [`wait`] returns (Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION`,
 /// `ALL_COMPLETED`).
@@ -45,11 +47,11 @@ struct Watch<'a, T> {
 
 impl<'a, T: Send + Sync + 'static> Watch<'a, T> {
     fn new(handles: &'a [FutureHandle<T>]) -> Self {
-        let (tx, rx) = mpsc::channel();
+        let (inbox, rx) = Inbox::new();
         let registrations = handles
             .iter()
             .enumerate()
-            .map(|(i, h)| Some(send_when_done(h, i, &tx)))
+            .map(|(i, h)| Some(send_when_done(h, i, &inbox)))
             .collect();
         Watch {
             handles,
@@ -77,16 +79,38 @@ impl<T> Drop for Watch<'_, T> {
     }
 }
 
-/// Attaches a callback that sends `i` on `tx` once `h` is done (at once if
-/// it already is).
+/// Where the done-callbacks of one `wait` or `as_completed` report: the
+/// index of each future that finished, then a wake for an async reader.
+pub(crate) struct Inbox {
+    tx: mpsc::Sender<usize>,
+    waker: WakerSlot,
+}
+
+impl Inbox {
+    fn new() -> (Arc<Inbox>, Receiver<usize>) {
+        let (tx, rx) = mpsc::channel();
+        let waker = WakerSlot::default();
+        (Arc::new(Inbox { tx, waker }), rx)
+    }
+
+    /// The waker of the task polling the stream, woken on each arrival.
+    #[cfg_attr(not(feature = "futures"), allow(dead_code))]
+    pub(crate) fn waker(&self) -> &WakerSlot {
+        &self.waker
+    }
+}
+
+/// Attaches a callback that sends `i` to `inbox` once `h` is done (at once
+/// if it already is).
 fn send_when_done<T: Send + Sync + 'static>(
     h: &FutureHandle<T>,
     i: usize,
-    tx: &mpsc::Sender<usize>,
+    inbox: &Arc<Inbox>,
 ) -> Registration<T> {
-    let tx = tx.clone();
+    let inbox = inbox.clone();
     h.add_done_callback(move |_| {
-        let _ = tx.send(i);
+        let _ = inbox.tx.send(i);
+        inbox.waker.wake();
     })
 }
 
@@ -190,7 +214,7 @@ pub fn as_completed<T: Send + Sync + 'static>(
     let handles = distinct(handles);
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let total = handles.len();
-    let (tx, rx) = mpsc::channel();
+    let (inbox, rx) = Inbox::new();
     let mut registrations = Vec::with_capacity(total);
     let mut ready = VecDeque::new();
     for (i, h) in handles.iter().enumerate() {
@@ -198,13 +222,15 @@ pub fn as_completed<T: Send + Sync + 'static>(
             ready.push_back(i);
             registrations.push(None);
         } else {
-            registrations.push(Some(send_when_done(h, i, &tx)));
+            registrations.push(Some(send_when_done(h, i, &inbox)));
         }
     }
     AsCompleted {
         slots: handles.into_iter().map(Some).collect(),
         registrations,
         ready,
+        #[cfg(feature = "futures")]
+        inbox,
         rx,
         deadline,
         yielded: 0,
@@ -213,14 +239,18 @@ pub fn as_completed<T: Send + Sync + 'static>(
     }
 }
 
-/// The iterator of [`as_completed`].
+/// The iterator of [`as_completed`]; with the `futures` feature,
+/// `into_stream` makes it a `Stream` of the same items, for async code.
 pub struct AsCompleted<T> {
     slots: Vec<Option<FutureHandle<T>>>,
     registrations: Vec<Option<Registration<T>>>,
     /// Indices done at the start, yielded first.
     ready: VecDeque<usize>,
-    rx: Receiver<usize>,
-    deadline: Option<Instant>,
+    /// Where the callbacks report (the stream registers its waker there).
+    #[cfg(feature = "futures")]
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) rx: Receiver<usize>,
+    pub(crate) deadline: Option<Instant>,
     yielded: usize,
     total: usize,
     timed_out: bool,
@@ -235,31 +265,56 @@ impl<T> std::fmt::Debug for AsCompleted<T> {
     }
 }
 
+impl<T> AsCompleted<T> {
+    /// The next handle that was done at the start, if any is left.
+    pub(crate) fn next_ready(&mut self) -> Option<FutureHandle<T>> {
+        let i = self.ready.pop_front()?;
+        Some(self.take(i))
+    }
+
+    /// The handle whose callback reported index `i`.
+    pub(crate) fn arrived(&mut self, i: usize) -> FutureHandle<T> {
+        // It ran: nothing to remove any more.
+        self.registrations[i] = None;
+        self.take(i)
+    }
+
+    fn take(&mut self, i: usize) -> FutureHandle<T> {
+        self.yielded += 1;
+        self.slots[i]
+            .take()
+            .expect("each index is yielded once: handles are distinct")
+    }
+
+    /// The timeout passed: the error, after which the sequence ends.
+    pub(crate) fn expire(&mut self) -> TimedOut {
+        self.timed_out = true;
+        TimedOut {
+            unfinished: self.total - self.yielded,
+            total: self.total,
+        }
+    }
+
+    /// Whether every item (or the timeout error) was yielded.
+    pub(crate) fn is_terminated(&self) -> bool {
+        self.timed_out || self.yielded == self.total
+    }
+}
+
 impl<T> Iterator for AsCompleted<T> {
     type Item = Result<FutureHandle<T>, TimedOut>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.timed_out || self.yielded == self.total {
+        if self.is_terminated() {
             return None;
         }
-        let i = match self.ready.pop_front() {
-            Some(i) => i,
-            None => match recv(&self.rx, self.deadline) {
-                Some(i) => {
-                    self.registrations[i] = None;
-                    i
-                }
-                None => {
-                    self.timed_out = true;
-                    return Some(Err(TimedOut {
-                        unfinished: self.total - self.yielded,
-                        total: self.total,
-                    }));
-                }
-            },
-        };
-        self.yielded += 1;
-        self.slots[i].take().map(Ok)
+        if let Some(h) = self.next_ready() {
+            return Some(Ok(h));
+        }
+        Some(match recv(&self.rx, self.deadline) {
+            Some(i) => Ok(self.arrived(i)),
+            None => Err(self.expire()),
+        })
     }
 }
 

@@ -37,6 +37,17 @@ fn thread_safe_types_are_send_and_sync() {
     // `S: Send` suffices: a `Send` but not `Sync` state is fine.
     assert_send_sync::<Strand<Vec<u8>>>();
     assert_send_sync::<Strand<std::cell::Cell<u8>>>();
+    // A future that keeps only `Send` values across its awaits runs on the
+    // pool (the positive side of `submit_future_non_send`).
+    let pool = ThreadPool::new(1).unwrap();
+    let h = pool
+        .submit_future(async {
+            let s = String::from("kept across an await");
+            std::future::ready(()).await;
+            s.len()
+        })
+        .unwrap();
+    assert_eq!(h.join(), Ok(20));
     // The async faces can be held across `.await` in a multi-threaded runtime.
     assert_send::<Join<String>>();
     assert_send::<WaitAsync<'static, String>>();

@@ -1,11 +1,12 @@
 //! The executor's unsafe code under Miri: a small run of every path that
 //! touches it (the task cell and its `ManuallyDrop` queue entry, claim-inline,
 //! cancel and abandon, fire-and-forget tasks, the strand's state cell, the
-//! worker's thread-local context). Also part of `cargo test`; counts are
+//! worker's thread-local context, the async task). Also part of `cargo test`; counts are
 //! small so the interpreter finishes in minutes.
 #![cfg(not(loom))]
 
-use std::sync::{Arc, Barrier};
+mod common;
+use common::{hold_workers, wakes_itself};
 
 use concurrent_futures::{ReturnWhen, Strand, TaskError, ThreadPool, as_completed, wait};
 
@@ -30,20 +31,11 @@ fn tasks_run_cancel_abandon_and_claim_inline() {
     // Cancel queued work behind held workers; panics resolve handles. Both
     // workers are inside their task (first barrier) before anything else
     // is queued, so nothing can start `queued` before it is cancelled.
-    let (held, release) = (Arc::new(Barrier::new(3)), Arc::new(Barrier::new(3)));
-    for _ in 0..2 {
-        let (h, r) = (held.clone(), release.clone());
-        pool.spawn(move || {
-            h.wait();
-            r.wait();
-        })
-        .unwrap();
-    }
-    held.wait();
+    let release = hold_workers(&pool);
     let queued = pool.submit(|| vec![1u8]).unwrap();
     let bad = pool.submit(|| -> u8 { panic!("miri") }).unwrap();
     assert!(queued.cancel());
-    release.wait();
+    release();
     assert_eq!(queued.result(), Err(TaskError::Cancelled));
     assert!(matches!(bad.result(), Err(TaskError::Panicked(_))));
     // Shutdown cancelling queued work; a dropped pool abandons nothing.
@@ -85,4 +77,66 @@ fn strands_map_wait_and_routed_callbacks() {
         tx.send(*r.unwrap()).unwrap()
     });
     assert_eq!(rx.recv(), Ok(1));
+}
+
+/// The async task's unsafe paths: the pinned future in its cell, the
+/// queue entry reused as waker and re-queued, the unpolled cancel, the
+/// in-place drop (also of a future whose `Drop` panics), and the inline
+/// poll after shutdown.
+#[test]
+fn futures_on_the_pool() {
+    use concurrent_futures::Promise;
+
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("drop boom");
+        }
+    }
+
+    let pool = ThreadPool::new(2).unwrap();
+    let input = Promise::new();
+    let ready = input.handle();
+    let out = pool
+        .submit_future(async move { ready.await.unwrap() + 1 })
+        .unwrap();
+    input.set_result(1u32).unwrap();
+    assert_eq!(out.join(), Ok(2));
+    // A future that wakes itself a few times (re-queued, no allocation).
+    let yields = pool.submit_future(wakes_itself(3)).unwrap();
+    assert_eq!(yields.join(), Ok(()));
+    // A future whose drop panics, dropped in place after it finished (an
+    // async block would drop its captures inside `poll`: a panic in poll).
+    struct ReadyThenBoom(#[allow(dead_code)] PanicOnDrop);
+    impl std::future::Future for ReadyThenBoom {
+        type Output = u8;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<u8> {
+            std::task::Poll::Ready(5)
+        }
+    }
+    let h = pool.submit_future(ReadyThenBoom(PanicOnDrop)).unwrap();
+    assert_eq!(h.join(), Ok(5));
+    let after = pool.submit(|| "the worker survived").unwrap();
+    assert_eq!(after.join(), Ok("the worker survived"));
+    // Cancelled before its first poll, behind held workers.
+    let release = hold_workers(&pool);
+    let never = pool.submit_future(async { 0u8 }).unwrap();
+    assert!(never.cancel());
+    release();
+    assert_eq!(never.result(), Err(TaskError::Cancelled));
+    // Pending at shutdown, woken after it: polled on the waking thread.
+    let late = Promise::new();
+    let wait_for = late.handle();
+    let h = pool
+        .submit_future(async move { wait_for.await.unwrap() })
+        .unwrap();
+    while !h.running() {
+        std::thread::yield_now();
+    }
+    pool.shutdown(true, false);
+    late.set_result(9u8).unwrap();
+    assert_eq!(h.join(), Ok(9));
 }

@@ -1,5 +1,8 @@
-//! Waiters that give up leave nothing behind (a counting global allocator).
+//! Waiters that give up leave nothing behind, and a wake of a future on the
+//! pool allocates nothing (a counting global allocator).
 #![cfg(not(loom))]
+
+mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
@@ -117,4 +120,23 @@ fn waiters_that_give_up_keep_memory_bounded() {
     // Completing afterwards still works and frees the rest.
     promise.set_result(1).unwrap();
     assert_eq!(handle.result(), Ok(&1));
+
+    // 6. A future on the pool waking itself: a wake re-queues the task's
+    // own allocation, so the allocations do not grow with the wakes.
+    let pool = concurrent_futures::ThreadPool::new(1).unwrap();
+    let allocs_for = |wakes: usize| {
+        let before = ALLOCS.load(Ordering::Relaxed);
+        pool.submit_future(common::wakes_itself(wakes))
+            .unwrap()
+            .join()
+            .unwrap();
+        ALLOCS.load(Ordering::Relaxed) - before
+    };
+    allocs_for(10); // warm up (thread-locals, the deque's first buffer)
+    let (few, many) = (allocs_for(10), allocs_for(N / 10));
+    assert!(
+        many <= few + 2,
+        "{many} allocations for {} wakes against {few} for 10",
+        N / 10
+    );
 }

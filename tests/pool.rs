@@ -1,27 +1,14 @@
 //! The thread pool: Python's executor semantics, and waiting inside the pool.
 #![cfg(not(loom))]
 
+mod common;
+use common::occupy;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::Duration;
 
 use concurrent_futures::{BuildError, SubmitError, TaskError, ThreadPool};
-
-/// Occupies one worker with a task that waits at the returned barrier, and
-/// returns once that task runs, so whatever is submitted next queues.
-fn occupy(pool: &ThreadPool) -> (concurrent_futures::FutureHandle<()>, Arc<Barrier>) {
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    let task = pool
-        .submit(move || {
-            g.wait();
-        })
-        .unwrap();
-    while !task.running() {
-        std::thread::yield_now();
-    }
-    (task, gate)
-}
 
 #[test]
 fn submit_returns_results_and_panics_resolve_handles() {

@@ -3,6 +3,9 @@
 //! a task run twice, a panic escaping into the caller, or a hang.
 #![cfg(not(loom))]
 
+mod common;
+use common::hold_workers;
+
 use std::panic::panic_any;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -59,25 +62,6 @@ fn assert_all_workers_alive(pool: &ThreadPool) {
     let later: Vec<_> = (0..100).map(|i| pool.submit(move || i).unwrap()).collect();
     let sum: usize = later.iter().map(|h| *h.result().unwrap()).sum();
     assert_eq!(sum, 4950);
-}
-
-/// Holds every worker busy; what is submitted until the returned release
-/// is called queues behind it.
-fn hold_workers(pool: &ThreadPool) -> impl FnOnce() + use<> {
-    let n = pool.workers();
-    let (held, release) = (Arc::new(Barrier::new(n + 1)), Arc::new(Barrier::new(n + 1)));
-    for _ in 0..n {
-        let (h, r) = (held.clone(), release.clone());
-        pool.spawn(move || {
-            h.wait();
-            r.wait();
-        })
-        .unwrap();
-    }
-    held.wait();
-    move || {
-        release.wait();
-    }
 }
 
 /// Panics when dropped, with its message.

@@ -7,9 +7,11 @@
 //! - [`sleep`]: parking idle workers without lost wakeups.
 //! - [`strand`] and [`schedule`]: serial contexts owning a state.
 //! - [`task`]: one allocation per task, closure and future together.
+//! - [`async_task`]: `std::future::Future`s polled on the workers.
 //! - [`deadlock`]: refusing waits on oneself or in a cycle.
 //! - [`metrics`]: relaxed per-worker counters.
 
+pub(crate) mod async_task;
 pub(crate) mod deadlock;
 pub(crate) mod map;
 pub(crate) mod metrics;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::async_task;
 use super::metrics::Metrics;
 use super::registry::{Config, Registry};
 use super::task::TaskRef;
@@ -12,6 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::TaskError;
 use crate::future::FutureHandle;
+use crate::trace::trace_event;
 
 /// Why a submit was refused. Holds the closure, so no work is lost.
 ///
@@ -264,6 +266,12 @@ impl Builder {
                 }
             }
         }
+        trace_event!(
+            tracing::Level::DEBUG,
+            workers,
+            thread_name = %registry.config.name_prefix,
+            "pool started"
+        );
         Ok(ThreadPool {
             owner: Arc::new(owner),
         })
@@ -400,6 +408,75 @@ impl ThreadPool {
         spawn_on(self.registry(), f, false).map_err(SubmitError::Shutdown)
     }
 
+    /// Runs `future` on the pool's workers and returns a handle to its
+    /// output: async code can `await` the handle, blocking code can
+    /// [`join`](FutureHandle::join) it. Each wake queues one poll on the
+    /// pool (no allocation); a future that wakes itself yields its worker
+    /// between polls.
+    ///
+    /// Like a submitted closure: cancelling the handle before the first
+    /// poll means the future is never polled (Python's `cancel`), a
+    /// cancelling shutdown cancels it if it was never polled, a panic in
+    /// `poll` resolves the handle with [`TaskError::Panicked`]. Once polled,
+    /// the future is never dropped by the pool before it finishes: a wake
+    /// after shutdown polls it on the waking thread (as a strand's closures
+    /// run on the posting thread). A future nobody wakes any more is dropped
+    /// with its last waker, and its handle resolves as
+    /// [`TaskError::Abandoned`].
+    ///
+    /// ```
+    /// use concurrent_futures::{Promise, ThreadPool};
+    ///
+    /// let pool = ThreadPool::new(2).unwrap();
+    /// let input = Promise::new();
+    /// let ready = input.handle();
+    /// let doubled = pool.submit_future(async move { ready.await.unwrap() * 2 }).unwrap();
+    /// input.set_result(21).unwrap();
+    /// assert_eq!(doubled.join(), Ok(42));
+    /// ```
+    pub fn submit_future<F>(&self, future: F) -> Result<FutureHandle<F::Output>, SubmitError<F>>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + Sync + 'static,
+    {
+        let Some(slot) = worker::SubmitSlot::claim(self.registry()) else {
+            return Err(SubmitError::Shutdown(future));
+        };
+        let promise = crate::future::Promise::new();
+        let handle = promise.handle();
+        async_task::spawn(
+            slot,
+            self.registry(),
+            async_task::Completing::new(future, promise),
+        );
+        Ok(handle)
+    }
+
+    /// Runs `future` on the pool with no handle (fire and forget), as
+    /// [`submit_future`](ThreadPool::submit_future) does otherwise. A panic
+    /// in `poll` is reported through the callback-panic hook and counted in
+    /// [`Metrics::panicked`].
+    ///
+    /// ```
+    /// use concurrent_futures::{Promise, ThreadPool};
+    ///
+    /// let pool = ThreadPool::new(1).unwrap();
+    /// let done = Promise::new();
+    /// let handle = done.handle();
+    /// pool.spawn_future(async move { done.set_result("polled on the pool").unwrap() }).unwrap();
+    /// assert_eq!(handle.result(), Ok(&"polled on the pool"));
+    /// ```
+    pub fn spawn_future<F>(&self, future: F) -> Result<(), SubmitError<F>>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let Some(slot) = worker::SubmitSlot::claim(self.registry()) else {
+            return Err(SubmitError::Shutdown(future));
+        };
+        async_task::spawn(slot, self.registry(), future);
+        Ok(())
+    }
+
     /// Attaches a done-callback to `handle` that runs as a task on this pool,
     /// never inline on the thread that completes the future. If the pool is
     /// shut down when the future completes, the callback runs inline instead
@@ -505,6 +582,13 @@ fn shutdown(
     cancel_pending: bool,
     timeout: Option<Duration>,
 ) -> ShutdownReport {
+    trace_event!(
+        tracing::Level::DEBUG,
+        wait,
+        cancel_pending,
+        ?timeout,
+        "shutdown"
+    );
     registry.shutdown(cancel_pending);
     if cancel_pending {
         // Workers cancel what they pop; cancel the injector from here too so
@@ -539,9 +623,11 @@ fn shutdown(
         }
     }
     let m = Metrics::sum(&registry.counters);
-    ShutdownReport {
+    let report = ShutdownReport {
         finished,
         running: m.running,
         queued: m.queued,
-    }
+    };
+    trace_event!(tracing::Level::DEBUG, ?report, "shutdown returns");
+    report
 }

@@ -128,42 +128,49 @@ pub(crate) fn addr_of<T>(core: &Core<T>) -> usize {
 /// The type-erased face of a task, as the queues see it.
 pub(crate) trait Runnable: Send + Sync {
     /// Runs the task if nobody started or cancelled it.
-    fn run(&self) -> Ran;
+    fn run(self: Arc<Self>) -> Ran;
     /// Cancels the task if it has not started (Python's `cancel_futures`).
-    fn cancel(&self);
+    fn cancel(self: Arc<Self>);
     /// Resolves a task that will never run as abandoned.
-    fn abandon(&self);
+    fn abandon(self: Arc<Self>);
 }
 
+// Each method consumes the queue's reference and drops it guarded, so an
+// async task can reuse it instead (as its waker, and to queue itself
+// again: a wake allocates nothing).
 impl<T, F> Runnable for Cell<T, Job<F>>
 where
     T: Send + Sync,
     F: FnOnce() -> T + Send,
 {
-    fn run(&self) -> Ran {
-        match self.core.try_start() {
+    fn run(self: Arc<Self>) -> Ran {
+        let ran = match self.core.try_start() {
             Start::Started => self.body.execute(&self.core, addr_of(&self.core)),
             Start::Cancelled => {
                 self.body.discard();
                 Ran::Cancelled
             }
             Start::AlreadyStarted => Ran::Claimed,
-        }
+        };
+        drop_guarded(self);
+        ran
     }
 
-    fn cancel(&self) {
+    fn cancel(self: Arc<Self>) {
         if self.core.cancel() {
             // Cancelled (now or before): nobody can start it, and the one
             // queue entry is ours, so dropping the closure here is exclusive.
             self.body.discard();
         }
+        drop_guarded(self);
     }
 
-    fn abandon(&self) {
+    fn abandon(self: Arc<Self>) {
         if self.core.try_start() == Start::Started {
             self.body.discard();
             let _ = self.core.set_with(TaskError::Abandoned, Err);
         }
+        drop_guarded(self);
     }
 }
 
@@ -201,38 +208,39 @@ impl TaskRef {
         TaskRef(ManuallyDrop::new(task))
     }
 
+    /// Queues an existing task again (an async task, woken): no allocation.
+    pub(crate) fn from_arc(task: Arc<dyn Runnable>) -> TaskRef {
+        TaskRef(ManuallyDrop::new(task))
+    }
+
     /// Runs it (or skips it if cancelled or claimed by a waiter).
     pub(crate) fn run(self) -> Ran {
-        let ran = self.0.run();
-        self.release();
-        ran
+        self.into_arc().run()
     }
 
     /// Cancels it instead of running it (an essential task runs instead).
     pub(crate) fn cancel(self) {
-        self.0.cancel();
-        self.release();
+        self.into_arc().cancel();
     }
 
-    fn release(self) {
+    fn into_arc(self) -> Arc<dyn Runnable> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again.
-        drop_guarded(unsafe { ManuallyDrop::take(&mut this.0) });
+        unsafe { ManuallyDrop::take(&mut this.0) }
     }
 }
 
 /// Drops a task's allocation. If this was the last reference, the task's
 /// value is dropped here, on a worker: a panicking `Drop` must not unwind
 /// the worker.
-fn drop_guarded(task: Arc<dyn Runnable>) {
+pub(crate) fn drop_guarded<R: ?Sized>(task: Arc<R>) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(task)));
 }
 
 impl Drop for TaskRef {
     fn drop(&mut self) {
-        self.0.abandon();
         // SAFETY: in `drop`, the field is never used again.
-        drop_guarded(unsafe { ManuallyDrop::take(&mut self.0) });
+        unsafe { ManuallyDrop::take(&mut self.0) }.abandon();
     }
 }
 
@@ -254,8 +262,8 @@ impl<F: FnOnce() + Send> Detached<F> {
 }
 
 impl<F: FnOnce() + Send> Runnable for Detached<F> {
-    fn run(&self) -> Ran {
-        match self.take() {
+    fn run(self: Arc<Self>) -> Ran {
+        let ran = match self.take() {
             Some(f) => match catch_unwind(AssertUnwindSafe(f)) {
                 Ok(()) => Ran::Completed,
                 Err(payload) => {
@@ -264,18 +272,23 @@ impl<F: FnOnce() + Send> Runnable for Detached<F> {
                 }
             },
             None => Ran::Cancelled,
-        }
+        };
+        drop_guarded(self);
+        ran
     }
 
-    fn cancel(&self) {
+    fn cancel(self: Arc<Self>) {
         if self.essential {
             self.run();
-        } else if let Some(f) = self.take() {
+            return;
+        }
+        if let Some(f) = self.take() {
             let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
         }
+        drop_guarded(self);
     }
 
-    fn abandon(&self) {
+    fn abandon(self: Arc<Self>) {
         self.cancel();
     }
 }

@@ -32,6 +32,7 @@ use super::registry::Registry;
 use super::task::{Ran, TaskRef, held_depth, held_here, held_snapshot};
 use crate::error::TaskError;
 use crate::sync::Ordering;
+use crate::trace::{trace_event, trace_span};
 
 /// Every this many tasks a worker looks at the injector before its own deque.
 pub(crate) const FAIR_TICK: u32 = 61;
@@ -106,9 +107,12 @@ impl Context {
             return;
         }
         self.count(|c| &c.started);
+        trace_span!(tracing::Level::TRACE, "task", worker = self.index);
         // A task a waiter ran inline counts as started and completed here
         // (its panics, if any, are not counted).
-        match task.run() {
+        let ran = task.run();
+        trace_event!(tracing::Level::TRACE, outcome = ?ran, "task finished");
+        match ran {
             Ran::Completed | Ran::Claimed => self.count(|c| &c.completed),
             Ran::Panicked => {
                 self.count(|c| &c.completed);
@@ -187,6 +191,11 @@ struct ExitGuard {
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
+        trace_event!(
+            tracing::Level::DEBUG,
+            compensating = self.compensating,
+            "worker exited"
+        );
         if self.compensating {
             self.registry.extra.fetch_sub(1, Ordering::Relaxed);
         }
@@ -208,6 +217,7 @@ pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, local: Worker<Ta
         registry: registry.clone(),
         compensating: false,
     };
+    trace_event!(tracing::Level::DEBUG, worker = index, "worker started");
     let ctx = Context {
         registry,
         index: Some(index),
@@ -263,6 +273,7 @@ fn run_compensating(registry: Arc<Registry>) {
         registry: registry.clone(),
         compensating: true,
     };
+    trace_event!(tracing::Level::DEBUG, "compensating worker started");
     let ctx = Context {
         registry,
         index: None,

@@ -1,0 +1,269 @@
+//! The server's logic, apart from its command line, so the tests can start
+//! it on an ephemeral port: an HTTP/1.1 server on tokio + hyper whose
+//! handler offloads CPU-bound work (hashing the request body many rounds)
+//! to one of three backends, and a graceful shutdown that drains
+//! in-flight requests.
+//!
+//! - `GET /health`: `ok`.
+//! - `POST /digest[?rounds=N]`: the body hashed `N` rounds (default from
+//!   the config), as 16 hex digits and a newline. A body over 1 MiB gets
+//!   413, a bad `rounds` 400, an unknown path 404, a refused offload 503.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hash::{DefaultHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use concurrent_futures::{ShutdownReport, ThreadPool};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+#[path = "../../benches/baselines/mod.rs"]
+mod baselines;
+use baselines::mutex_pool::MutexPool;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+/// Largest `rounds` a request may ask for.
+pub const MAX_ROUNDS: u32 = 10_000_000;
+
+/// Where the CPU-bound work runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// This crate's work-stealing pool; the handler awaits the handle.
+    Pool,
+    /// `tokio::task::spawn_blocking`, capped at the same thread count.
+    SpawnBlocking,
+    /// A `Mutex<VecDeque>` + `Condvar` pool; a oneshot carries the result.
+    Mutex,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pool" => Ok(Backend::Pool),
+            "spawn-blocking" => Ok(Backend::SpawnBlocking),
+            "mutex" => Ok(Backend::Mutex),
+            _ => Err(format!(
+                "unknown backend {s:?}: pool, spawn-blocking or mutex"
+            )),
+        }
+    }
+}
+
+/// What the server runs with.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// The backend.
+    pub backend: Backend,
+    /// Threads doing the work (the pool's workers, tokio's blocking cap,
+    /// the mutex pool's threads).
+    pub workers: usize,
+    /// Default hashing rounds per request.
+    pub rounds: u32,
+}
+
+/// The work: the body hashed `rounds` times (SipHash, chained).
+pub fn digest(body: &[u8], rounds: u32) -> u64 {
+    let mut h = 0u64;
+    for _ in 0..rounds {
+        let mut s = DefaultHasher::new();
+        s.write_u64(h);
+        s.write(body);
+        h = s.finish();
+    }
+    h
+}
+
+/// The runtime for `config`: one thread for I/O (the work goes elsewhere),
+/// and for `SpawnBlocking` a blocking pool of `workers` threads.
+pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(config.workers)
+        .enable_all()
+        .build()
+}
+
+enum Offload {
+    Pool(ThreadPool),
+    SpawnBlocking,
+    Mutex(MutexPool),
+}
+
+impl Offload {
+    fn new(config: &Config) -> Result<Offload, String> {
+        Ok(match config.backend {
+            Backend::Pool => Offload::Pool(
+                ThreadPool::builder()
+                    .workers(config.workers)
+                    .thread_name("digest")
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            ),
+            Backend::SpawnBlocking => Offload::SpawnBlocking,
+            Backend::Mutex => Offload::Mutex(MutexPool::new(config.workers, false)),
+        })
+    }
+
+    /// Runs `digest(body, rounds)` on the backend and awaits it.
+    async fn digest(&self, body: Bytes, rounds: u32) -> Result<u64, String> {
+        let work = move || digest(&body, rounds);
+        match self {
+            Offload::Pool(pool) => match pool.submit(work) {
+                Ok(handle) => handle.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Offload::SpawnBlocking => tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| e.to_string()),
+            Offload::Mutex(pool) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                pool.spawn(move || {
+                    let _ = tx.send(work());
+                });
+                rx.await.map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// What the server shares with its connections.
+struct State {
+    config: Config,
+    offload: Offload,
+    in_flight: AtomicUsize,
+    served: AtomicU64,
+}
+
+/// A view of a running server, for tests and the shutdown message.
+#[derive(Clone)]
+pub struct Probe(Arc<State>);
+
+impl Probe {
+    /// Requests being handled right now.
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// How a server ended.
+#[derive(Debug)]
+pub struct ServeReport {
+    /// Requests answered.
+    pub served: u64,
+    /// Every connection closed, its in-flight requests answered, before
+    /// the drain timeout.
+    pub drained: bool,
+    /// The pool's own shutdown report (`Pool` backend).
+    pub pool: Option<ShutdownReport>,
+}
+
+fn reply(status: StatusCode, text: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(text.into()));
+    *response.status_mut() = status;
+    response
+}
+
+fn rounds_of(req: &Request<Incoming>, default: u32) -> Result<u32, String> {
+    let Some(query) = req.uri().query() else {
+        return Ok(default);
+    };
+    for pair in query.split('&') {
+        if let Some(v) = pair.strip_prefix("rounds=") {
+            return match v.parse::<u32>() {
+                Ok(n) if (1..=MAX_ROUNDS).contains(&n) => Ok(n),
+                _ => Err(format!("rounds must be 1..={MAX_ROUNDS}, got {v:?}\n")),
+            };
+        }
+    }
+    Ok(default)
+}
+
+async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/health") => reply(StatusCode::OK, "ok\n"),
+        (&Method::POST, "/digest") => {
+            let rounds = match rounds_of(&req, state.config.rounds) {
+                Ok(r) => r,
+                Err(e) => return reply(StatusCode::BAD_REQUEST, e),
+            };
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "body over 1 MiB\n"),
+            };
+            match state.offload.digest(body, rounds).await {
+                Ok(h) => reply(StatusCode::OK, format!("{h:016x}\n")),
+                Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+            }
+        }
+        (_, "/health" | "/digest") => reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        _ => reply(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves, then stops accepting,
+/// lets every in-flight request finish (at most `drain` long), closes
+/// idle keep-alive connections, and shuts the backend down.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    probe: impl FnOnce(Probe),
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> Result<ServeReport, String> {
+    let state = Arc::new(State {
+        config,
+        offload: Offload::new(&config)?,
+        in_flight: AtomicUsize::new(0),
+        served: AtomicU64::new(0),
+    });
+    probe(Probe(state.clone()));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let state = state.clone();
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move {
+                        state.in_flight.fetch_add(1, Ordering::SeqCst);
+                        let response = handle(req, state.clone()).await;
+                        state.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        state.served.fetch_add(1, Ordering::Relaxed);
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                tokio::spawn(graceful.watch(conn));
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_ok();
+    let pool = match &state.offload {
+        Offload::Pool(pool) => Some(pool.shutdown_timeout(drain, false)),
+        // The mutex pool joins its threads when the last connection lets
+        // go of the state; spawn_blocking's threads end with the runtime.
+        Offload::Mutex(_) | Offload::SpawnBlocking => None,
+    };
+    Ok(ServeReport {
+        served: state.served.load(Ordering::Relaxed),
+        drained,
+        pool,
+    })
+}

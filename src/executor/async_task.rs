@@ -1,0 +1,450 @@
+//! Async tasks: `std::future::Future`s polled on the pool's workers.
+//!
+//! A task is one `Arc` holding the future and one state word of two bits:
+//! `RIGHT`, the *poll right* (its holder is the only thread that may touch
+//! the future), and `WOKEN`, a wake the holder has not yet consumed.
+//!
+//! - **Wake** (any thread, any number of times): `fetch_or(RIGHT | WOKEN)`.
+//!   If `RIGHT` was clear, the waker now holds the right and queues the
+//!   task; otherwise the holder will see `WOKEN`.
+//! - **Poll** (the holder): `swap(RIGHT)` consumes `WOKEN`, then poll once.
+//!   - `Ready` (or a panic): drop the future and keep the right for good,
+//!     so every later wake is a no-op.
+//!   - `Pending`: CAS `RIGHT -> 0`. If that fails, a wake came during the
+//!     poll: keep the right and queue the task again (never poll in a
+//!     loop: a future that wakes itself must not hold its worker).
+//!
+//! Why no wake is lost: every access is an RMW on one word, so all are
+//! ordered. A wake before the holder's CAS leaves `WOKEN` set, and the CAS
+//! fails; a wake after it finds `RIGHT` clear and queues the task itself.
+//! And a poll sees what every consumed waker did before waking, and what
+//! the last poll wrote: its `swap` (Acquire) reads the last `fetch_or`
+//! (Release), and each RMW continues the release sequence of the ones
+//! before it, back to the last poll's CAS (Release). Three RMWs per
+//! wake-and-poll; modelled by `loom_models::wakes_are_never_lost` below.
+//!
+//! The queue entry *is* the task (`TaskRef::from_arc`) and the waker a
+//! poll is given borrows the queue's reference: a wake costs no allocation
+//! and a poll no reference count. If the pool refuses the push (it is shut
+//! down), the task is polled on the waking thread instead, like a strand's
+//! closures: a spawned future is never dropped unpolled after a wake. A
+//! task that was never polled is cancellable, like a queued task; once
+//! polled, a cancelling shutdown polls it instead of dropping it.
+
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use super::registry::Registry;
+use super::task::{Ran, Runnable, TaskRef, drop_guarded};
+use super::worker::SubmitSlot;
+use crate::error::{PanicMessage, TaskError};
+use crate::future::Promise;
+use crate::sync::{AtomicU8, Ordering, UnsafeCell};
+
+/// What one poll did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Polled {
+    /// Finished (or panicked): the future is dropped, wakes are no-ops.
+    Done { panicked: bool },
+    /// Pending, and the poll right is released: a wake will queue it.
+    Idle,
+    /// Pending, but woken meanwhile: the caller holds the right and must
+    /// queue it again.
+    Again,
+}
+
+/// The future and whether it was ever polled; only the holder of the poll
+/// right touches it.
+struct Slot<F> {
+    polled: bool,
+    future: Option<F>,
+}
+
+/// The poll right: held by exactly one thread, or by the queue entry.
+const RIGHT: u8 = 1;
+/// A wake the holder of the right has not consumed yet.
+const WOKEN: u8 = 2;
+
+/// The protocol of the module docs, independent of the pool (loom models
+/// it with wakers that poll inline).
+pub(crate) struct PollCell<F> {
+    state: AtomicU8,
+    slot: UnsafeCell<Slot<F>>,
+}
+
+// SAFETY: the slot is only touched by the holder of the poll right, and
+// the state word's RMWs (Acquire to take the right, Release to give it up)
+// order one holder's accesses before the next's; `F: Send` lets the future
+// move between the threads that poll it.
+unsafe impl<F: Send> Sync for PollCell<F> {}
+
+impl<F: Future<Output = ()>> PollCell<F> {
+    /// A cell whose poll right the caller holds: it must queue the first
+    /// poll.
+    pub(crate) fn new(future: F) -> Self {
+        PollCell {
+            state: AtomicU8::new(RIGHT),
+            slot: UnsafeCell::new(Slot {
+                polled: false,
+                future: Some(future),
+            }),
+        }
+    }
+
+    /// Records a wake. True if the caller now holds the poll right and
+    /// must queue a poll.
+    pub(crate) fn wake(&self) -> bool {
+        // Release: pairs with the Acquire swap in `poll`, so the poll that
+        // consumes this wake sees what the waker did before waking. No
+        // Acquire: a waker that takes the right touches nothing of the
+        // future; the next holder's Acquire reads this RMW, which continues
+        // the release sequence of the CAS that gave the right up, so it
+        // sees the last poll's writes without the waker relaying them.
+        self.state.fetch_or(RIGHT | WOKEN, Ordering::Release) & RIGHT == 0
+    }
+
+    /// Polls once. The caller holds the poll right.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Polled {
+        // Acquire: pairs with the Release of every wake consumed here (see
+        // `wake`).
+        self.state.swap(RIGHT, Ordering::Acquire);
+        let outcome = self.slot.with_mut(|slot| {
+            // SAFETY: we hold the poll right: no other thread touches the
+            // slot until we release it.
+            let slot = unsafe { &mut *slot };
+            slot.polled = true;
+            let future = slot.future.as_mut()?;
+            // SAFETY: the future stays in place inside the task's `Arc`
+            // until it is dropped in place (`drop_future`): it is never
+            // moved, so it may be pinned.
+            let future = unsafe { Pin::new_unchecked(future) };
+            Some(catch_unwind(AssertUnwindSafe(|| future.poll(cx))))
+        });
+        match outcome {
+            Some(Ok(Poll::Pending)) => {
+                // Release: hands the future's state to the waker that takes
+                // the right next (its Acquire). Failure: a wake came during
+                // the poll; the next poll's swap acquires it.
+                match self
+                    .state
+                    .compare_exchange(RIGHT, 0, Ordering::Release, Ordering::Relaxed)
+                {
+                    Ok(_) => Polled::Idle,
+                    Err(_) => Polled::Again,
+                }
+            }
+            Some(Ok(Poll::Ready(()))) => {
+                self.drop_future();
+                Polled::Done { panicked: false }
+            }
+            Some(Err(payload)) => {
+                self.drop_future();
+                crate::future::report_panic_payload(payload);
+                Polled::Done { panicked: true }
+            }
+            // Unreachable: after `Done` the right is never released.
+            None => Polled::Done { panicked: false },
+        }
+    }
+
+    /// Drops the future if it was never polled; the caller holds the poll
+    /// right. False if it was polled (the caller must poll it instead).
+    pub(crate) fn cancel_unpolled(&self) -> bool {
+        // Acquire: this holder did not take the right with `poll`'s swap;
+        // reading the state synchronises with the last poll's Release CAS
+        // (see `wake`), so its writes to the slot are visible.
+        self.state.load(Ordering::Acquire);
+        // SAFETY: we hold the poll right (see `poll`).
+        let polled = self.slot.with(|slot| unsafe { (*slot).polled });
+        if !polled {
+            self.drop_future();
+        }
+        !polled
+    }
+
+    /// Drops the future in place, keeping the poll right for good. A
+    /// panicking `Drop` is contained: the slot is marked empty either way,
+    /// so the future is never dropped twice.
+    fn drop_future(&self) {
+        self.slot.with_mut(|slot| {
+            // SAFETY: we hold the poll right (see `poll`).
+            let slot = unsafe { &mut *slot };
+            if let Some(future) = slot.future.as_mut() {
+                let future: *mut F = future;
+                // SAFETY: `future` points to a live value that nothing
+                // reads again: the slot is overwritten right after without
+                // dropping the old value. Dropping in place keeps the pin
+                // promise.
+                let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+                    std::ptr::drop_in_place(future)
+                }));
+                // SAFETY: the old value was just dropped; writing over it
+                // without dropping it again is what we want.
+                unsafe { std::ptr::write(&mut slot.future, None) };
+            }
+        });
+    }
+}
+
+/// A future on the pool: the cell plus where to queue it.
+struct AsyncTask<F> {
+    registry: Arc<Registry>,
+    cell: PollCell<F>,
+}
+
+impl<F: Future<Output = ()> + Send + 'static> AsyncTask<F> {
+    /// Queues the task (the caller holds the poll right). If the pool is
+    /// shut down, polls it here until it is idle or done.
+    fn schedule(self: Arc<Self>) {
+        let registry = self.registry.clone();
+        match SubmitSlot::claim(&registry) {
+            Some(slot) => slot.push(TaskRef::from_arc(self)),
+            None => self.poll_here(),
+        }
+    }
+
+    /// Polls once, with a waker that borrows this reference.
+    fn poll_once(self: &Arc<Self>) -> Polled {
+        with_borrowed_waker(self, |cx| self.cell.poll(cx))
+    }
+
+    /// Polls on this thread (the pool refuses to queue it: it is shut
+    /// down) until the task is idle or done.
+    fn poll_here(self: Arc<Self>) {
+        while self.poll_once() == Polled::Again {}
+        drop_guarded(self);
+    }
+}
+
+impl<F: Future<Output = ()> + Send + 'static> Wake for AsyncTask<F> {
+    fn wake(self: Arc<Self>) {
+        if self.cell.wake() {
+            self.schedule();
+        }
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.cell.wake() {
+            self.clone().schedule();
+        }
+    }
+}
+
+impl<F: Future<Output = ()> + Send + 'static> Runnable for AsyncTask<F> {
+    fn run(self: Arc<Self>) -> Ran {
+        match self.poll_once() {
+            Polled::Again => self.schedule(),
+            Polled::Idle => drop_guarded(self),
+            Polled::Done { panicked } => {
+                drop_guarded(self);
+                if panicked {
+                    return Ran::Panicked;
+                }
+            }
+        }
+        Ran::Completed
+    }
+
+    fn cancel(self: Arc<Self>) {
+        // Python's `cancel_futures` cancels what has not started; a future
+        // that was polled has started: poll it instead (it is never lost).
+        if self.cell.cancel_unpolled() {
+            drop_guarded(self);
+        } else {
+            self.poll_here();
+        }
+    }
+
+    fn abandon(self: Arc<Self>) {
+        self.cancel();
+    }
+}
+
+/// Runs `f` with a waker that borrows `task`'s reference: no reference
+/// count is taken unless the future clones the waker.
+pub(crate) fn with_borrowed_waker<W, R>(task: &Arc<W>, f: impl FnOnce(&mut Context<'_>) -> R) -> R
+where
+    W: Wake + Send + Sync + 'static,
+{
+    // SAFETY: the `Arc` rebuilt here owns no count of its own: it aliases
+    // `task`'s, which outlives this call, and it is never dropped (the
+    // `ManuallyDrop`), so the count is unchanged. Clones of the waker take
+    // counts of their own (std's `Wake` vtable clones the `Arc`), and a
+    // `Context` lends its waker only by reference, so nobody can drop or
+    // consume this one.
+    let waker = ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(Arc::as_ptr(task)) }));
+    f(&mut Context::from_waker(&waker))
+}
+
+/// Queues `future` through a claimed `slot` on `registry`.
+pub(crate) fn spawn<F>(slot: SubmitSlot<'_>, registry: &Arc<Registry>, future: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let task = Arc::new(AsyncTask {
+        registry: registry.clone(),
+        cell: PollCell::new(future),
+    });
+    slot.push(TaskRef::from_arc(task));
+}
+
+/// Runs a future and completes a promise with its output: Python's
+/// `set_running_or_notify_cancel` before the first poll (a cancelled
+/// handle means it never runs), a panic as [`TaskError::Panicked`].
+pub(crate) struct Completing<F: Future> {
+    future: F,
+    promise: Promise<F::Output>,
+    started: bool,
+}
+
+impl<F: Future> Completing<F> {
+    pub(crate) fn new(future: F, promise: Promise<F::Output>) -> Self {
+        Completing {
+            future,
+            promise,
+            started: false,
+        }
+    }
+}
+
+impl<F: Future> Future for Completing<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `future` is pinned structurally and never moved out of
+        // `self`; the other fields are never pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        if !this.started {
+            this.started = true;
+            if this.promise.set_running_or_notify_cancel() != Ok(true) {
+                return Poll::Ready(());
+            }
+        }
+        // SAFETY: see above: `future` is structurally pinned.
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => {
+                let _ = this.promise.set_result(value);
+                Poll::Ready(())
+            }
+            Err(payload) => {
+                let message = PanicMessage::from_payload(payload.as_ref());
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                let _ = this.promise.complete(Err(TaskError::Panicked(message)));
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl<F: Future> Drop for Completing<F> {
+    fn drop(&mut self) {
+        // Dropped before its first poll: cancelled by a cancelling
+        // shutdown, not abandoned.
+        if !self.started {
+            self.promise.handle().cancel();
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::{PollCell, Polled, with_borrowed_waker};
+    use crate::sync::{AtomicUsize, Ordering};
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    /// Ready once it has seen `target` events; counts overlapping polls.
+    struct Counting {
+        shared: Arc<Shared>,
+        target: usize,
+    }
+
+    struct Shared {
+        events: AtomicUsize,
+        polling: AtomicUsize,
+        overlaps: AtomicUsize,
+        finished: AtomicUsize,
+    }
+
+    impl Future for Counting {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+            let s = &self.shared;
+            if s.polling.fetch_add(1, Ordering::SeqCst) != 0 {
+                s.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            let seen = s.events.load(Ordering::Relaxed);
+            s.polling.fetch_sub(1, Ordering::SeqCst);
+            if seen >= self.target {
+                s.finished.fetch_add(1, Ordering::SeqCst);
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    /// A task whose "queue" is the waking thread itself: a wake that wins
+    /// the poll right polls inline (the pool's shut-down path).
+    struct Task(PollCell<Counting>);
+
+    impl Task {
+        fn run(self: &Arc<Self>) {
+            while with_borrowed_waker(self, |cx| self.0.poll(cx)) == Polled::Again {}
+        }
+    }
+
+    impl Wake for Task {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            if self.0.wake() {
+                self.run();
+            }
+        }
+    }
+
+    /// Two threads each publish an event (Relaxed: only the wake protocol
+    /// may make it visible) and wake, while the spawner runs the first
+    /// poll: the future completes exactly once, polls never overlap, and
+    /// no wake is lost (it would leave the future pending for good).
+    #[test]
+    fn wakes_are_never_lost() {
+        loom::model(|| {
+            let shared = Arc::new(Shared {
+                events: AtomicUsize::new(0),
+                polling: AtomicUsize::new(0),
+                overlaps: AtomicUsize::new(0),
+                finished: AtomicUsize::new(0),
+            });
+            let task = Arc::new(Task(PollCell::new(Counting {
+                shared: shared.clone(),
+                target: 2,
+            })));
+            let wakers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (task, shared) = (task.clone(), shared.clone());
+                    loom::thread::spawn(move || {
+                        shared.events.fetch_add(1, Ordering::Relaxed);
+                        Waker::from(task).wake();
+                    })
+                })
+                .collect();
+            task.run();
+            for w in wakers {
+                w.join().unwrap();
+            }
+            assert_eq!(shared.finished.load(Ordering::SeqCst), 1);
+            assert_eq!(shared.overlaps.load(Ordering::SeqCst), 0);
+        });
+    }
+}

@@ -1,0 +1,360 @@
+//! Futures polled on the pool (`submit_future`, `spawn_future`), the
+//! `futures` feature's `Stream` and `Spawn`, and awaiting handles from tokio.
+#![cfg(not(loom))]
+
+mod common;
+use common::occupy;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex, mpsc};
+use std::task::{Context, Poll, Waker};
+
+use concurrent_futures::{Promise, TaskError, ThreadPool};
+
+/// A future that is pending until its gate opens; it keeps the waker it
+/// was last polled with, and counts its polls.
+#[derive(Default)]
+struct Gate {
+    open: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+    polls: AtomicUsize,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        // Not under the lock: the wake may poll inline, and the poll locks.
+        let waker = self.waker.lock().unwrap().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Spins until the gate's future was polled `n` times.
+    fn wait_polls(&self, n: usize) {
+        while self.polls.load(Ordering::SeqCst) < n {
+            std::thread::yield_now();
+        }
+    }
+}
+
+struct Wait(Arc<Gate>);
+
+impl Future for Wait {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let gate = &self.0;
+        *gate.waker.lock().unwrap() = Some(cx.waker().clone());
+        gate.polls.fetch_add(1, Ordering::SeqCst);
+        if gate.open.load(Ordering::SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn a_submitted_future_awaits_a_promise_set_elsewhere() {
+    let pool = ThreadPool::new(2).unwrap();
+    let input = Promise::new();
+    let ready = input.handle();
+    let out = pool
+        .submit_future(async move { ready.await.map(|v: u32| v + 1) })
+        .unwrap();
+    std::thread::spawn(move || input.set_result(41).unwrap());
+    assert_eq!(out.join(), Ok(Ok(42)));
+}
+
+/// A future that wakes itself must give its worker back between polls: a
+/// one-worker pool still runs the closure the future queued behind it.
+#[test]
+fn a_self_waking_future_yields_its_worker() {
+    let pool = ThreadPool::new(1).unwrap();
+    let p = pool.clone();
+    let ran = Arc::new(AtomicBool::new(false));
+    let out = pool
+        .submit_future(async move {
+            let r = ran.clone();
+            p.spawn(move || r.store(true, Ordering::SeqCst)).unwrap();
+            let mut yields = 0;
+            std::future::poll_fn(|cx| {
+                if ran.load(Ordering::SeqCst) {
+                    Poll::Ready(())
+                } else {
+                    yields += 1;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            })
+            .await;
+            yields
+        })
+        .unwrap();
+    // Polled inline in a loop, this would never end (and `join` would hang).
+    assert_eq!(out.join(), Ok(1));
+}
+
+#[test]
+fn cancelling_before_the_first_poll_means_it_never_runs() {
+    let pool = ThreadPool::new(1).unwrap();
+    let (blocker, gate) = occupy(&pool);
+    let polled = Arc::new(AtomicBool::new(false));
+    let p = polled.clone();
+    let h = pool
+        .submit_future(async move { p.store(true, Ordering::SeqCst) })
+        .unwrap();
+    assert!(h.cancel());
+    gate.wait();
+    blocker.join().unwrap();
+    pool.shutdown(true, false);
+    assert!(!polled.load(Ordering::SeqCst));
+    assert_eq!(h.result(), Err(TaskError::Cancelled));
+}
+
+#[test]
+fn a_polled_future_is_running_and_cannot_be_cancelled() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Gate::default());
+    let h = pool.submit_future(Wait(gate.clone())).unwrap();
+    gate.wait_polls(1);
+    assert!(h.running());
+    assert!(!h.cancel());
+    gate.open();
+    assert_eq!(h.join(), Ok(()));
+    assert_eq!(gate.polls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_panic_in_poll_resolves_the_handle_and_the_worker_survives() {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .callback_panic_hook(move |p| tx.lock().unwrap().send(p.message().to_string()).unwrap())
+        .build()
+        .unwrap();
+    let h = pool
+        .submit_future(async { panic!("poll boom") as u8 })
+        .unwrap();
+    assert!(matches!(h.result(), Err(TaskError::Panicked(m)) if m.as_str() == "poll boom"));
+    // Without a handle the panic goes to the hook and the metrics.
+    pool.spawn_future(async { panic!("detached boom") })
+        .unwrap();
+    assert_eq!(rx.recv().unwrap(), "detached boom");
+    assert_eq!(pool.submit_future(async { 7 }).unwrap().join(), Ok(7));
+    pool.shutdown(true, false);
+    assert_eq!(pool.metrics().panicked, 1);
+}
+
+/// Python's `cancel_futures`: what never ran is cancelled; a future that
+/// was polled has started, so it is polled to the end instead of dropped.
+#[test]
+fn a_cancelling_shutdown_cancels_unpolled_futures_and_finishes_polled_ones() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Gate::default());
+    let started = pool.submit_future(Wait(gate.clone())).unwrap();
+    gate.wait_polls(1);
+    let (blocker, barrier) = occupy(&pool);
+    let unpolled = pool.submit_future(async { 1 }).unwrap();
+    gate.open(); // queues `started` behind `unpolled`
+    pool.shutdown(false, true);
+    barrier.wait();
+    blocker.join().unwrap();
+    assert_eq!(unpolled.result(), Err(TaskError::Cancelled));
+    assert_eq!(started.join(), Ok(()));
+}
+
+#[test]
+fn a_wake_after_shutdown_polls_on_the_waking_thread() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Gate::default());
+    let g = gate.clone();
+    let h = pool
+        .submit_future(async move {
+            Wait(g).await;
+            std::thread::current().name().map(str::to_owned)
+        })
+        .unwrap();
+    gate.wait_polls(1);
+    pool.shutdown(true, false);
+    assert!(!h.done());
+    std::thread::Builder::new()
+        .name("waker".into())
+        .spawn(move || gate.open())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(h.join(), Ok(Some("waker".to_owned())));
+}
+
+#[test]
+fn a_future_dropped_with_its_last_waker_resolves_as_abandoned() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Gate::default());
+    let h = pool.submit_future(Wait(gate.clone())).unwrap();
+    gate.wait_polls(1);
+    // Nothing can wake it any more: once the worker lets go of it too, the
+    // task is dropped, and with it the promise inside.
+    drop(gate.waker.lock().unwrap().take());
+    assert_eq!(h.result(), Err(TaskError::Abandoned));
+}
+
+/// Many futures, each woken by several threads racing: every one finishes.
+#[test]
+fn many_futures_woken_by_racing_threads_all_finish() {
+    const FUTURES: usize = 200;
+    const INPUTS: usize = 4;
+    let pool = ThreadPool::new(2).unwrap();
+    let promises: Vec<Vec<Promise<usize>>> = (0..FUTURES)
+        .map(|_| (0..INPUTS).map(|_| Promise::new()).collect())
+        .collect();
+    let outs: Vec<_> = promises
+        .iter()
+        .map(|ps| {
+            let inputs: Vec<_> = ps.iter().map(Promise::handle).collect();
+            pool.submit_future(async move {
+                let mut sum = 0;
+                for h in inputs {
+                    sum += h.await.unwrap();
+                }
+                sum
+            })
+            .unwrap()
+        })
+        .collect();
+    let start = Arc::new(Barrier::new(INPUTS));
+    let mut columns: Vec<Vec<Promise<usize>>> = (0..INPUTS).map(|_| Vec::new()).collect();
+    for ps in promises {
+        for (j, p) in ps.into_iter().enumerate() {
+            columns[j].push(p);
+        }
+    }
+    let setters: Vec<_> = columns
+        .into_iter()
+        .enumerate()
+        .map(|(j, column)| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                for p in column {
+                    p.set_result(j + 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for s in setters {
+        s.join().unwrap();
+    }
+    for h in outs {
+        assert_eq!(h.join(), Ok(1 + 2 + 3 + 4));
+    }
+}
+
+#[test]
+fn submitting_a_future_after_shutdown_hands_it_back() {
+    let pool = ThreadPool::new(1).unwrap();
+    pool.shutdown(true, false);
+    let err = pool.submit_future(async { 5 }).unwrap_err();
+    assert_eq!(futures::executor::block_on(err.into_inner()), 5);
+    assert!(pool.spawn_future(async {}).is_err());
+}
+
+#[test]
+fn tokio_tasks_await_pool_handles() {
+    let pool = ThreadPool::new(2).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let total = rt.block_on(async {
+        let handles: Vec<_> = (0..8u64)
+            .map(|i| pool.submit(move || (0..=i).sum::<u64>()).unwrap())
+            .collect();
+        let mut total = 0;
+        for h in handles {
+            total += h.await.unwrap();
+        }
+        total
+    });
+    assert_eq!(total, (0..8u64).map(|i| i * (i + 1) / 2).sum::<u64>());
+}
+
+#[cfg(feature = "futures")]
+mod futures_feature {
+    use std::time::Duration;
+
+    use concurrent_futures::{Promise, ThreadPool, TimedOut, as_completed};
+    use futures::StreamExt;
+    use futures::executor::block_on;
+    use futures::task::{Spawn, SpawnExt};
+
+    #[test]
+    fn the_pool_is_a_spawner() {
+        let pool = ThreadPool::new(2).unwrap();
+        let h = pool.spawn_with_handle(async { "spawned" }).unwrap();
+        assert_eq!(block_on(h), "spawned");
+        assert!(pool.status().is_ok());
+        pool.shutdown(true, false);
+        assert!(pool.status().unwrap_err().is_shutdown());
+        assert!(SpawnExt::spawn(&pool, async {}).unwrap_err().is_shutdown());
+    }
+
+    #[test]
+    fn the_stream_yields_done_ones_first_then_in_completion_order() {
+        let (a, b, c) = (Promise::new(), Promise::new(), Promise::new());
+        b.set_result(2).unwrap();
+        let mut s =
+            as_completed([a.handle(), b.handle(), c.handle(), b.handle()], None).into_stream();
+        let order = block_on(async {
+            let mut order = Vec::new();
+            order.push(*s.next().await.unwrap().unwrap().result().unwrap());
+            let setter = std::thread::spawn(move || {
+                c.set_result(3).unwrap();
+                a.set_result(1).unwrap();
+            });
+            while let Some(h) = s.next().await {
+                order.push(*h.unwrap().result().unwrap());
+            }
+            setter.join().unwrap();
+            order
+        });
+        // b was done first; c and a arrive in their completion order; the
+        // duplicate b is collapsed.
+        assert_eq!(order, [2, 3, 1]);
+    }
+
+    /// The timeout wakes the task by itself (no runtime timer), yields the
+    /// error once, then the stream ends.
+    #[test]
+    fn the_stream_times_out_without_a_runtime_timer() {
+        let (a, b) = (Promise::<u8>::new(), Promise::<u8>::new());
+        a.set_result(1).unwrap();
+        let mut s =
+            as_completed([a.handle(), b.handle()], Some(Duration::from_millis(20))).into_stream();
+        let items = block_on(async {
+            let mut items = Vec::new();
+            while let Some(item) = s.next().await {
+                items.push(item.map(|h| *h.result().unwrap()));
+            }
+            items
+        });
+        assert!(
+            matches!(
+                items[..],
+                [
+                    Ok(1),
+                    Err(TimedOut {
+                        unfinished: 1,
+                        total: 2,
+                        ..
+                    })
+                ]
+            ),
+            "{items:?}"
+        );
+        assert!(futures::stream::FusedStream::is_terminated(&s));
+        drop(b);
+    }
+}
