@@ -20,7 +20,7 @@ struct Totals {
 /// The task: a value, or an error as its value (Python would raise).
 fn square(x: u64) -> Result<u64, String> {
     let y = x * x;
-    if y % 7 == 0 {
+    if y.is_multiple_of(7) {
         Err(format!("{x}^2 = {y} is divisible by 7"))
     } else {
         Ok(y)

@@ -80,6 +80,11 @@ pub struct PanicMessage(Arc<String>);
 impl PanicMessage {
     /// Extracts the message from a panic payload (`&str` or `String`; any
     /// other payload becomes a fixed placeholder).
+    ///
+    /// ```
+    /// let payload = std::panic::catch_unwind(|| panic!("lost {}", 3)).unwrap_err();
+    /// assert_eq!(concurrent_futures::PanicMessage::from_payload(payload.as_ref()).as_str(), "lost 3");
+    /// ```
     pub fn from_payload(payload: &(dyn Any + Send)) -> Self {
         let text: &str = if let Some(s) = payload.downcast_ref::<&'static str>() {
             s
@@ -92,6 +97,15 @@ impl PanicMessage {
     }
 
     /// The message text.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::new(1).unwrap();
+    /// let h = pool.submit(|| -> u8 { panic!("no input") }).unwrap();
+    /// match h.result() {
+    ///     Err(concurrent_futures::TaskError::Panicked(m)) => assert_eq!(m.as_str(), "no input"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -132,6 +146,12 @@ pub enum InvalidState<T> {
 
 impl<T> InvalidState<T> {
     /// The value that was refused.
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::new();
+    /// promise.set_result(1).unwrap();
+    /// assert_eq!(promise.set_result(2).unwrap_err().into_inner(), 2);
+    /// ```
     pub fn into_inner(self) -> T {
         match self {
             InvalidState::AlreadyFinished(v) | InvalidState::Cancelled(v) => v,

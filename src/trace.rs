@@ -14,7 +14,7 @@
 macro_rules! trace_event {
     ($($arg:tt)*) => {
         #[cfg(feature = "tracing")]
-        tracing::event!(target: "concurrent_futures", $($arg)*);
+        ::tracing::event!(target: "concurrent_futures", $($arg)*);
     };
 }
 
@@ -23,7 +23,7 @@ macro_rules! trace_event {
 macro_rules! trace_span {
     ($level:expr, $name:expr $(, $($field:tt)*)?) => {
         #[cfg(feature = "tracing")]
-        let _entered = tracing::span!(target: "concurrent_futures", $level, $name $(, $($field)*)?).entered();
+        let _entered = ::tracing::span!(target: "concurrent_futures", $level, $name $(, $($field)*)?).entered();
     };
 }
 

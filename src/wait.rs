@@ -16,6 +16,17 @@ use crate::sync::WakerSlot;
 
 /// When [`wait`] returns (Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION`,
 /// `ALL_COMPLETED`).
+///
+/// ```
+/// use concurrent_futures::{Promise, ReturnWhen, TaskError, wait};
+/// let (ok, bad, pending) = (Promise::new(), Promise::new(), Promise::<u8>::new());
+/// ok.set_result(1).unwrap();
+/// bad.complete(Err(TaskError::Abandoned)).unwrap();
+/// let hs = [ok.handle(), bad.handle(), pending.handle()];
+/// // A failure ends FIRST_EXCEPTION at once, with the pending one not done.
+/// let r = wait(hs, ReturnWhen::FirstException, None);
+/// assert_eq!((r.done.len(), r.not_done.len()), (2, 1));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReturnWhen {
     /// As soon as any future is done (or cancelled).
@@ -30,6 +41,16 @@ pub enum ReturnWhen {
 }
 
 /// What [`wait`] returns: Python's `DoneAndNotDoneFutures`.
+///
+/// ```
+/// use std::time::Duration;
+/// use concurrent_futures::{Promise, ReturnWhen, wait};
+/// let (a, b) = (Promise::new(), Promise::<u8>::new());
+/// a.set_result(1).unwrap();
+/// let r = wait([a.handle(), b.handle()], ReturnWhen::AllCompleted, Some(Duration::from_millis(5)));
+/// assert!(r.done[0].ptr_eq(&a.handle()));
+/// assert!(r.not_done[0].ptr_eq(&b.handle()));
+/// ```
 #[derive(Debug)]
 pub struct DoneAndNotDone<T> {
     /// Futures that are done (finished or cancelled), in input order.
@@ -241,6 +262,18 @@ pub fn as_completed<T: Send + Sync + 'static>(
 
 /// The iterator of [`as_completed`]; with the `futures` feature,
 /// `into_stream` makes it a `Stream` of the same items, for async code.
+///
+/// ```
+/// use std::time::Duration;
+/// use concurrent_futures::{Promise, as_completed};
+/// let (a, b) = (Promise::new(), Promise::<u8>::new());
+/// a.set_result(1).unwrap();
+/// let mut it = as_completed([a.handle(), b.handle()], Some(Duration::from_millis(5)));
+/// assert_eq!(it.next().unwrap().unwrap().result(), Ok(&1));
+/// let timed_out = it.next().unwrap().unwrap_err();
+/// assert_eq!((timed_out.unfinished, timed_out.total), (1, 2));
+/// assert!(it.next().is_none());
+/// ```
 pub struct AsCompleted<T> {
     slots: Vec<Option<FutureHandle<T>>>,
     registrations: Vec<Option<Registration<T>>>,

@@ -146,7 +146,8 @@ fn a_panic_in_poll_resolves_the_handle_and_the_worker_survives() {
     assert_eq!(rx.recv().unwrap(), "detached boom");
     assert_eq!(pool.submit_future(async { 7 }).unwrap().join(), Ok(7));
     pool.shutdown(true, false);
-    assert_eq!(pool.metrics().panicked, 1);
+    // Both panics count: the one its handle carries, and the detached one.
+    assert_eq!(pool.metrics().panicked, 2);
 }
 
 /// Python's `cancel_futures`: what never ran is cancelled; a future that
@@ -167,8 +168,11 @@ fn a_cancelling_shutdown_cancels_unpolled_futures_and_finishes_polled_ones() {
     assert_eq!(started.join(), Ok(()));
 }
 
+/// A live future holds the pool open: after shutdown new work is refused,
+/// but the workers stay to poll it (never the waking thread), and only
+/// then exit.
 #[test]
-fn a_wake_after_shutdown_polls_on_the_waking_thread() {
+fn a_future_pending_at_shutdown_keeps_the_pool_open() {
     let pool = ThreadPool::new(1).unwrap();
     let gate = Arc::new(Gate::default());
     let g = gate.clone();
@@ -179,7 +183,8 @@ fn a_wake_after_shutdown_polls_on_the_waking_thread() {
         })
         .unwrap();
     gate.wait_polls(1);
-    pool.shutdown(true, false);
+    pool.shutdown(false, false);
+    assert!(pool.submit(|| ()).is_err());
     assert!(!h.done());
     std::thread::Builder::new()
         .name("waker".into())
@@ -187,7 +192,48 @@ fn a_wake_after_shutdown_polls_on_the_waking_thread() {
         .unwrap()
         .join()
         .unwrap();
-    assert_eq!(h.join(), Ok(Some("waker".to_owned())));
+    assert_eq!(h.join(), Ok(Some("cf-worker-0".to_owned())));
+    let report = pool.shutdown_timeout(std::time::Duration::from_secs(60), false);
+    assert!(report.finished);
+    assert_eq!(report.pending_futures, 0);
+}
+
+/// The hazard of polling on the waking thread: a waker that holds a lock
+/// the future's `poll` takes. The poll happens on a worker, so this works
+/// before and after shutdown.
+#[test]
+fn a_waker_may_hold_a_lock_that_poll_takes() {
+    for shut_down_first in [false, true] {
+        let pool = ThreadPool::new(1).unwrap();
+        let gate = Arc::new(Gate::default());
+        let h = pool.submit_future(Wait(gate.clone())).unwrap();
+        gate.wait_polls(1);
+        if shut_down_first {
+            pool.shutdown(false, false);
+        }
+        {
+            // `Wait::poll` locks `gate.waker`: wake while holding it.
+            let mut slot = gate.waker.lock().unwrap();
+            gate.open.store(true, Ordering::SeqCst);
+            slot.take().unwrap().wake();
+        }
+        assert_eq!(h.join(), Ok(()));
+    }
+}
+
+/// `shutdown_timeout` reports a future still pending instead of hanging on
+/// it; the future still finishes on the pool once woken.
+#[test]
+fn shutdown_timeout_reports_pending_futures() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Gate::default());
+    let h = pool.submit_future(Wait(gate.clone())).unwrap();
+    gate.wait_polls(1);
+    let report = pool.shutdown_timeout(std::time::Duration::from_millis(10), false);
+    assert!(!report.finished);
+    assert_eq!(report.pending_futures, 1);
+    gate.open();
+    assert_eq!(h.join(), Ok(()));
 }
 
 #[test]

@@ -81,8 +81,8 @@ fn strands_map_wait_and_routed_callbacks() {
 
 /// The async task's unsafe paths: the pinned future in its cell, the
 /// queue entry reused as waker and re-queued, the unpolled cancel, the
-/// in-place drop (also of a future whose `Drop` panics), and the inline
-/// poll after shutdown.
+/// in-place drop (also of a future whose `Drop` panics), and a future
+/// holding the pool open past shutdown.
 #[test]
 fn futures_on_the_pool() {
     use concurrent_futures::Promise;
@@ -127,7 +127,7 @@ fn futures_on_the_pool() {
     assert!(never.cancel());
     release();
     assert_eq!(never.result(), Err(TaskError::Cancelled));
-    // Pending at shutdown, woken after it: polled on the waking thread.
+    // Pending at shutdown, woken after it: the workers stay to poll it.
     let late = Promise::new();
     let wait_for = late.handle();
     let h = pool
@@ -136,7 +136,8 @@ fn futures_on_the_pool() {
     while !h.running() {
         std::thread::yield_now();
     }
-    pool.shutdown(true, false);
+    pool.shutdown(false, false);
     late.set_result(9u8).unwrap();
     assert_eq!(h.join(), Ok(9));
+    pool.shutdown(true, false);
 }

@@ -24,12 +24,17 @@
 //! wake-and-poll; modelled by `loom_models::wakes_are_never_lost` below.
 //!
 //! The queue entry *is* the task (`TaskRef::from_arc`) and the waker a
-//! poll is given borrows the queue's reference: a wake costs no allocation
-//! and a poll no reference count. If the pool refuses the push (it is shut
-//! down), the task is polled on the waking thread instead, like a strand's
-//! closures: a spawned future is never dropped unpolled after a wake. A
-//! task that was never polled is cancellable, like a queued task; once
-//! polled, a cancelling shutdown polls it instead of dropping it.
+//! poll is given borrows the queue's reference: a wake allocates nothing of
+//! its own and a poll takes no reference count.
+//!
+//! A live future holds the pool open ([`Registry::hold`]) until it is
+//! dropped: after shutdown the workers stay to poll it, a wake queues it as
+//! before (`SubmitSlot::requeue` is never refused), and `shutdown(wait)`
+//! returns once every such future has finished, as Python's waits for
+//! pending futures. So a future is only ever polled on a worker, never on a
+//! waking thread that may hold a lock its `poll` takes. A future that was
+//! never polled is cancellable, like a queued task; once polled it has
+//! started, and a cancelling shutdown lets it finish.
 
 use std::future::Future;
 use std::mem::ManuallyDrop;
@@ -39,8 +44,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use super::registry::Registry;
-use super::task::{Ran, Runnable, TaskRef, drop_guarded};
-use super::worker::SubmitSlot;
+use super::task::{Ran, Runnable, TaskRef, contain, drop_guarded};
+use super::worker::{SubmitSlot, count_panic, is_worker_of};
 use crate::error::{PanicMessage, TaskError};
 use crate::future::Promise;
 use crate::sync::{AtomicU8, Ordering, UnsafeCell};
@@ -146,8 +151,9 @@ impl<F: Future<Output = ()>> PollCell<F> {
                 crate::future::report_panic_payload(payload);
                 Polled::Done { panicked: true }
             }
-            // Unreachable: after `Done` the right is never released.
-            None => Polled::Done { panicked: false },
+            // Unreachable: after `Done` the right is never released, so
+            // nobody polls again.
+            None => Polled::Idle,
         }
     }
 
@@ -166,57 +172,65 @@ impl<F: Future<Output = ()>> PollCell<F> {
         !polled
     }
 
-    /// Drops the future in place, keeping the poll right for good. A
-    /// panicking `Drop` is contained: the slot is marked empty either way,
-    /// so the future is never dropped twice.
-    fn drop_future(&self) {
+    /// Drops the future whether or not it was polled (its queue is thrown
+    /// away); the caller holds the poll right. False if it was gone.
+    pub(crate) fn drop_held(&self) -> bool {
+        // Acquire: as in `cancel_unpolled`.
+        self.state.load(Ordering::Acquire);
+        self.drop_future()
+    }
+
+    /// Drops the future in place, keeping the poll right for good; false
+    /// if it was already gone. A panicking `Drop` is contained: the slot is
+    /// marked empty either way, so the future is never dropped twice.
+    fn drop_future(&self) -> bool {
         self.slot.with_mut(|slot| {
-            // SAFETY: we hold the poll right (see `poll`).
+            // SAFETY: we hold the poll right (see `poll`), or `&mut self`.
             let slot = unsafe { &mut *slot };
-            if let Some(future) = slot.future.as_mut() {
-                let future: *mut F = future;
-                // SAFETY: `future` points to a live value that nothing
-                // reads again: the slot is overwritten right after without
-                // dropping the old value. Dropping in place keeps the pin
-                // promise.
-                let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
-                    std::ptr::drop_in_place(future)
-                }));
-                // SAFETY: the old value was just dropped; writing over it
-                // without dropping it again is what we want.
-                unsafe { std::ptr::write(&mut slot.future, None) };
-            }
-        });
+            let Some(future) = slot.future.as_mut() else {
+                return false;
+            };
+            let future: *mut F = future;
+            // SAFETY: `future` points to a live value that nothing reads
+            // again: the slot is overwritten right after without dropping
+            // the old value. Dropping in place keeps the pin promise.
+            contain(|| unsafe { std::ptr::drop_in_place(future) });
+            // SAFETY: the old value was just dropped; writing over it
+            // without dropping it again is what we want.
+            unsafe { std::ptr::write(&mut slot.future, None) };
+            true
+        })
     }
 }
 
-/// A future on the pool: the cell plus where to queue it.
-struct AsyncTask<F> {
+/// A future on the pool: the cell plus where to queue it. It holds the
+/// pool open from `spawn` until the future is dropped.
+struct AsyncTask<F: Future<Output = ()>> {
     registry: Arc<Registry>,
     cell: PollCell<F>,
 }
 
 impl<F: Future<Output = ()> + Send + 'static> AsyncTask<F> {
-    /// Queues the task (the caller holds the poll right). If the pool is
-    /// shut down, polls it here until it is idle or done.
+    /// Queues the task; the caller holds the poll right.
     fn schedule(self: Arc<Self>) {
         let registry = self.registry.clone();
-        match SubmitSlot::claim(&registry) {
-            Some(slot) => slot.push(TaskRef::from_arc(self)),
-            None => self.poll_here(),
+        SubmitSlot::requeue(&registry).push(TaskRef::from_arc(self));
+    }
+
+    /// The future is gone (finished, cancelled, dropped): the pool need not
+    /// stay open for it any more.
+    fn finished(&self) {
+        self.registry.release_hold();
+    }
+}
+
+impl<F: Future<Output = ()>> Drop for AsyncTask<F> {
+    fn drop(&mut self) {
+        // The last reference went while the future was still pending (no
+        // waker left to wake it): drop it here, guarded, and let the pool go.
+        if self.cell.drop_future() {
+            self.registry.release_hold();
         }
-    }
-
-    /// Polls once, with a waker that borrows this reference.
-    fn poll_once(self: &Arc<Self>) -> Polled {
-        with_borrowed_waker(self, |cx| self.cell.poll(cx))
-    }
-
-    /// Polls on this thread (the pool refuses to queue it: it is shut
-    /// down) until the task is idle or done.
-    fn poll_here(self: Arc<Self>) {
-        while self.poll_once() == Polled::Again {}
-        drop_guarded(self);
     }
 }
 
@@ -236,10 +250,12 @@ impl<F: Future<Output = ()> + Send + 'static> Wake for AsyncTask<F> {
 
 impl<F: Future<Output = ()> + Send + 'static> Runnable for AsyncTask<F> {
     fn run(self: Arc<Self>) -> Ran {
-        match self.poll_once() {
+        let polled = with_borrowed_waker(&self, |cx| self.cell.poll(cx));
+        match polled {
             Polled::Again => self.schedule(),
             Polled::Idle => drop_guarded(self),
             Polled::Done { panicked } => {
+                self.finished();
                 drop_guarded(self);
                 if panicked {
                     return Ran::Panicked;
@@ -250,17 +266,27 @@ impl<F: Future<Output = ()> + Send + 'static> Runnable for AsyncTask<F> {
     }
 
     fn cancel(self: Arc<Self>) {
-        // Python's `cancel_futures` cancels what has not started; a future
-        // that was polled has started: poll it instead (it is never lost).
         if self.cell.cancel_unpolled() {
+            self.finished();
             drop_guarded(self);
+        } else if is_worker_of(&self.registry) {
+            // Python's `cancel_futures` cancels what has not started; this
+            // future has: a worker polls it as usual.
+            self.run();
         } else {
-            self.poll_here();
+            // The shutting-down thread cancelling the injector: leave the
+            // poll to a worker (this thread may be anyone's).
+            self.schedule();
         }
     }
 
     fn abandon(self: Arc<Self>) {
-        self.cancel();
+        // The queue is thrown away with no worker to run the task: its
+        // future can only be dropped.
+        if self.cell.drop_held() {
+            self.finished();
+        }
+        drop_guarded(self);
     }
 }
 
@@ -280,11 +306,13 @@ where
     f(&mut Context::from_waker(&waker))
 }
 
-/// Queues `future` through a claimed `slot` on `registry`.
+/// Queues `future` through a claimed `slot` on `registry`; the future
+/// holds the pool open until it is dropped.
 pub(crate) fn spawn<F>(slot: SubmitSlot<'_>, registry: &Arc<Registry>, future: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    registry.hold();
     let task = Arc::new(AsyncTask {
         registry: registry.clone(),
         cell: PollCell::new(future),
@@ -296,7 +324,8 @@ where
 /// `set_running_or_notify_cancel` before the first poll (a cancelled
 /// handle means it never runs), a panic as [`TaskError::Panicked`].
 pub(crate) struct Completing<F: Future> {
-    future: F,
+    /// Dropped by hand in `drop`, before the handle is told.
+    future: ManuallyDrop<F>,
     promise: Promise<F::Output>,
     started: bool,
 }
@@ -304,7 +333,7 @@ pub(crate) struct Completing<F: Future> {
 impl<F: Future> Completing<F> {
     pub(crate) fn new(future: F, promise: Promise<F::Output>) -> Self {
         Completing {
-            future,
+            future: ManuallyDrop::new(future),
             promise,
             started: false,
         }
@@ -316,7 +345,8 @@ impl<F: Future> Future for Completing<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         // SAFETY: `future` is pinned structurally and never moved out of
-        // `self`; the other fields are never pinned.
+        // `self` (only dropped in place, in `drop`); the other fields are
+        // never pinned.
         let this = unsafe { self.get_unchecked_mut() };
         if !this.started {
             this.started = true;
@@ -325,7 +355,7 @@ impl<F: Future> Future for Completing<F> {
             }
         }
         // SAFETY: see above: `future` is structurally pinned.
-        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
         match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(value)) => {
@@ -334,7 +364,8 @@ impl<F: Future> Future for Completing<F> {
             }
             Err(payload) => {
                 let message = PanicMessage::from_payload(payload.as_ref());
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                contain(move || drop(payload));
+                count_panic();
                 let _ = this.promise.complete(Err(TaskError::Panicked(message)));
                 Poll::Ready(())
             }
@@ -344,8 +375,13 @@ impl<F: Future> Future for Completing<F> {
 
 impl<F: Future> Drop for Completing<F> {
     fn drop(&mut self) {
-        // Dropped before its first poll: cancelled by a cancelling
-        // shutdown, not abandoned.
+        // The future's captures go first, so that whoever the handle
+        // wakes finds them released.
+        // SAFETY: dropped in place exactly once, here, and never used
+        // again (`self` is being dropped).
+        unsafe { ManuallyDrop::drop(&mut self.future) };
+        // Dropped before its first poll: cancelled (by a cancelling
+        // shutdown), not abandoned.
         if !self.started {
             self.promise.handle().cancel();
         }
@@ -393,7 +429,8 @@ mod loom_models {
     }
 
     /// A task whose "queue" is the waking thread itself: a wake that wins
-    /// the poll right polls inline (the pool's shut-down path).
+    /// the poll right polls inline (a stand-in for the queue: the protocol
+    /// does not care which thread holds the right).
     struct Task(PollCell<Counting>);
 
     impl Task {

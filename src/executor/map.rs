@@ -72,6 +72,12 @@ impl ThreadPool {
     /// Maps `f` over `inputs` on the pool (Python's `Executor.map`), lazily
     /// and in input order. Defaults: one input per task, at most twice as
     /// many tasks in flight as workers, no timeout; see [`Map`].
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::new(2).unwrap();
+    /// let lengths: Vec<_> = pool.map(|s: &str| s.len(), ["a", "bcd", "ef"]).collect();
+    /// assert_eq!(lengths, [Ok(1), Ok(3), Ok(2)]);
+    /// ```
     pub fn map<I, F, R>(&self, f: F, inputs: I) -> Map<I::IntoIter, R>
     where
         I: IntoIterator,
@@ -103,6 +109,13 @@ where
     R: Send + Sync + 'static,
 {
     /// Inputs per task (Python's `chunksize`); at least 1.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::new(2).unwrap();
+    /// // 100 inputs in 10 tasks of 10.
+    /// let out: Vec<u32> = pool.map(|x: u32| x + 1, 0..100).chunksize(10).map(Result::unwrap).collect();
+    /// assert_eq!(out, (1..=100).collect::<Vec<_>>());
+    /// ```
     pub fn chunksize(mut self, n: usize) -> Self {
         self.chunksize = n.max(1);
         self
@@ -110,12 +123,34 @@ where
 
     /// Most chunks submitted ahead of the consumer (Python 3.14's
     /// `buffersize`); at least 1.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::new(2).unwrap();
+    /// // An endless input: only what is read (plus the buffer) is ever submitted.
+    /// let first: Vec<u64> = pool.map(|x: u64| x * x, 0..).buffer(4).take(3).map(Result::unwrap).collect();
+    /// assert_eq!(first, [0, 1, 4]);
+    /// ```
     pub fn buffer(mut self, n: usize) -> Self {
         self.buffer = n.max(1);
         self
     }
 
     /// Gives up once `timeout` has passed since the `map` call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::TaskError;
+    ///
+    /// let pool = concurrent_futures::ThreadPool::new(1).unwrap();
+    /// let gate = concurrent_futures::Promise::<()>::new();
+    /// let g = gate.handle();
+    /// let mut results = pool
+    ///     .map(move |_: u8| g.wait().unwrap(), [1])
+    ///     .timeout(Duration::from_millis(10));
+    /// assert_eq!(results.next(), Some(Err(TaskError::Timeout)));
+    /// assert_eq!(results.next(), None);
+    /// gate.set_result(()).unwrap();
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.deadline = self.started.checked_add(timeout);
         self

@@ -36,6 +36,14 @@ pub enum SubmitError<F> {
 
 impl<F> SubmitError<F> {
     /// The refused closure.
+    ///
+    /// ```
+    /// use concurrent_futures::{SubmitError, ThreadPool};
+    /// let pool = ThreadPool::builder().workers(1).max_queued(1).build().unwrap();
+    /// pool.shutdown(true, false);
+    /// let f = pool.try_submit(|| "hand it back").unwrap_err().into_inner();
+    /// assert_eq!(f(), "hand it back");
+    /// ```
     pub fn into_inner(self) -> F {
         match self {
             SubmitError::Shutdown(f) | SubmitError::Full(f) => f,
@@ -64,6 +72,12 @@ impl<F> fmt::Display for SubmitError<F> {
 impl<F> std::error::Error for SubmitError<F> {}
 
 /// Why a pool could not be built.
+///
+/// ```
+/// use concurrent_futures::{BuildError, ThreadPool};
+/// assert!(matches!(ThreadPool::new(0), Err(BuildError::ZeroWorkers)));
+/// assert!(matches!(ThreadPool::builder().max_queued(0).build(), Err(BuildError::ZeroBound)));
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -88,6 +102,20 @@ impl fmt::Display for BuildError {
 impl std::error::Error for BuildError {}
 
 /// What a [`ThreadPool::shutdown_timeout`] left behind.
+///
+/// ```
+/// use std::time::Duration;
+/// let pool = concurrent_futures::ThreadPool::new(1).unwrap();
+/// let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+/// let g = gate.clone();
+/// let stuck = pool.submit(move || { g.wait(); }).unwrap();
+/// while !stuck.running() { std::thread::yield_now(); }
+/// let report = pool.shutdown_timeout(Duration::from_millis(10), false);
+/// assert!(!report.finished);
+/// assert_eq!(report.running, 1);
+/// gate.wait(); // let it finish
+/// assert_eq!(stuck.join(), Ok(()));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
@@ -99,6 +127,10 @@ pub struct ShutdownReport {
     /// Tasks still queued when the deadline passed (they will run, or were
     /// cancelled if cancelling was asked).
     pub queued: usize,
+    /// Futures of [`submit_future`](ThreadPool::submit_future) and
+    /// [`spawn_future`](ThreadPool::spawn_future) not finished when the
+    /// deadline passed: the workers stay to poll them until they are.
+    pub pending_futures: usize,
 }
 
 /// Configures a [`ThreadPool`].
@@ -154,23 +186,46 @@ impl Builder {
     /// A builder with the defaults: one worker per available core, threads
     /// named `cf-worker-N`, the platform's stack size, no queue bound, at
     /// most 512 compensating workers.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::Builder::new().workers(1).build().unwrap();
+    /// assert_eq!(pool.workers(), 1);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Number of worker threads (default: available parallelism).
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::builder().workers(3).build().unwrap();
+    /// assert_eq!(pool.workers(), 3);
+    /// ```
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = Some(n);
         self
     }
 
     /// Prefix of the worker threads' names.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::builder().workers(1).thread_name("io").build().unwrap();
+    /// let name = pool.submit(|| std::thread::current().name().map(str::to_owned)).unwrap();
+    /// assert_eq!(name.join(), Ok(Some("io-0".to_owned())));
+    /// ```
     pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
         self.name_prefix = prefix.into();
         self
     }
 
     /// Stack size of each worker thread, in bytes.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::builder().stack_size(4 << 20).build().unwrap();
+    /// // Deep recursion needs a large stack.
+    /// fn depth(n: u32) -> u32 { if n == 0 { 0 } else { 1 + depth(n - 1) } }
+    /// assert_eq!(pool.submit(|| depth(10_000)).unwrap().join(), Ok(10_000));
+    /// ```
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
         self
@@ -180,6 +235,22 @@ impl Builder {
     /// ignores it, like Python's unbounded executor). Approximate under
     /// concurrent submits: it may be exceeded by the number of threads
     /// submitting at the same instant.
+    ///
+    /// ```
+    /// use concurrent_futures::{SubmitError, ThreadPool};
+    /// let pool = ThreadPool::builder().workers(1).max_queued(2).build().unwrap();
+    /// // `submit` ignores the bound; `try_submit` refuses past it. (A std
+    /// // barrier holds the worker: a wait the pool can see would be
+    /// // compensated by an extra worker, which would drain the queue.)
+    /// let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+    /// let g = gate.clone();
+    /// let blocker = pool.submit(move || { g.wait(); }).unwrap();
+    /// while !blocker.running() { std::thread::yield_now(); }
+    /// let queued: Vec<_> = (0..2).map(|i| pool.try_submit(move || i).unwrap()).collect();
+    /// assert!(matches!(pool.try_submit(|| 2), Err(SubmitError::Full(_))));
+    /// gate.wait();
+    /// assert_eq!(queued.into_iter().map(|h| h.join().unwrap()).sum::<i32>(), 1);
+    /// ```
     pub fn max_queued(mut self, n: usize) -> Self {
         self.max_queued = Some(n);
         self
@@ -188,6 +259,15 @@ impl Builder {
     /// Most compensating workers alive at once. A worker that blocks on a
     /// task running elsewhere is compensated by one, so the pool keeps its
     /// capacity (like Java's managed blocking). Default 512.
+    ///
+    /// ```
+    /// // One worker, and a task that waits on another one running elsewhere:
+    /// // a compensating worker keeps the pool's capacity meanwhile.
+    /// let pool = concurrent_futures::ThreadPool::builder().workers(1).max_blocking(4).build().unwrap();
+    /// let p = pool.clone();
+    /// let outer = pool.submit(move || p.submit(|| 6).unwrap().join().unwrap() * 7).unwrap();
+    /// assert_eq!(outer.join(), Ok(42));
+    /// ```
     pub fn max_blocking(mut self, n: usize) -> Self {
         self.max_blocking = n;
         self
@@ -223,6 +303,12 @@ impl Builder {
     }
 
     /// Starts the pool.
+    ///
+    /// ```
+    /// use concurrent_futures::{BuildError, ThreadPool};
+    /// assert!(ThreadPool::builder().workers(2).build().is_ok());
+    /// assert!(matches!(ThreadPool::builder().workers(0).build(), Err(BuildError::ZeroWorkers)));
+    /// ```
     pub fn build(self) -> Result<ThreadPool, BuildError> {
         let workers = match self.workers {
             Some(0) => return Err(BuildError::ZeroWorkers),
@@ -267,7 +353,7 @@ impl Builder {
             }
         }
         trace_event!(
-            tracing::Level::DEBUG,
+            ::tracing::Level::DEBUG,
             workers,
             thread_name = %registry.config.name_prefix,
             "pool started"
@@ -325,11 +411,21 @@ impl fmt::Debug for ThreadPool {
 
 impl ThreadPool {
     /// A pool of `workers` threads with the other defaults of [`Builder`].
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::new(2).unwrap();
+    /// assert_eq!(pool.submit(|| 1 + 1).unwrap().join(), Ok(2));
+    /// ```
     pub fn new(workers: usize) -> Result<ThreadPool, BuildError> {
         Builder::new().workers(workers).build()
     }
 
     /// A [`Builder`] for a pool.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::builder().workers(2).build().unwrap();
+    /// assert_eq!(pool.workers(), 2);
+    /// ```
     pub fn builder() -> Builder {
         Builder::new()
     }
@@ -339,6 +435,11 @@ impl ThreadPool {
     }
 
     /// The number of (core) worker threads.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::new(3).unwrap();
+    /// assert_eq!(pool.workers(), 3);
+    /// ```
     pub fn workers(&self) -> usize {
         self.registry().config.workers
     }
@@ -401,6 +502,14 @@ impl ThreadPool {
 
     /// Schedules `f` without a handle (fire and forget). A panic is counted
     /// in [`Metrics::panicked`] and otherwise ignored.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// let pool = concurrent_futures::ThreadPool::new(1).unwrap();
+    /// let (tx, rx) = mpsc::channel();
+    /// pool.spawn(move || tx.send("ran").unwrap()).unwrap();
+    /// assert_eq!(rx.recv(), Ok("ran"));
+    /// ```
     pub fn spawn<F>(&self, f: F) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'static,
@@ -410,19 +519,27 @@ impl ThreadPool {
 
     /// Runs `future` on the pool's workers and returns a handle to its
     /// output: async code can `await` the handle, blocking code can
-    /// [`join`](FutureHandle::join) it. Each wake queues one poll on the
-    /// pool (no allocation); a future that wakes itself yields its worker
-    /// between polls.
+    /// [`join`](FutureHandle::join) it. Each wake queues one poll on a
+    /// worker (never on the waking thread, so a waker may hold a lock the
+    /// future's `poll` takes); a future that wakes itself yields its worker
+    /// between polls. Each poll counts as a task in [`Metrics`].
     ///
     /// Like a submitted closure: cancelling the handle before the first
-    /// poll means the future is never polled (Python's `cancel`), a
-    /// cancelling shutdown cancels it if it was never polled, a panic in
-    /// `poll` resolves the handle with [`TaskError::Panicked`]. Once polled,
-    /// the future is never dropped by the pool before it finishes: a wake
-    /// after shutdown polls it on the waking thread (as a strand's closures
-    /// run on the posting thread). A future nobody wakes any more is dropped
-    /// with its last waker, and its handle resolves as
-    /// [`TaskError::Abandoned`].
+    /// poll means the future is never polled (Python's `cancel`); once
+    /// polled it is running and `cancel` returns false. A cancelling
+    /// shutdown cancels it only if it was never polled. A panic in `poll`
+    /// resolves the handle with [`TaskError::Panicked`] (and counts in
+    /// [`Metrics::panicked`]).
+    ///
+    /// A live future keeps the pool open: after shutdown the workers stay
+    /// to poll it, and `shutdown(true, _)` (and dropping the pool) waits
+    /// until it finishes, as Python waits for pending futures; a future
+    /// that never finishes makes that wait endless, like a closure that
+    /// never returns: use [`shutdown_timeout`](ThreadPool::shutdown_timeout),
+    /// which reports it in [`ShutdownReport::pending_futures`]. A future no
+    /// waker can reach any more is dropped with its last waker (its handle
+    /// resolves as [`TaskError::Abandoned`]); one that keeps its own waker
+    /// alive (say, the sender of a channel it awaits) is never dropped.
     ///
     /// ```
     /// use concurrent_futures::{Promise, ThreadPool};
@@ -453,9 +570,9 @@ impl ThreadPool {
     }
 
     /// Runs `future` on the pool with no handle (fire and forget), as
-    /// [`submit_future`](ThreadPool::submit_future) does otherwise. A panic
-    /// in `poll` is reported through the callback-panic hook and counted in
-    /// [`Metrics::panicked`].
+    /// [`submit_future`](ThreadPool::submit_future) does otherwise (it holds
+    /// the pool open too). A panic in `poll` is reported through the
+    /// callback-panic hook and counted in [`Metrics::panicked`].
     ///
     /// ```
     /// use concurrent_futures::{Promise, ThreadPool};
@@ -517,6 +634,15 @@ impl ThreadPool {
     }
 
     /// A snapshot of the pool's counters.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::new(2).unwrap();
+    /// for i in 0..10 {
+    ///     pool.submit(move || i).unwrap();
+    /// }
+    /// pool.shutdown(true, false);
+    /// assert_eq!(pool.metrics().completed, 10);
+    /// ```
     pub fn metrics(&self) -> Metrics {
         Metrics::sum(&self.registry().counters)
     }
@@ -524,7 +650,9 @@ impl ThreadPool {
     /// Python's `shutdown(wait, cancel_futures)`: stop accepting work; with
     /// `cancel_pending`, cancel every task that has not started; with
     /// `wait`, block until every worker has finished. Queued tasks that are
-    /// not cancelled still run. Every handle ends done or cancelled.
+    /// not cancelled still run, and futures on the pool that have started
+    /// ([`submit_future`](ThreadPool::submit_future)) keep the workers until
+    /// they finish. Every handle ends done or cancelled.
     ///
     /// Called from one of the pool's own tasks, it does not wait (it would
     /// wait on itself). Calling it again is harmless.
@@ -558,6 +686,13 @@ impl ThreadPool {
     }
 
     /// Whether [`shutdown`](ThreadPool::shutdown) was called.
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::new(1).unwrap();
+    /// assert!(!pool.is_shutdown());
+    /// pool.shutdown(false, false);
+    /// assert!(pool.is_shutdown());
+    /// ```
     pub fn is_shutdown(&self) -> bool {
         self.registry().is_shutdown()
     }
@@ -583,7 +718,7 @@ fn shutdown(
     timeout: Option<Duration>,
 ) -> ShutdownReport {
     trace_event!(
-        tracing::Level::DEBUG,
+        ::tracing::Level::DEBUG,
         wait,
         cancel_pending,
         ?timeout,
@@ -592,10 +727,14 @@ fn shutdown(
     registry.shutdown(cancel_pending);
     if cancel_pending {
         // Workers cancel what they pop; cancel the injector from here too so
-        // a busy pool's handles resolve now.
-        loop {
+        // a busy pool's handles resolve now. Only what is queued now: a
+        // started future is handed back to the workers (it re-queues), and
+        // must not be met again here.
+        let mut left = registry.injector.len();
+        while left > 0 {
             match registry.injector.steal() {
                 crossbeam_deque::Steal::Success(task) => {
+                    left -= 1;
                     crate::executor::metrics::Counters::add(
                         &registry.shared_counters().dequeued,
                         1,
@@ -627,7 +766,10 @@ fn shutdown(
         finished,
         running: m.running,
         queued: m.queued,
+        // After shutdown no submit is in flight for long: what holds the
+        // pool open is its live futures.
+        pending_futures: if finished { 0 } else { registry.holds() },
     };
-    trace_event!(tracing::Level::DEBUG, ?report, "shutdown returns");
+    trace_event!(::tracing::Level::DEBUG, ?report, "shutdown returns");
     report
 }

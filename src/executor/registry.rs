@@ -123,6 +123,32 @@ impl Registry {
         }
     }
 
+    /// A future on the pool is live: it holds the pool open like a submit
+    /// in flight, so workers stay to poll it after shutdown until it
+    /// finishes ([`Registry::release_hold`]). The caller has a claimed
+    /// submit slot or is a worker, so no worker can have exited yet.
+    pub(crate) fn hold(&self) {
+        // Relaxed: ordered before the slot's own release (a later RMW of
+        // the same word) or before this worker's next exit check.
+        self.state.0.fetch_add(SUBMITTER, Ordering::Relaxed);
+    }
+
+    /// The future taken by [`Registry::hold`] is finished (dropped).
+    pub(crate) fn release_hold(&self) {
+        // Release: the future's drop happens before a worker's exit check
+        // that sees the count drop (its SeqCst load in `may_exit`).
+        let prev = self.state.0.fetch_sub(SUBMITTER, Ordering::Release);
+        if prev & SHUTDOWN != 0 {
+            // Workers waiting for the last hold must re-check.
+            self.sleep.notify_all();
+        }
+    }
+
+    /// Submits in flight and live futures (each holds the pool open).
+    pub(crate) fn holds(&self) -> usize {
+        self.state.0.load(Ordering::Relaxed) / SUBMITTER
+    }
+
     /// Marks the pool shut down (and cancelling, if asked).
     pub(crate) fn shutdown(&self, cancel: bool) {
         if cancel {
@@ -158,7 +184,8 @@ impl Registry {
         self.injector.is_empty() && self.stealers.iter().all(Stealer::is_empty)
     }
 
-    /// Whether a worker may exit: shut down, no submit in flight, no work.
+    /// Whether a worker may exit: shut down, no submit in flight, no live
+    /// future, no work.
     pub(crate) fn may_exit(&self) -> bool {
         let state = self.state.0.load(Ordering::SeqCst);
         state & SHUTDOWN != 0 && state / SUBMITTER == 0 && self.queues_empty()
@@ -307,6 +334,65 @@ mod loom_models {
             let accepted = submitter.join().unwrap();
             worker.join().unwrap();
             assert_eq!(ran.load(Ordering::SeqCst), usize::from(accepted));
+        });
+    }
+
+    /// A live future holds the pool open: woken while the pool shuts down,
+    /// it is queued again (no submit slot: shutdown refuses those) and then
+    /// finishes, releasing its hold. The worker never exits before running
+    /// it, however the release, the push and the exit check interleave.
+    #[test]
+    fn a_held_future_requeued_during_shutdown_still_runs() {
+        loom::model(|| {
+            let (reg, _locals) = Registry::new(Config {
+                workers: 1,
+                name_prefix: String::new(),
+                stack_size: None,
+                max_queued: None,
+                max_blocking: 0,
+                panic_hook: None,
+            });
+            reg.hold(); // spawned while the pool was open
+            let ran = Arc::new(AtomicUsize::new(0));
+            let pushed = Arc::new(AtomicUsize::new(0));
+            let waker = {
+                let (reg, ran, pushed) = (reg.clone(), ran.clone(), pushed.clone());
+                thread::spawn(move || {
+                    reg.injector.push(TaskRef::detached(
+                        move || {
+                            ran.fetch_add(1, Ordering::SeqCst);
+                        },
+                        false,
+                    ));
+                    pushed.store(1, Ordering::Release);
+                    // Released as early as it can be in the real code: the
+                    // future finished right after it was queued.
+                    thread::yield_now();
+                    reg.release_hold();
+                })
+            };
+            let worker = {
+                let (reg, pushed) = (reg.clone(), pushed.clone());
+                thread::spawn(move || {
+                    loop {
+                        if let Some(task) = reg.injector.steal().success() {
+                            while pushed.load(Ordering::Acquire) == 0 {
+                                thread::yield_now();
+                            }
+                            task.run();
+                            continue;
+                        }
+                        if reg.may_exit() {
+                            return;
+                        }
+                        thread::yield_now();
+                    }
+                })
+            };
+            reg.shutdown(false);
+            waker.join().unwrap();
+            worker.join().unwrap();
+            assert_eq!(ran.load(Ordering::SeqCst), 1);
         });
     }
 }

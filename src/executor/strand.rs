@@ -74,6 +74,14 @@ impl<S> std::fmt::Debug for Strand<S> {
 
 impl<S: Send + 'static> Strand<S> {
     /// A strand on `pool` owning `state`.
+    ///
+    /// ```
+    /// use concurrent_futures::{Strand, ThreadPool};
+    /// let pool = ThreadPool::new(2).unwrap();
+    /// let names = Strand::new(&pool, Vec::<String>::new());
+    /// names.post(|v| v.push("first".into()));
+    /// assert_eq!(names.submit(|v| v.len()).join(), Ok(1));
+    /// ```
     pub fn new(pool: &ThreadPool, state: S) -> Self {
         Strand {
             inner: Arc::new(Inner {
@@ -86,6 +94,16 @@ impl<S: Send + 'static> Strand<S> {
     }
 
     /// Queues `f` to run after every closure posted before it.
+    ///
+    /// ```
+    /// use concurrent_futures::{Strand, ThreadPool};
+    /// let pool = ThreadPool::new(2).unwrap();
+    /// let total = Strand::new(&pool, 0u64);
+    /// for i in 1..=100 {
+    ///     total.post(move |t| *t += i);
+    /// }
+    /// assert_eq!(total.submit(|t| *t).join(), Ok(5050));
+    /// ```
     pub fn post(&self, f: impl FnOnce(&mut S) + Send + 'static) {
         self.inner.queue.push(Box::new(f));
         if self.inner.schedule.claim_after_push() {

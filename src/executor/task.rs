@@ -86,7 +86,7 @@ impl<F> Job<F> {
             Err(payload) => {
                 let msg = PanicMessage::from_payload(payload.as_ref());
                 // The payload's own drop may panic: keep it off this thread.
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                contain(move || drop(payload));
                 (Err(TaskError::Panicked(msg)), Ran::Panicked)
             }
         };
@@ -97,7 +97,7 @@ impl<F> Job<F> {
     /// Drops the closure of a task nobody will run, catching a panicking drop.
     fn discard(&self) {
         if let Some(f) = self.take() {
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
+            contain(move || drop(f));
         }
     }
 }
@@ -234,7 +234,18 @@ impl TaskRef {
 /// value is dropped here, on a worker: a panicking `Drop` must not unwind
 /// the worker.
 pub(crate) fn drop_guarded<R: ?Sized>(task: Arc<R>) {
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(task)));
+    contain(move || drop(task));
+}
+
+/// Runs `f`, containing a panic: its payload is dropped under a guard too,
+/// and a payload whose `Drop` panics again is leaked rather than let
+/// unwind into a worker.
+pub(crate) fn contain(f: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f))
+        && let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload)))
+    {
+        std::mem::forget(again);
+    }
 }
 
 impl Drop for TaskRef {
@@ -267,7 +278,7 @@ impl<F: FnOnce() + Send> Runnable for Detached<F> {
             Some(f) => match catch_unwind(AssertUnwindSafe(f)) {
                 Ok(()) => Ran::Completed,
                 Err(payload) => {
-                    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                    contain(move || drop(payload));
                     Ran::Panicked
                 }
             },
@@ -283,7 +294,7 @@ impl<F: FnOnce() + Send> Runnable for Detached<F> {
             return;
         }
         if let Some(f) = self.take() {
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
+            contain(move || drop(f));
         }
         drop_guarded(self);
     }

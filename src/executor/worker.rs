@@ -75,7 +75,7 @@ impl Context {
         let reg = &self.registry;
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
-        if tick % FAIR_TICK == 0
+        if tick.is_multiple_of(FAIR_TICK)
             && let Some(t) = reg.injector.steal().success()
         {
             return Some(t);
@@ -107,11 +107,11 @@ impl Context {
             return;
         }
         self.count(|c| &c.started);
-        trace_span!(tracing::Level::TRACE, "task", worker = self.index);
+        trace_span!(::tracing::Level::TRACE, "task", worker = self.index);
         // A task a waiter ran inline counts as started and completed here
         // (its panics, if any, are not counted).
         let ran = task.run();
-        trace_event!(tracing::Level::TRACE, outcome = ?ran, "task finished");
+        trace_event!(::tracing::Level::TRACE, outcome = ?ran, "task finished");
         match ran {
             Ran::Completed | Ran::Claimed => self.count(|c| &c.completed),
             Ran::Panicked => {
@@ -128,6 +128,8 @@ impl Context {
 pub(crate) struct SubmitSlot<'a> {
     registry: &'a Arc<Registry>,
     local: bool,
+    /// An outside submit counted in flight (`begin_submit`), to end on push.
+    counted: bool,
 }
 
 impl<'a> SubmitSlot<'a> {
@@ -143,7 +145,22 @@ impl<'a> SubmitSlot<'a> {
         } else {
             registry.begin_submit()
         };
-        open.then_some(SubmitSlot { registry, local })
+        open.then_some(SubmitSlot {
+            registry,
+            local,
+            counted: !local,
+        })
+    }
+
+    /// A slot to queue a live future again (woken). Never refused: the
+    /// future holds the pool open ([`Registry::hold`]), so workers are
+    /// alive to run it even after shutdown.
+    pub(crate) fn requeue(registry: &'a Arc<Registry>) -> Self {
+        SubmitSlot {
+            registry,
+            local: is_worker_of(registry),
+            counted: false,
+        }
     }
 
     /// Pushes to the calling worker's own deque when called from a worker
@@ -167,9 +184,23 @@ impl<'a> SubmitSlot<'a> {
         } else {
             Counters::add(&registry.shared_counters().submitted, 1);
             registry.injector.push(task);
-            registry.end_submit();
+            if self.counted {
+                registry.end_submit();
+            } else {
+                registry.notify_after_push();
+            }
         }
     }
+}
+
+/// Counts a panic caught inside a task (a future's `poll`, whose task
+/// itself completes normally) on the calling worker's counters.
+pub(crate) fn count_panic() {
+    with_context(|ctx| {
+        if let Some(ctx) = ctx {
+            ctx.count(|c| &c.panicked);
+        }
+    });
 }
 
 /// The callback-panic hook of the pool whose worker calls this, if it has one.
@@ -192,7 +223,7 @@ struct ExitGuard {
 impl Drop for ExitGuard {
     fn drop(&mut self) {
         trace_event!(
-            tracing::Level::DEBUG,
+            ::tracing::Level::DEBUG,
             compensating = self.compensating,
             "worker exited"
         );
@@ -217,7 +248,7 @@ pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, local: Worker<Ta
         registry: registry.clone(),
         compensating: false,
     };
-    trace_event!(tracing::Level::DEBUG, worker = index, "worker started");
+    trace_event!(::tracing::Level::DEBUG, worker = index, "worker started");
     let ctx = Context {
         registry,
         index: Some(index),
@@ -273,7 +304,7 @@ fn run_compensating(registry: Arc<Registry>) {
         registry: registry.clone(),
         compensating: true,
     };
-    trace_event!(tracing::Level::DEBUG, "compensating worker started");
+    trace_event!(::tracing::Level::DEBUG, "compensating worker started");
     let ctx = Context {
         registry,
         index: None,

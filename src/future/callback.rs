@@ -104,6 +104,24 @@ impl<T> std::fmt::Debug for Registration<T> {
 }
 
 /// What a callback-panic hook receives.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use concurrent_futures::{Promise, ThreadPool};
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let s = seen.clone();
+/// let pool = ThreadPool::builder()
+///     .workers(1)
+///     .callback_panic_hook(move |p| s.lock().unwrap().push(p.message().to_string()))
+///     .build()
+///     .unwrap();
+/// let promise = Promise::<u8>::new();
+/// pool.add_done_callback(&promise.handle(), |_| panic!("callback failed"));
+/// promise.set_result(0).unwrap();
+/// pool.shutdown(true, false);
+/// assert_eq!(*seen.lock().unwrap(), ["callback failed"]);
+/// ```
 #[derive(Clone, Debug)]
 pub struct CallbackPanic {
     message: PanicMessage,
@@ -111,6 +129,23 @@ pub struct CallbackPanic {
 
 impl CallbackPanic {
     /// The panic message.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use concurrent_futures::{Promise, ThreadPool};
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let tx = std::sync::Mutex::new(tx);
+    /// let pool = ThreadPool::builder()
+    ///     .workers(1)
+    ///     .callback_panic_hook(move |p| tx.lock().unwrap().send(p.message().clone()).unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// let promise = Promise::<u8>::new();
+    /// pool.add_done_callback(&promise.handle(), |_| panic!("code {}", 7));
+    /// promise.set_result(0).unwrap();
+    /// assert_eq!(rx.recv().unwrap().as_str(), "code 7");
+    /// ```
     pub fn message(&self) -> &PanicMessage {
         &self.message
     }

@@ -358,6 +358,21 @@ impl<T> std::fmt::Debug for FutureHandle<T> {
 }
 
 /// The future returned by [`FutureHandle::wait_async`].
+///
+/// ```
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let waker = std::task::Waker::noop();
+/// #     let mut cx = std::task::Context::from_waker(&waker);
+/// #     let mut f = std::pin::pin!(f);
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+/// // A value that is not `Clone`, read by reference.
+/// let promise = concurrent_futures::Promise::new();
+/// let handle = promise.handle();
+/// promise.set_result(std::sync::Mutex::new(3)).unwrap();
+/// let value = block_on(handle.wait_async()).unwrap();
+/// assert_eq!(*value.lock().unwrap(), 3);
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct WaitAsync<'a, T> {
     handle: &'a FutureHandle<T>,
@@ -388,6 +403,19 @@ impl<T> Drop for WaitAsync<'_, T> {
 
 /// The future of `handle.await`: resolves to the value, moved out if this
 /// is the last handle, cloned otherwise.
+///
+/// ```
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let waker = std::task::Waker::noop();
+/// #     let mut cx = std::task::Context::from_waker(&waker);
+/// #     let mut f = std::pin::pin!(f);
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+/// use std::future::IntoFuture;
+/// let pool = concurrent_futures::ThreadPool::new(1).unwrap();
+/// let join: concurrent_futures::Join<u8> = pool.submit(|| 8).unwrap().into_future();
+/// assert_eq!(block_on(join), Ok(8));
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct Join<T> {
     handle: Option<FutureHandle<T>>,

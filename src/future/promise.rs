@@ -31,6 +31,12 @@ pub struct Promise<T> {
 
 impl<T: Send + Sync + 'static> Promise<T> {
     /// A new, pending future's writer. Get readers with [`Promise::handle`].
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::new();
+    /// promise.set_result("set").unwrap();
+    /// assert_eq!(promise.handle().result(), Ok(&"set"));
+    /// ```
     pub fn new() -> Self {
         let shared = Cell::without_body();
         // The promise counts as a reader: it can make new handles, so the
@@ -48,6 +54,13 @@ impl<T: Send + Sync + 'static> Default for Promise<T> {
 
 impl<T> Promise<T> {
     /// A new handle to this promise's future.
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::new();
+    /// let (a, b) = (promise.handle(), promise.handle());
+    /// promise.set_result(5).unwrap();
+    /// assert_eq!((a.result(), b.result()), (Ok(&5), Ok(&5)));
+    /// ```
     pub fn handle(&self) -> FutureHandle<T> {
         FutureHandle::from_shared(self.shared.clone())
     }
@@ -103,6 +116,13 @@ impl<T> Promise<T> {
     }
 
     /// True if the future was cancelled (the work need not be done).
+    ///
+    /// ```
+    /// let promise = concurrent_futures::Promise::<u8>::new();
+    /// assert!(!promise.is_cancelled());
+    /// promise.handle().cancel();
+    /// assert!(promise.is_cancelled()); // the work need not be done
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         self.shared.core.phase() == Phase::Cancelled
     }

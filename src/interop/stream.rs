@@ -12,12 +12,11 @@
 //! (`AtomicWaker`'s contract). A timeout needs a clock that wakes the task:
 //! the first time the stream would wait with a deadline set, it starts an
 //! [`Alarm`], a thread that sleeps until the deadline (or until the stream
-//! is dropped) and then wakes the task. No runtime is assumed.
+//! ends or is dropped) and then wakes the task. No runtime is assumed.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::TryRecvError;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -28,20 +27,23 @@ use crate::future::FutureHandle;
 use crate::wait::{AsCompleted, Inbox};
 
 /// A thread that wakes the stream's task at its deadline; told to stop
-/// early when the stream is dropped.
-struct Alarm {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::Thread,
+/// early when the stream is dropped or ends.
+enum Alarm {
+    Running {
+        stop: Arc<AtomicBool>,
+        thread: std::thread::Thread,
+    },
+    /// The thread could not be started (the stream then wakes itself on
+    /// every poll until the deadline: it spins rather than hang past its
+    /// timeout, and does not retry the spawn).
+    Failed,
 }
 
 impl Alarm {
-    /// Starts the alarm; `None` if the thread could not be started (the
-    /// stream then wakes itself at once on every poll until the deadline:
-    /// it spins rather than hang past its timeout).
-    fn start(inbox: Arc<Inbox>, deadline: Instant) -> Option<Alarm> {
+    fn start(inbox: Arc<Inbox>, deadline: Instant) -> Alarm {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let join = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("cf-as-completed-alarm".into())
             .spawn(move || {
                 // Acquire: pairs with the Release store in `drop`.
@@ -53,21 +55,25 @@ impl Alarm {
                     }
                     std::thread::park_timeout(deadline - now);
                 }
-            })
-            .ok()?;
-        Some(Alarm {
-            stop,
-            thread: join.thread().clone(),
-        })
+            });
+        match spawned {
+            Ok(join) => Alarm::Running {
+                stop,
+                thread: join.thread().clone(),
+            },
+            Err(_) => Alarm::Failed,
+        }
     }
 }
 
 impl Drop for Alarm {
     fn drop(&mut self) {
-        // Release: pairs with the alarm's Acquire load; the unpark ends its
-        // sleep, so the thread exits now rather than at the deadline.
-        self.stop.store(true, Ordering::Release);
-        self.thread.unpark();
+        if let Alarm::Running { stop, thread } = self {
+            // Release: pairs with the alarm's Acquire load; the unpark ends
+            // its sleep, so the thread exits now rather than at the deadline.
+            stop.store(true, Ordering::Release);
+            thread.unpark();
+        }
     }
 }
 
@@ -105,6 +111,24 @@ impl<T> AsCompleted<T> {
 
 /// The [`Stream`] of [`as_completed`](crate::as_completed), from
 /// [`AsCompleted::into_stream`] (feature `futures`).
+///
+/// ```
+/// use futures::StreamExt;
+/// use concurrent_futures::{Promise, as_completed};
+///
+/// let (a, b) = (Promise::new(), Promise::new());
+/// b.set_result("b").unwrap();
+/// let mut s = as_completed([a.handle(), b.handle()], None).into_stream();
+/// a.set_result("a").unwrap();
+/// let order: Vec<&str> = futures::executor::block_on(async {
+///     let mut order = Vec::new();
+///     while let Some(h) = s.next().await {
+///         order.push(*h.unwrap().result().unwrap());
+///     }
+///     order
+/// });
+/// assert_eq!(order, ["b", "a"]); // done ones first
+/// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "futures")))]
 pub struct AsCompletedStream<T> {
     inner: AsCompleted<T>,
@@ -124,7 +148,22 @@ impl<T> Stream for AsCompletedStream<T> {
     type Item = Result<FutureHandle<T>, TimedOut>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let AsCompletedStream { inner: this, alarm } = self.get_mut();
+        let this = self.get_mut();
+        let item = this.next_item(cx);
+        if this.inner.is_terminated() {
+            // Nothing more to wait for: stop the alarm's thread now.
+            this.alarm = None;
+        }
+        item
+    }
+}
+
+impl<T> AsCompletedStream<T> {
+    fn next_item(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<FutureHandle<T>, TimedOut>>> {
+        let AsCompletedStream { inner: this, alarm } = self;
         if this.is_terminated() {
             return Poll::Ready(None);
         }
@@ -132,13 +171,12 @@ impl<T> Stream for AsCompletedStream<T> {
             return Poll::Ready(Some(Ok(h)));
         }
         // Look, register, look again: an arrival between the first look
-        // and the registration would otherwise wake nobody.
+        // and the registration would otherwise wake nobody. (The receiver
+        // never sees a disconnect: the inbox this stream holds keeps a
+        // sender.)
         for registered in [false, true] {
-            match this.rx.try_recv() {
-                Ok(i) => return Poll::Ready(Some(Ok(this.arrived(i)))),
-                // Disconnected cannot happen while items are owed: each
-                // pending handle's callback holds a sender until it sends.
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
+            if let Ok(i) = this.rx.try_recv() {
+                return Poll::Ready(Some(Ok(this.arrived(i))));
             }
             if this.deadline.is_some_and(|d| Instant::now() >= d) {
                 return Poll::Ready(Some(Err(this.expire())));
@@ -150,10 +188,12 @@ impl<T> Stream for AsCompletedStream<T> {
         if let Some(deadline) = this.deadline
             && alarm.is_none()
         {
-            *alarm = Alarm::start(this.inbox.clone(), deadline);
-            if alarm.is_none() {
-                cx.waker().wake_by_ref();
-            }
+            *alarm = Some(Alarm::start(this.inbox.clone(), deadline));
+        }
+        if let Some(Alarm::Failed) = alarm {
+            // No thread to wake us at the deadline: poll again rather than
+            // sleep past it.
+            cx.waker().wake_by_ref();
         }
         Poll::Pending
     }
