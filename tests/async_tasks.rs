@@ -248,6 +248,63 @@ fn a_future_dropped_with_its_last_waker_resolves_as_abandoned() {
     assert_eq!(h.result(), Err(TaskError::Abandoned));
 }
 
+/// A cancelling shutdown called from a pool task that holds a lock: the
+/// started future it finds in the injector goes back to the workers; it is
+/// not polled on that task's stack, where its `poll` would take the lock
+/// again.
+#[test]
+fn a_cancelling_shutdown_from_a_task_never_polls_on_that_task() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Gate::default());
+    let started = pool.submit_future(Wait(gate.clone())).unwrap();
+    gate.wait_polls(1);
+    let waker = gate.waker.lock().unwrap().take().unwrap();
+    let (held, go) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    let task = {
+        let (gate, pool, held, go) = (gate.clone(), pool.clone(), held.clone(), go.clone());
+        pool.clone()
+            .submit(move || {
+                // `Wait::poll` takes this lock.
+                let _lock = gate.waker.lock().unwrap();
+                held.wait();
+                go.wait();
+                pool.shutdown(false, true);
+            })
+            .unwrap()
+    };
+    held.wait();
+    gate.open.store(true, Ordering::SeqCst);
+    waker.wake(); // from outside: queued in the injector, behind the task
+    go.wait();
+    assert_eq!(task.join(), Ok(()));
+    assert_eq!(started.join(), Ok(()));
+}
+
+/// A future that holds the last `ThreadPool` and is dropped with its last
+/// waker on a thread outside the pool: dropping the pool there waits for
+/// every live future, this one included, so the future must let the pool
+/// go before its captures are dropped.
+#[test]
+fn a_future_holding_the_last_pool_can_be_dropped_on_any_thread() {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Gate::default());
+    let h = {
+        let (keep, gate) = (pool.clone(), gate.clone());
+        pool.submit_future(async move {
+            let _pool = keep;
+            Wait(gate).await;
+        })
+        .unwrap()
+    };
+    gate.wait_polls(1);
+    drop(pool); // the future now holds the only `ThreadPool`
+    let g = gate.clone();
+    std::thread::spawn(move || drop(g.waker.lock().unwrap().take()))
+        .join()
+        .unwrap();
+    assert_eq!(h.result(), Err(TaskError::Abandoned));
+}
+
 /// Many futures, each woken by several threads racing: every one finishes.
 #[test]
 fn many_futures_woken_by_racing_threads_all_finish() {

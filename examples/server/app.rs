@@ -7,7 +7,8 @@
 //! - `GET /health`: `ok`.
 //! - `POST /digest[?rounds=N]`: the body hashed `N` rounds (default from
 //!   the config), as 16 hex digits and a newline. A body over 1 MiB gets
-//!   413, a bad `rounds` 400, an unknown path 404, a refused offload 503.
+//!   413; a bad `rounds`, a malformed body or more than `MAX_WORK` bytes
+//!   to hash 400; an unknown path 404; a refused offload 503.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use concurrent_futures::{ShutdownReport, ThreadPool};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -34,6 +35,8 @@ use baselines::mutex_pool::MutexPool;
 pub const MAX_BODY: usize = 1 << 20;
 /// Largest `rounds` a request may ask for.
 pub const MAX_ROUNDS: u32 = 10_000_000;
+/// Largest work a request may ask for: rounds × body bytes hashed.
+pub const MAX_WORK: u64 = 1 << 32;
 
 /// Where the CPU-bound work runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +171,22 @@ pub struct ServeReport {
     pub pool: Option<ShutdownReport>,
 }
 
+/// Counts a request in flight while it lives.
+struct InFlight(Arc<State>);
+
+impl InFlight {
+    fn enter(state: &Arc<State>) -> InFlight {
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn reply(status: StatusCode, text: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(text.into()));
     *response.status_mut() = status;
@@ -199,8 +218,17 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Full<Byte
             };
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "body over 1 MiB\n"),
+                Err(e) if e.is::<LengthLimitError>() => {
+                    return reply(StatusCode::PAYLOAD_TOO_LARGE, "body over 1 MiB\n");
+                }
+                Err(e) => return reply(StatusCode::BAD_REQUEST, format!("bad body: {e}\n")),
             };
+            if u64::from(rounds) * body.len().max(1) as u64 > MAX_WORK {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    format!("rounds x body bytes must be at most {MAX_WORK}\n"),
+                );
+            }
             match state.offload.digest(body, rounds).await {
                 Ok(h) => reply(StatusCode::OK, format!("{h:016x}\n")),
                 Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
@@ -233,14 +261,25 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors, say: report, and back off
+                        // rather than spin on the same error.
+                        use std::io::Write;
+                        let _ = writeln!(std::io::stderr(), "server: accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 let state = state.clone();
                 let service = service_fn(move |req| {
                     let state = state.clone();
                     async move {
-                        state.in_flight.fetch_add(1, Ordering::SeqCst);
+                        // Counted until the response is made, or until hyper
+                        // drops this future (the client went away).
+                        let _in_flight = InFlight::enter(&state);
                         let response = handle(req, state.clone()).await;
-                        state.in_flight.fetch_sub(1, Ordering::SeqCst);
                         state.served.fetch_add(1, Ordering::Relaxed);
                         Ok::<_, Infallible>(response)
                     }

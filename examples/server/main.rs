@@ -22,6 +22,14 @@ use app::{Backend, Config};
 const USAGE: &str = "usage: server [--port P (0: any free one)] [--workers N] [--rounds R] \
                      [--backend pool|spawn-blocking|mutex]";
 
+/// A line on stdout; a closed stdout (the reader went away) is no reason
+/// to stop serving.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 fn parse() -> Result<(u16, Config), String> {
     let mut port = 8080u16;
     let mut config = Config {
@@ -71,21 +79,27 @@ fn main() {
             });
         let addr = listener.local_addr().expect("a bound address");
         // The first line says where to connect (scripts read it).
-        println!("listening on http://{addr} ({config:?})");
+        say(format_args!("listening on http://{addr} ({config:?})"));
         let probe = std::sync::OnceLock::new();
         let ctrl_c = async {
-            let _ = tokio::signal::ctrl_c().await;
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                // No handler: serve until killed rather than stop at once.
+                eprintln!("server: cannot watch for Ctrl-C ({e}); stop it with a signal");
+                std::future::pending::<()>().await;
+            }
             let in_flight = probe.get().map_or(0, app::Probe::in_flight);
-            println!("ctrl-c: draining {in_flight} in-flight requests");
+            say(format_args!(
+                "ctrl-c: draining {in_flight} in-flight requests"
+            ));
         };
         let keep = |p| drop(probe.set(p));
         app::serve(listener, config, keep, ctrl_c, Duration::from_secs(30)).await
     });
     match report {
-        Ok(r) => println!(
+        Ok(r) => say(format_args!(
             "shut down: served {} requests, drained: {}, pool: {:?}",
             r.served, r.drained, r.pool
-        ),
+        )),
         Err(e) => {
             eprintln!("server: {e}");
             std::process::exit(1)

@@ -44,10 +44,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use super::registry::Registry;
-use super::task::{Ran, Runnable, TaskRef, contain, drop_guarded};
-use super::worker::{SubmitSlot, count_panic, is_worker_of};
+use super::task::{Ran, Runnable, TaskRef, drop_guarded};
+use super::worker::{SubmitSlot, count_panic};
 use crate::error::{PanicMessage, TaskError};
 use crate::future::Promise;
+use crate::future::contain;
 use crate::sync::{AtomicU8, Ordering, UnsafeCell};
 
 /// What one poll did.
@@ -172,6 +173,15 @@ impl<F: Future<Output = ()>> PollCell<F> {
         !polled
     }
 
+    /// Whether the future is still there (not finished or dropped). Only
+    /// for `Drop`, which has the task to itself.
+    fn is_live(&mut self) -> bool {
+        self.slot.with(|slot| {
+            // SAFETY: `&mut self`: no other reference to the cell exists.
+            unsafe { (*slot).future.is_some() }
+        })
+    }
+
     /// Drops the future whether or not it was polled (its queue is thrown
     /// away); the caller holds the poll right. False if it was gone.
     pub(crate) fn drop_held(&self) -> bool {
@@ -227,9 +237,12 @@ impl<F: Future<Output = ()> + Send + 'static> AsyncTask<F> {
 impl<F: Future<Output = ()>> Drop for AsyncTask<F> {
     fn drop(&mut self) {
         // The last reference went while the future was still pending (no
-        // waker left to wake it): drop it here, guarded, and let the pool go.
-        if self.cell.drop_future() {
+        // waker left to wake it), on whatever thread dropped that waker.
+        // Let the pool go first: the future may hold the last `ThreadPool`,
+        // whose drop waits for every hold to be released.
+        if self.cell.is_live() {
             self.registry.release_hold();
+            self.cell.drop_future();
         }
     }
 }
@@ -266,16 +279,23 @@ impl<F: Future<Output = ()> + Send + 'static> Runnable for AsyncTask<F> {
     }
 
     fn cancel(self: Arc<Self>) {
+        // Python's `cancel_futures` cancels what has not started; a future
+        // that was polled has: the worker polls it as usual.
         if self.cell.cancel_unpolled() {
             self.finished();
             drop_guarded(self);
-        } else if is_worker_of(&self.registry) {
-            // Python's `cancel_futures` cancels what has not started; this
-            // future has: a worker polls it as usual.
-            self.run();
         } else {
-            // The shutting-down thread cancelling the injector: leave the
-            // poll to a worker (this thread may be anyone's).
+            self.run();
+        }
+    }
+
+    fn cancel_from_drain(self: Arc<Self>) {
+        if self.cell.cancel_unpolled() {
+            self.finished();
+            drop_guarded(self);
+        } else {
+            // The shutting-down caller may be anyone (a task holding a lock
+            // this future's `poll` takes): leave the poll to a worker.
             self.schedule();
         }
     }
@@ -306,18 +326,21 @@ where
     f(&mut Context::from_waker(&waker))
 }
 
-/// Queues `future` through a claimed `slot` on `registry`; the future
-/// holds the pool open until it is dropped.
-pub(crate) fn spawn<F>(slot: SubmitSlot<'_>, registry: &Arc<Registry>, future: F)
+/// Queues `future` on `registry`, or hands it back if the pool is shut
+/// down. Once queued, the future holds the pool open until it is dropped.
+pub(crate) fn spawn<F>(registry: &Arc<Registry>, future: F) -> Result<(), F>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    registry.hold();
+    if !registry.try_hold() {
+        return Err(future);
+    }
     let task = Arc::new(AsyncTask {
         registry: registry.clone(),
         cell: PollCell::new(future),
     });
-    slot.push(TaskRef::from_arc(task));
+    SubmitSlot::requeue(registry).push(TaskRef::from_arc(task));
+    Ok(())
 }
 
 /// Runs a future and completes a promise with its output: Python's
@@ -336,6 +359,19 @@ impl<F: Future> Completing<F> {
             future: ManuallyDrop::new(future),
             promise,
             started: false,
+        }
+    }
+
+    /// The future back, never polled (a refused spawn hands it to the
+    /// caller); the promise is dropped, its handle unused.
+    pub(crate) fn into_inner(self) -> F {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: never polled, so never pinned: the future may move.
+        // `this` is never dropped, so each field is taken or dropped
+        // exactly once, here.
+        unsafe {
+            std::ptr::drop_in_place(&mut this.promise);
+            ManuallyDrop::take(&mut this.future)
         }
     }
 }
@@ -376,10 +412,11 @@ impl<F: Future> Future for Completing<F> {
 impl<F: Future> Drop for Completing<F> {
     fn drop(&mut self) {
         // The future's captures go first, so that whoever the handle
-        // wakes finds them released.
+        // wakes finds them released; a panic there must not keep the
+        // handle from being told.
         // SAFETY: dropped in place exactly once, here, and never used
         // again (`self` is being dropped).
-        unsafe { ManuallyDrop::drop(&mut self.future) };
+        contain(|| unsafe { ManuallyDrop::drop(&mut self.future) });
         // Dropped before its first poll: cancelled (by a cancelling
         // shutdown), not abandoned.
         if !self.started {

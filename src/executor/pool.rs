@@ -129,7 +129,9 @@ pub struct ShutdownReport {
     pub queued: usize,
     /// Futures of [`submit_future`](ThreadPool::submit_future) and
     /// [`spawn_future`](ThreadPool::spawn_future) not finished when the
-    /// deadline passed: the workers stay to poll them until they are.
+    /// deadline passed (the workers stay to poll them until they are), and
+    /// any submit still in flight; 0 when `finished`. A future that called
+    /// the shutdown counts itself.
     pub pending_futures: usize,
 }
 
@@ -537,9 +539,10 @@ impl ThreadPool {
     /// that never finishes makes that wait endless, like a closure that
     /// never returns: use [`shutdown_timeout`](ThreadPool::shutdown_timeout),
     /// which reports it in [`ShutdownReport::pending_futures`]. A future no
-    /// waker can reach any more is dropped with its last waker (its handle
-    /// resolves as [`TaskError::Abandoned`]); one that keeps its own waker
-    /// alive (say, the sender of a channel it awaits) is never dropped.
+    /// waker can reach any more is dropped with its last waker, on the
+    /// thread that drops it (its handle resolves as
+    /// [`TaskError::Abandoned`]); one that keeps its own waker alive (say,
+    /// the sender of a channel it awaits) is never dropped.
     ///
     /// ```
     /// use concurrent_futures::{Promise, ThreadPool};
@@ -556,17 +559,19 @@ impl ThreadPool {
         F: std::future::Future + Send + 'static,
         F::Output: Send + Sync + 'static,
     {
-        let Some(slot) = worker::SubmitSlot::claim(self.registry()) else {
+        if self.is_shutdown() {
             return Err(SubmitError::Shutdown(future));
-        };
+        }
         let promise = crate::future::Promise::new();
         let handle = promise.handle();
-        async_task::spawn(
-            slot,
+        match async_task::spawn(
             self.registry(),
             async_task::Completing::new(future, promise),
-        );
-        Ok(handle)
+        ) {
+            Ok(()) => Ok(handle),
+            // Shut down in between: hand the caller's future back.
+            Err(completing) => Err(SubmitError::Shutdown(completing.into_inner())),
+        }
     }
 
     /// Runs `future` on the pool with no handle (fire and forget), as
@@ -587,11 +592,7 @@ impl ThreadPool {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let Some(slot) = worker::SubmitSlot::claim(self.registry()) else {
-            return Err(SubmitError::Shutdown(future));
-        };
-        async_task::spawn(slot, self.registry(), future);
-        Ok(())
+        async_task::spawn(self.registry(), future).map_err(SubmitError::Shutdown)
     }
 
     /// Attaches a done-callback to `handle` that runs as a task on this pool,
@@ -652,7 +653,9 @@ impl ThreadPool {
     /// `wait`, block until every worker has finished. Queued tasks that are
     /// not cancelled still run, and futures on the pool that have started
     /// ([`submit_future`](ThreadPool::submit_future)) keep the workers until
-    /// they finish. Every handle ends done or cancelled.
+    /// they finish (a cancelling shutdown never polls one on the calling
+    /// thread: it hands it back to the workers). Every handle of a task
+    /// that returns, or of a future that finishes, ends done or cancelled.
     ///
     /// Called from one of the pool's own tasks, it does not wait (it would
     /// wait on itself). Calling it again is harmless.
@@ -670,8 +673,9 @@ impl ThreadPool {
     }
 
     /// Shuts down and waits at most `timeout` for the workers to finish,
-    /// instead of hanging on a task that never returns; reports what was
-    /// still running or queued.
+    /// instead of hanging on a task that never returns or a future that
+    /// never finishes; reports what was still running, queued or pending.
+    /// After it gave up, dropping the pool does not wait either.
     ///
     /// ```
     /// use std::time::Duration;
@@ -727,9 +731,9 @@ fn shutdown(
     registry.shutdown(cancel_pending);
     if cancel_pending {
         // Workers cancel what they pop; cancel the injector from here too so
-        // a busy pool's handles resolve now. Only what is queued now: a
-        // started future is handed back to the workers (it re-queues), and
-        // must not be met again here.
+        // a busy pool's handles resolve now. At most as many as are queued
+        // now: a started future met here goes back to the queue for the
+        // workers, and an unbounded drain could meet it forever.
         let mut left = registry.injector.len();
         while left > 0 {
             match registry.injector.steal() {
@@ -739,7 +743,7 @@ fn shutdown(
                         &registry.shared_counters().dequeued,
                         1,
                     );
-                    task.cancel();
+                    task.cancel_from_drain();
                 }
                 crossbeam_deque::Steal::Retry => continue,
                 crossbeam_deque::Steal::Empty => break,

@@ -39,8 +39,9 @@ pub(crate) struct Registry {
     pub(crate) injector: Injector<TaskRef>,
     pub(crate) stealers: Box<[Stealer<TaskRef>]>,
     pub(crate) sleep: Sleep,
-    /// SHUTDOWN | outside submits in flight × SUBMITTER. Written by outside
-    /// submitters; workers read it only when idle.
+    /// SHUTDOWN | (outside submits in flight + live futures) × SUBMITTER.
+    /// Written by outside submitters and futures' holds; workers read it
+    /// only when idle.
     state: Padded<AtomicUsize>,
     /// Nonzero once shutdown asked to cancel queued work. Read by workers
     /// for every task, so it lives apart from `state`.
@@ -96,10 +97,20 @@ impl Registry {
         // Acquire: pairs with `shutdown`'s Release so a refused submit sees it.
         let prev = self.state.0.fetch_add(SUBMITTER, Ordering::Acquire);
         if prev & SHUTDOWN != 0 {
-            self.state.0.fetch_sub(SUBMITTER, Ordering::Relaxed);
+            self.uncount(Ordering::Relaxed);
             return false;
         }
         true
+    }
+
+    /// Takes one count off `state`; the last one after shutdown wakes the
+    /// workers, which wait for it to exit. Also on a refused submit: its
+    /// brief count may be the one a parked worker's last look saw.
+    fn uncount(&self, order: Ordering) {
+        let prev = self.state.0.fetch_sub(SUBMITTER, order);
+        if prev & SHUTDOWN != 0 && prev / SUBMITTER == 1 {
+            self.sleep.notify_all();
+        }
     }
 
     /// After a push: wakes a worker if none is searching; with every worker
@@ -114,34 +125,26 @@ impl Registry {
     pub(crate) fn end_submit(self: &Arc<Self>) {
         // Release: the push happens before a worker's exit check that sees
         // the count drop (its SeqCst load in `may_exit`).
-        let prev = self.state.0.fetch_sub(SUBMITTER, Ordering::Release);
+        // (Shutdown may have begun while we pushed: workers waiting for
+        // in-flight submits to finish then re-check, see `uncount`.)
+        self.uncount(Ordering::Release);
         self.notify_after_push();
-        if prev & SHUTDOWN != 0 {
-            // Shutdown began while we pushed: workers waiting for in-flight
-            // submits to finish must re-check.
-            self.sleep.notify_all();
-        }
     }
 
-    /// A future on the pool is live: it holds the pool open like a submit
-    /// in flight, so workers stay to poll it after shutdown until it
-    /// finishes ([`Registry::release_hold`]). The caller has a claimed
-    /// submit slot or is a worker, so no worker can have exited yet.
-    pub(crate) fn hold(&self) {
-        // Relaxed: ordered before the slot's own release (a later RMW of
-        // the same word) or before this worker's next exit check.
-        self.state.0.fetch_add(SUBMITTER, Ordering::Relaxed);
+    /// A future on the pool becomes live: it holds the pool open like a
+    /// submit in flight, so workers stay to poll it after shutdown until it
+    /// is dropped ([`Registry::release_hold`]). Refused (false) once the
+    /// pool is shut down: the check and the count are one RMW, so no worker
+    /// can have exited on a count that missed this hold.
+    pub(crate) fn try_hold(&self) -> bool {
+        self.begin_submit()
     }
 
-    /// The future taken by [`Registry::hold`] is finished (dropped).
+    /// The future of a [`Registry::try_hold`] is gone.
     pub(crate) fn release_hold(&self) {
         // Release: the future's drop happens before a worker's exit check
         // that sees the count drop (its SeqCst load in `may_exit`).
-        let prev = self.state.0.fetch_sub(SUBMITTER, Ordering::Release);
-        if prev & SHUTDOWN != 0 {
-            // Workers waiting for the last hold must re-check.
-            self.sleep.notify_all();
-        }
+        self.uncount(Ordering::Release);
     }
 
     /// Submits in flight and live futures (each holds the pool open).
@@ -272,20 +275,47 @@ mod loom_models {
     use loom::thread;
     use std::sync::Arc;
 
+    fn one_worker_registry() -> Arc<Registry> {
+        Registry::new(Config {
+            workers: 1,
+            name_prefix: String::new(),
+            stack_size: None,
+            max_queued: None,
+            max_blocking: 0,
+            panic_hook: None,
+        })
+        .0
+    }
+
+    /// A worker's loop, reduced to the exit protocol: run what it steals
+    /// (once `pushed` says the push is visible in loom's terms), exit when
+    /// `may_exit` says so.
+    fn spawn_worker(reg: &Arc<Registry>, pushed: &Arc<AtomicUsize>) -> thread::JoinHandle<()> {
+        let (reg, pushed) = (reg.clone(), pushed.clone());
+        thread::spawn(move || {
+            loop {
+                if let Some(task) = reg.injector.steal().success() {
+                    while pushed.load(Ordering::Acquire) == 0 {
+                        thread::yield_now();
+                    }
+                    task.run();
+                    continue;
+                }
+                if reg.may_exit() {
+                    return;
+                }
+                thread::yield_now();
+            }
+        })
+    }
+
     /// A submit racing shutdown is either refused or run: a worker that exits
     /// (shut down, no submit in flight, queues empty) never leaves an
     /// accepted task behind.
     #[test]
     fn shutdown_vs_submit() {
         loom::model(|| {
-            let (reg, _locals) = Registry::new(Config {
-                workers: 1,
-                name_prefix: String::new(),
-                stack_size: None,
-                max_queued: None,
-                max_blocking: 0,
-                panic_hook: None,
-            });
+            let reg = one_worker_registry();
             let ran = Arc::new(AtomicUsize::new(0));
             // crossbeam's injector orders push before steal with its own
             // (std) atomics, which loom cannot see; this flag re-states that
@@ -312,24 +342,7 @@ mod loom_models {
                     true
                 })
             };
-            let worker = {
-                let (reg, pushed) = (reg.clone(), pushed.clone());
-                thread::spawn(move || {
-                    loop {
-                        if let Some(task) = reg.injector.steal().success() {
-                            while pushed.load(Ordering::Acquire) == 0 {
-                                thread::yield_now();
-                            }
-                            task.run();
-                            continue;
-                        }
-                        if reg.may_exit() {
-                            return;
-                        }
-                        thread::yield_now();
-                    }
-                })
-            };
+            let worker = spawn_worker(&reg, &pushed);
             reg.shutdown(false);
             let accepted = submitter.join().unwrap();
             worker.join().unwrap();
@@ -344,15 +357,8 @@ mod loom_models {
     #[test]
     fn a_held_future_requeued_during_shutdown_still_runs() {
         loom::model(|| {
-            let (reg, _locals) = Registry::new(Config {
-                workers: 1,
-                name_prefix: String::new(),
-                stack_size: None,
-                max_queued: None,
-                max_blocking: 0,
-                panic_hook: None,
-            });
-            reg.hold(); // spawned while the pool was open
+            let reg = one_worker_registry();
+            assert!(reg.try_hold()); // spawned while the pool was open
             let ran = Arc::new(AtomicUsize::new(0));
             let pushed = Arc::new(AtomicUsize::new(0));
             let waker = {
@@ -371,24 +377,7 @@ mod loom_models {
                     reg.release_hold();
                 })
             };
-            let worker = {
-                let (reg, pushed) = (reg.clone(), pushed.clone());
-                thread::spawn(move || {
-                    loop {
-                        if let Some(task) = reg.injector.steal().success() {
-                            while pushed.load(Ordering::Acquire) == 0 {
-                                thread::yield_now();
-                            }
-                            task.run();
-                            continue;
-                        }
-                        if reg.may_exit() {
-                            return;
-                        }
-                        thread::yield_now();
-                    }
-                })
-            };
+            let worker = spawn_worker(&reg, &pushed);
             reg.shutdown(false);
             waker.join().unwrap();
             worker.join().unwrap();

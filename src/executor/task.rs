@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{PanicMessage, TaskError};
+use crate::future::contain;
 use crate::future::core::{Body, Cell, Core, Shared};
 use crate::future::state::Start;
 use crate::sync::UnsafeCell;
@@ -133,6 +134,12 @@ pub(crate) trait Runnable: Send + Sync {
     fn cancel(self: Arc<Self>);
     /// Resolves a task that will never run as abandoned.
     fn abandon(self: Arc<Self>);
+    /// `cancel`, from the thread draining the injector for a cancelling
+    /// shutdown, which must not run user code that has started (a future
+    /// that was polled goes back to the workers instead).
+    fn cancel_from_drain(self: Arc<Self>) {
+        self.cancel();
+    }
 }
 
 // Each method consumes the queue's reference and drops it guarded, so an
@@ -223,6 +230,11 @@ impl TaskRef {
         self.into_arc().cancel();
     }
 
+    /// Cancels it from shutdown's injector drain (see `Runnable`).
+    pub(crate) fn cancel_from_drain(self) {
+        self.into_arc().cancel_from_drain();
+    }
+
     fn into_arc(self) -> Arc<dyn Runnable> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again.
@@ -235,17 +247,6 @@ impl TaskRef {
 /// the worker.
 pub(crate) fn drop_guarded<R: ?Sized>(task: Arc<R>) {
     contain(move || drop(task));
-}
-
-/// Runs `f`, containing a panic: its payload is dropped under a guard too,
-/// and a payload whose `Drop` panics again is leaked rather than let
-/// unwind into a worker.
-pub(crate) fn contain(f: impl FnOnce()) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(f))
-        && let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload)))
-    {
-        std::mem::forget(again);
-    }
 }
 
 impl Drop for TaskRef {

@@ -227,6 +227,17 @@ pub(crate) fn report_callback_panic(message: PanicMessage) {
 /// whose own `Drop` panics must not unwind through a drain.
 pub(crate) fn report_panic_payload(payload: Box<dyn std::any::Any + Send>) {
     let message = PanicMessage::from_payload(payload.as_ref());
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    contain(move || drop(payload));
     report_callback_panic(message);
+}
+
+/// Runs `f`, containing a panic: its payload is dropped under a guard too,
+/// and a payload whose `Drop` panics again is leaked rather than let
+/// unwind into a drain or a worker.
+pub(crate) fn contain(f: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f))
+        && let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload)))
+    {
+        std::mem::forget(again);
+    }
 }
