@@ -227,6 +227,18 @@ impl<F: Future<Output = ()> + Send + 'static> AsyncTask<F> {
         SubmitSlot::requeue(&registry).push(TaskRef::from_arc(self));
     }
 
+    /// Cancels the task if its future was never polled (the caller holds
+    /// the poll right through the queue entry); a started one comes back.
+    fn cancel_if_unpolled(self: Arc<Self>) -> Option<Arc<Self>> {
+        if self.cell.cancel_unpolled() {
+            self.finished();
+            drop_guarded(self);
+            None
+        } else {
+            Some(self)
+        }
+    }
+
     /// The future is gone (finished, cancelled, dropped): the pool need not
     /// stay open for it any more.
     fn finished(&self) {
@@ -281,22 +293,16 @@ impl<F: Future<Output = ()> + Send + 'static> Runnable for AsyncTask<F> {
     fn cancel(self: Arc<Self>) {
         // Python's `cancel_futures` cancels what has not started; a future
         // that was polled has: the worker polls it as usual.
-        if self.cell.cancel_unpolled() {
-            self.finished();
-            drop_guarded(self);
-        } else {
-            self.run();
+        if let Some(started) = self.cancel_if_unpolled() {
+            started.run();
         }
     }
 
     fn cancel_from_drain(self: Arc<Self>) {
-        if self.cell.cancel_unpolled() {
-            self.finished();
-            drop_guarded(self);
-        } else {
-            // The shutting-down caller may be anyone (a task holding a lock
-            // this future's `poll` takes): leave the poll to a worker.
-            self.schedule();
+        // The shutting-down caller may be anyone (a task holding a lock
+        // this future's `poll` takes): leave a started one to a worker.
+        if let Some(started) = self.cancel_if_unpolled() {
+            started.schedule();
         }
     }
 
