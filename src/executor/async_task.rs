@@ -46,9 +46,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use super::registry::Registry;
 use super::task::{Ran, Runnable, TaskRef, drop_guarded};
 use super::worker::{SubmitSlot, count_panic};
-use crate::error::{PanicMessage, TaskError};
+use crate::error::TaskError;
 use crate::future::Promise;
-use crate::future::contain;
+use crate::future::{contain, panic_message};
 use crate::sync::{AtomicU8, Ordering, UnsafeCell};
 
 /// What one poll did.
@@ -405,10 +405,10 @@ impl<F: Future> Future for Completing<F> {
                 Poll::Ready(())
             }
             Err(payload) => {
-                let message = PanicMessage::from_payload(payload.as_ref());
-                contain(move || drop(payload));
                 count_panic();
-                let _ = this.promise.complete(Err(TaskError::Panicked(message)));
+                let _ = this
+                    .promise
+                    .complete(Err(TaskError::Panicked(panic_message(payload))));
                 Poll::Ready(())
             }
         }

@@ -13,10 +13,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::error::{PanicMessage, TaskError};
-use crate::future::contain;
+use crate::error::TaskError;
 use crate::future::core::{Body, Cell, Core, Shared};
 use crate::future::state::Start;
+use crate::future::{contain, panic_message};
 use crate::sync::UnsafeCell;
 
 /// The closure of a task, taken by whoever wins the start claim.
@@ -84,12 +84,10 @@ impl<F> Job<F> {
         HELD.with(|h| h.borrow_mut().pop());
         let (outcome, ran) = match result {
             Ok(v) => (Ok(v), Ran::Completed),
-            Err(payload) => {
-                let msg = PanicMessage::from_payload(payload.as_ref());
-                // The payload's own drop may panic: keep it off this thread.
-                contain(move || drop(payload));
-                (Err(TaskError::Panicked(msg)), Ran::Panicked)
-            }
+            Err(payload) => (
+                Err(TaskError::Panicked(panic_message(payload))),
+                Ran::Panicked,
+            ),
         };
         core.set_started(outcome);
         ran

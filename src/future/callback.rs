@@ -226,9 +226,15 @@ pub(crate) fn report_callback_panic(message: PanicMessage) {
 /// Reports a caught panic, dropping its payload under a guard: a payload
 /// whose own `Drop` panics must not unwind through a drain.
 pub(crate) fn report_panic_payload(payload: Box<dyn std::any::Any + Send>) {
+    report_callback_panic(panic_message(payload));
+}
+
+/// The message of a caught panic; the payload is dropped under a guard
+/// (its own `Drop` may panic: keep that off this thread).
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> PanicMessage {
     let message = PanicMessage::from_payload(payload.as_ref());
     contain(move || drop(payload));
-    report_callback_panic(message);
+    message
 }
 
 /// Runs `f`, containing a panic: its payload is dropped under a guard too,

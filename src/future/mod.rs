@@ -18,6 +18,6 @@ mod wait;
 pub use callback::{
     CallbackPanic, Registration, clear_callback_panic_hook, set_callback_panic_hook,
 };
-pub(crate) use callback::{Hook as PanicHook, contain, report_panic_payload};
+pub(crate) use callback::{Hook as PanicHook, contain, panic_message, report_panic_payload};
 pub use handle::{FutureHandle, Join, WaitAsync};
 pub use promise::Promise;
