@@ -46,21 +46,21 @@ mod executor;
 mod future;
 #[cfg(feature = "futures")]
 mod interop;
+mod panics;
 pub(crate) mod sync;
 mod trace;
 mod wait;
 
 pub use error::{AlreadyStarted, InvalidState, PanicMessage, TaskError, TimedOut};
 pub use executor::{
-    BuildError, Builder, Map, Metrics, ShutdownReport, Strand, SubmitError, ThreadPool,
+    BuildError, Builder, MAX_WORKERS, MIN_STACK_SIZE, Map, Metrics, ShutdownReport, Strand,
+    SubmitError, ThreadPool,
 };
-pub use future::{
-    CallbackPanic, FutureHandle, Join, Promise, Registration, WaitAsync, clear_callback_panic_hook,
-    set_callback_panic_hook,
-};
+pub use future::{FutureHandle, Join, Promise, Registration, WaitAsync};
 #[cfg(feature = "futures")]
 #[cfg_attr(docsrs, doc(cfg(feature = "futures")))]
 pub use interop::AsCompletedStream;
+pub use panics::{CallbackPanic, PanicOrigin, clear_callback_panic_hook, set_callback_panic_hook};
 pub use wait::{AsCompleted, DoneAndNotDone, ReturnWhen, as_completed, wait};
 
 /// The README's and the guide's examples, compiled and run as doctests.

@@ -10,11 +10,18 @@
 //!   so events the task itself emits nest in it, and a `task finished`
 //!   event with its outcome (completed, panicked, cancelled, claimed).
 
+//!
+//! A subscriber is user code: a panic in it is caught and reported
+//! ([`PanicOrigin::Tracing`](crate::PanicOrigin::Tracing)), never let
+//! unwind out of a worker or a shutdown.
+
 /// A `tracing` event (feature `tracing`), or nothing.
 macro_rules! trace_event {
     ($($arg:tt)*) => {
         #[cfg(feature = "tracing")]
-        ::tracing::event!(target: "concurrent_futures", $($arg)*);
+        crate::panics::guard(crate::panics::PanicOrigin::Tracing, || {
+            ::tracing::event!(target: "concurrent_futures", $($arg)*);
+        });
     };
 }
 
@@ -23,8 +30,35 @@ macro_rules! trace_event {
 macro_rules! trace_span {
     ($level:expr, $name:expr $(, $($field:tt)*)?) => {
         #[cfg(feature = "tracing")]
-        let _entered = ::tracing::span!(target: "concurrent_futures", $level, $name $(, $($field)*)?).entered();
+        let _entered = crate::trace::GuardedSpan::enter(|| {
+            ::tracing::span!(target: "concurrent_futures", $level, $name $(, $($field)*)?)
+        });
     };
 }
 
 pub(crate) use {trace_event, trace_span};
+
+/// An entered span whose enter, exit and close (subscriber code) run under
+/// guards.
+#[cfg(feature = "tracing")]
+pub(crate) struct GuardedSpan(Option<::tracing::span::EnteredSpan>);
+
+#[cfg(feature = "tracing")]
+impl GuardedSpan {
+    pub(crate) fn enter(make: impl FnOnce() -> ::tracing::Span) -> Self {
+        let mut entered = None;
+        crate::panics::guard(crate::panics::PanicOrigin::Tracing, || {
+            entered = Some(make().entered());
+        });
+        GuardedSpan(entered)
+    }
+}
+
+#[cfg(feature = "tracing")]
+impl Drop for GuardedSpan {
+    fn drop(&mut self) {
+        if let Some(entered) = self.0.take() {
+            crate::panics::guard(crate::panics::PanicOrigin::Tracing, move || drop(entered));
+        }
+    }
+}

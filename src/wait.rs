@@ -163,6 +163,17 @@ fn failed<T>(h: &FutureHandle<T>) -> bool {
 /// `return_when` is met or `timeout` passes, never with a timeout error:
 /// the result says which are done. Duplicates are collapsed.
 ///
+/// Called from a pool task whose own handle is among `handles`, it does not
+/// wait for that one (it cannot finish while its task waits here, and
+/// Python would hang): it returns once the others meet `return_when`, with
+/// the caller's own handle in `not_done`.
+///
+/// Called from a pool task, the wait keeps the pool's capacity (a sleeping
+/// worker is woken or a compensating one started). The thread that calls
+/// `wait` may run done-callbacks of `handles` when it detaches its own
+/// watchers on return (see
+/// [`remove_done_callback`](FutureHandle::remove_done_callback)).
+///
 /// ```
 /// use std::time::Duration;
 /// use concurrent_futures::{Promise, ReturnWhen, wait};
@@ -181,19 +192,26 @@ pub fn wait<T: Send + Sync + 'static>(
 ) -> DoneAndNotDone<T> {
     let handles = distinct(handles);
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    // Handles of tasks this thread is running cannot finish during the
+    // wait: only the others are waited for.
+    let own = handles
+        .iter()
+        .filter(|h| !h.done() && h.held_by_caller())
+        .count();
+    let reachable = handles.len() - own;
     let stop_at = |i: usize, done: usize| match return_when {
         ReturnWhen::FirstCompleted => true,
-        ReturnWhen::FirstException => failed(&handles[i]) || done == handles.len(),
-        ReturnWhen::AllCompleted => done == handles.len(),
+        ReturnWhen::FirstException => failed(&handles[i]) || done == reachable,
+        ReturnWhen::AllCompleted => done == reachable,
     };
     let expired = || deadline.is_some_and(|d| Instant::now() >= d);
     // Cheap first look: a zero timeout, or a condition already met, attaches
     // nothing.
     let already = handles.iter().filter(|h| h.done()).count();
     let met_now = match return_when {
-        ReturnWhen::FirstCompleted => already > 0,
-        ReturnWhen::FirstException => already == handles.len() || handles.iter().any(failed),
-        ReturnWhen::AllCompleted => already == handles.len(),
+        ReturnWhen::FirstCompleted => already > 0 || reachable == 0,
+        ReturnWhen::FirstException => already == reachable || handles.iter().any(failed),
+        ReturnWhen::AllCompleted => already == reachable,
     };
     if !met_now && !expired() {
         // Every handle's callback sends its index once (done ones at once),
@@ -215,7 +233,14 @@ pub fn wait<T: Send + Sync + 'static>(
 /// done first, each distinct future once; cancelled ones count as finished.
 /// With a `timeout` (counted from this call), yields a [`TimedOut`] error
 /// once it passes with futures unfinished, then ends. Dropping the iterator
-/// detaches everything it attached.
+/// detaches everything it attached, and may run done-callbacks of those
+/// futures on the dropping thread (see
+/// [`remove_done_callback`](FutureHandle::remove_done_callback)).
+///
+/// Iterated from a pool task whose own handle is among `handles`, it blocks
+/// once every other handle was yielded, as Python's does: that handle
+/// cannot finish while its task waits. Give it a `timeout`, or use
+/// [`wait`], which leaves the caller's own handle out.
 ///
 /// ```
 /// use concurrent_futures::{ThreadPool, as_completed};

@@ -260,3 +260,53 @@ fn last_handle_take_vs_draining_callback() {
         assert_eq!(log.ran(), [1]);
     });
 }
+
+/// Counts drops of what a callback captured.
+struct DropCount(Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_removed_callback_is_dropped_exactly_once() {
+    // Every removal compacts (threshold 1 under loom); a compaction only
+    // marks the callbacks it removes and drops them after letting go of
+    // the list, while completion may drain what is left meanwhile.
+    model(|| {
+        let p = Promise::new();
+        let h = p.handle();
+        let log = Arc::new(Log::default());
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut regs = Vec::new();
+        for id in [8, 9] {
+            let (log, count) = (log.clone(), DropCount(drops.clone()));
+            regs.push(h.add_done_callback(move |r: Result<&u32, &TaskError>| {
+                let _count = count;
+                log.callback(id)(r);
+            }));
+        }
+        h.add_done_callback(log.callback(1));
+        let remover = thread::spawn(move || {
+            regs.into_iter()
+                .map(|r| h.remove_done_callback(r))
+                .collect::<Vec<_>>()
+        });
+        p.set_result(7).unwrap();
+        let removed = remover.join().unwrap();
+        let ran = log.ran();
+        let fired: Vec<u32> = [8, 9]
+            .into_iter()
+            .zip(&removed)
+            .filter(|(_, r)| !**r)
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            ran.iter().filter(|&&i| i != 1).copied().collect::<Vec<_>>(),
+            fired
+        );
+        assert_eq!(drops.load(Ordering::SeqCst), 2, "each closure dropped once");
+    });
+}

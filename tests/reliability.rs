@@ -4,65 +4,18 @@
 #![cfg(not(loom))]
 
 mod common;
-use common::hold_workers;
+use common::{Watchdog, assert_all_workers_alive, hold_workers};
 
 use std::panic::panic_any;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use concurrent_futures::{BuildError, FutureHandle, InvalidState, Promise, ReturnWhen, Strand};
 use concurrent_futures::{SubmitError, TaskError, ThreadPool, as_completed, wait};
 use concurrent_futures::{clear_callback_panic_hook, set_callback_panic_hook};
-
-/// Aborts the process if the test still runs after `limit`: a hang must fail
-/// CI, not stall it (a verdict, not synchronisation). Declared first in a
-/// test, it outlives every pool drop there. Dropping it disarms it.
-struct Watchdog(mpsc::Sender<String>);
-
-impl Watchdog {
-    fn new(test: &'static str, limit: Duration) -> Self {
-        let (tx, rx) = mpsc::channel::<String>();
-        let deadline = Instant::now() + limit;
-        thread::spawn(move || {
-            let mut stage = String::from("start");
-            loop {
-                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(s) => stage = s,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                    Err(RecvTimeoutError::Timeout) => {
-                        eprintln!("watchdog: {test} hung ({limit:?}) at {stage}");
-                        std::process::abort();
-                    }
-                }
-            }
-        });
-        Watchdog(tx)
-    }
-}
-
-/// `workers` tasks can all meet at a barrier of `workers + 1` only if every
-/// core worker is alive and free (otherwise this hangs and the watchdog
-/// fails the test). No task here blocks in a crate wait, so no compensating
-/// worker can stand in for a dead one. Then later work must still run.
-fn assert_all_workers_alive(pool: &ThreadPool) {
-    let meet = Arc::new(Barrier::new(pool.workers() + 1));
-    let spawn_meet = |_| {
-        let m = meet.clone();
-        pool.submit(move || {
-            m.wait();
-        })
-        .unwrap()
-    };
-    let hs: Vec<_> = (0..pool.workers()).map(spawn_meet).collect();
-    meet.wait();
-    hs.into_iter().for_each(|h| assert_eq!(h.join(), Ok(())));
-    let later: Vec<_> = (0..100).map(|i| pool.submit(move || i).unwrap()).collect();
-    let sum: usize = later.iter().map(|h| *h.result().unwrap()).sum();
-    assert_eq!(sum, 4950);
-}
 
 /// Panics when dropped, with its message.
 struct Bomb(&'static str);
@@ -222,7 +175,7 @@ fn shutdown_racing_three_submitters_loses_nothing_and_runs_nothing_twice() {
     let dog = Watchdog::new("shutdown_under_load", Duration::from_secs(120));
     let (mut ran, mut cancelled) = (0, 0);
     for round in 0..100 {
-        let _ = dog.0.send(format!("round {round}"));
+        dog.stage(format!("round {round}"));
         let (wait_, cancel) =
             [(true, false), (true, true), (false, false), (false, true)][round % 4];
         let pool = ThreadPool::new(2).unwrap();

@@ -48,7 +48,7 @@ use super::task::{Ran, Runnable, TaskRef, drop_guarded};
 use super::worker::{SubmitSlot, count_panic};
 use crate::error::TaskError;
 use crate::future::Promise;
-use crate::future::{contain, panic_message};
+use crate::panics::{PanicOrigin, guard, panic_message};
 use crate::sync::{AtomicU8, Ordering, UnsafeCell};
 
 /// What one poll did.
@@ -149,7 +149,7 @@ impl<F: Future<Output = ()>> PollCell<F> {
             }
             Some(Err(payload)) => {
                 self.drop_future();
-                crate::future::report_panic_payload(payload);
+                crate::panics::report(PanicOrigin::FuturePoll, payload);
                 Polled::Done { panicked: true }
             }
             // Unreachable: after `Done` the right is never released, so
@@ -204,7 +204,9 @@ impl<F: Future<Output = ()>> PollCell<F> {
             // SAFETY: `future` points to a live value that nothing reads
             // again: the slot is overwritten right after without dropping
             // the old value. Dropping in place keeps the pin promise.
-            contain(|| unsafe { std::ptr::drop_in_place(future) });
+            guard(PanicOrigin::Drop, || unsafe {
+                std::ptr::drop_in_place(future)
+            });
             // SAFETY: the old value was just dropped; writing over it
             // without dropping it again is what we want.
             unsafe { std::ptr::write(&mut slot.future, None) };
@@ -250,13 +252,49 @@ impl<F: Future<Output = ()>> Drop for AsyncTask<F> {
     fn drop(&mut self) {
         // The last reference went while the future was still pending (no
         // waker left to wake it), on whatever thread dropped that waker.
-        // Let the pool go first: the future may hold the last `ThreadPool`,
-        // whose drop waits for every hold to be released.
+        // The future goes first, then the hold, so `shutdown(wait)` never
+        // returns while its `Drop` still runs. The future may hold the last
+        // `ThreadPool` of this pool, whose drop would wait for this very
+        // hold: the marker tells it not to wait (`dropping_held_future_of`).
         if self.cell.is_live() {
+            {
+                let _marker = DroppingHeld::enter(&self.registry);
+                self.cell.drop_future();
+            }
             self.registry.release_hold();
-            self.cell.drop_future();
         }
     }
+}
+
+std::thread_local! {
+    /// The registry whose held future this thread is dropping (its address;
+    /// 0 for none). Nested drops save and restore it.
+    static DROPPING_HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as dropping a future that holds `registry`
+/// open, until dropped.
+struct DroppingHeld(usize);
+
+impl DroppingHeld {
+    fn enter(registry: &Registry) -> Self {
+        let addr = (registry as *const Registry).addr();
+        DroppingHeld(DROPPING_HELD.with(|d| d.replace(addr)))
+    }
+}
+
+impl Drop for DroppingHeld {
+    fn drop(&mut self) {
+        let prev = self.0;
+        DROPPING_HELD.with(|d| d.set(prev));
+    }
+}
+
+/// Whether the calling thread is inside the drop of a future that holds
+/// `registry` open: a wait for the pool's workers there would wait on the
+/// hold this very drop is about to release.
+pub(crate) fn dropping_held_future_of(registry: &Registry) -> bool {
+    DROPPING_HELD.with(|d| d.get()) == (registry as *const Registry).addr()
 }
 
 impl<F: Future<Output = ()> + Send + 'static> Wake for AsyncTask<F> {
@@ -298,12 +336,11 @@ impl<F: Future<Output = ()> + Send + 'static> Runnable for AsyncTask<F> {
         }
     }
 
-    fn cancel_from_drain(self: Arc<Self>) {
+    fn cancel_from_drain(self: Arc<Self>) -> Option<Arc<dyn Runnable>> {
         // The shutting-down caller may be anyone (a task holding a lock
         // this future's `poll` takes): leave a started one to a worker.
-        if let Some(started) = self.cancel_if_unpolled() {
-            started.schedule();
-        }
+        self.cancel_if_unpolled()
+            .map(|started| started as Arc<dyn Runnable>)
     }
 
     fn abandon(self: Arc<Self>) {
@@ -422,7 +459,9 @@ impl<F: Future> Drop for Completing<F> {
         // handle from being told.
         // SAFETY: dropped in place exactly once, here, and never used
         // again (`self` is being dropped).
-        contain(|| unsafe { ManuallyDrop::drop(&mut self.future) });
+        guard(PanicOrigin::Drop, || unsafe {
+            ManuallyDrop::drop(&mut self.future)
+        });
         // Dropped before its first poll: cancelled (by a cancelling
         // shutdown), not abandoned.
         if !self.started {

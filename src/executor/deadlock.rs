@@ -1,5 +1,5 @@
 //! Refusing waits that can never end: a task waiting on itself, or on a
-//! task that (transitively) waits on it.
+//! task that (transitively) waits on it, across every pool in the process.
 //!
 //! Each blocked worker thread records the tasks it holds (the one it runs
 //! and any it runs inline inside it) and the task it waits for. Before a
@@ -7,6 +7,11 @@
 //! that thread waits for" from the awaited task; reaching a task it holds
 //! itself is a cycle, and the wait is refused with
 //! [`TaskError::WouldDeadlock`](crate::TaskError::WouldDeadlock).
+//!
+//! There is one graph for the process ([`WAITS`]), not one per pool: a
+//! server's CPU pool and I/O pool can wait on each other's tasks, and a
+//! cycle through both must be seen. Task addresses are unique in the
+//! process while the tasks live (a held or awaited task is alive).
 //!
 //! The graph is a `Mutex`-guarded list consulted only on this slow path,
 //! by a thread that is about to park anyway: check and insert happen under
@@ -22,9 +27,11 @@ struct Edge {
     waits_for: usize,
 }
 
-/// The wait-for graph of one pool's blocked workers.
-#[derive(Default)]
+/// The wait-for graph of blocked pool threads.
 pub(crate) struct WaitGraph(Mutex<Vec<Edge>>);
+
+/// The process's wait-for graph, shared by every pool.
+pub(crate) static WAITS: WaitGraph = WaitGraph(Mutex::new(Vec::new()));
 
 /// A registered wait; removes its edge when dropped.
 pub(crate) struct Registered<'a> {

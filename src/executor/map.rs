@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::pool::ThreadPool;
-use crate::error::{PanicMessage, TaskError};
+use crate::error::TaskError;
 use crate::future::FutureHandle;
+use crate::panics::panic_message;
 
 type Chunk<R> = Vec<Result<R, TaskError>>;
 
@@ -135,7 +136,13 @@ where
         self
     }
 
-    /// Gives up once `timeout` has passed since the `map` call.
+    /// Gives up once `timeout` has passed since the `map` call (Python
+    /// counts from the call too). The map is lazy: the clock runs whether
+    /// or not the results are being read, so a map read only after its
+    /// deadline yields [`TaskError::Timeout`] at the first result not yet
+    /// done, even where every task would have finished in time had it been
+    /// read at once (Python's eager `map` would have returned them). On
+    /// timeout the rest are cancelled.
     ///
     /// ```
     /// use std::time::Duration;
@@ -169,9 +176,10 @@ where
                 chunk
                     .into_iter()
                     .map(|x| {
-                        catch_unwind(AssertUnwindSafe(|| f(x))).map_err(|p| {
-                            TaskError::Panicked(PanicMessage::from_payload(p.as_ref()))
-                        })
+                        // The payload is dropped under a guard: its own
+                        // `Drop` may panic.
+                        catch_unwind(AssertUnwindSafe(|| f(x)))
+                            .map_err(|p| TaskError::Panicked(panic_message(p)))
                     })
                     .collect::<Chunk<R>>()
             };

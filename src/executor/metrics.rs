@@ -64,6 +64,10 @@ pub struct Metrics {
     pub stolen: usize,
     /// Tasks that panicked.
     pub panicked: usize,
+    /// Worker threads alive: the core workers, plus compensating workers
+    /// standing in for blocked ones. A panic in user code never lowers it;
+    /// only shutdown does.
+    pub threads: usize,
 }
 
 impl Metrics {
@@ -82,6 +86,7 @@ impl Metrics {
             completed,
             stolen: total(|c| &c.stolen),
             panicked: total(|c| &c.panicked),
+            threads: 0,
         }
     }
 }

@@ -25,6 +25,9 @@ pub(crate) mod worker;
 
 pub use map::Map;
 pub use metrics::Metrics;
-pub use pool::{BuildError, Builder, ShutdownReport, SubmitError, ThreadPool};
+pub use pool::{
+    BuildError, Builder, MAX_WORKERS, MIN_STACK_SIZE, ShutdownReport, SubmitError, ThreadPool,
+};
 pub use strand::Strand;
-pub(crate) use worker::{blocking, pool_panic_hook};
+pub(crate) use task::held_here;
+pub(crate) use worker::blocking;

@@ -9,10 +9,9 @@ use super::metrics::Metrics;
 use super::registry::{Config, Registry};
 use super::task::TaskRef;
 use super::worker;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use crate::error::TaskError;
 use crate::future::FutureHandle;
+use crate::panics::{PanicOrigin, guard};
 use crate::trace::trace_event;
 
 /// Why a submit was refused. Holds the closure, so no work is lost.
@@ -71,21 +70,44 @@ impl<F> fmt::Display for SubmitError<F> {
 
 impl<F> std::error::Error for SubmitError<F> {}
 
-/// Why a pool could not be built.
+/// Most worker threads a pool may have (Java's `ForkJoinPool` has the same
+/// cap): more is a mistake, not a machine.
+pub const MAX_WORKERS: usize = 0x7fff;
+
+/// Smallest worker stack accepted, in bytes: below it, a task that panics
+/// can overflow the stack while the panic is reported, which aborts the
+/// process.
+pub const MIN_STACK_SIZE: usize = 64 * 1024;
+
+/// Why a pool could not be built. Every input a [`Builder`] takes is
+/// checked here: a bad one is an error, never a panic.
 ///
 /// ```
 /// use concurrent_futures::{BuildError, ThreadPool};
 /// assert!(matches!(ThreadPool::new(0), Err(BuildError::ZeroWorkers)));
+/// assert!(matches!(ThreadPool::new(usize::MAX), Err(BuildError::TooManyWorkers(_))));
 /// assert!(matches!(ThreadPool::builder().max_queued(0).build(), Err(BuildError::ZeroBound)));
+/// assert!(matches!(ThreadPool::builder().thread_name("a\0b").build(), Err(BuildError::ThreadName(_))));
+/// assert!(matches!(ThreadPool::builder().stack_size(1).build(), Err(BuildError::StackSize(1))));
+/// // Too large for the OS: refused when the first worker is started.
+/// assert!(matches!(ThreadPool::builder().stack_size(usize::MAX).build(), Err(BuildError::Spawn(_))));
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BuildError {
     /// A pool needs at least one worker.
     ZeroWorkers,
+    /// More workers than [`MAX_WORKERS`] were asked for.
+    TooManyWorkers(usize),
     /// A queue bound of zero would refuse every `try_submit`.
     ZeroBound,
-    /// The operating system refused to start a worker thread.
+    /// The thread name prefix contains a NUL byte, which no OS thread name
+    /// may hold.
+    ThreadName(String),
+    /// The stack size is below [`MIN_STACK_SIZE`].
+    StackSize(usize),
+    /// The operating system refused to start a worker thread (for instance
+    /// a stack size too large for it).
     Spawn(std::io::Error),
 }
 
@@ -93,7 +115,19 @@ impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BuildError::ZeroWorkers => f.write_str("a pool needs at least one worker"),
+            BuildError::TooManyWorkers(n) => {
+                write!(f, "{n} workers asked for; a pool has at most {MAX_WORKERS}")
+            }
             BuildError::ZeroBound => f.write_str("a queue bound must be at least 1"),
+            BuildError::ThreadName(name) => {
+                write!(f, "thread name {name:?} contains a NUL byte")
+            }
+            BuildError::StackSize(n) => {
+                write!(
+                    f,
+                    "a stack of {n} bytes is below the minimum of {MIN_STACK_SIZE}"
+                )
+            }
             BuildError::Spawn(e) => write!(f, "could not start a worker thread: {e}"),
         }
     }
@@ -155,7 +189,7 @@ pub struct Builder {
     stack_size: Option<usize>,
     max_queued: Option<usize>,
     max_blocking: usize,
-    panic_hook: Option<crate::future::PanicHook>,
+    panic_hook: Option<crate::panics::Hook>,
 }
 
 impl fmt::Debug for Builder {
@@ -197,7 +231,9 @@ impl Builder {
         Self::default()
     }
 
-    /// Number of worker threads (default: available parallelism).
+    /// Number of worker threads (default: available parallelism). `build`
+    /// refuses 0 ([`BuildError::ZeroWorkers`]) and more than
+    /// [`MAX_WORKERS`] ([`BuildError::TooManyWorkers`]).
     ///
     /// ```
     /// let pool = concurrent_futures::ThreadPool::builder().workers(3).build().unwrap();
@@ -208,7 +244,9 @@ impl Builder {
         self
     }
 
-    /// Prefix of the worker threads' names.
+    /// Prefix of the worker threads' names (`PREFIX-0`, `PREFIX-1`, …;
+    /// compensating workers are `PREFIX-extra`). `build` refuses a prefix
+    /// with a NUL byte ([`BuildError::ThreadName`]).
     ///
     /// ```
     /// let pool = concurrent_futures::ThreadPool::builder().workers(1).thread_name("io").build().unwrap();
@@ -220,7 +258,9 @@ impl Builder {
         self
     }
 
-    /// Stack size of each worker thread, in bytes.
+    /// Stack size of each worker thread, in bytes. `build` refuses less
+    /// than [`MIN_STACK_SIZE`] ([`BuildError::StackSize`]), and reports a
+    /// size the OS cannot give as [`BuildError::Spawn`].
     ///
     /// ```
     /// let pool = concurrent_futures::ThreadPool::builder().stack_size(4 << 20).build().unwrap();
@@ -234,7 +274,8 @@ impl Builder {
     }
 
     /// Bound on queued tasks for [`ThreadPool::try_submit`] (`submit`
-    /// ignores it, like Python's unbounded executor). Approximate under
+    /// ignores it, like Python's unbounded executor). `build` refuses 0
+    /// ([`BuildError::ZeroBound`]); `usize::MAX` is the same as no bound. Approximate under
     /// concurrent submits: it may be exceeded by the number of threads
     /// submitting at the same instant.
     ///
@@ -260,7 +301,9 @@ impl Builder {
 
     /// Most compensating workers alive at once. A worker that blocks on a
     /// task running elsewhere is compensated by one, so the pool keeps its
-    /// capacity (like Java's managed blocking). Default 512.
+    /// capacity (like Java's managed blocking). Default 512; 0 means none
+    /// (a blocked worker is not stood in for). Any value is accepted: the
+    /// OS refusing a thread only means no stand-in is started.
     ///
     /// ```
     /// // One worker, and a task that waits on another one running elsewhere:
@@ -314,11 +357,20 @@ impl Builder {
     pub fn build(self) -> Result<ThreadPool, BuildError> {
         let workers = match self.workers {
             Some(0) => return Err(BuildError::ZeroWorkers),
+            Some(n) if n > MAX_WORKERS => return Err(BuildError::TooManyWorkers(n)),
             Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
         };
         if self.max_queued == Some(0) {
             return Err(BuildError::ZeroBound);
+        }
+        if self.name_prefix.contains('\0') {
+            return Err(BuildError::ThreadName(self.name_prefix));
+        }
+        if let Some(bytes) = self.stack_size
+            && bytes < MIN_STACK_SIZE
+        {
+            return Err(BuildError::StackSize(bytes));
         }
         let config = Config {
             workers,
@@ -333,21 +385,14 @@ impl Builder {
             registry: registry.clone(),
         };
         for (index, local) in locals.into_iter().enumerate() {
-            let mut builder = std::thread::Builder::new()
-                .name(format!("{}-{index}", registry.config.name_prefix));
-            if let Some(size) = registry.config.stack_size {
-                builder = builder.stack_size(size);
-            }
-            let reg = registry.clone();
-            registry.thread_started();
-            match builder.spawn(move || worker::run_worker(reg, index, local)) {
+            let name = format!("{}-{index}", registry.config.name_prefix);
+            match registry.spawn_thread(name, move |reg| worker::run_worker(reg, index, local)) {
                 Ok(join) => registry
                     .joins
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(join),
                 Err(e) => {
-                    registry.thread_exited();
                     // `owner` shuts down and joins the workers already started.
                     drop(owner);
                     return Err(BuildError::Spawn(e));
@@ -375,8 +420,11 @@ impl Drop for Owner {
     fn drop(&mut self) {
         // Python: a dropped executor still completes its queued work. After
         // a `shutdown_timeout` that gave up, waiting again would hang where
-        // the caller chose not to: do not wait then.
-        let wait = !self.registry.gave_up_waiting();
+        // the caller chose not to: do not wait then. Nor inside the drop of
+        // a future that holds this pool open (it held the last clone): its
+        // hold is released only after this returns.
+        let wait = !self.registry.gave_up_waiting()
+            && !async_task::dropping_held_future_of(&self.registry);
         shutdown(&self.registry, wait, false, None);
     }
 }
@@ -600,6 +648,15 @@ impl ThreadPool {
     /// shut down when the future completes, the callback runs inline instead
     /// (it is never lost).
     ///
+    /// **Not ordered**: the guarantee of
+    /// [`FutureHandle::add_done_callback`] (registration order, never two
+    /// at a time) covers the moment each routed callback is *queued*; once
+    /// queued they are independent pool tasks, which different workers may
+    /// run at the same time and in any order. For routed callbacks that run
+    /// one at a time in registration order, route them to a
+    /// [`Strand`](crate::Strand) with
+    /// [`Strand::add_done_callback`](crate::Strand::add_done_callback).
+    ///
     /// ```
     /// use std::sync::mpsc;
     /// use concurrent_futures::{Promise, ThreadPool};
@@ -624,9 +681,7 @@ impl ThreadPool {
             let job = move || {
                 // Reported like any done-callback's panic (the pool would
                 // otherwise only count it).
-                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(reader.outcome_ref()))) {
-                    crate::future::report_panic_payload(payload);
-                }
+                guard(PanicOrigin::DoneCallback, || f(reader.outcome_ref()));
             };
             if let Err(job) = spawn_on(&registry, job, true) {
                 job();
@@ -638,14 +693,19 @@ impl ThreadPool {
     ///
     /// ```
     /// let pool = concurrent_futures::ThreadPool::new(2).unwrap();
+    /// assert_eq!(pool.metrics().threads, 2);
     /// for i in 0..10 {
     ///     pool.submit(move || i).unwrap();
     /// }
     /// pool.shutdown(true, false);
     /// assert_eq!(pool.metrics().completed, 10);
+    /// assert_eq!(pool.metrics().threads, 0);
     /// ```
     pub fn metrics(&self) -> Metrics {
-        Metrics::sum(&self.registry().counters)
+        Metrics {
+            threads: self.registry().live_threads(),
+            ..Metrics::sum(&self.registry().counters)
+        }
     }
 
     /// Python's `shutdown(wait, cancel_futures)`: stop accepting work; with
@@ -715,6 +775,29 @@ where
     Ok(())
 }
 
+/// Cancels what the injector holds, from the shutting-down thread, so a busy
+/// pool's handles resolve now (workers cancel what they pop too). Work that
+/// must still run (a polled future, a strand drain, a routed callback) goes
+/// back to the workers: none of it runs on this thread, which may hold a
+/// lock it takes. At most as many as are queued now, so what goes back
+/// cannot keep the drain going.
+fn cancel_injector(registry: &Arc<Registry>) {
+    let mut left = registry.injector.len();
+    while left > 0 {
+        match registry.injector.steal() {
+            crossbeam_deque::Steal::Success(task) => {
+                left -= 1;
+                crate::executor::metrics::Counters::add(&registry.shared_counters().dequeued, 1);
+                if let Some(task) = task.cancel_from_drain() {
+                    worker::SubmitSlot::requeue(registry).push(task);
+                }
+            }
+            crossbeam_deque::Steal::Retry => continue,
+            crossbeam_deque::Steal::Empty => break,
+        }
+    }
+}
+
 fn shutdown(
     registry: &Arc<Registry>,
     wait: bool,
@@ -728,27 +811,14 @@ fn shutdown(
         ?timeout,
         "shutdown"
     );
-    registry.shutdown(cancel_pending);
     if cancel_pending {
-        // Workers cancel what they pop; cancel the injector from here too so
-        // a busy pool's handles resolve now. At most as many as are queued
-        // now: a started future met here goes back to the queue for the
-        // workers, and an unbounded drain could meet it forever.
-        let mut left = registry.injector.len();
-        while left > 0 {
-            match registry.injector.steal() {
-                crossbeam_deque::Steal::Success(task) => {
-                    left -= 1;
-                    crate::executor::metrics::Counters::add(
-                        &registry.shared_counters().dequeued,
-                        1,
-                    );
-                    task.cancel_from_drain();
-                }
-                crossbeam_deque::Steal::Retry => continue,
-                crossbeam_deque::Steal::Empty => break,
-            }
-        }
+        // Held open while we drain, so no worker exits between our taking a
+        // task that must still run and our queueing it again.
+        let _hold = registry.hold_open();
+        registry.shutdown(true);
+        cancel_injector(registry);
+    } else {
+        registry.shutdown(false);
     }
     let inside = worker::is_worker_of(registry);
     let finished = if wait && !inside {

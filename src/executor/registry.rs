@@ -31,7 +31,7 @@ pub(crate) struct Config {
     pub(crate) max_blocking: usize,
     /// Reports panics of callbacks and strand closures run on this pool's
     /// workers; `None`: the process-wide hook.
-    pub(crate) panic_hook: Option<crate::future::PanicHook>,
+    pub(crate) panic_hook: Option<crate::panics::Hook>,
 }
 
 /// Shared pool state.
@@ -60,8 +60,15 @@ pub(crate) struct Registry {
     pub(crate) joins: Mutex<Vec<JoinHandle<()>>>,
     /// Set when a `shutdown_timeout` gave up waiting for the workers.
     gave_up: AtomicUsize,
-    /// Who waits on what, consulted only on the blocking slow path.
-    pub(crate) waits: super::deadlock::WaitGraph,
+}
+
+/// A [`Registry::hold_open`]; releases the hold when dropped.
+pub(crate) struct Held<'a>(&'a Registry);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.release_hold();
+    }
 }
 
 impl Registry {
@@ -80,7 +87,6 @@ impl Registry {
             exited: Promise::new(),
             joins: Mutex::new(Vec::new()),
             gave_up: AtomicUsize::new(0),
-            waits: Default::default(),
             config,
         };
         (Arc::new(registry), locals)
@@ -138,6 +144,17 @@ impl Registry {
     /// can have exited on a count that missed this hold.
     pub(crate) fn try_hold(&self) -> bool {
         self.begin_submit()
+    }
+
+    /// Holds the pool open until the guard drops, even once shut down (a
+    /// cancelling shutdown's drain of the injector, which queues some tasks
+    /// again). Taken before `shutdown` marks the pool, or after every worker
+    /// has exited (then nothing is queued: every push after shutdown is
+    /// refused or covered by another hold).
+    pub(crate) fn hold_open(&self) -> Held<'_> {
+        // Relaxed: a count; the release below publishes what we pushed.
+        self.state.0.fetch_add(SUBMITTER, Ordering::Relaxed);
+        Held(self)
     }
 
     /// The future of a [`Registry::try_hold`] is gone.
@@ -239,9 +256,38 @@ impl Registry {
         }
     }
 
-    /// A worker thread is about to start.
-    pub(crate) fn thread_started(&self) {
+    /// Starts a worker thread named `name` running `body`, counted live
+    /// until its exit guard reports it gone. A refused start (the OS said
+    /// no, or its builder panicked) is an error, and is not counted.
+    pub(crate) fn spawn_thread(
+        self: &Arc<Self>,
+        name: String,
+        body: impl FnOnce(Arc<Registry>) + Send + 'static,
+    ) -> std::io::Result<JoinHandle<()>> {
+        // Counted before the thread runs: it may exit before `spawn` returns.
         self.live.fetch_add(1, Ordering::Relaxed);
+        let mut builder = std::thread::Builder::new().name(name);
+        if let Some(size) = self.config.stack_size {
+            builder = builder.stack_size(size);
+        }
+        let registry = self.clone();
+        let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            builder.spawn(move || body(registry))
+        }))
+        .unwrap_or_else(|payload| {
+            let message = crate::panics::panic_message(payload);
+            Err(std::io::Error::other(message.as_str().to_owned()))
+        });
+        if spawned.is_err() {
+            self.thread_exited();
+        }
+        spawned
+    }
+
+    /// Worker threads alive now (core and compensating).
+    pub(crate) fn live_threads(&self) -> usize {
+        // Relaxed: a snapshot for metrics.
+        self.live.load(Ordering::Relaxed)
     }
 
     /// A worker thread has ended; the last one after shutdown resolves

@@ -10,6 +10,7 @@ use super::registry::Registry;
 use super::schedule::Schedule;
 use crate::error::TaskError;
 use crate::future::{FutureHandle, Promise};
+use crate::panics::{PanicOrigin, guard};
 use crate::sync::UnsafeCell;
 
 /// Jobs a drain runs before it yields its worker to other tasks.
@@ -133,7 +134,7 @@ impl<S: Send + 'static> Strand<S> {
             // The promise drops: the handle resolves as abandoned, and the
             // panic goes to the hook like any strand closure's.
             Err(payload) => {
-                crate::future::report_panic_payload(payload);
+                crate::panics::report(PanicOrigin::StrandClosure, payload);
             }
         });
         handle
@@ -187,8 +188,15 @@ fn schedule_drain<S: Send + 'static>(inner: Arc<Inner<S>>) {
     }
 }
 
-/// Runs queued closures while owning the scheduled flag.
+/// Runs queued closures while owning the scheduled flag, then lets go of
+/// the strand: if that was the last reference, the state's `Drop` runs
+/// here, under a guard.
 fn drain<S: Send + 'static>(inner: Arc<Inner<S>>) {
+    drain_jobs(&inner);
+    guard(PanicOrigin::Drop, move || drop(inner));
+}
+
+fn drain_jobs<S: Send + 'static>(inner: &Arc<Inner<S>>) {
     loop {
         for _ in 0..BUDGET {
             let Some(job) = inner.queue.steal().success() else {
@@ -200,7 +208,7 @@ fn drain<S: Send + 'static>(inner: Arc<Inner<S>>) {
                 .state
                 .with_mut(|s| catch_unwind(AssertUnwindSafe(|| job(unsafe { &mut *s }))));
             if let Err(payload) = result {
-                crate::future::report_panic_payload(payload);
+                crate::panics::report(PanicOrigin::StrandClosure, payload);
             }
         }
         if !inner.queue.is_empty() {

@@ -16,7 +16,7 @@ use std::time::Instant;
 use crate::error::TaskError;
 use crate::future::core::{Body, Cell, Core, Shared};
 use crate::future::state::Start;
-use crate::future::{contain, panic_message};
+use crate::panics::{PanicOrigin, guard, panic_message};
 use crate::sync::UnsafeCell;
 
 /// The closure of a task, taken by whoever wins the start claim.
@@ -96,7 +96,7 @@ impl<F> Job<F> {
     /// Drops the closure of a task nobody will run, catching a panicking drop.
     fn discard(&self) {
         if let Some(f) = self.take() {
-            contain(move || drop(f));
+            guard(PanicOrigin::Drop, move || drop(f));
         }
     }
 }
@@ -133,10 +133,13 @@ pub(crate) trait Runnable: Send + Sync {
     /// Resolves a task that will never run as abandoned.
     fn abandon(self: Arc<Self>);
     /// `cancel`, from the thread draining the injector for a cancelling
-    /// shutdown, which must not run user code that has started (a future
-    /// that was polled goes back to the workers instead).
-    fn cancel_from_drain(self: Arc<Self>) {
+    /// shutdown: that thread may hold a lock the pool's work takes, so it
+    /// must not run work meant for a worker. A task that must still run (a
+    /// polled future, a strand drain, a routed callback) is handed back,
+    /// for the caller to queue again for the workers.
+    fn cancel_from_drain(self: Arc<Self>) -> Option<Arc<dyn Runnable>> {
         self.cancel();
+        None
     }
 }
 
@@ -228,9 +231,10 @@ impl TaskRef {
         self.into_arc().cancel();
     }
 
-    /// Cancels it from shutdown's injector drain (see `Runnable`).
-    pub(crate) fn cancel_from_drain(self) {
-        self.into_arc().cancel_from_drain();
+    /// Cancels it from shutdown's injector drain (see `Runnable`); a task
+    /// that must still run on a worker comes back.
+    pub(crate) fn cancel_from_drain(self) -> Option<TaskRef> {
+        self.into_arc().cancel_from_drain().map(TaskRef::from_arc)
     }
 
     fn into_arc(self) -> Arc<dyn Runnable> {
@@ -244,7 +248,7 @@ impl TaskRef {
 /// value is dropped here, on a worker: a panicking `Drop` must not unwind
 /// the worker.
 pub(crate) fn drop_guarded<R: ?Sized>(task: Arc<R>) {
-    contain(move || drop(task));
+    guard(PanicOrigin::Drop, move || drop(task));
 }
 
 impl Drop for TaskRef {
@@ -271,13 +275,15 @@ impl<F: FnOnce() + Send> Detached<F> {
     }
 }
 
-impl<F: FnOnce() + Send> Runnable for Detached<F> {
+impl<F: FnOnce() + Send + 'static> Runnable for Detached<F> {
     fn run(self: Arc<Self>) -> Ran {
         let ran = match self.take() {
             Some(f) => match catch_unwind(AssertUnwindSafe(f)) {
                 Ok(()) => Ran::Completed,
                 Err(payload) => {
-                    contain(move || drop(payload));
+                    // Counted, not reported (`spawn`'s contract); the
+                    // payload's own drop is guarded.
+                    panic_message(payload);
                     Ran::Panicked
                 }
             },
@@ -293,9 +299,17 @@ impl<F: FnOnce() + Send> Runnable for Detached<F> {
             return;
         }
         if let Some(f) = self.take() {
-            contain(move || drop(f));
+            guard(PanicOrigin::Drop, move || drop(f));
         }
         drop_guarded(self);
+    }
+
+    fn cancel_from_drain(self: Arc<Self>) -> Option<Arc<dyn Runnable>> {
+        if self.essential {
+            return Some(self);
+        }
+        self.cancel();
+        None
     }
 
     fn abandon(self: Arc<Self>) {

@@ -203,11 +203,6 @@ pub(crate) fn count_panic() {
     });
 }
 
-/// The callback-panic hook of the pool whose worker calls this, if it has one.
-pub(crate) fn pool_panic_hook() -> Option<crate::future::PanicHook> {
-    with_context(|ctx| ctx.and_then(|c| c.registry.config.panic_hook.clone()))
-}
-
 /// Whether the calling thread is a worker of `registry`.
 pub(crate) fn is_worker_of(registry: &Registry) -> bool {
     with_context(|ctx| ctx.is_some_and(|c| std::ptr::eq(&*c.registry, registry)))
@@ -256,6 +251,7 @@ pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, local: Worker<Ta
         tick: Cell::new(0),
     };
     CONTEXT.with(|c| c.set(&ctx));
+    let _hook = crate::panics::install_thread_hook(ctx.registry.config.panic_hook.clone());
     let reg = &*ctx.registry;
     reg.sleep.register(index);
     reg.sleep.start_searching();
@@ -312,6 +308,7 @@ fn run_compensating(registry: Arc<Registry>) {
         tick: Cell::new(0),
     };
     CONTEXT.with(|c| c.set(&ctx));
+    let _hook = crate::panics::install_thread_hook(ctx.registry.config.panic_hook.clone());
     let mut idle_rounds = 0;
     while idle_rounds < SPIN_ROUNDS {
         match ctx.find_task() {
@@ -341,17 +338,9 @@ pub(crate) fn spawn_compensating(registry: &Arc<Registry>) {
     if !claimed {
         return;
     }
-    let arc = registry.clone();
-    arc.thread_started();
-    let name = format!("{}-extra", arc.config.name_prefix);
-    let mut builder = std::thread::Builder::new().name(name);
-    if let Some(size) = arc.config.stack_size {
-        builder = builder.stack_size(size);
-    }
-    let for_thread = arc.clone();
-    if builder.spawn(move || run_compensating(for_thread)).is_err() {
-        arc.extra.fetch_sub(1, Ordering::Relaxed);
-        arc.thread_exited();
+    let name = format!("{}-extra", registry.config.name_prefix);
+    if registry.spawn_thread(name, run_compensating).is_err() {
+        registry.extra.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -374,7 +363,7 @@ pub(crate) fn wait_for_task(
     }
     let mut holds = Vec::new();
     held_snapshot(&mut holds);
-    let Some(_registered) = registry.waits.register(holds, addr) else {
+    let Some(_registered) = super::deadlock::WAITS.register(holds, addr) else {
         return Err(TaskError::WouldDeadlock);
     };
     Ok(keep_capacity(&registry, block))

@@ -31,6 +31,12 @@ use crate::error::TaskError;
 ///    on the attaching thread once the drain is over. A callback attached
 ///    after that runs at once on the attaching thread.
 ///
+/// These cover callbacks attached here. Callbacks routed to a pool with
+/// [`ThreadPool::add_done_callback`](crate::ThreadPool::add_done_callback)
+/// are queued in this order but then run as independent pool tasks, which
+/// may overlap; [`Strand::add_done_callback`](crate::Strand::add_done_callback)
+/// keeps routed callbacks ordered and one at a time.
+///
 /// Cost: one allocation per callback (the closure lives in its list node),
 /// one CAS to attach; completion runs it with no further atomic operation
 /// per callback (the list owns the node alone). A thread that
@@ -67,6 +73,12 @@ impl<T> FutureHandle<T> {
     /// Identity of the future (for de-duplicating handles).
     pub(crate) fn id(&self) -> usize {
         Arc::as_ptr(&self.shared).addr()
+    }
+
+    /// Whether the calling thread is running this future's task (a wait
+    /// for it here could never end).
+    pub(crate) fn held_by_caller(&self) -> bool {
+        crate::executor::held_here((self.core() as *const Core<T>).addr())
     }
 
     /// Whether two handles refer to the same future.
@@ -155,6 +167,11 @@ impl<T> FutureHandle<T> {
     /// Blocks until the future is done or `timeout` passes
     /// ([`TaskError::Timeout`]). A zero timeout only checks;
     /// `Duration::MAX` waits forever.
+    ///
+    /// A wait that gives up withdraws its waiter, which may compact the
+    /// waiter list; a future completing meanwhile then leaves the wake-up of
+    /// its other waiters to this thread (see
+    /// [`remove_done_callback`](FutureHandle::remove_done_callback)).
     ///
     /// ```
     /// use std::time::Duration;
@@ -256,6 +273,12 @@ impl<T> FutureHandle<T> {
     /// (after a few removals) or completes the future, so what it captures
     /// lives until then.
     ///
+    /// The call may compact the list, and a future that completes while a
+    /// compaction runs leaves its callbacks to the compacting thread (it
+    /// does not wait for it): so this call can run *other* done-callbacks
+    /// of this future on the calling thread, in order, before it returns.
+    /// Do not call it holding a lock those callbacks take.
+    ///
     /// ```
     /// let promise = concurrent_futures::Promise::new();
     /// let handle = promise.handle();
@@ -269,7 +292,14 @@ impl<T> FutureHandle<T> {
 
     /// A future that resolves, by reference, when this one is done. Any
     /// number of clones may be awaited at once; each is woken. Dropping the
-    /// returned future withdraws its waiter.
+    /// returned future withdraws its waiter, which may wake the future's
+    /// other waiters on the dropping thread (see
+    /// [`remove_done_callback`](FutureHandle::remove_done_callback)).
+    ///
+    /// A waker's `wake` and `drop` are called by whichever thread completes
+    /// the future or frees the waiter; a panic in them is caught and
+    /// reported ([`PanicOrigin::Waker`](crate::PanicOrigin::Waker)), never
+    /// let unwind into the completion.
     ///
     /// ```
     /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {

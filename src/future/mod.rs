@@ -5,19 +5,19 @@
 //! [`node`]s): waiters ([`wait`]), woken first on completion, then
 //! done-callbacks ([`callback`]), run in registration order. The public
 //! faces are [`FutureHandle`] (readers) and [`Promise`] (the writer).
+//! Async waiters register a [`relay`] waker, so no user waker code runs
+//! inside a waker slot.
 
 mod callback;
 pub(crate) mod core;
 mod handle;
 mod node;
 mod promise;
+pub(crate) mod relay;
 pub(crate) mod stack;
 pub(crate) mod state;
 mod wait;
 
-pub use callback::{
-    CallbackPanic, Registration, clear_callback_panic_hook, set_callback_panic_hook,
-};
-pub(crate) use callback::{Hook as PanicHook, contain, panic_message, report_panic_payload};
+pub use callback::Registration;
 pub use handle::{FutureHandle, Join, WaitAsync};
 pub use promise::Promise;

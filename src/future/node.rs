@@ -17,7 +17,10 @@
 //! # Status
 //! The payload has exactly one consumer, decided by one CAS on `status`:
 //! `LIVE -> TAKEN` (a drainer will fire it) or `LIVE -> REMOVED` (the outside
-//! holder discards it; it never fires).
+//! holder discards it; it never fires). A list-owned node a tombstone names
+//! is resolved by the interior owner alone: `LIVE -> REMOVED` with its
+//! payload dropped at once by a drain, or `LIVE -> DOOMED -> REMOVED` by a
+//! compaction, which drops the payload only after letting go of the list.
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -34,6 +37,10 @@ const REMOVED: u8 = 2;
 /// A removal request for an older node of the same list (see
 /// [`NodeRef::tombstone`]); never fires.
 const TOMBSTONE: u8 = 3;
+/// Removed by a tombstone during a compaction, its payload not yet dropped:
+/// the compactor drops it after letting go of the list (no user `Drop` runs
+/// while it owns the interior). Never fires.
+const DOOMED: u8 = 4;
 
 /// What a node carries. `A` is what the stack's drainer passes in.
 pub(crate) trait Payload<A>: Send + Sync {
@@ -191,19 +198,35 @@ impl<A> NodeRef<A> {
     }
 
     /// Marks a node resolved by the interior owner: a tombstone that was
-    /// matched, or a listed node a tombstone removes (its payload is dropped
-    /// now, never fired). Only on list-owned nodes, by the interior owner.
-    pub(crate) fn remove_by_owner(&self) {
+    /// matched, or a listed node a tombstone removes: its payload is dropped
+    /// now (`defer` false: a drain, which runs user code anyway) or marked
+    /// [`DOOMED`] for [`NodeRef::discard_if_doomed`] once the owner has let
+    /// go (`defer` true: a compaction). Never fired either way. Only on
+    /// list-owned nodes, by the interior owner.
+    pub(crate) fn remove_by_owner(&self, defer: bool) {
+        // Relaxed stores: the interior owner is the only thread that can
+        // claim a list-owned node.
         match self.header().status.load(Ordering::Relaxed) {
+            LIVE if defer => self.header().status.store(DOOMED, Ordering::Relaxed),
             LIVE => {
-                // Relaxed: the interior owner is the only thread that can
-                // claim a list-owned node.
                 self.header().status.store(REMOVED, Ordering::Relaxed);
                 // SAFETY: LIVE and list-owned: this thread is its only consumer.
                 unsafe { self.discard() };
             }
             TOMBSTONE => self.header().status.store(REMOVED, Ordering::Relaxed),
             _ => {}
+        }
+    }
+
+    /// Drops the payload of a node a compaction doomed (and unlinked); the
+    /// caller holds the list's reference to it, the only one.
+    pub(crate) fn discard_if_doomed(&self) {
+        // Relaxed: the compactor set DOOMED itself, on this thread.
+        if self.header().status.load(Ordering::Relaxed) == DOOMED {
+            self.header().status.store(REMOVED, Ordering::Relaxed);
+            // SAFETY: DOOMED nodes are list-owned and unlinked: the caller
+            // holds the only reference, and DOOMED -> REMOVED happens once.
+            unsafe { self.discard() };
         }
     }
 
@@ -267,10 +290,14 @@ impl<A> NodeRef<A> {
             .is_ok()
     }
 
-    /// Whether the node was removed by its holder (compaction unlinks it).
+    /// Whether the node was removed, by its holder or a tombstone
+    /// (compaction unlinks it).
     pub(crate) fn is_removed(&self) -> bool {
         // Relaxed: a stale LIVE only delays the unlink to a later pass.
-        self.header().status.load(Ordering::Relaxed) == REMOVED
+        matches!(
+            self.header().status.load(Ordering::Relaxed),
+            REMOVED | DOOMED
+        )
     }
 
     /// Fires the payload.

@@ -337,7 +337,7 @@ impl<A> Stack<A> {
             // removal requests on the way (a tombstone is newer than its
             // target, so walking newest first meets it first).
             let mut oldest = std::ptr::null_mut();
-            let mut removals = Removals::default();
+            let mut removals = Removals::resolving_now();
             while !newest.is_null() {
                 // SAFETY: we hold BUSY and swapped this batch out of the head:
                 // no other thread can reach these nodes' `next`.
@@ -396,7 +396,10 @@ impl<A> Stack<A> {
         }
         let top = head;
         let (mut unlinked, mut live) = (0u32, 1u32);
-        let mut removals = Removals::default();
+        // No user code runs while we own the interior: removed payloads are
+        // dropped, and unlinked nodes freed, after we let go.
+        let mut removals = Removals::deferring();
+        let mut garbage: *mut Header<A> = std::ptr::null_mut();
         // The newest node stays linked (pushers may be linking above it),
         // but a tombstone there is resolved like any other.
         removals.visit(top);
@@ -413,7 +416,13 @@ impl<A> Stack<A> {
             if node.is_removed() {
                 // SAFETY: as above; `prev` is live and below-or-at `top`.
                 unsafe { set_next(prev, next) };
-                drop(node); // the list's reference
+                // Unlinked: nobody else reads its `next` now (an outside
+                // holder never does), so it threads our garbage list. The
+                // list's reference goes with it.
+                let node = node.into_raw();
+                // SAFETY: as above.
+                unsafe { set_next(node, garbage) };
+                garbage = node;
                 unlinked = unlinked.saturating_add(1);
             } else {
                 let _ = node.into_raw(); // stays linked: keep the list's reference
@@ -430,6 +439,17 @@ impl<A> Stack<A> {
         self.threshold
             .store(live.max(MIN_GARBAGE), Ordering::Relaxed);
         self.release_busy(drain_arg);
+        while !garbage.is_null() {
+            // SAFETY: unlinked above; the garbage list is ours alone.
+            let next = unsafe { next_of(garbage) };
+            // SAFETY: the list's reference, moved onto the garbage list.
+            let node = unsafe { NodeRef::from_raw(garbage) };
+            // Payload drops are guarded by the payloads themselves
+            // (callbacks and relays), so none unwinds out of here.
+            node.discard_if_doomed();
+            drop(node);
+            garbage = next;
+        }
     }
 
     /// Lets go of a pending-time `BUSY`; if the future completed meanwhile,
@@ -504,10 +524,29 @@ impl Drop for DrainGuard<'_> {
 
 /// Removal requests met while walking a list newest first. Tombstones are
 /// rare, so this allocates only when one is met.
-#[derive(Default)]
-struct Removals(Vec<(usize, u64)>);
+struct Removals {
+    targets: Vec<(usize, u64)>,
+    /// Mark targets doomed instead of dropping their payloads now.
+    defer: bool,
+}
 
 impl Removals {
+    /// For a drain: a removed payload is dropped at once.
+    fn resolving_now() -> Self {
+        Removals {
+            targets: Vec::new(),
+            defer: false,
+        }
+    }
+
+    /// For a compaction: removed payloads are dropped after it lets go.
+    fn deferring() -> Self {
+        Removals {
+            targets: Vec::new(),
+            defer: true,
+        }
+    }
+
     /// Looks at `node` (the caller owns the list interior): a tombstone is
     /// recorded and marked resolved; the target of a recorded tombstone is
     /// removed (its payload dropped, never fired).
@@ -516,13 +555,13 @@ impl Removals {
         // list's reference keeps it alive; we only borrow it here.
         let node = std::mem::ManuallyDrop::new(unsafe { NodeRef::from_raw(node) });
         if let Some(target) = node.tombstone_target() {
-            self.0.push(target);
-            node.remove_by_owner();
-        } else if !self.0.is_empty()
-            && let Some(i) = self.0.iter().position(|&t| t == node.name())
+            self.targets.push(target);
+            node.remove_by_owner(self.defer);
+        } else if !self.targets.is_empty()
+            && let Some(i) = self.targets.iter().position(|&t| t == node.name())
         {
-            self.0.swap_remove(i);
-            node.remove_by_owner();
+            self.targets.swap_remove(i);
+            node.remove_by_owner(self.defer);
         }
     }
 }
@@ -541,6 +580,8 @@ impl<A> Drop for Stack<A> {
             if node.try_remove() {
                 // SAFETY: we won the REMOVED claim just now.
                 unsafe { node.discard() };
+            } else {
+                node.discard_if_doomed();
             }
             cur = next;
         }

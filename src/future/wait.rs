@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::core::Core;
 use super::node::{NodeRef, Payload};
+use super::relay::Relay;
 use super::stack::Pushed;
 use crate::sync::{Thread, WakerSlot};
 
@@ -29,7 +30,9 @@ impl Payload<()> for ThreadWaiter {
     unsafe fn discard(&self) {}
 }
 
-/// A parked async task.
+/// A parked async task. The slot only ever holds a relay (`relay.rs`): the
+/// user's `wake` and `drop` run under guards, so firing or freeing this node
+/// cannot unwind through a drain or a compaction.
 #[derive(Default)]
 struct TaskWaiter(WakerSlot);
 
@@ -93,6 +96,7 @@ impl<T> Core<T> {
 #[derive(Default)]
 pub(crate) struct AsyncWait {
     node: Option<NodeRef<()>>,
+    relay: Relay,
 }
 
 impl AsyncWait {
@@ -101,19 +105,19 @@ impl AsyncWait {
         if core.is_done() {
             return Poll::Ready(());
         }
+        // The user's `clone` (when the waker changed) runs here, before
+        // anything shared is touched: if it panics, the poll unwinds and
+        // nothing is registered.
+        let waker = self.relay.waker_for(cx.waker());
         match &self.node {
             Some(node) => {
                 // SAFETY: every node on a waiter list made here is a TaskWaiter.
-                unsafe { node.payload::<TaskWaiter>() }
-                    .0
-                    .register(cx.waker());
+                unsafe { node.payload::<TaskWaiter>() }.0.register(waker);
             }
             None => {
                 let (list, mine) = NodeRef::new(TaskWaiter::default());
                 // SAFETY: just made as a TaskWaiter.
-                unsafe { mine.payload::<TaskWaiter>() }
-                    .0
-                    .register(cx.waker());
+                unsafe { mine.payload::<TaskWaiter>() }.0.register(waker);
                 if core.waiters().push(list, None) == Pushed::Closed {
                     return Poll::Ready(());
                 }

@@ -24,6 +24,7 @@ use futures_core::{FusedStream, Stream};
 
 use crate::error::TimedOut;
 use crate::future::FutureHandle;
+use crate::future::relay::Relay;
 use crate::wait::{AsCompleted, Inbox};
 
 /// A thread that wakes the stream's task at its deadline; told to stop
@@ -105,6 +106,7 @@ impl<T> AsCompleted<T> {
         AsCompletedStream {
             inner: self,
             alarm: None,
+            relay: Relay::default(),
         }
     }
 }
@@ -134,6 +136,9 @@ pub struct AsCompletedStream<T> {
     inner: AsCompleted<T>,
     /// Wakes the polling task at the deadline, once it had to wait.
     alarm: Option<Alarm>,
+    /// What is registered in the inbox: a relay, never the task's own
+    /// waker (`future/relay.rs`).
+    relay: Relay,
 }
 
 impl<T> std::fmt::Debug for AsCompletedStream<T> {
@@ -163,7 +168,11 @@ impl<T> AsCompletedStream<T> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<FutureHandle<T>, TimedOut>>> {
-        let AsCompletedStream { inner: this, alarm } = self;
+        let AsCompletedStream {
+            inner: this,
+            alarm,
+            relay,
+        } = self;
         if this.is_terminated() {
             return Poll::Ready(None);
         }
@@ -182,7 +191,7 @@ impl<T> AsCompletedStream<T> {
                 return Poll::Ready(Some(Err(this.expire())));
             }
             if !registered {
-                this.inbox.waker().register(cx.waker());
+                this.inbox.waker().register(relay.waker_for(cx.waker()));
             }
         }
         if let Some(deadline) = this.deadline

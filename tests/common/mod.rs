@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use concurrent_futures::{FutureHandle, ThreadPool};
 
@@ -52,4 +55,56 @@ pub fn wakes_itself(wakes: usize) -> impl std::future::Future<Output = ()> + Sen
         cx.waker().wake_by_ref();
         std::task::Poll::Pending
     })
+}
+
+/// Aborts the process if the test still runs after `limit`: a hang must fail
+/// CI, not stall it (a verdict, not synchronisation). Declared first in a
+/// test, it outlives every pool drop there. Dropping it disarms it.
+pub struct Watchdog(mpsc::Sender<String>);
+
+impl Watchdog {
+    pub fn new(test: &'static str, limit: Duration) -> Self {
+        let (tx, rx) = mpsc::channel::<String>();
+        let deadline = Instant::now() + limit;
+        thread::spawn(move || {
+            let mut stage = String::from("start");
+            loop {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(s) => stage = s,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Timeout) => {
+                        eprintln!("watchdog: {test} hung ({limit:?}) at {stage}");
+                        std::process::abort();
+                    }
+                }
+            }
+        });
+        Watchdog(tx)
+    }
+
+    /// Names the stage the test has reached, for the report if it hangs.
+    pub fn stage(&self, stage: String) {
+        let _ = self.0.send(stage);
+    }
+}
+
+/// `workers` tasks can all meet at a barrier of `workers + 1` only if every
+/// core worker is alive and free (otherwise this hangs and the watchdog
+/// fails the test). No task here blocks in a crate wait, so no compensating
+/// worker can stand in for a dead one. Then later work must still run.
+pub fn assert_all_workers_alive(pool: &ThreadPool) {
+    let meet = Arc::new(Barrier::new(pool.workers() + 1));
+    let spawn_meet = |_| {
+        let m = meet.clone();
+        pool.submit(move || {
+            m.wait();
+        })
+        .unwrap()
+    };
+    let hs: Vec<_> = (0..pool.workers()).map(spawn_meet).collect();
+    meet.wait();
+    hs.into_iter().for_each(|h| assert_eq!(h.join(), Ok(())));
+    let later: Vec<_> = (0..100).map(|i| pool.submit(move || i).unwrap()).collect();
+    let sum: usize = later.iter().map(|h| *h.result().unwrap()).sum();
+    assert_eq!(sum, 4950);
 }
