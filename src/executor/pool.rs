@@ -301,7 +301,9 @@ impl Builder {
 
     /// Most compensating workers alive at once. A worker that blocks on a
     /// task running elsewhere is compensated by one, so the pool keeps its
-    /// capacity (like Java's managed blocking). Default 512; 0 means none
+    /// capacity (like Java's managed blocking). A compensating worker stays
+    /// after its work is done, asleep, for 10 seconds, so a pool that
+    /// blocks again and again reuses it instead of starting a thread. Default 512; 0 means none
     /// (a blocked worker is not stood in for). Any value is accepted: the
     /// OS refusing a thread only means no stand-in is started.
     ///

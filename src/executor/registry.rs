@@ -10,7 +10,7 @@ use super::metrics::Counters;
 use super::sleep::Sleep;
 use super::task::TaskRef;
 use crate::future::Promise;
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering, fence};
 
 /// `state`: no new submits.
 const SHUTDOWN: usize = 0b01;
@@ -62,6 +62,26 @@ pub(crate) struct Registry {
     gave_up: AtomicUsize,
 }
 
+/// A [`Registry::begin_blocking`]: the thread counts as blocked until this
+/// drops.
+pub(crate) struct Blocked<'a> {
+    registry: &'a Registry,
+    queued: bool,
+}
+
+impl Blocked<'_> {
+    /// Whether work was queued when the thread became blocked.
+    pub(crate) fn work_queued(&self) -> bool {
+        self.queued
+    }
+}
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.registry.blocked.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A [`Registry::hold_open`]; releases the hold when dropped.
 pub(crate) struct Held<'a>(&'a Registry);
 
@@ -77,7 +97,7 @@ impl Registry {
         let registry = Registry {
             injector: Injector::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
-            sleep: Sleep::new(config.workers),
+            sleep: Sleep::new(config.workers, config.max_blocking),
             state: Padded(AtomicUsize::new(0)),
             cancel: Padded(AtomicUsize::new(0)),
             counters: (0..=config.workers).map(|_| Counters::default()).collect(),
@@ -122,9 +142,95 @@ impl Registry {
     /// After a push: wakes a worker if none is searching; with every worker
     /// blocked in a wait, starts a compensating one.
     pub(crate) fn notify_after_push(self: &Arc<Self>) {
-        if !self.sleep.notify_one() && self.blocked.load(Ordering::Relaxed) > 0 {
+        if self.wake_after_push() {
             super::worker::spawn_compensating(self);
         }
+    }
+
+    /// The wake half of [`Registry::notify_after_push`]: wakes a worker if
+    /// none is searching; true if nobody could be woken while a thread is
+    /// blocked in a wait (a compensating worker is owed).
+    pub(crate) fn wake_after_push(&self) -> bool {
+        // Relaxed load after `notify_one`'s SeqCst fence: pairs with the
+        // fence in `begin_blocking` (see there).
+        !self.sleep.notify_one() && self.blocked.load(Ordering::Relaxed) > 0
+    }
+
+    /// A pool thread is about to block in a wait: counts it blocked until
+    /// the guard drops. The guard says whether work was queued once the
+    /// count was visible (the caller must then wake or start a worker).
+    ///
+    /// Store buffering against a submit: we increment `blocked`, then read
+    /// the queues; a submitter pushes, then reads `blocked` (in
+    /// `notify_after_push`). With a SeqCst fence between each side's write
+    /// and read (ours here, the submitter's in `Sleep::notify_one`), one of
+    /// the two fences comes first in their total order, so either we see
+    /// the task or the submitter sees us blocked: never both miss.
+    pub(crate) fn begin_blocking(&self) -> Blocked<'_> {
+        self.begin_blocking_with(|| !self.queues_empty())
+    }
+
+    /// [`Registry::begin_blocking`] with the queue check given (loom models
+    /// pass a queue it can see; crossbeam's is invisible to it).
+    fn begin_blocking_with(&self, queued: impl FnOnce() -> bool) -> Blocked<'_> {
+        self.blocked.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        Blocked {
+            registry: self,
+            queued: queued(),
+        }
+    }
+
+    /// Claims a compensating worker's place if fewer than `max_blocking`
+    /// are alive. SeqCst: the RMW follows the caller's fence (see
+    /// `leave_extra_with`).
+    pub(crate) fn claim_extra(&self) -> bool {
+        let max = self.config.max_blocking;
+        self.extra
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// An idle compensating worker (searching) retires: it stops counting
+    /// as a searcher *before* its last look, since a submit that sees a
+    /// searcher wakes nobody, trusting it to find the task; then it leaves
+    /// the count (`leave_extra_with`). True: it must exit. False:
+    /// work came and it got its place back; it is searching again.
+    pub(crate) fn retire_extra(&self) -> bool {
+        self.retire_extra_with(|| !self.queues_empty())
+    }
+
+    fn retire_extra_with(&self, queued: impl FnOnce() -> bool) -> bool {
+        self.sleep.stop_searching();
+        if self.leave_extra_with(queued) {
+            return true;
+        }
+        self.sleep.start_searching();
+        false
+    }
+
+    /// A compensating worker found no work and would exit: it leaves the
+    /// count first, then looks once more (`queued`: the queue check, given
+    /// so that loom models can pass one they see). True: it has left and must exit.
+    /// False: work arrived and it got its place back; it goes on.
+    ///
+    /// Against a submit that found the cap reached and started nobody (the
+    /// lost wakeup of leaving the count only after the loop): the submitter
+    /// pushed, fenced (SeqCst, in `notify_one`), then read `extra` in
+    /// `claim_extra`; we decrement, fence, then read the queues. Whichever
+    /// fence comes first, either the submitter's claim sees our decrement
+    /// (and starts a worker) or our look sees its task.
+    fn leave_extra_with(&self, queued: impl FnOnce() -> bool) -> bool {
+        self.extra.fetch_sub(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !queued() || !self.claim_extra() {
+            // Empty, or another thread took the place we left to start a
+            // worker for the task we saw: that worker will take it.
+            return true;
+        }
+        false
     }
 
     /// Ends a submit begun with [`Registry::begin_submit`] and wakes a worker.
@@ -317,7 +423,7 @@ impl Registry {
 mod loom_models {
     use super::{Config, Registry};
     use crate::executor::task::TaskRef;
-    use crate::sync::{AtomicUsize, Ordering};
+    use crate::sync::{AtomicUsize, Ordering, fence};
     use loom::thread;
     use std::sync::Arc;
 
@@ -331,6 +437,77 @@ mod loom_models {
             panic_hook: None,
         })
         .0
+    }
+
+    fn registry_with(max_blocking: usize) -> Arc<Registry> {
+        Registry::new(Config {
+            workers: 1,
+            name_prefix: String::new(),
+            stack_size: None,
+            max_queued: None,
+            max_blocking,
+            panic_hook: None,
+        })
+        .0
+    }
+
+    // These two stand in a loom atomic for the queue (crossbeam's reads are
+    // invisible to loom, so they could never be stale); the counters,
+    // fences and decisions are the real code's.
+
+    /// A task pushed while the only worker becomes blocked in a wait is
+    /// never left with nobody owed to it: either the worker, counting
+    /// itself blocked, sees the task (and wakes or starts a worker), or the
+    /// submitter sees it blocked (and starts one). Fails without the SeqCst
+    /// fence in `begin_blocking` (store buffering).
+    #[test]
+    fn keep_capacity_vs_submit() {
+        loom::model(|| {
+            let reg = registry_with(0);
+            let queue = Arc::new(AtomicUsize::new(0));
+            let worker = {
+                let (reg, queue) = (reg.clone(), queue.clone());
+                thread::spawn(move || {
+                    // It stays blocked for the rest of the model.
+                    let blocked = reg.begin_blocking_with(|| queue.load(Ordering::Relaxed) != 0);
+                    let saw = blocked.work_queued();
+                    std::mem::forget(blocked);
+                    saw
+                })
+            };
+            queue.store(1, Ordering::Relaxed); // the push
+            let submitter_owes = reg.wake_after_push();
+            let worker_saw = worker.join().unwrap();
+            assert!(
+                worker_saw || submitter_owes,
+                "a queued task was owed no worker"
+            );
+        });
+    }
+
+    /// A compensating worker exiting while a submit finds the cap reached:
+    /// either the worker stays (it saw the task and got its place back) or
+    /// the submitter gets the place it left and starts a worker. Fails if
+    /// the worker leaves the count only after its last look, if either
+    /// fence goes, or if it stops counting as a searcher only after it.
+    #[test]
+    fn compensating_exit_vs_submit() {
+        loom::model(|| {
+            let reg = registry_with(1);
+            assert!(reg.claim_extra()); // the compensating worker, alive
+            let _blocked = reg.begin_blocking(); // the core worker it stands in for
+            reg.sleep.start_searching(); // the compensating worker, idle
+            let queue = Arc::new(AtomicUsize::new(0));
+            let exiting = {
+                let (reg, queue) = (reg.clone(), queue.clone());
+                thread::spawn(move || reg.retire_extra_with(|| queue.load(Ordering::Relaxed) != 0))
+            };
+            queue.store(1, Ordering::Relaxed); // the push
+            let started = reg.wake_after_push() && reg.claim_extra();
+            let left = exiting.join().unwrap();
+            assert!(!left || started, "the task was stranded at the cap");
+            assert!(left || !started, "two workers for one place");
+        });
     }
 
     /// A worker's loop, reduced to the exit protocol: run what it steals

@@ -20,32 +20,122 @@
 //! Only as many workers wake as there is work for: a submit wakes at most
 //! one, and only when nobody is searching; a woken worker that finds work
 //! while it was the last searcher wakes the next one (work may remain).
+//!
+//! Slots: one per core worker (`0..workers`), then up to [`EXTRA_SLOTS`]
+//! for compensating workers, which claim a free slot when they start and
+//! give it back when they exit. An idle compensating worker sleeps in its
+//! slot like a core worker, with a deadline (its keep-alive): a submit wakes
+//! it instead of starting a new thread. A wake picks the lowest slot, so
+//! core workers are woken first.
+
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 use crate::sync::{AtomicUsize, Ordering, Thread, fence};
 
 const BITS: usize = usize::BITS as usize;
 
+/// Most compensating workers that can sleep in a slot at once; beyond
+/// these, an idle compensating worker exits instead of sleeping.
+pub(crate) const EXTRA_SLOTS: usize = 64;
+
 /// The sleep state of one pool.
 pub(crate) struct Sleep {
     sleepers: Box<[AtomicUsize]>,
     searching: AtomicUsize,
-    threads: Box<[std::sync::OnceLock<Thread>]>,
+    /// Core workers' threads, set once each.
+    threads: Box<[OnceLock<Thread>]>,
+    /// Compensating workers' threads: a slot's thread changes as workers
+    /// come and go. Locked only to store a thread and to wake it.
+    extra_threads: Box<[Mutex<Option<Thread>>]>,
+    /// Free compensating slots (bit set: free).
+    extra_free: AtomicUsize,
+}
+
+/// What [`Sleep::sleep_until`] ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// Woken by a notifier, or `should_wake` held: look for work.
+    Wake,
+    /// The deadline passed with nobody waking us.
+    TimedOut,
 }
 
 impl Sleep {
-    pub(crate) fn new(workers: usize) -> Self {
+    /// Sleep state for `workers` core workers and `extras` compensating
+    /// slots (at most [`EXTRA_SLOTS`]).
+    pub(crate) fn new(workers: usize, extras: usize) -> Self {
+        let extras = extras.min(EXTRA_SLOTS);
         Sleep {
-            sleepers: (0..workers.div_ceil(BITS))
+            sleepers: (0..(workers + extras).div_ceil(BITS))
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
             searching: AtomicUsize::new(0),
-            threads: (0..workers).map(|_| std::sync::OnceLock::new()).collect(),
+            threads: (0..workers).map(|_| OnceLock::new()).collect(),
+            extra_threads: (0..extras).map(|_| Mutex::new(None)).collect(),
+            extra_free: AtomicUsize::new(if extras == BITS {
+                usize::MAX
+            } else {
+                (1 << extras) - 1
+            }),
         }
     }
 
     /// Called by worker `index` on its own thread before it first sleeps.
     pub(crate) fn register(&self, index: usize) {
         let _ = self.threads[index].set(crate::sync::current_thread());
+    }
+
+    /// A compensating worker takes a free slot, on its own thread; `None`
+    /// if all are taken (it will exit when idle instead of sleeping).
+    pub(crate) fn claim_extra_slot(&self) -> Option<usize> {
+        // Relaxed: the slot's thread is published by its mutex.
+        let mut free = self.extra_free.load(Ordering::Relaxed);
+        while free != 0 {
+            let bit = free & free.wrapping_neg();
+            match self.extra_free.compare_exchange_weak(
+                free,
+                free & !bit,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    let slot = bit.trailing_zeros() as usize;
+                    *self.extra_threads[slot]
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(crate::sync::current_thread());
+                    return Some(self.threads.len() + slot);
+                }
+                Err(actual) => free = actual,
+            }
+        }
+        None
+    }
+
+    /// Gives back a compensating worker's slot (it is not asleep in it).
+    pub(crate) fn release_extra_slot(&self, index: usize) {
+        let slot = index - self.threads.len();
+        *self.extra_threads[slot]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        // Relaxed: as in `claim_extra_slot`.
+        self.extra_free.fetch_or(1 << slot, Ordering::Relaxed);
+    }
+
+    fn unpark(&self, index: usize) {
+        match self.threads.get(index) {
+            Some(t) => {
+                if let Some(t) = t.get() {
+                    t.unpark();
+                }
+            }
+            None => {
+                let slot = &self.extra_threads[index - self.threads.len()];
+                if let Some(t) = &*slot.lock().unwrap_or_else(|e| e.into_inner()) {
+                    t.unpark();
+                }
+            }
+        }
     }
 
     fn word(&self, index: usize) -> (&AtomicUsize, usize) {
@@ -74,6 +164,17 @@ impl Sleep {
     /// `should_wake` (work queued, or shutdown) holds after the worker has
     /// announced itself. Returns with the worker searching again.
     pub(crate) fn sleep(&self, index: usize, should_wake: impl Fn() -> bool) {
+        self.sleep_until(index, None, should_wake);
+    }
+
+    /// [`Sleep::sleep`] with a deadline: past it, the worker withdraws
+    /// (searching again) and is told so.
+    pub(crate) fn sleep_until(
+        &self,
+        index: usize,
+        deadline: Option<Instant>,
+        should_wake: impl Fn() -> bool,
+    ) -> Woke {
         let (word, bit) = self.word(index);
         // SeqCst (bit, searching, fence): the store-buffer pattern against
         // `notify_one`'s push + fence + loads; see the module docs.
@@ -81,26 +182,45 @@ impl Sleep {
         self.searching.fetch_sub(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if should_wake() {
-            // Withdraw. If a notifier cleared the bit first it also counted us
-            // as searching; otherwise count ourselves.
-            if word.fetch_and(!bit, Ordering::SeqCst) & bit != 0 {
-                self.start_searching();
-            }
-            return;
+            self.withdraw(word, bit);
+            return Woke::Wake;
         }
         loop {
-            crate::sync::park();
+            match deadline {
+                None => crate::sync::park(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        // Withdrawing races a notifier that cleared the bit
+                        // meanwhile: then it counted us searching and we
+                        // owe its task a look.
+                        return match self.withdraw(word, bit) {
+                            true => Woke::TimedOut,
+                            false => Woke::Wake,
+                        };
+                    }
+                    crate::sync::park_timeout(d - now);
+                }
+            }
             // Acquire: pairs with the notifier's clearing CAS.
             if word.load(Ordering::Acquire) & bit == 0 {
-                return; // woken: the notifier counted us as searching
+                return Woke::Wake; // woken: the notifier counted us as searching
             }
             if should_wake() {
-                if word.fetch_and(!bit, Ordering::SeqCst) & bit != 0 {
-                    self.start_searching();
-                }
-                return;
+                self.withdraw(word, bit);
+                return Woke::Wake;
             }
         }
+    }
+
+    /// Clears our bit and counts us searching again. True if the bit was
+    /// still ours; false if a notifier cleared it first (it counted us).
+    fn withdraw(&self, word: &AtomicUsize, bit: usize) -> bool {
+        let ours = word.fetch_and(!bit, Ordering::SeqCst) & bit != 0;
+        if ours {
+            self.start_searching();
+        }
+        ours
     }
 
     /// After a push: wakes one sleeper unless a worker is already searching.
@@ -128,10 +248,7 @@ impl Sleep {
                 ) {
                     Ok(_) => {
                         self.start_searching();
-                        let index = w * BITS + bit.trailing_zeros() as usize;
-                        if let Some(t) = self.threads[index].get() {
-                            t.unpark();
-                        }
+                        self.unpark(w * BITS + bit.trailing_zeros() as usize);
                         return true;
                     }
                     Err(actual) => bits = actual,
@@ -160,7 +277,7 @@ mod loom_models {
     #[test]
     fn park_vs_submit() {
         loom::model(|| {
-            let sleep = Arc::new(Sleep::new(1));
+            let sleep = Arc::new(Sleep::new(1, 0));
             let queue = Arc::new(AtomicUsize::new(0));
             let (s, q) = (sleep.clone(), queue.clone());
             let worker = thread::spawn(move || {
@@ -188,7 +305,7 @@ mod loom_models {
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(2);
         b.check(|| {
-            let sleep = Arc::new(Sleep::new(2));
+            let sleep = Arc::new(Sleep::new(2, 0));
             let queue = Arc::new(AtomicUsize::new(0));
             let taken = Arc::new(AtomicUsize::new(0));
             let workers: Vec<_> = (0..2)

@@ -115,7 +115,7 @@ where
                 true
             }
         };
-        super::worker::wait_for_task(addr_of(core), claim, || core.wait_until(deadline))
+        super::worker::wait_for_task(addr_of(core), deadline, claim, || core.wait_until(deadline))
     }
 }
 

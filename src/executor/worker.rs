@@ -15,20 +15,25 @@
 //!    CAS a worker uses), up to [`MAX_INLINE_DEPTH`] nested;
 //! 3. otherwise blocks, and the pool keeps its capacity: a sleeping worker
 //!    is woken, or, with none to wake, a compensating worker is started (at
-//!    most `max_blocking` at once), which exits after a few rounds without
-//!    work. Any other blocking wait on a pool thread (a promise's handle,
-//!    `wait`, `as_completed`) keeps the capacity the same way.
+//!    most `max_blocking` at once), which then searches and sleeps like any
+//!    worker and exits after [`KEEP_ALIVE`] asleep without work. Any other
+//!    blocking wait on a pool thread (a promise's handle, `wait`,
+//!    `as_completed`, `join` waiting for callbacks) keeps the capacity the
+//!    same way. A timed wait never runs the task inline (step 2): a run
+//!    inline cannot end at its deadline.
 //!
 //! A waiting worker never runs unrelated tasks, so it cannot re-enter code
 //! that holds a lock the waiter holds (rayon's re-entrancy problem).
 
 use std::cell::Cell;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_deque::Worker;
 
 use super::metrics::Counters;
 use super::registry::Registry;
+use super::sleep::Woke;
 use super::task::{Ran, TaskRef, held_depth, held_here, held_snapshot};
 use crate::error::TaskError;
 use crate::sync::Ordering;
@@ -212,18 +217,20 @@ pub(crate) fn is_worker_of(registry: &Registry) -> bool {
 /// waits for a thread that is gone.
 struct ExitGuard {
     registry: Arc<Registry>,
-    compensating: bool,
+    /// A compensating worker still counted in `extra` (it leaves the count
+    /// itself when it decides to exit; this covers an unwind).
+    extra: Cell<bool>,
 }
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
         trace_event!(
             ::tracing::Level::DEBUG,
-            compensating = self.compensating,
+            compensating = self.extra.get(),
             "worker exited"
         );
-        if self.compensating {
-            self.registry.extra.fetch_sub(1, Ordering::Relaxed);
+        if self.extra.get() {
+            self.registry.extra.fetch_sub(1, Ordering::SeqCst);
         }
         self.registry.thread_exited();
     }
@@ -241,7 +248,7 @@ impl Drop for Context {
 pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, local: Worker<TaskRef>) {
     let _exit = ExitGuard {
         registry: registry.clone(),
-        compensating: false,
+        extra: Cell::new(false),
     };
     trace_event!(::tracing::Level::DEBUG, worker = index, "worker started");
     let ctx = Context {
@@ -296,9 +303,9 @@ fn idle_pause() {
 
 /// The loop of a compensating worker: runs tasks until it finds none.
 fn run_compensating(registry: Arc<Registry>) {
-    let _exit = ExitGuard {
+    let exit = ExitGuard {
         registry: registry.clone(),
-        compensating: true,
+        extra: Cell::new(true),
     };
     trace_event!(::tracing::Level::DEBUG, "compensating worker started");
     let ctx = Context {
@@ -309,46 +316,103 @@ fn run_compensating(registry: Arc<Registry>) {
     };
     CONTEXT.with(|c| c.set(&ctx));
     let _hook = crate::panics::install_thread_hook(ctx.registry.config.panic_hook.clone());
+    let reg = &*ctx.registry;
+    let slot = ExtraSlot::claim(reg);
+    reg.sleep.start_searching();
+    let mut searching = true;
     let mut idle_rounds = 0;
-    while idle_rounds < SPIN_ROUNDS {
-        match ctx.find_task() {
-            Some(task) => {
-                idle_rounds = 0;
-                ctx.run(task);
+    loop {
+        if let Some(task) = ctx.find_task() {
+            if searching {
+                searching = false;
+                reg.sleep.found_work(|| !reg.queues_empty());
             }
-            None => {
-                idle_rounds += 1;
-                idle_pause();
+            idle_rounds = 0;
+            ctx.run(task);
+            continue;
+        }
+        if !searching {
+            searching = true;
+            reg.sleep.start_searching();
+        }
+        if idle_rounds < SPIN_ROUNDS && !reg.may_exit() {
+            idle_rounds += 1;
+            idle_pause();
+            continue;
+        }
+        idle_rounds = 0;
+        // Idle: sleep in our slot until woken or the keep-alive passes
+        // (without a slot, or at shutdown, leave at once).
+        let stay = match slot.index {
+            Some(index) if !reg.may_exit() => {
+                let deadline = Instant::now().checked_add(KEEP_ALIVE);
+                reg.sleep
+                    .sleep_until(index, deadline, || !reg.queues_empty() || reg.may_exit())
+                    == Woke::Wake
+                    && !reg.may_exit()
             }
+            _ => false,
+        };
+        if stay {
+            continue;
+        }
+        if reg.retire_extra() {
+            exit.extra.set(false);
+            return;
         }
     }
 }
 
-/// Starts a compensating worker if the bound allows.
+/// How long an idle compensating worker stays, asleep in its slot, for a
+/// submit to wake it before it exits (tokio's blocking pool keeps idle
+/// threads as long). A pool whose workers block again and again reuses
+/// the same threads instead of starting one per block.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// A compensating worker's sleep slot, given back when it exits.
+struct ExtraSlot<'a> {
+    registry: &'a Registry,
+    index: Option<usize>,
+}
+
+impl<'a> ExtraSlot<'a> {
+    fn claim(registry: &'a Registry) -> Self {
+        ExtraSlot {
+            registry,
+            index: registry.sleep.claim_extra_slot(),
+        }
+    }
+}
+
+impl Drop for ExtraSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(index) = self.index {
+            self.registry.sleep.release_extra_slot(index);
+        }
+    }
+}
+
+/// Starts a compensating worker if the bound allows. The caller pushed its
+/// task and issued a SeqCst fence since (`Sleep::notify_one`): see
+/// [`Registry::retire_extra`].
 pub(crate) fn spawn_compensating(registry: &Arc<Registry>) {
-    let max = registry.config.max_blocking;
-    // Relaxed: a bound, not a publication; the thread gets the registry
-    // through its spawn.
-    let claimed = registry
-        .extra
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .is_ok();
-    if !claimed {
+    if !registry.claim_extra() {
         return;
     }
     let name = format!("{}-extra", registry.config.name_prefix);
     if registry.spawn_thread(name, run_compensating).is_err() {
-        registry.extra.fetch_sub(1, Ordering::Relaxed);
+        registry.extra.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// Waits for the task at `addr` the way a pool thread must: refuse a wait on
-/// itself or a cycle, run it inline if nobody started it (`claim`), else
-/// `block` while the pool keeps its capacity. Off the pool, just `block`.
+/// itself or a cycle, run it inline if nobody started it (`claim`, only for
+/// an untimed wait: a run inline cannot be bounded by a deadline), else
+/// `block` until `deadline` while the pool keeps its capacity. A deadline
+/// already passed (a zero timeout) only looks. Off the pool, just `block`.
 pub(crate) fn wait_for_task(
     addr: usize,
+    deadline: Option<Instant>,
     claim: impl FnOnce() -> bool,
     block: impl FnOnce() -> bool,
 ) -> Result<bool, TaskError> {
@@ -358,7 +422,10 @@ pub(crate) fn wait_for_task(
     let Some(registry) = with_context(|ctx| ctx.map(|c| c.registry.clone())) else {
         return Ok(block());
     };
-    if held_depth() < MAX_INLINE_DEPTH && claim() {
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Ok(block()); // returns at once: it only looks
+    }
+    if deadline.is_none() && held_depth() < MAX_INLINE_DEPTH && claim() {
         return Ok(true);
     }
     let mut holds = Vec::new();
@@ -380,11 +447,9 @@ pub(crate) fn blocking<R>(block: impl FnOnce() -> R) -> R {
 }
 
 fn keep_capacity<R>(registry: &Arc<Registry>, block: impl FnOnce() -> R) -> R {
-    registry.blocked.fetch_add(1, Ordering::Relaxed);
-    if !registry.queues_empty() && !registry.sleep.notify_one() {
+    let blocked = registry.begin_blocking();
+    if blocked.work_queued() && !registry.sleep.notify_one() {
         spawn_compensating(registry);
     }
-    let r = block();
-    registry.blocked.fetch_sub(1, Ordering::Relaxed);
-    r
+    block()
 }

@@ -180,9 +180,13 @@ impl<T> Core<T> {
             flag.store(1, Ordering::Release);
             thread.unpark();
         });
-        while ran.load(Ordering::Acquire) == 0 {
-            crate::sync::park();
-        }
+        // A blocking wait like any other: on a pool thread it keeps the
+        // pool's capacity (the callbacks may need a worker of this pool).
+        crate::executor::blocking(|| {
+            while ran.load(Ordering::Acquire) == 0 {
+                crate::sync::park();
+            }
+        });
         // Only the drainer's last CAS is left: let it have the core.
         while !self.callbacks.is_quiescent() {
             crate::sync::yield_now();
