@@ -423,7 +423,7 @@ impl Registry {
 mod loom_models {
     use super::{Config, Registry};
     use crate::executor::task::TaskRef;
-    use crate::sync::{AtomicUsize, Ordering, fence};
+    use crate::sync::{AtomicUsize, Ordering};
     use loom::thread;
     use std::sync::Arc;
 

@@ -261,36 +261,75 @@ pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, local: Worker<Ta
     let _hook = crate::panics::install_thread_hook(ctx.registry.config.panic_hook.clone());
     let reg = &*ctx.registry;
     reg.sleep.register(index);
-    reg.sleep.start_searching();
-    let mut searching = true;
-    let mut idle_rounds = 0;
+    let mut search = Search::start(reg);
     loop {
-        if let Some(task) = ctx.find_task() {
-            if searching {
-                searching = false;
-                reg.sleep.found_work(|| !reg.queues_empty());
-            }
-            idle_rounds = 0;
-            ctx.run(task);
+        if ctx.run_one(&mut search) {
             continue;
-        }
-        if !searching {
-            searching = true;
-            reg.sleep.start_searching();
         }
         if reg.may_exit() {
             break;
         }
-        idle_rounds += 1;
-        if idle_rounds < SPIN_ROUNDS {
-            idle_pause();
+        if !search.spun_out() {
             continue;
         }
-        idle_rounds = 0;
         reg.sleep
             .sleep(index, || !reg.queues_empty() || reg.may_exit());
     }
     reg.sleep.stop_searching();
+}
+
+/// Where a worker stands in the sleep protocol between tasks.
+struct Search {
+    /// Counted in `Sleep::searching` (looking for work, not found yet).
+    searching: bool,
+    /// Empty looks since the last task.
+    idle_rounds: u32,
+}
+
+impl Search {
+    /// A worker that starts out searching.
+    fn start(registry: &Registry) -> Search {
+        registry.sleep.start_searching();
+        Search {
+            searching: true,
+            idle_rounds: 0,
+        }
+    }
+
+    /// After an empty look: yields the core for [`SPIN_ROUNDS`] looks, then
+    /// says the worker should sleep (true).
+    fn spun_out(&mut self) -> bool {
+        self.idle_rounds += 1;
+        if self.idle_rounds < SPIN_ROUNDS {
+            idle_pause();
+            return false;
+        }
+        self.idle_rounds = 0;
+        true
+    }
+}
+
+impl Context {
+    /// One look for work: runs a task if there is one (a searching worker
+    /// that finds one stops searching, waking another if work may remain)
+    /// and returns true; otherwise the worker is searching again, false.
+    fn run_one(&self, search: &mut Search) -> bool {
+        let reg = &*self.registry;
+        let Some(task) = self.find_task() else {
+            if !search.searching {
+                search.searching = true;
+                reg.sleep.start_searching();
+            }
+            return false;
+        };
+        if search.searching {
+            search.searching = false;
+            reg.sleep.found_work(|| !reg.queues_empty());
+        }
+        search.idle_rounds = 0;
+        self.run(task);
+        true
+    }
 }
 
 /// Between two empty looks for work: yield the core. A busy spin would be
@@ -318,29 +357,14 @@ fn run_compensating(registry: Arc<Registry>) {
     let _hook = crate::panics::install_thread_hook(ctx.registry.config.panic_hook.clone());
     let reg = &*ctx.registry;
     let slot = ExtraSlot::claim(reg);
-    reg.sleep.start_searching();
-    let mut searching = true;
-    let mut idle_rounds = 0;
+    let mut search = Search::start(reg);
     loop {
-        if let Some(task) = ctx.find_task() {
-            if searching {
-                searching = false;
-                reg.sleep.found_work(|| !reg.queues_empty());
-            }
-            idle_rounds = 0;
-            ctx.run(task);
+        if ctx.run_one(&mut search) {
             continue;
         }
-        if !searching {
-            searching = true;
-            reg.sleep.start_searching();
-        }
-        if idle_rounds < SPIN_ROUNDS && !reg.may_exit() {
-            idle_rounds += 1;
-            idle_pause();
+        if !reg.may_exit() && !search.spun_out() {
             continue;
         }
-        idle_rounds = 0;
         // Idle: sleep in our slot until woken or the keep-alive passes
         // (without a slot, or at shutdown, leave at once).
         let stay = match slot.index {
