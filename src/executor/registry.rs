@@ -428,17 +428,10 @@ mod loom_models {
     use std::sync::Arc;
 
     fn one_worker_registry() -> Arc<Registry> {
-        Registry::new(Config {
-            workers: 1,
-            name_prefix: String::new(),
-            stack_size: None,
-            max_queued: None,
-            max_blocking: 0,
-            panic_hook: None,
-        })
-        .0
+        registry_with(0)
     }
 
+    /// One core worker, at most `max_blocking` compensating ones.
     fn registry_with(max_blocking: usize) -> Arc<Registry> {
         Registry::new(Config {
             workers: 1,

@@ -52,6 +52,20 @@ pub(crate) struct Sleep {
     extra_free: AtomicUsize,
 }
 
+/// Clears the lowest set bit of `word` and returns its index, or `None` if
+/// no bit is set. `order` is that of the load and of the CAS.
+fn take_lowest_bit(word: &AtomicUsize, order: Ordering) -> Option<usize> {
+    let mut bits = word.load(order);
+    while bits != 0 {
+        let bit = bits & bits.wrapping_neg();
+        match word.compare_exchange_weak(bits, bits & !bit, order, order) {
+            Ok(_) => return Some(bit.trailing_zeros() as usize),
+            Err(actual) => bits = actual,
+        }
+    }
+    None
+}
+
 /// What [`Sleep::sleep_until`] ended with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Woke {
@@ -90,26 +104,11 @@ impl Sleep {
     /// if all are taken (it will exit when idle instead of sleeping).
     pub(crate) fn claim_extra_slot(&self) -> Option<usize> {
         // Relaxed: the slot's thread is published by its mutex.
-        let mut free = self.extra_free.load(Ordering::Relaxed);
-        while free != 0 {
-            let bit = free & free.wrapping_neg();
-            match self.extra_free.compare_exchange_weak(
-                free,
-                free & !bit,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    let slot = bit.trailing_zeros() as usize;
-                    *self.extra_threads[slot]
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(crate::sync::current_thread());
-                    return Some(self.threads.len() + slot);
-                }
-                Err(actual) => free = actual,
-            }
-        }
-        None
+        let slot = take_lowest_bit(&self.extra_free, Ordering::Relaxed)?;
+        *self.extra_threads[slot]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(crate::sync::current_thread());
+        Some(self.threads.len() + slot)
     }
 
     /// Gives back a compensating worker's slot (it is not asleep in it).
@@ -237,22 +236,10 @@ impl Sleep {
 
     fn wake_one(&self) -> bool {
         for (w, word) in self.sleepers.iter().enumerate() {
-            let mut bits = word.load(Ordering::SeqCst);
-            while bits != 0 {
-                let bit = bits & bits.wrapping_neg();
-                match word.compare_exchange_weak(
-                    bits,
-                    bits & !bit,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                ) {
-                    Ok(_) => {
-                        self.start_searching();
-                        self.unpark(w * BITS + bit.trailing_zeros() as usize);
-                        return true;
-                    }
-                    Err(actual) => bits = actual,
-                }
+            if let Some(bit) = take_lowest_bit(word, Ordering::SeqCst) {
+                self.start_searching();
+                self.unpark(w * BITS + bit);
+                return true;
             }
         }
         false

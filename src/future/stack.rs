@@ -580,9 +580,9 @@ impl<A> Drop for Stack<A> {
             if node.try_remove() {
                 // SAFETY: we won the REMOVED claim just now.
                 unsafe { node.discard() };
-            } else {
-                node.discard_if_doomed();
             }
+            // (No linked node is DOOMED: a compaction unlinks every node it
+            // dooms in the same pass.)
             cur = next;
         }
     }
