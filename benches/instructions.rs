@@ -3,7 +3,7 @@
 //! with two operation counts and prints the difference per operation, so
 //! start-up and thread creation cancel out.
 //!
-//! Usage: instructions (attach|submit|repoll) N
+//! Usage: instructions (attach|submit|spawn|chain|repoll) N
 
 use std::hint::black_box;
 
@@ -45,6 +45,42 @@ fn main() {
             gate.wait();
             pool.shutdown(true, false);
             drop(handles);
+        }
+        // A fire-and-forget spawn from outside + its run, queued behind a
+        // gate like `submit`.
+        "spawn" => {
+            let pool = ThreadPool::new(1).unwrap();
+            let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let g = gate.clone();
+            pool.spawn(move || {
+                g.wait();
+            })
+            .unwrap();
+            for _ in 0..n {
+                pool.spawn(|| {
+                    black_box(1);
+                })
+                .unwrap();
+            }
+            gate.wait();
+            pool.shutdown(true, false);
+        }
+        // A spawn from inside a worker + its run: a chain of N tasks, each
+        // spawning the next, on a one-worker pool (the main thread waits).
+        "chain" => {
+            fn link(pool: ThreadPool, left: usize, done: Promise<()>) {
+                if left == 0 {
+                    let _ = done.set_result(());
+                    return;
+                }
+                let p = pool.clone();
+                pool.spawn(move || link(p, left - 1, done)).unwrap();
+            }
+            let pool = ThreadPool::new(1).unwrap();
+            let done = Promise::new();
+            let finished = done.handle();
+            link(pool.clone(), n, done);
+            finished.wait().unwrap();
         }
         // One wake + re-queue + poll of a future on the pool: a future that
         // wakes itself N times on a one-worker pool (the main thread waits).

@@ -147,7 +147,7 @@ fn distinct<T>(handles: impl IntoIterator<Item = FutureHandle<T>>) -> Vec<Future
 /// Receives the next finished index, blocking until `deadline` (keeping the
 /// pool's capacity when called from a pool task).
 fn recv(rx: &Receiver<usize>, deadline: Option<Instant>) -> Option<usize> {
-    crate::executor::blocking(|| match deadline {
+    crate::future::blocking::blocking(|| match deadline {
         None => rx.recv().ok(),
         Some(d) => rx
             .recv_timeout(d.saturating_duration_since(Instant::now()))

@@ -44,8 +44,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use super::registry::Registry;
+use super::submit::SubmitSlot;
 use super::task::{Ran, Runnable, TaskRef, drop_guarded};
-use super::worker::{SubmitSlot, count_panic};
+use super::worker::count_panic;
 use crate::error::TaskError;
 use crate::future::Promise;
 use crate::panics::{PanicOrigin, guard, panic_message};

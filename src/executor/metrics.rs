@@ -6,10 +6,6 @@ use crate::sync::{AtomicUsize, Ordering};
 #[derive(Default)]
 #[repr(align(128))]
 pub(crate) struct Counters {
-    /// Tasks pushed from this worker (for outside threads: from outside).
-    pub(crate) submitted: AtomicUsize,
-    /// Tasks taken off a queue (run, skipped or cancelled).
-    pub(crate) dequeued: AtomicUsize,
     /// Closures started here.
     pub(crate) started: AtomicUsize,
     /// Closures finished here (returned or panicked).
@@ -71,17 +67,17 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn sum(counters: &[Counters]) -> Metrics {
+    /// Sums the counters; `queued` is what the queues hold now (read from
+    /// their lengths, so submits and pops count nothing on the hot path).
+    pub(crate) fn sum(counters: &[Counters], queued: usize) -> Metrics {
         let total = |f: fn(&Counters) -> &AtomicUsize| -> usize {
             counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
         };
-        let submitted = total(|c| &c.submitted);
-        let dequeued = total(|c| &c.dequeued);
         let started = total(|c| &c.started);
         let completed = total(|c| &c.completed);
         let skipped = total(|c| &c.skipped);
         Metrics {
-            queued: submitted.saturating_sub(dequeued),
+            queued,
             running: started.saturating_sub(completed + skipped),
             completed,
             stolen: total(|c| &c.stolen),

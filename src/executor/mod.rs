@@ -3,7 +3,9 @@
 //! - [`pool`]: [`ThreadPool`] and its [`Builder`]: submit, shutdown, metrics.
 //! - [`map`]: the lazy, ordered, bounded `map`.
 //! - [`registry`]: what the pool shares with its workers (queues, state).
-//! - [`worker`]: the worker loop, waiting inside the pool, compensation.
+//! - [`worker`]: the worker loops (core and compensating), their context.
+//! - [`submit`]: queueing a task and waking a worker for it.
+//! - [`blocking`]: how a pool thread waits (inline, or keeping capacity).
 //! - [`sleep`]: parking idle workers without lost wakeups.
 //! - [`strand`] and [`schedule`]: serial contexts owning a state.
 //! - [`task`]: one allocation per task, closure and future together.
@@ -12,6 +14,7 @@
 //! - [`metrics`]: relaxed per-worker counters.
 
 pub(crate) mod async_task;
+pub(crate) mod blocking;
 pub(crate) mod deadlock;
 pub(crate) mod map;
 pub(crate) mod metrics;
@@ -20,6 +23,7 @@ pub(crate) mod registry;
 pub(crate) mod schedule;
 pub(crate) mod sleep;
 pub(crate) mod strand;
+pub(crate) mod submit;
 pub(crate) mod task;
 pub(crate) mod worker;
 
@@ -29,5 +33,3 @@ pub use pool::{
     BuildError, Builder, MAX_WORKERS, MIN_STACK_SIZE, ShutdownReport, SubmitError, ThreadPool,
 };
 pub use strand::Strand;
-pub(crate) use task::held_here;
-pub(crate) use worker::blocking;

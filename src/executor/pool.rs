@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::async_task;
 use super::metrics::Metrics;
 use super::registry::{Config, Registry};
+use super::submit;
 use super::task::TaskRef;
 use super::worker;
 use crate::error::TaskError;
@@ -515,7 +516,7 @@ impl ThreadPool {
         T: Send + Sync + 'static,
     {
         // Claim a submit slot first, so that a refusal still has the closure.
-        let Some(slot) = worker::SubmitSlot::claim(self.registry()) else {
+        let Some(slot) = submit::SubmitSlot::claim(self.registry()) else {
             return Err(SubmitError::Shutdown(f));
         };
         let (task, shared) = TaskRef::new(f);
@@ -706,7 +707,7 @@ impl ThreadPool {
     pub fn metrics(&self) -> Metrics {
         Metrics {
             threads: self.registry().live_threads(),
-            ..Metrics::sum(&self.registry().counters)
+            ..self.registry().metrics()
         }
     }
 
@@ -770,7 +771,7 @@ pub(crate) fn spawn_on<F>(registry: &Arc<Registry>, f: F, essential: bool) -> Re
 where
     F: FnOnce() + Send + 'static,
 {
-    let Some(slot) = worker::SubmitSlot::claim(registry) else {
+    let Some(slot) = submit::SubmitSlot::claim(registry) else {
         return Err(f);
     };
     slot.push(TaskRef::detached(f, essential));
@@ -789,9 +790,8 @@ fn cancel_injector(registry: &Arc<Registry>) {
         match registry.injector.steal() {
             crossbeam_deque::Steal::Success(task) => {
                 left -= 1;
-                crate::executor::metrics::Counters::add(&registry.shared_counters().dequeued, 1);
                 if let Some(task) = task.cancel_from_drain() {
-                    worker::SubmitSlot::requeue(registry).push(task);
+                    submit::SubmitSlot::requeue(registry).push(task);
                 }
             }
             crossbeam_deque::Steal::Retry => continue,
@@ -837,7 +837,7 @@ fn shutdown(
             let _ = join.join();
         }
     }
-    let m = Metrics::sum(&registry.counters);
+    let m = registry.metrics();
     let report = ShutdownReport {
         finished,
         running: m.running,

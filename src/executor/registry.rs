@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
-use super::metrics::Counters;
+use super::metrics::{Counters, Metrics};
 use super::sleep::Sleep;
 use super::task::TaskRef;
 use crate::future::Promise;
@@ -139,17 +139,9 @@ impl Registry {
         }
     }
 
-    /// After a push: wakes a worker if none is searching; with every worker
-    /// blocked in a wait, starts a compensating one.
-    pub(crate) fn notify_after_push(self: &Arc<Self>) {
-        if self.wake_after_push() {
-            super::worker::spawn_compensating(self);
-        }
-    }
-
-    /// The wake half of [`Registry::notify_after_push`]: wakes a worker if
-    /// none is searching; true if nobody could be woken while a thread is
-    /// blocked in a wait (a compensating worker is owed).
+    /// After a push: wakes a worker if none is searching; true if nobody
+    /// could be woken while a thread is blocked in a wait (a compensating
+    /// worker is owed: the caller starts one).
     pub(crate) fn wake_after_push(&self) -> bool {
         // Relaxed load after `notify_one`'s SeqCst fence: pairs with the
         // fence in `begin_blocking` (see there).
@@ -162,7 +154,7 @@ impl Registry {
     ///
     /// Store buffering against a submit: we increment `blocked`, then read
     /// the queues; a submitter pushes, then reads `blocked` (in
-    /// `notify_after_push`). With a SeqCst fence between each side's write
+    /// `wake_after_push`). With a SeqCst fence between each side's write
     /// and read (ours here, the submitter's in `Sleep::notify_one`), one of
     /// the two fences comes first in their total order, so either we see
     /// the task or the submitter sees us blocked: never both miss.
@@ -233,14 +225,14 @@ impl Registry {
         false
     }
 
-    /// Ends a submit begun with [`Registry::begin_submit`] and wakes a worker.
-    pub(crate) fn end_submit(self: &Arc<Self>) {
+    /// Ends a submit begun with [`Registry::begin_submit`]; the caller
+    /// then wakes a worker for what it pushed.
+    pub(crate) fn end_submit(&self) {
         // Release: the push happens before a worker's exit check that sees
         // the count drop (its SeqCst load in `may_exit`).
         // (Shutdown may have begun while we pushed: workers waiting for
         // in-flight submits to finish then re-check, see `uncount`.)
         self.uncount(Ordering::Release);
-        self.notify_after_push();
     }
 
     /// A future on the pool becomes live: it holds the pool open like a
@@ -303,6 +295,12 @@ impl Registry {
 
     pub(crate) fn is_cancelling(&self) -> bool {
         self.cancel.0.load(Ordering::Acquire) != 0
+    }
+
+    /// The counters summed, with what the queues hold now.
+    pub(crate) fn metrics(&self) -> Metrics {
+        let queued = self.injector.len() + self.stealers.iter().map(Stealer::len).sum::<usize>();
+        Metrics::sum(&self.counters, queued)
     }
 
     /// Whether every queue looks empty.

@@ -50,6 +50,11 @@ pub(crate) struct Sleep {
     extra_threads: Box<[Mutex<Option<Thread>>]>,
     /// Free compensating slots (bit set: free).
     extra_free: AtomicUsize,
+    /// `extra_free` with every slot free.
+    all_free: usize,
+    /// Words of `sleepers` holding a core worker's bit (the rest hold only
+    /// compensating slots).
+    core_words: usize,
 }
 
 /// Clears the lowest set bit of `word` and returns its index, or `None` if
@@ -80,6 +85,11 @@ impl Sleep {
     /// slots (at most [`EXTRA_SLOTS`]).
     pub(crate) fn new(workers: usize, extras: usize) -> Self {
         let extras = extras.min(EXTRA_SLOTS);
+        let all_free = if extras == BITS {
+            usize::MAX
+        } else {
+            (1 << extras) - 1
+        };
         Sleep {
             sleepers: (0..(workers + extras).div_ceil(BITS))
                 .map(|_| AtomicUsize::new(0))
@@ -87,11 +97,9 @@ impl Sleep {
             searching: AtomicUsize::new(0),
             threads: (0..workers).map(|_| OnceLock::new()).collect(),
             extra_threads: (0..extras).map(|_| Mutex::new(None)).collect(),
-            extra_free: AtomicUsize::new(if extras == BITS {
-                usize::MAX
-            } else {
-                (1 << extras) - 1
-            }),
+            extra_free: AtomicUsize::new(all_free),
+            all_free,
+            core_words: workers.div_ceil(BITS),
         }
     }
 
@@ -235,7 +243,16 @@ impl Sleep {
     }
 
     fn wake_one(&self) -> bool {
-        for (w, word) in self.sleepers.iter().enumerate() {
+        // The words past the core workers' hold only compensating slots:
+        // scan them only while some slot is claimed. Relaxed: after the
+        // caller's SeqCst fence, as is a worker's claim (an RMW sequenced
+        // before its bit and its own fence in `sleep_until`): if its fence
+        // came first we see the claim, else its re-check sees our task.
+        let words = match self.extra_free.load(Ordering::Relaxed) == self.all_free {
+            true => self.core_words,
+            false => self.sleepers.len(),
+        };
+        for (w, word) in self.sleepers[..words].iter().enumerate() {
             if let Some(bit) = take_lowest_bit(word, Ordering::SeqCst) {
                 self.start_searching();
                 self.unpark(w * BITS + bit);

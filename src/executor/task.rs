@@ -7,13 +7,13 @@
 //! dropped without running resolves its future as abandoned, so no handle
 //! is left pending when a queue is thrown away.
 
-use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::TaskError;
+use crate::future::blocking::{run_as, wait_for_task};
 use crate::future::core::{Body, Cell, Core, Shared};
 use crate::future::state::Start;
 use crate::panics::{PanicOrigin, guard, panic_message};
@@ -40,28 +40,6 @@ pub(crate) enum Ran {
     Cancelled,
 }
 
-thread_local! {
-    /// Addresses of the tasks this thread is running, innermost last (a
-    /// waiter that runs a task inline nests it). Used to refuse waits that
-    /// would wait on the waiter itself.
-    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Whether the calling thread is running the task at `addr`.
-pub(crate) fn held_here(addr: usize) -> bool {
-    HELD.with(|h| h.borrow().contains(&addr))
-}
-
-/// How many tasks the calling thread is running (nesting depth).
-pub(crate) fn held_depth() -> usize {
-    HELD.with(|h| h.borrow().len())
-}
-
-/// The tasks the calling thread is running, outermost first.
-pub(crate) fn held_snapshot(out: &mut Vec<usize>) {
-    HELD.with(|h| out.extend_from_slice(&h.borrow()));
-}
-
 impl<F> Job<F> {
     fn take(&self) -> Option<F> {
         // SAFETY: only called by the winner of the start claim (see the Sync
@@ -79,9 +57,7 @@ impl<F> Job<F> {
             core.set_started(Err(TaskError::Abandoned));
             return Ran::Cancelled;
         };
-        HELD.with(|h| h.borrow_mut().push(addr));
-        let result = catch_unwind(AssertUnwindSafe(f));
-        HELD.with(|h| h.borrow_mut().pop());
+        let result = run_as(addr, f);
         let (outcome, ran) = match result {
             Ok(v) => (Ok(v), Ran::Completed),
             Err(payload) => (
@@ -115,7 +91,7 @@ where
                 true
             }
         };
-        super::worker::wait_for_task(addr_of(core), deadline, claim, || core.wait_until(deadline))
+        wait_for_task(addr_of(core), deadline, claim, || core.wait_until(deadline))
     }
 }
 

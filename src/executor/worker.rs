@@ -7,23 +7,12 @@
 //! oldest work. Every [`FAIR_TICK`]th task comes from the injector first, so
 //! a task that keeps resubmitting itself cannot starve outside submits.
 //!
-//! # Waiting inside the pool
-//! A task that waits on another task (`result()`, `wait()`):
-//! 1. is refused with `WouldDeadlock` if it would wait on itself or close a
-//!    cycle of waits (`deadlock.rs`);
-//! 2. runs the awaited task inline if nobody started it yet (the same start
-//!    CAS a worker uses), up to [`MAX_INLINE_DEPTH`] nested;
-//! 3. otherwise blocks, and the pool keeps its capacity: a sleeping worker
-//!    is woken, or, with none to wake, a compensating worker is started (at
-//!    most `max_blocking` at once), which then searches and sleeps like any
-//!    worker and exits after [`KEEP_ALIVE`] asleep without work. Any other
-//!    blocking wait on a pool thread (a promise's handle, `wait`,
-//!    `as_completed`, `join` waiting for callbacks) keeps the capacity the
-//!    same way. A timed wait never runs the task inline (step 2): a run
-//!    inline cannot end at its deadline.
-//!
-//! A waiting worker never runs unrelated tasks, so it cannot re-enter code
-//! that holds a lock the waiter holds (rayon's re-entrancy problem).
+//! # Compensating workers
+//! A worker that blocks in a wait keeps the pool's capacity
+//! (`blocking.rs`): with no sleeper to wake, a compensating worker starts.
+//! It searches and sleeps like any worker, in a sleep slot of its own, and
+//! exits after [`KEEP_ALIVE`] asleep without work, so a pool whose workers
+//! block again and again reuses the same threads.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -31,18 +20,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_deque::Worker;
 
+use super::blocking::PoolWait;
 use super::metrics::Counters;
 use super::registry::Registry;
 use super::sleep::Woke;
-use super::task::{Ran, TaskRef, held_depth, held_here, held_snapshot};
-use crate::error::TaskError;
+use super::task::{Ran, TaskRef};
+use crate::future::blocking as wait_hook;
 use crate::sync::Ordering;
 use crate::trace::{trace_event, trace_span};
 
 /// Every this many tasks a worker looks at the injector before its own deque.
 pub(crate) const FAIR_TICK: u32 = 61;
-/// Deepest nesting of tasks run inline by waiters on one thread.
-pub(crate) const MAX_INLINE_DEPTH: usize = 64;
 /// Look-ups a worker makes before it parks.
 const SPIN_ROUNDS: u32 = 32;
 
@@ -106,7 +94,6 @@ impl Context {
     }
 
     fn run(&self, task: TaskRef) {
-        self.count(|c| &c.dequeued);
         if self.registry.is_cancelling() {
             task.cancel();
             return;
@@ -128,74 +115,16 @@ impl Context {
     }
 }
 
-/// A claimed right to push one task (the pool counts it as in flight, so
-/// shutdown cannot strand it). Pushing consumes it.
-pub(crate) struct SubmitSlot<'a> {
-    registry: &'a Arc<Registry>,
-    local: bool,
-    /// An outside submit counted in flight (`begin_submit`), to end on push.
-    counted: bool,
-}
-
-impl<'a> SubmitSlot<'a> {
-    /// Claims a slot; `None` if the pool is shut down.
-    ///
-    /// A worker of this pool pushing to its own deque needs no in-flight
-    /// count: it drains its own deque before it can exit. Only outside
-    /// submits are counted, so shutdown cannot strand them.
-    pub(crate) fn claim(registry: &'a Arc<Registry>) -> Option<Self> {
-        let local = is_worker_of(registry);
-        let open = if local {
-            !registry.is_shutdown()
-        } else {
-            registry.begin_submit()
-        };
-        open.then_some(SubmitSlot {
-            registry,
-            local,
-            counted: !local,
-        })
-    }
-
-    /// A slot to queue a live future again (woken). Never refused: the
-    /// future holds the pool open ([`Registry::hold`]), so workers are
-    /// alive to run it even after shutdown.
-    pub(crate) fn requeue(registry: &'a Arc<Registry>) -> Self {
-        SubmitSlot {
-            registry,
-            local: is_worker_of(registry),
-            counted: false,
+/// Pushes `task` to the calling worker's own deque; gives it back if the
+/// thread has no deque (a compensating worker, or not a worker at all).
+pub(crate) fn push_local(task: TaskRef) -> Result<(), TaskRef> {
+    with_context(|ctx| match ctx.and_then(|c| c.local.as_ref()) {
+        Some(local) => {
+            local.push(task);
+            Ok(())
         }
-    }
-
-    /// Pushes to the calling worker's own deque when called from a worker
-    /// of this pool, else to the injector; then wakes a worker if needed.
-    pub(crate) fn push(self, task: TaskRef) {
-        let registry = self.registry;
-        if self.local {
-            with_context(|ctx| {
-                if let Some(ctx) = ctx
-                    && let Some(local) = &ctx.local
-                {
-                    ctx.count(|c| &c.submitted);
-                    local.push(task);
-                } else {
-                    // A compensating worker has no deque: use the injector.
-                    Counters::add(&registry.shared_counters().submitted, 1);
-                    registry.injector.push(task);
-                }
-            });
-            registry.notify_after_push();
-        } else {
-            Counters::add(&registry.shared_counters().submitted, 1);
-            registry.injector.push(task);
-            if self.counted {
-                registry.end_submit();
-            } else {
-                registry.notify_after_push();
-            }
-        }
-    }
+        None => Err(task),
+    })
 }
 
 /// Counts a panic caught inside a task (a future's `poll`, whose task
@@ -236,6 +165,27 @@ impl Drop for ExitGuard {
     }
 }
 
+/// A worker thread's installed context and hooks; see [`Context::enter`].
+struct Entered {
+    _panics: crate::panics::ThreadHook,
+    _waits: wait_hook::Installed,
+}
+
+impl Context {
+    /// Makes the calling thread a worker of this context's pool: submits
+    /// from it go to its own deque, the pool's panic hook reports its
+    /// callbacks' panics, and its blocking waits keep the pool's capacity.
+    /// The hooks go when the guard drops, the context when it drops.
+    fn enter(&self) -> Entered {
+        CONTEXT.with(|c| c.set(self));
+        let registry = &self.registry;
+        Entered {
+            _panics: crate::panics::install_thread_hook(registry.config.panic_hook.clone()),
+            _waits: wait_hook::install(Arc::new(PoolWait(registry.clone()))),
+        }
+    }
+}
+
 impl Drop for Context {
     fn drop(&mut self) {
         // Before the fields go: dropping leftover tasks may run callbacks
@@ -257,8 +207,7 @@ pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, local: Worker<Ta
         local: Some(local),
         tick: Cell::new(0),
     };
-    CONTEXT.with(|c| c.set(&ctx));
-    let _hook = crate::panics::install_thread_hook(ctx.registry.config.panic_hook.clone());
+    let _entered = ctx.enter();
     let reg = &*ctx.registry;
     reg.sleep.register(index);
     let mut search = Search::start(reg);
@@ -356,8 +305,7 @@ fn run_compensating(registry: Arc<Registry>) {
         local: None,
         tick: Cell::new(0),
     };
-    CONTEXT.with(|c| c.set(&ctx));
-    let _hook = crate::panics::install_thread_hook(ctx.registry.config.panic_hook.clone());
+    let _entered = ctx.enter();
     let reg = &*ctx.registry;
     let slot = ExtraSlot::claim(reg);
     let mut search = Search::start(reg);
@@ -430,53 +378,4 @@ pub(crate) fn spawn_compensating(registry: &Arc<Registry>) {
     if registry.spawn_thread(name, run_compensating).is_err() {
         registry.extra.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-/// Waits for the task at `addr` the way a pool thread must: refuse a wait on
-/// itself or a cycle, run it inline if nobody started it (`claim`, only for
-/// an untimed wait: a run inline cannot be bounded by a deadline), else
-/// `block` until `deadline` while the pool keeps its capacity. A deadline
-/// already passed (a zero timeout) only looks. Off the pool, just `block`.
-pub(crate) fn wait_for_task(
-    addr: usize,
-    deadline: Option<Instant>,
-    claim: impl FnOnce() -> bool,
-    block: impl FnOnce() -> bool,
-) -> Result<bool, TaskError> {
-    if held_here(addr) {
-        return Err(TaskError::WouldDeadlock);
-    }
-    let Some(registry) = with_context(|ctx| ctx.map(|c| c.registry.clone())) else {
-        return Ok(block());
-    };
-    if deadline.is_some_and(|d| Instant::now() >= d) {
-        return Ok(block()); // returns at once: it only looks
-    }
-    if deadline.is_none() && held_depth() < MAX_INLINE_DEPTH && claim() {
-        return Ok(true);
-    }
-    let mut holds = Vec::new();
-    held_snapshot(&mut holds);
-    let Some(_registered) = super::deadlock::WAITS.register(holds, addr) else {
-        return Err(TaskError::WouldDeadlock);
-    };
-    Ok(keep_capacity(&registry, block))
-}
-
-/// Runs `block` (a blocking wait) on a pool thread while keeping the pool's
-/// capacity: counts the thread as blocked and wakes or starts a worker for
-/// queued work. Off the pool, just runs `block`.
-pub(crate) fn blocking<R>(block: impl FnOnce() -> R) -> R {
-    match with_context(|ctx| ctx.map(|c| c.registry.clone())) {
-        Some(registry) => keep_capacity(&registry, block),
-        None => block(),
-    }
-}
-
-fn keep_capacity<R>(registry: &Arc<Registry>, block: impl FnOnce() -> R) -> R {
-    let blocked = registry.begin_blocking();
-    if blocked.work_queued() && !registry.sleep.notify_one() {
-        spawn_compensating(registry);
-    }
-    block()
 }

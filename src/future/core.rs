@@ -50,7 +50,7 @@ pub(crate) trait Body<T>: Send + Sync {
         if core.is_done() {
             return Ok(true);
         }
-        Ok(crate::executor::blocking(|| core.wait_until(deadline)))
+        Ok(super::blocking::blocking(|| core.wait_until(deadline)))
     }
 }
 
@@ -182,7 +182,7 @@ impl<T> Core<T> {
         });
         // A blocking wait like any other: on a pool thread it keeps the
         // pool's capacity (the callbacks may need a worker of this pool).
-        crate::executor::blocking(|| {
+        super::blocking::blocking(|| {
             while ran.load(Ordering::Acquire) == 0 {
                 crate::sync::park();
             }

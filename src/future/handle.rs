@@ -78,7 +78,7 @@ impl<T> FutureHandle<T> {
     /// Whether the calling thread is running this future's task (a wait
     /// for it here could never end).
     pub(crate) fn held_by_caller(&self) -> bool {
-        crate::executor::held_here((self.core() as *const Core<T>).addr())
+        super::blocking::is_running_here((self.core() as *const Core<T>).addr())
     }
 
     /// Whether two handles refer to the same future.

@@ -6,8 +6,10 @@
 //! done-callbacks ([`callback`]), run in registration order. The public
 //! faces are [`FutureHandle`] (readers) and [`Promise`] (the writer).
 //! Async waiters register a [`relay`] waker, so no user waker code runs
-//! inside a waker slot.
+//! inside a waker slot. Blocking waits go through [`blocking`], where a pool
+//! installs how its threads wait.
 
+pub(crate) mod blocking;
 mod callback;
 pub(crate) mod core;
 mod handle;

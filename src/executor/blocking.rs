@@ -1,0 +1,70 @@
+//! How a pool thread waits: the [`WaitHook`] every worker installs.
+//!
+//! A task that waits on another task (`result()`, `wait()`):
+//! 1. is refused with `WouldDeadlock` if it would wait on itself or close a
+//!    cycle of waits (`deadlock.rs`);
+//! 2. runs the awaited task inline if nobody started it yet (the same start
+//!    CAS a worker uses), up to [`MAX_INLINE_DEPTH`] nested. Only an
+//!    untimed wait does: a run inline cannot end at a deadline, so a timed
+//!    wait never runs another task, and a zero timeout only looks;
+//! 3. otherwise blocks, and the pool keeps its capacity: a sleeping worker
+//!    is woken, or, with none to wake, a compensating worker is started (at
+//!    most `max_blocking` at once; see `worker.rs` for its life).
+//!
+//! Any other blocking wait on a pool thread (a promise's handle, `wait`,
+//! `as_completed`, `join` waiting for callbacks) keeps the capacity the
+//! same way. A waiting worker never runs unrelated tasks, so it cannot
+//! re-enter code that holds a lock the waiter holds (rayon's re-entrancy
+//! problem).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::deadlock::WAITS;
+use super::registry::Registry;
+use super::worker::spawn_compensating;
+use crate::error::TaskError;
+use crate::future::blocking::{WaitHook, running_depth, running_snapshot};
+
+/// Deepest nesting of tasks run inline by waiters on one thread.
+pub(crate) const MAX_INLINE_DEPTH: usize = 64;
+
+/// The hook a worker installs: the pool it keeps the capacity of.
+pub(crate) struct PoolWait(pub(crate) Arc<Registry>);
+
+impl WaitHook for PoolWait {
+    fn blocking(&self, block: &mut dyn FnMut()) {
+        keep_capacity(&self.0, block);
+    }
+
+    fn wait_for_task(
+        &self,
+        addr: usize,
+        deadline: Option<Instant>,
+        claim: &mut dyn FnMut() -> bool,
+        block: &mut dyn FnMut() -> bool,
+    ) -> Result<bool, TaskError> {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(block()); // returns at once: it only looks
+        }
+        if deadline.is_none() && running_depth() < MAX_INLINE_DEPTH && claim() {
+            return Ok(true);
+        }
+        let mut holds = Vec::new();
+        running_snapshot(&mut holds);
+        let Some(_registered) = WAITS.register(holds, addr) else {
+            return Err(TaskError::WouldDeadlock);
+        };
+        Ok(keep_capacity(&self.0, block))
+    }
+}
+
+/// Runs `block` while the thread counts as blocked: work queued meanwhile
+/// (or already) gets a sleeping worker woken or a compensating one started.
+fn keep_capacity<R>(registry: &Arc<Registry>, block: impl FnOnce() -> R) -> R {
+    let blocked = registry.begin_blocking();
+    if blocked.work_queued() && !registry.sleep.notify_one() {
+        spawn_compensating(registry);
+    }
+    block()
+}

@@ -1,0 +1,79 @@
+//! Queueing a task and waking a worker for it.
+//!
+//! A submit from outside the pool goes to the injector and is counted in
+//! flight while it pushes, so a shutdown racing it either refuses it or
+//! waits for it (`Registry::begin_submit`). A submit from one of the
+//! pool's own workers goes to that worker's deque: it needs no count, since
+//! a worker drains its own deque before it can exit.
+//!
+//! After the push, a worker is woken if none is searching, and if none can
+//! be woken while a pool thread is blocked in a wait, a compensating worker
+//! is started ([`notify_after_push`]).
+
+use std::sync::Arc;
+
+use super::registry::Registry;
+use super::task::TaskRef;
+use super::worker::{is_worker_of, push_local, spawn_compensating};
+
+/// A claimed right to push one task (the pool counts it as in flight, so
+/// shutdown cannot strand it). Pushing consumes it.
+pub(crate) struct SubmitSlot<'a> {
+    registry: &'a Arc<Registry>,
+    local: bool,
+    /// An outside submit counted in flight (`begin_submit`), to end on push.
+    counted: bool,
+}
+
+impl<'a> SubmitSlot<'a> {
+    /// Claims a slot; `None` if the pool is shut down.
+    pub(crate) fn claim(registry: &'a Arc<Registry>) -> Option<Self> {
+        let local = is_worker_of(registry);
+        let open = if local {
+            !registry.is_shutdown()
+        } else {
+            registry.begin_submit()
+        };
+        open.then_some(SubmitSlot {
+            registry,
+            local,
+            counted: !local,
+        })
+    }
+
+    /// A slot to queue a live future again (woken). Never refused: the
+    /// future holds the pool open ([`Registry::try_hold`]), so workers are
+    /// alive to run it even after shutdown.
+    pub(crate) fn requeue(registry: &'a Arc<Registry>) -> Self {
+        SubmitSlot {
+            registry,
+            local: is_worker_of(registry),
+            counted: false,
+        }
+    }
+
+    /// Pushes to the calling worker's own deque when called from a worker
+    /// of this pool, else to the injector; then wakes a worker if needed.
+    pub(crate) fn push(self, task: TaskRef) {
+        let registry = self.registry;
+        let task = match self.local {
+            true => push_local(task),
+            false => Err(task),
+        };
+        if let Err(task) = task {
+            registry.injector.push(task);
+        }
+        if self.counted {
+            registry.end_submit();
+        }
+        notify_after_push(registry);
+    }
+}
+
+/// After a push: wakes a worker if none is searching; with every worker
+/// blocked in a wait, starts a compensating one.
+pub(crate) fn notify_after_push(registry: &Arc<Registry>) {
+    if registry.wake_after_push() {
+        spawn_compensating(registry);
+    }
+}
