@@ -22,19 +22,23 @@ use std::time::Instant;
 
 use super::deadlock::WAITS;
 use super::registry::Registry;
-use super::worker::spawn_compensating;
 use crate::error::TaskError;
 use crate::future::blocking::{WaitHook, running_depth, running_snapshot};
 
 /// Deepest nesting of tasks run inline by waiters on one thread.
 pub(crate) const MAX_INLINE_DEPTH: usize = 64;
 
-/// The hook a worker installs: the pool it keeps the capacity of.
-pub(crate) struct PoolWait(pub(crate) Arc<Registry>);
+/// The hook a worker installs: the pool it keeps the capacity of, and how
+/// that pool starts a compensating worker (given by the worker module, so
+/// this one needs nothing from it).
+pub(crate) struct PoolWait {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) compensate: fn(&Arc<Registry>),
+}
 
 impl WaitHook for PoolWait {
     fn blocking(&self, block: &mut dyn FnMut()) {
-        keep_capacity(&self.0, block);
+        self.keep_capacity(block);
     }
 
     fn wait_for_task(
@@ -55,16 +59,19 @@ impl WaitHook for PoolWait {
         let Some(_registered) = WAITS.register(holds, addr) else {
             return Err(TaskError::WouldDeadlock);
         };
-        Ok(keep_capacity(&self.0, block))
+        Ok(self.keep_capacity(block))
     }
 }
 
-/// Runs `block` while the thread counts as blocked: work queued meanwhile
-/// (or already) gets a sleeping worker woken or a compensating one started.
-fn keep_capacity<R>(registry: &Arc<Registry>, block: impl FnOnce() -> R) -> R {
-    let blocked = registry.begin_blocking();
-    if blocked.work_queued() && !registry.sleep.notify_one() {
-        spawn_compensating(registry);
+impl PoolWait {
+    /// Runs `block` while the thread counts as blocked: work queued
+    /// meanwhile (or already) gets a sleeping worker woken or a
+    /// compensating one started.
+    fn keep_capacity<R>(&self, block: impl FnOnce() -> R) -> R {
+        let blocked = self.registry.begin_blocking();
+        if blocked.work_queued() && !self.registry.sleep.notify_one() {
+            (self.compensate)(&self.registry);
+        }
+        block()
     }
-    block()
 }

@@ -3,11 +3,12 @@
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
 use super::metrics::{Counters, Metrics};
-use super::sleep::Sleep;
+use super::sleep::{Sleep, Woke};
 use super::task::TaskRef;
 use crate::future::Promise;
 use crate::sync::{AtomicUsize, Ordering, fence};
@@ -185,15 +186,43 @@ impl Registry {
             .is_ok()
     }
 
+    /// A compensating worker (searching) found no work: it sleeps in its
+    /// sleep slot (`slot`, if it got one) until a submit wakes it or
+    /// `deadline` (its keep-alive) passes, then retires unless woken for
+    /// work. At shutdown it does not sleep: it retires once nothing holds
+    /// the pool open. True: it has left the count and must exit. False: it
+    /// stays, searching.
+    pub(crate) fn idle_extra(&self, slot: Option<usize>, deadline: Option<Instant>) -> bool {
+        self.idle_extra_with(slot, deadline, || !self.queues_empty())
+    }
+
+    /// [`Registry::idle_extra`] with the queue check given (loom models
+    /// pass one they can see).
+    fn idle_extra_with(
+        &self,
+        slot: Option<usize>,
+        deadline: Option<Instant>,
+        queued: impl Fn() -> bool,
+    ) -> bool {
+        let may_exit = || self.may_exit_with(&queued);
+        if let Some(index) = slot
+            && !may_exit()
+        {
+            let woke = self
+                .sleep
+                .sleep_until(index, deadline, || queued() || may_exit());
+            if woke == Woke::Wake && !may_exit() {
+                return false;
+            }
+        }
+        self.retire_extra_with(queued)
+    }
+
     /// An idle compensating worker (searching) retires: it stops counting
     /// as a searcher *before* its last look, since a submit that sees a
     /// searcher wakes nobody, trusting it to find the task; then it leaves
     /// the count (`leave_extra_with`). True: it must exit. False:
     /// work came and it got its place back; it is searching again.
-    pub(crate) fn retire_extra(&self) -> bool {
-        self.retire_extra_with(|| !self.queues_empty())
-    }
-
     fn retire_extra_with(&self, queued: impl FnOnce() -> bool) -> bool {
         self.sleep.stop_searching();
         if self.leave_extra_with(queued) {
@@ -311,8 +340,12 @@ impl Registry {
     /// Whether a worker may exit: shut down, no submit in flight, no live
     /// future, no work.
     pub(crate) fn may_exit(&self) -> bool {
+        self.may_exit_with(|| !self.queues_empty())
+    }
+
+    fn may_exit_with(&self, queued: impl FnOnce() -> bool) -> bool {
         let state = self.state.0.load(Ordering::SeqCst);
-        state & SHUTDOWN != 0 && state / SUBMITTER == 0 && self.queues_empty()
+        state & SHUTDOWN != 0 && state / SUBMITTER == 0 && !queued()
     }
 
     /// Takes one task from the injector or another worker's deque, moving a
@@ -431,8 +464,12 @@ mod loom_models {
 
     /// One core worker, at most `max_blocking` compensating ones.
     fn registry_with(max_blocking: usize) -> Arc<Registry> {
+        registry_of(1, max_blocking)
+    }
+
+    fn registry_of(workers: usize, max_blocking: usize) -> Arc<Registry> {
         Registry::new(Config {
-            workers: 1,
+            workers,
             name_prefix: String::new(),
             stack_size: None,
             max_queued: None,
@@ -498,6 +535,84 @@ mod loom_models {
             let left = exiting.join().unwrap();
             assert!(!left || started, "the task was stranded at the cap");
             assert!(left || !started, "two workers for one place");
+        });
+    }
+
+    /// A compensating worker's life after its start, on the real code: it
+    /// takes what the (stand-in) queue holds, and when idle sleeps in its
+    /// slot and retires (`idle_extra_with`). Returns how many tasks it ran.
+    fn spawn_compensating_worker(
+        reg: &Arc<Registry>,
+        queue: &Arc<AtomicUsize>,
+    ) -> thread::JoinHandle<usize> {
+        let (reg, queue) = (reg.clone(), queue.clone());
+        thread::spawn(move || {
+            let slot = reg.sleep.claim_extra_slot();
+            reg.sleep.start_searching();
+            let mut ran = 0;
+            loop {
+                let n = queue.load(Ordering::SeqCst);
+                if n > 0 {
+                    if queue
+                        .compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                    {
+                        reg.sleep.found_work(|| queue.load(Ordering::SeqCst) > 0);
+                        ran += 1;
+                        reg.sleep.start_searching();
+                    }
+                    continue;
+                }
+                if reg.idle_extra_with(slot, None, || queue.load(Ordering::SeqCst) != 0) {
+                    if let Some(index) = slot {
+                        reg.sleep.release_extra_slot(index);
+                    }
+                    return ran;
+                }
+            }
+        })
+    }
+
+    /// Shutdown against a compensating worker going to sleep in its slot
+    /// (a core worker is blocked) and a submit racing both: the worker
+    /// always wakes and exits (shutdown's wake-all reaches the compensating
+    /// slots), and an accepted task runs exactly once, on it or on the
+    /// worker the submit started in its place. 64 core workers (idle in
+    /// the model: only their sleep bits count) put the compensating slots
+    /// in a word of their own: the model fails if a wake skips that word
+    /// while a slot is claimed.
+    #[test]
+    fn shutdown_vs_compensating_sleep_and_submit() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let reg = registry_of(64, 1);
+            let queue = Arc::new(AtomicUsize::new(0));
+            // A core worker, blocked for the whole model.
+            let blocked = reg.begin_blocking_with(|| false);
+            assert!(reg.claim_extra()); // the compensating worker's place
+            let comp = spawn_compensating_worker(&reg, &queue);
+            let submitter = {
+                let (reg, queue) = (reg.clone(), queue.clone());
+                thread::spawn(move || {
+                    if !reg.begin_submit() {
+                        return (false, false);
+                    }
+                    queue.fetch_add(1, Ordering::SeqCst); // the push
+                    reg.end_submit();
+                    // Owed a compensating worker, and the place is free.
+                    (true, reg.wake_after_push() && reg.claim_extra())
+                })
+            };
+            reg.shutdown(false);
+            let (accepted, started) = submitter.join().unwrap();
+            let mut ran = comp.join().unwrap();
+            if started {
+                // The worker the submit started: it takes what is left.
+                ran += spawn_compensating_worker(&reg, &queue).join().unwrap();
+            }
+            assert_eq!(ran, usize::from(accepted), "accepted {accepted}");
+            drop(blocked);
         });
     }
 

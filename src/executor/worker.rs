@@ -23,7 +23,6 @@ use crossbeam_deque::Worker;
 use super::blocking::PoolWait;
 use super::metrics::Counters;
 use super::registry::Registry;
-use super::sleep::Woke;
 use super::task::{Ran, TaskRef};
 use crate::future::blocking as wait_hook;
 use crate::sync::Ordering;
@@ -181,7 +180,10 @@ impl Context {
         let registry = &self.registry;
         Entered {
             _panics: crate::panics::install_thread_hook(registry.config.panic_hook.clone()),
-            _waits: wait_hook::install(Arc::new(PoolWait(registry.clone()))),
+            _waits: wait_hook::install(Arc::new(PoolWait {
+                registry: registry.clone(),
+                compensate: spawn_compensating,
+            })),
         }
     }
 }
@@ -316,22 +318,7 @@ fn run_compensating(registry: Arc<Registry>) {
         if !reg.may_exit() && !search.spun_out() {
             continue;
         }
-        // Idle: sleep in our slot until woken or the keep-alive passes
-        // (without a slot, or at shutdown, leave at once).
-        let stay = match slot.index {
-            Some(index) if !reg.may_exit() => {
-                let deadline = Instant::now().checked_add(KEEP_ALIVE);
-                reg.sleep
-                    .sleep_until(index, deadline, || !reg.queues_empty() || reg.may_exit())
-                    == Woke::Wake
-                    && !reg.may_exit()
-            }
-            _ => false,
-        };
-        if stay {
-            continue;
-        }
-        if reg.retire_extra() {
+        if reg.idle_extra(slot.index, Instant::now().checked_add(KEEP_ALIVE)) {
             exit.extra.set(false);
             return;
         }
