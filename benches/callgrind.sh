@@ -14,7 +14,7 @@ ir() {
     grep -E '^summary:|^totals:' "$out" | head -1 | awk '{print $2}'
     rm -f "$out"
 }
-for w in ${WORKLOADS:-attach submit spawn chain repoll}; do
+for w in ${WORKLOADS:-attach submit spawn floor chain repoll}; do
     lo=$(ir "$w" 1000)
     hi=$(ir "$w" 11000)
     echo "$w: $(( (hi - lo) / 10000 )) instructions per operation"

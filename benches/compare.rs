@@ -257,17 +257,52 @@ macro_rules! oneshot_round_trips {
     };
 }
 
+/// A spawn tree on our pool: every task spawns two children until the
+/// depth runs out (the root spawns from the calling thread).
+fn ours_tree(pool: ThreadPool, d: u32, count: Arc<AtomicUsize>) {
+    if d == 0 {
+        count.fetch_add(1, Ordering::Release);
+        return;
+    }
+    for _ in 0..2 {
+        let (p, c) = (pool.clone(), count.clone());
+        pool.spawn(move || ours_tree(p, d - 1, c)).unwrap();
+    }
+}
+
+/// Times one spawn tree of `depth` on `pool`, until every leaf has run.
+fn time_tree(pool: &ThreadPool, depth: u32, count: &Arc<AtomicUsize>) -> Duration {
+    count.store(0, Ordering::Relaxed);
+    time(|| {
+        ours_tree(pool.clone(), depth, count.clone());
+        wait_count(count, 1 << depth);
+    })
+}
+
+/// Times `n` submits with handles, then waits for every handle.
+fn time_submit_wait(pool: &ThreadPool, n: usize) -> Duration {
+    time(|| {
+        let hs: Vec<_> = (0..n).map(|_| pool.submit(|| ()).unwrap()).collect();
+        for h in hs {
+            h.wait().unwrap();
+        }
+    })
+}
+
+/// The CPU the process uses over one second while `pool` idles.
+fn idle_percent(pool: &ThreadPool) -> f64 {
+    pool.submit(|| ()).unwrap().wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // let the workers park
+    let c0 = cpu_seconds();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    100.0 * (cpu_seconds() - c0) / t0.elapsed().as_secs_f64()
+}
+
 fn throughput(b: &mut Bench) {
     let n = b.n(1_000_000);
     let pool = ThreadPool::new(WORKERS).unwrap();
-    let ours = b.per_op(n, || {
-        time(|| {
-            let hs: Vec<_> = (0..n).map(|_| pool.submit(|| ()).unwrap()).collect();
-            for h in hs {
-                h.wait().unwrap();
-            }
-        })
-    });
+    let ours = b.per_op(n, || time_submit_wait(&pool, n));
     let rayon_pool = rayon::ThreadPoolBuilder::new()
         .num_threads(WORKERS)
         .build()
@@ -443,23 +478,7 @@ fn throughput(b: &mut Bench) {
     // A spawn tree: every task spawns two children until the depth runs out.
     let depth = if b.quick { 14 } else { 17 };
     let leaves = 1usize << depth;
-    fn ours_tree(pool: ThreadPool, d: u32, count: Arc<AtomicUsize>) {
-        if d == 0 {
-            count.fetch_add(1, Ordering::Release);
-            return;
-        }
-        for _ in 0..2 {
-            let (p, c) = (pool.clone(), count.clone());
-            pool.spawn(move || ours_tree(p, d - 1, c)).unwrap();
-        }
-    }
-    let ours = b.per_op(2 * leaves, || {
-        count.store(0, Ordering::Relaxed);
-        time(|| {
-            ours_tree(pool.clone(), depth, count.clone());
-            wait_count(&count, leaves);
-        })
-    });
+    let ours = b.per_op(2 * leaves, || time_tree(&pool, depth, &count));
     fn tokio_tree(d: u32, count: Arc<AtomicUsize>) {
         if d == 0 {
             count.fetch_add(1, Ordering::Release);
@@ -906,15 +925,51 @@ fn cpu_seconds() -> f64 {
 
 fn idle_cpu(b: &mut Bench) {
     let pool = ThreadPool::new(WORKERS).unwrap();
-    pool.submit(|| ()).unwrap().wait().unwrap();
-    std::thread::sleep(Duration::from_millis(100)); // let the workers park
-    let c0 = cpu_seconds();
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(1));
-    let pct = 100.0 * (cpu_seconds() - c0) / t0.elapsed().as_secs_f64();
+    let pct = idle_percent(&pool);
     println!("idle pool CPU over 1 s: {pct:.1}%");
     b.top.push(("idle_cpu_percent".into(), pct));
-    drop(pool);
+}
+
+// ---------------------------------------------------------------------------
+// 7. Oversubscribed: more workers than the machine has cores.
+
+/// Pools of 4 and 8 workers on this 2-core machine against the same
+/// workload on 2 workers, measured in alternation; then the bigger pool's
+/// idle CPU.
+fn oversubscribed(b: &mut Bench) {
+    let n = b.n(1_000_000);
+    let depth = if b.quick { 14 } else { 17 };
+    let two = ThreadPool::new(WORKERS).unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    for workers in [4, 8] {
+        let many = ThreadPool::new(workers).unwrap();
+        let (ours, theirs) = b.duel(
+            n,
+            || time_submit_wait(&many, n),
+            || time_submit_wait(&two, n),
+        );
+        b.row(
+            &format!("submit+wait {n}, {workers} workers"),
+            "the same on 2 workers",
+            ours,
+            theirs,
+        );
+        let (ours, theirs) = b.duel(
+            2 << depth,
+            || time_tree(&many, depth, &count),
+            || time_tree(&two, depth, &count),
+        );
+        b.row(
+            &format!("spawn tree 2^{depth} leaves, {workers} workers"),
+            "the same on 2 workers",
+            ours,
+            theirs,
+        );
+        let pct = idle_percent(&many);
+        println!("idle {workers}-worker pool CPU over 1 s: {pct:.1}%");
+        b.top
+            .push((format!("idle_cpu_percent_{workers}_workers"), pct));
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -957,13 +1012,14 @@ fn main() {
     );
     // Optional group names on the command line run only those groups.
     type Group = (&'static str, fn(&mut Bench));
-    let groups: [Group; 7] = [
+    let groups: [Group; 8] = [
         ("callbacks", callbacks),
         ("latency", latency),
         ("waits", waits),
         ("memory", memory),
         ("idle", idle_cpu),
         ("async", async_tasks),
+        ("oversubscribed", oversubscribed),
         // Last: tokio's spawn_blocking leaves hundreds of idle threads
         // behind for seconds, which would disturb the groups after it.
         ("throughput", throughput),

@@ -3,7 +3,9 @@
 //! with two operation counts and prints the difference per operation, so
 //! start-up and thread creation cancel out.
 //!
-//! Usage: instructions (attach|submit|spawn|chain|repoll) N
+//! Usage: instructions (attach|submit|spawn|floor|chain|repoll) N
+
+mod baselines;
 
 use std::hint::black_box;
 
@@ -56,14 +58,33 @@ fn main() {
                 g.wait();
             })
             .unwrap();
-            for _ in 0..n {
-                pool.spawn(|| {
-                    black_box(1);
+            for i in 0..n {
+                let word = black_box(i); // captured, as real closures capture state
+                pool.spawn(move || {
+                    black_box(word);
                 })
                 .unwrap();
             }
             gate.wait();
             pool.shutdown(true, false);
+        }
+        // The same on the floor (the bare crossbeam pool of the benchmarks),
+        // for comparison: what our spawn costs beyond it.
+        "floor" => {
+            let pool = baselines::floor_pool::FloorPool::new(1);
+            let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let g = gate.clone();
+            pool.spawn(move || {
+                g.wait();
+            });
+            for i in 0..n {
+                let word = black_box(i);
+                pool.spawn(move || {
+                    black_box(word);
+                });
+            }
+            gate.wait();
+            drop(pool);
         }
         // A spawn from inside a worker + its run: a chain of N tasks, each
         // spawning the next, on a one-worker pool (the main thread waits).

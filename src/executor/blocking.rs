@@ -69,7 +69,7 @@ impl PoolWait {
     /// compensating one started.
     fn keep_capacity<R>(&self, block: impl FnOnce() -> R) -> R {
         let blocked = self.registry.begin_blocking();
-        if blocked.work_queued() && !self.registry.sleep.notify_one() {
+        if blocked.work_queued() && self.registry.wake_after_push() {
             (self.compensate)(&self.registry);
         }
         block()

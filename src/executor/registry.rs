@@ -8,7 +8,7 @@ use std::time::Instant;
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
 use super::metrics::{Counters, Metrics};
-use super::sleep::{Sleep, Woke};
+use super::sleep::{Notified, Sleep, Woke};
 use super::task::TaskRef;
 use crate::future::Promise;
 use crate::sync::{AtomicUsize, Ordering, fence};
@@ -141,12 +141,18 @@ impl Registry {
     }
 
     /// After a push: wakes a worker if none is searching; true if nobody
-    /// could be woken while a thread is blocked in a wait (a compensating
-    /// worker is owed: the caller starts one).
+    /// could be woken and nobody searches while a thread is blocked in a
+    /// wait (a compensating worker is owed: the caller starts one).
     pub(crate) fn wake_after_push(&self) -> bool {
-        // Relaxed load after `notify_one`'s SeqCst fence: pairs with the
-        // fence in `begin_blocking` (see there).
-        !self.sleep.notify_one() && self.blocked.load(Ordering::Relaxed) > 0
+        match self.sleep.notify_one() {
+            Notified::Woken | Notified::Searching => false,
+            // Relaxed load after `notify_one`'s SeqCst fence: pairs with
+            // the fence in `begin_blocking` (see there). `blocked` first:
+            // it rarely changes, `searching` changes all the time.
+            Notified::NoSleeper => {
+                self.blocked.load(Ordering::Relaxed) > 0 && !self.sleep.is_searching()
+            }
+        }
     }
 
     /// A pool thread is about to block in a wait: counts it blocked until

@@ -71,6 +71,17 @@ fn take_lowest_bit(word: &AtomicUsize, order: Ordering) -> Option<usize> {
     None
 }
 
+/// What [`Sleep::notify_one`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Notified {
+    /// It woke a sleeper, which now counts as searching.
+    Woken,
+    /// Someone sleeps, but a worker is searching: it will find the task.
+    Searching,
+    /// Nobody sleeps (or the sleeper was taken by another waker).
+    NoSleeper,
+}
+
 /// What [`Sleep::sleep_until`] ended with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Woke {
@@ -159,10 +170,17 @@ impl Sleep {
         self.searching.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// A searching worker found work. If it was the last searcher, wakes
-    /// another worker in case more work is queued (`more_work`).
+    /// A searching worker found work. If it was the last searcher and a
+    /// worker sleeps, wakes one in case more work is queued (`more_work`).
+    ///
+    /// Sleepers are looked at first: in a busy pool nobody sleeps, and the
+    /// queues (which the other threads write all the time) are not touched.
+    /// All SeqCst, so this misses no sleeper a submitter trusted us with: a
+    /// submit that saw us searching read `searching` before our decrement,
+    /// and a worker that went to sleep before that submit's fence set its
+    /// bit before it too.
     pub(crate) fn found_work(&self, more_work: impl FnOnce() -> bool) {
-        if self.searching.fetch_sub(1, Ordering::SeqCst) == 1 && more_work() {
+        if self.searching.fetch_sub(1, Ordering::SeqCst) == 1 && self.any_sleeper() && more_work() {
             self.notify_one();
         }
     }
@@ -231,28 +249,54 @@ impl Sleep {
     }
 
     /// After a push: wakes one sleeper unless a worker is already searching.
-    /// Returns false if there was nobody to wake.
-    pub(crate) fn notify_one(&self) -> bool {
+    ///
+    /// The sleep words are read first and `searching` only if someone
+    /// sleeps: in a busy pool nobody does, and the submit path then reads
+    /// only lines that change when a worker parks, never the counter that
+    /// workers write as they run dry and find work. The order of the two
+    /// reads does not matter to the protocol: both follow the fence.
+    pub(crate) fn notify_one(&self) -> Notified {
         // SeqCst: pairs with the fence in `sleep` (see the module docs); the
         // caller's push is ordered before this by its own SeqCst fence.
         fence(Ordering::SeqCst);
-        if self.searching.load(Ordering::SeqCst) != 0 {
-            return true;
+        if !self.any_sleeper() {
+            return Notified::NoSleeper;
         }
-        self.wake_one()
+        if self.searching.load(Ordering::SeqCst) != 0 {
+            return Notified::Searching;
+        }
+        match self.wake_one() {
+            true => Notified::Woken,
+            false => Notified::NoSleeper,
+        }
+    }
+
+    /// Whether a worker is searching (awake, looking for work).
+    pub(crate) fn is_searching(&self) -> bool {
+        self.searching.load(Ordering::SeqCst) != 0
+    }
+
+    /// The sleep words a wake must look at. The words past the core
+    /// workers' hold only compensating slots: they count only while some
+    /// slot is claimed. Relaxed: read after a SeqCst fence (the caller's),
+    /// as a worker claims its slot (an RMW) before it sets its bit and
+    /// fences in `sleep_until`: if its fence came first we see the claim,
+    /// else its re-check sees the caller's task.
+    fn words(&self) -> &[AtomicUsize] {
+        match self.extra_free.load(Ordering::Relaxed) == self.all_free {
+            true => &self.sleepers[..self.core_words],
+            false => &self.sleepers,
+        }
+    }
+
+    /// Whether some worker sleeps or is about to (its bit is set).
+    fn any_sleeper(&self) -> bool {
+        // SeqCst: see `found_work` and `notify_one`.
+        self.words().iter().any(|w| w.load(Ordering::SeqCst) != 0)
     }
 
     fn wake_one(&self) -> bool {
-        // The words past the core workers' hold only compensating slots:
-        // scan them only while some slot is claimed. Relaxed: after the
-        // caller's SeqCst fence, as is a worker's claim (an RMW sequenced
-        // before its bit and its own fence in `sleep_until`): if its fence
-        // came first we see the claim, else its re-check sees our task.
-        let words = match self.extra_free.load(Ordering::Relaxed) == self.all_free {
-            true => self.core_words,
-            false => self.sleepers.len(),
-        };
-        for (w, word) in self.sleepers[..words].iter().enumerate() {
+        for (w, word) in self.words().iter().enumerate() {
             if let Some(bit) = take_lowest_bit(word, Ordering::SeqCst) {
                 self.start_searching();
                 self.unpark(w * BITS + bit);
@@ -300,6 +344,53 @@ mod loom_models {
             sleep.notify_one();
             worker.join().unwrap();
             assert_eq!(queue.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    /// Two submits to two workers that each take one task and then keep
+    /// it (a long task: they never look again). The second task must still
+    /// be taken: when the submit for it saw a worker searching and woke
+    /// nobody, that searcher, finding the first task while it was the last
+    /// searcher, owes the wake (`found_work`). A worker left asleep with
+    /// the task queued is a loom deadlock. Fails if `found_work` wakes
+    /// nobody.
+    #[test]
+    fn a_searcher_that_finds_work_wakes_the_next() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let sleep = Arc::new(Sleep::new(2, 0));
+            let queue = Arc::new(AtomicUsize::new(0));
+            let workers: Vec<_> = (0..2)
+                .map(|i| {
+                    let (s, q) = (sleep.clone(), queue.clone());
+                    thread::spawn(move || {
+                        s.register(i);
+                        s.start_searching();
+                        loop {
+                            let n = q.load(Ordering::SeqCst);
+                            if n > 0 {
+                                if q.compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
+                                    .is_ok()
+                                {
+                                    s.found_work(|| q.load(Ordering::SeqCst) > 0);
+                                    return; // runs its task for ever after
+                                }
+                                continue;
+                            }
+                            s.sleep(i, || q.load(Ordering::SeqCst) > 0);
+                        }
+                    })
+                })
+                .collect();
+            for _ in 0..2 {
+                queue.fetch_add(1, Ordering::SeqCst);
+                sleep.notify_one();
+            }
+            for w in workers {
+                w.join().unwrap();
+            }
+            assert_eq!(queue.load(Ordering::SeqCst), 0);
         });
     }
 
