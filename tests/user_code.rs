@@ -901,3 +901,52 @@ fn panic_injection_matrix() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// User code in a thread-local's destructor.
+
+/// A wait from a thread-local's destructor, after the crate's own
+/// per-thread state (the running-task stack, the wait hook) has been torn
+/// down, still waits (here: until its deadline) and returns. Thread-locals
+/// are destroyed in reverse order of first use, so the user's slot, filled
+/// first, drops last; a panic there would abort the process.
+#[test]
+fn a_wait_from_a_thread_local_destructor_still_returns() {
+    type Reply = mpsc::Sender<Result<u32, TaskError>>;
+    struct WaitOnDrop(Option<(FutureHandle<u32>, Reply)>);
+    impl Drop for WaitOnDrop {
+        fn drop(&mut self) {
+            if let Some((handle, tx)) = self.0.take() {
+                let waited = handle.result_timeout(Duration::from_millis(1));
+                let _ = tx.send(waited.copied());
+            }
+        }
+    }
+    thread_local! {
+        static SLOT: std::cell::RefCell<Option<WaitOnDrop>> = const { std::cell::RefCell::new(None) };
+    }
+    let _watchdog = Watchdog::new(
+        "a wait from a thread-local destructor",
+        Duration::from_secs(60),
+    );
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Promise::<()>::new();
+    let opened = gate.handle();
+    // Runs until the gate opens, so both waits below find it unfinished
+    // and go all the way into the crate's per-thread state.
+    let stuck = pool
+        .submit(move || opened.wait().map(|()| 7).unwrap_or(0))
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let for_slot = stuck.clone();
+    thread::spawn(move || {
+        SLOT.with(|s| *s.borrow_mut() = Some(WaitOnDrop(Some((for_slot, tx)))));
+        // First use of the crate's per-thread state, after the slot's.
+        let first = stuck.result_timeout(Duration::from_millis(1)).copied();
+        assert_eq!(first, Err(TaskError::Timeout));
+    })
+    .join()
+    .unwrap();
+    assert_eq!(rx.recv().unwrap(), Err(TaskError::Timeout));
+    gate.set_result(()).unwrap();
+}

@@ -278,12 +278,13 @@ impl Sleep {
 
     /// The sleep words a wake must look at. The words past the core
     /// workers' hold only compensating slots: they count only while some
-    /// slot is claimed. Relaxed: read after a SeqCst fence (the caller's),
-    /// as a worker claims its slot (an RMW) before it sets its bit and
-    /// fences in `sleep_until`: if its fence came first we see the claim,
-    /// else its re-check sees the caller's task.
+    /// slot is claimed. A compensating worker claims its slot before it
+    /// sets its bit and fences in `sleep_until`; a SeqCst load that comes
+    /// after that fence in the SeqCst order sees the claim. SeqCst: that is
+    /// the case for `notify_one` (its own fence came later, else the
+    /// sleeper's re-check sees the task) and for `found_work` (see there).
     fn words(&self) -> &[AtomicUsize] {
-        match self.extra_free.load(Ordering::Relaxed) == self.all_free {
+        match self.extra_free.load(Ordering::SeqCst) == self.all_free {
             true => &self.sleepers[..self.core_words],
             false => &self.sleepers,
         }

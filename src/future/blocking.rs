@@ -62,10 +62,10 @@ impl Drop for Installed {
 }
 
 fn hook() -> Option<Arc<dyn WaitHook>> {
-    // Cloned out: the hook's wait may run tasks that install hooks of
-    // their own (never on a pool thread, but a borrow held across user
-    // code is a panic waiting to happen).
-    HOOK.with(|h| h.borrow().clone())
+    // Cloned out: no borrow is held across the wait, which runs user code.
+    // `try_with`: a wait from a thread-local's destructor, after ours is
+    // gone, just blocks.
+    HOOK.try_with(|h| h.borrow().clone()).ok().flatten()
 }
 
 /// Runs `block`, a blocking wait, the way the calling thread must: on a
@@ -101,23 +101,30 @@ pub(crate) fn wait_for_task(
 /// waits on that task from this thread are refused, and pools see the
 /// thread holding it.
 pub(crate) fn run_as<R>(addr: usize, f: impl FnOnce() -> R) -> std::thread::Result<R> {
-    RUNNING.with(|r| r.borrow_mut().push(addr));
+    // `try_with` here and below: a task may run, or be waited on, from a
+    // thread-local's destructor after this stack is gone; it then runs
+    // unrecorded (nothing can wait on it from this thread any more).
+    let pushed = RUNNING.try_with(|r| r.borrow_mut().push(addr)).is_ok();
     let result = catch_unwind(AssertUnwindSafe(f));
-    RUNNING.with(|r| r.borrow_mut().pop());
+    if pushed {
+        let _ = RUNNING.try_with(|r| r.borrow_mut().pop());
+    }
     result
 }
 
 /// Whether the calling thread is running the task at `addr`.
 pub(crate) fn is_running_here(addr: usize) -> bool {
-    RUNNING.with(|r| r.borrow().contains(&addr))
+    RUNNING
+        .try_with(|r| r.borrow().contains(&addr))
+        .unwrap_or(false)
 }
 
 /// How many tasks the calling thread is running (nesting depth).
 pub(crate) fn running_depth() -> usize {
-    RUNNING.with(|r| r.borrow().len())
+    RUNNING.try_with(|r| r.borrow().len()).unwrap_or(0)
 }
 
 /// The tasks the calling thread is running, outermost first.
 pub(crate) fn running_snapshot(out: &mut Vec<usize>) {
-    RUNNING.with(|r| out.extend_from_slice(&r.borrow()));
+    let _ = RUNNING.try_with(|r| out.extend_from_slice(&r.borrow()));
 }
