@@ -11,6 +11,19 @@ use std::hint::black_box;
 
 use concurrent_futures::{Promise, ThreadPool};
 
+/// A one-worker pool whose worker waits at the returned barrier, so tasks
+/// queued meanwhile run back to back once the caller meets it.
+fn gated_pool() -> (ThreadPool, std::sync::Arc<std::sync::Barrier>) {
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let g = gate.clone();
+    pool.spawn(move || {
+        g.wait();
+    })
+    .unwrap();
+    (pool, gate)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` runs every bench target with `--bench`: do nothing then.
@@ -34,13 +47,7 @@ fn main() {
         // behind a gate, so the worker never idles between them and no
         // thread interleaving enters the count; then all run.
         "submit" => {
-            let pool = ThreadPool::new(1).unwrap();
-            let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
-            let g = gate.clone();
-            pool.spawn(move || {
-                g.wait();
-            })
-            .unwrap();
+            let (pool, gate) = gated_pool();
             let handles: Vec<_> = (0..n)
                 .map(|_| pool.submit(|| black_box(1)).unwrap())
                 .collect();
@@ -51,13 +58,7 @@ fn main() {
         // A fire-and-forget spawn from outside + its run, queued behind a
         // gate like `submit`.
         "spawn" => {
-            let pool = ThreadPool::new(1).unwrap();
-            let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
-            let g = gate.clone();
-            pool.spawn(move || {
-                g.wait();
-            })
-            .unwrap();
+            let (pool, gate) = gated_pool();
             for i in 0..n {
                 let word = black_box(i); // captured, as real closures capture state
                 pool.spawn(move || {

@@ -348,6 +348,43 @@ mod loom_models {
         });
     }
 
+    /// A worker of the two-worker models: takes tasks from the stand-in
+    /// queue and sleeps when it is empty. After each take `after_take` says
+    /// whether to go on; `finished` (checked when idle, and by the sleep)
+    /// ends the loop.
+    fn spawn_taker(
+        sleep: &Arc<Sleep>,
+        queue: &Arc<AtomicUsize>,
+        index: usize,
+        after_take: impl Fn(&Sleep) -> bool + Send + Sync + 'static,
+        finished: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> thread::JoinHandle<()> {
+        let (s, q) = (sleep.clone(), queue.clone());
+        thread::spawn(move || {
+            s.register(index);
+            s.start_searching();
+            loop {
+                let n = q.load(Ordering::SeqCst);
+                if n > 0 {
+                    if q.compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                    {
+                        s.found_work(|| q.load(Ordering::SeqCst) > 0);
+                        if !after_take(&s) {
+                            return;
+                        }
+                        s.start_searching();
+                    }
+                    continue;
+                }
+                if finished() {
+                    return;
+                }
+                s.sleep(index, || q.load(Ordering::SeqCst) > 0 || finished());
+            }
+        })
+    }
+
     /// Two submits to two workers that each take one task and then keep
     /// it (a long task: they never look again). The second task must still
     /// be taken: when the submit for it saw a worker searching and woke
@@ -363,26 +400,7 @@ mod loom_models {
             let sleep = Arc::new(Sleep::new(2, 0));
             let queue = Arc::new(AtomicUsize::new(0));
             let workers: Vec<_> = (0..2)
-                .map(|i| {
-                    let (s, q) = (sleep.clone(), queue.clone());
-                    thread::spawn(move || {
-                        s.register(i);
-                        s.start_searching();
-                        loop {
-                            let n = q.load(Ordering::SeqCst);
-                            if n > 0 {
-                                if q.compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
-                                    .is_ok()
-                                {
-                                    s.found_work(|| q.load(Ordering::SeqCst) > 0);
-                                    return; // runs its task for ever after
-                                }
-                                continue;
-                            }
-                            s.sleep(i, || q.load(Ordering::SeqCst) > 0);
-                        }
-                    })
-                })
+                .map(|i| spawn_taker(&sleep, &queue, i, |_| false, || false))
                 .collect();
             for _ in 0..2 {
                 queue.fetch_add(1, Ordering::SeqCst);
@@ -406,32 +424,19 @@ mod loom_models {
             let taken = Arc::new(AtomicUsize::new(0));
             let workers: Vec<_> = (0..2)
                 .map(|i| {
-                    let (s, q, t) = (sleep.clone(), queue.clone(), taken.clone());
-                    thread::spawn(move || {
-                        s.register(i);
-                        s.start_searching();
-                        loop {
-                            let n = q.load(Ordering::SeqCst);
-                            if n > 0 {
-                                if q.compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
-                                    .is_ok()
-                                {
-                                    s.found_work(|| q.load(Ordering::SeqCst) > 0);
-                                    if t.fetch_add(1, Ordering::SeqCst) == 1 {
-                                        s.notify_all(); // both tasks done: let the other end
-                                    }
-                                    s.start_searching();
-                                }
-                                continue;
+                    let (t, done) = (taken.clone(), taken.clone());
+                    spawn_taker(
+                        &sleep,
+                        &queue,
+                        i,
+                        move |s| {
+                            if t.fetch_add(1, Ordering::SeqCst) == 1 {
+                                s.notify_all(); // both tasks done: let the other end
                             }
-                            if t.load(Ordering::SeqCst) == 2 {
-                                return;
-                            }
-                            s.sleep(i, || {
-                                q.load(Ordering::SeqCst) > 0 || t.load(Ordering::SeqCst) == 2
-                            });
-                        }
-                    })
+                            true
+                        },
+                        move || done.load(Ordering::SeqCst) == 2,
+                    )
                 })
                 .collect();
             for _ in 0..2 {
