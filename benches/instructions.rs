@@ -3,7 +3,7 @@
 //! with two operation counts and prints the difference per operation, so
 //! start-up and thread creation cancel out.
 //!
-//! Usage: instructions (attach|submit|spawn|floor|chain|repoll) N
+//! Usage: instructions (attach|drain|submit|spawn|floor|chain|repoll) N
 
 mod baselines;
 
@@ -42,6 +42,19 @@ fn main() {
                 });
             }
             std::mem::forget(p); // never complete: count attaches alone
+        }
+        // One attach and its share of the completion drain: N callbacks on
+        // one future, then the future completes (minus `attach`: the drain
+        // per callback).
+        "drain" => {
+            let p = Promise::<u64>::new();
+            let h = p.handle();
+            for i in 0..n {
+                let _ = h.add_done_callback(move |v| {
+                    let _ = black_box((v, i));
+                });
+            }
+            p.set_result(1).unwrap();
         }
         // submit + run + complete (+ the handle's drop): N tasks queued
         // behind a gate, so the worker never idles between them and no
