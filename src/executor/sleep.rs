@@ -385,6 +385,17 @@ mod loom_models {
         })
     }
 
+    /// Two submits (push, `notify_one`), then the workers' ends.
+    fn push_two_and_join(sleep: &Sleep, queue: &AtomicUsize, workers: Vec<thread::JoinHandle<()>>) {
+        for _ in 0..2 {
+            queue.fetch_add(1, Ordering::SeqCst);
+            sleep.notify_one();
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+    }
+
     /// Two submits to two workers that each take one task and then keep
     /// it (a long task: they never look again). The second task must still
     /// be taken: when the submit for it saw a worker searching and woke
@@ -402,13 +413,7 @@ mod loom_models {
             let workers: Vec<_> = (0..2)
                 .map(|i| spawn_taker(&sleep, &queue, i, |_| false, || false))
                 .collect();
-            for _ in 0..2 {
-                queue.fetch_add(1, Ordering::SeqCst);
-                sleep.notify_one();
-            }
-            for w in workers {
-                w.join().unwrap();
-            }
+            push_two_and_join(&sleep, &queue, workers);
             assert_eq!(queue.load(Ordering::SeqCst), 0);
         });
     }
@@ -439,13 +444,7 @@ mod loom_models {
                     )
                 })
                 .collect();
-            for _ in 0..2 {
-                queue.fetch_add(1, Ordering::SeqCst);
-                sleep.notify_one();
-            }
-            for w in workers {
-                w.join().unwrap();
-            }
+            push_two_and_join(&sleep, &queue, workers);
             assert_eq!(taken.load(Ordering::SeqCst), 2);
         });
     }
