@@ -71,6 +71,12 @@ fn take_lowest_bit(word: &AtomicUsize, order: Ordering) -> Option<usize> {
     None
 }
 
+/// Whether some worker in `words` sleeps or is about to (its bit is set).
+fn any_bit(words: &[AtomicUsize]) -> bool {
+    // SeqCst: see `Sleep::found_work` and `Sleep::notify_one`.
+    words.iter().any(|w| w.load(Ordering::SeqCst) != 0)
+}
+
 /// What [`Sleep::notify_one`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Notified {
@@ -180,7 +186,10 @@ impl Sleep {
     /// and a worker that went to sleep before that submit's fence set its
     /// bit before it too.
     pub(crate) fn found_work(&self, more_work: impl FnOnce() -> bool) {
-        if self.searching.fetch_sub(1, Ordering::SeqCst) == 1 && self.any_sleeper() && more_work() {
+        if self.searching.fetch_sub(1, Ordering::SeqCst) == 1
+            && any_bit(self.words())
+            && more_work()
+        {
             self.notify_one();
         }
     }
@@ -259,13 +268,14 @@ impl Sleep {
         // SeqCst: pairs with the fence in `sleep` (see the module docs); the
         // caller's push is ordered before this by its own SeqCst fence.
         fence(Ordering::SeqCst);
-        if !self.any_sleeper() {
+        let words = self.words();
+        if !any_bit(words) {
             return Notified::NoSleeper;
         }
-        if self.searching.load(Ordering::SeqCst) != 0 {
+        if self.is_searching() {
             return Notified::Searching;
         }
-        match self.wake_one() {
+        match self.wake_one(words) {
             true => Notified::Woken,
             false => Notified::NoSleeper,
         }
@@ -290,14 +300,10 @@ impl Sleep {
         }
     }
 
-    /// Whether some worker sleeps or is about to (its bit is set).
-    fn any_sleeper(&self) -> bool {
-        // SeqCst: see `found_work` and `notify_one`.
-        self.words().iter().any(|w| w.load(Ordering::SeqCst) != 0)
-    }
-
-    fn wake_one(&self) -> bool {
-        for (w, word) in self.words().iter().enumerate() {
+    /// Wakes the sleeper with the lowest bit in `words` (from
+    /// [`Sleep::words`]), counting it as searching; false if none sleeps.
+    fn wake_one(&self, words: &[AtomicUsize]) -> bool {
+        for (w, word) in words.iter().enumerate() {
             if let Some(bit) = take_lowest_bit(word, Ordering::SeqCst) {
                 self.start_searching();
                 self.unpark(w * BITS + bit);
@@ -310,7 +316,7 @@ impl Sleep {
     /// Wakes every sleeper (shutdown).
     pub(crate) fn notify_all(&self) {
         fence(Ordering::SeqCst);
-        while self.wake_one() {}
+        while self.wake_one(self.words()) {}
     }
 }
 
