@@ -187,6 +187,19 @@ fn callbacks(b: &mut Bench) {
         ours,
         theirs,
     );
+    let n = b.n(10_000);
+    let reps = 10;
+    let (ours, theirs) = b.duel(
+        reps * n,
+        || (0..reps).map(|_| many_futures_ours(n)).sum(),
+        || (0..reps).map(|_| many_futures_mutex(n)).sum(),
+    );
+    b.row(
+        &format!("{n} futures x 1-3 callbacks, 2 attachers + completer"),
+        "mutex future",
+        ours,
+        theirs,
+    );
     for fan in [1, 10, 100, 1000] {
         let reps = b.n(20_000) / fan.max(1) + 1;
         let (ours, theirs) = b.duel(
@@ -201,6 +214,72 @@ fn callbacks(b: &mut Bench) {
             theirs,
         );
     }
+}
+
+/// The shape servers make: many futures with a few callbacks each (1 to 3,
+/// a word captured), attached by two threads while a third completes the
+/// futures in order. Threads start behind a barrier, so both designs pay
+/// the same spawns; the futures are made before and dropped after the
+/// timed part.
+macro_rules! many_futures {
+    ($n:expr, $make:expr, $attach:expr, $complete:expr) => {{
+        let futures: Vec<_> = (0..$n).map(|_| $make()).collect();
+        let start = Barrier::new(3);
+        let t = time(|| {
+            std::thread::scope(|s| {
+                for t in 0..2 {
+                    let (futures, start) = (&futures, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        for (i, f) in futures.iter().enumerate() {
+                            // Future i gets 1 + i % 3 callbacks, split
+                            // between the two threads.
+                            for j in (t..1 + i % 3).step_by(2) {
+                                $attach(f, i + j);
+                            }
+                        }
+                    });
+                }
+                start.wait();
+                for f in &futures {
+                    $complete(f);
+                }
+            })
+        });
+        drop(futures);
+        t
+    }};
+}
+
+fn many_futures_ours(n: usize) -> Duration {
+    type Pair = (Promise<u64>, concurrent_futures::FutureHandle<u64>);
+    many_futures!(
+        n,
+        || {
+            let p = Promise::<u64>::new();
+            let h = p.handle();
+            (p, h)
+        },
+        |(_, h): &Pair, i: usize| {
+            let _ = h.add_done_callback(move |v| {
+                SINK.fetch_add(*v.unwrap() as usize + i, Ordering::Relaxed);
+            });
+        },
+        |(p, _): &Pair| p.set_result(1).unwrap()
+    )
+}
+
+fn many_futures_mutex(n: usize) -> Duration {
+    many_futures!(
+        n,
+        MutexFuture::<u64>::new,
+        |f: &MutexFuture<u64>, i: usize| {
+            f.add_done_callback(move |v| {
+                SINK.fetch_add(*v as usize + i, Ordering::Relaxed);
+            });
+        },
+        |f: &MutexFuture<u64>| f.set(1)
+    )
 }
 
 fn attach_ours_single(k: usize) -> Duration {

@@ -3,7 +3,7 @@
 //! with two operation counts and prints the difference per operation, so
 //! start-up and thread creation cancel out.
 //!
-//! Usage: instructions (attach|drain|submit|spawn|floor|chain|repoll) N
+//! Usage: instructions (attach|drain|mutex_attach|mutex_drain|submit|spawn|floor|chain|repoll) N
 
 mod baselines;
 
@@ -55,6 +55,27 @@ fn main() {
                 });
             }
             p.set_result(1).unwrap();
+        }
+        // The same two on the mutex design, for the ratio issue 13 asks.
+        "mutex_attach" => {
+            // A word captured, or `Box` would not allocate (ours makes a
+            // node either way).
+            let f = baselines::mutex_future::MutexFuture::<u64>::new();
+            for i in 0..n {
+                f.add_done_callback(move |v| {
+                    let _ = black_box((v, i));
+                });
+            }
+            std::mem::forget(f);
+        }
+        "mutex_drain" => {
+            let f = baselines::mutex_future::MutexFuture::<u64>::new();
+            for i in 0..n {
+                f.add_done_callback(move |v| {
+                    let _ = black_box((v, i));
+                });
+            }
+            f.set(1);
         }
         // submit + run + complete (+ the handle's drop): N tasks queued
         // behind a gate, so the worker never idles between them and no

@@ -16,6 +16,11 @@ pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize,
 #[cfg(loom)]
 pub(crate) use loom::thread::{Thread, current as current_thread, park};
 
+#[cfg(loom)]
+pub(crate) use loom::alloc::{alloc, dealloc};
+#[cfg(not(loom))]
+pub(crate) use std::alloc::{alloc, dealloc};
+
 #[cfg(not(loom))]
 pub(crate) use atomic_waker::AtomicWaker;
 #[cfg(loom)]

@@ -126,6 +126,42 @@ fn attach_during_drain_runs_after_earlier_callbacks() {
     });
 }
 
+/// Callbacks attached to a done future make no node: an attacher that
+/// finds the stack idle claims the drain and runs its callback directly.
+/// A thread attaching (whose callback attaches another from inside, while
+/// it holds the drain) races the completer's drain and the completer's own
+/// attach right after completing.
+#[test]
+fn late_attaches_race_for_the_drain() {
+    model(|| {
+        let p = Promise::new();
+        let log = Arc::new(Log::default());
+        p.handle().add_done_callback(log.callback(1));
+        let attacher = {
+            let (h, log) = (p.handle(), log.clone());
+            thread::spawn(move || {
+                let (inner, l) = (h.clone(), log.clone());
+                let first = log.callback(2);
+                h.add_done_callback(move |r| {
+                    first(r);
+                    inner.add_done_callback(l.callback(3));
+                });
+            })
+        };
+        let h = p.handle();
+        p.set_result(7).unwrap();
+        h.add_done_callback(log.callback(4));
+        attacher.join().unwrap();
+        let mut ran = log.ran();
+        assert!(
+            in_order(&ran, &[1, 2, 3]) && in_order(&ran, &[1, 4]),
+            "{ran:?}"
+        );
+        ran.sort();
+        assert_eq!(ran, [1, 2, 3, 4], "each exactly once");
+    });
+}
+
 #[test]
 fn cancel_vs_start() {
     model(|| {

@@ -148,4 +148,57 @@ fn waiters_that_give_up_keep_memory_bounded() {
         "{many} allocations for {} wakes against {few} for 10",
         N / 10
     );
+    drop(pool);
+
+    // 7. Callback nodes come from per-thread block caches (`blocks.rs`).
+    // A thread that attaches and drains many callbacks, then exits, gives
+    // every block back, and every slab is freed...
+    let attach_and_drain = |n: usize| {
+        let p = Promise::<u64>::new();
+        let h = p.handle();
+        for i in 0..n {
+            let _ = h.add_done_callback(move |v| {
+                let _ = std::hint::black_box((v, i));
+            });
+        }
+        p.set_result(1).unwrap();
+    };
+    let base = LIVE_BYTES.load(Ordering::Relaxed);
+    std::thread::spawn(move || attach_and_drain(N / 10))
+        .join()
+        .unwrap();
+    let growth = LIVE_BYTES.load(Ordering::Relaxed) - base;
+    assert!(
+        growth < 4096,
+        "an exited thread's node cache kept {growth} bytes"
+    );
+    // ...and a thread that lives on keeps a bounded cache: at most 16 KiB
+    // of free blocks per size class, plus the slab it is carving.
+    attach_and_drain(100);
+    let base = LIVE_BYTES.load(Ordering::Relaxed);
+    attach_and_drain(N / 10);
+    let growth = LIVE_BYTES.load(Ordering::Relaxed) - base;
+    assert!(
+        growth < 20 * 1024,
+        "a live thread's node cache grew by {growth} bytes"
+    );
+    // Blocks freed on another thread than the one that carved them.
+    let p = Promise::<u64>::new();
+    let h = p.handle();
+    let base = LIVE_BYTES.load(Ordering::Relaxed);
+    std::thread::spawn(move || {
+        for i in 0..N / 10 {
+            let _ = h.add_done_callback(move |v| {
+                let _ = std::hint::black_box((v, i));
+            });
+        }
+    })
+    .join()
+    .unwrap();
+    p.set_result(1).unwrap();
+    let growth = LIVE_BYTES.load(Ordering::Relaxed) - base;
+    assert!(
+        growth < 24 * 1024,
+        "nodes freed across threads kept {growth} bytes"
+    );
 }

@@ -29,6 +29,17 @@ pub(crate) fn next_serial() -> u64 {
     })
 }
 
+/// Runs a callback whose one run the caller owns: it won the node's
+/// `TAKEN` claim, or claimed the drain of a done future to run a callback
+/// attached then (which never gets a node).
+pub(crate) fn run_now<T, F>(f: F, core: &Core<T>)
+where
+    F: FnOnce(Result<&T, &TaskError>) + Send,
+{
+    let outcome = core.outcome();
+    guard(PanicOrigin::DoneCallback, move || f(outcome));
+}
+
 /// A closure stored inline in its node (one allocation per callback).
 pub(crate) struct Callback<F>(UnsafeCell<ManuallyDrop<F>>);
 
@@ -50,10 +61,9 @@ where
         // SAFETY: the caller won the TAKEN claim: we are the only consumer,
         // and the closure is taken exactly once.
         let f = self.0.with_mut(|p| unsafe { ManuallyDrop::take(&mut *p) });
-        let outcome = core.outcome();
         // The closure's captures are dropped inside the guarded call too, so
         // a capture that panics on drop is reported like a panicking body.
-        guard(PanicOrigin::DoneCallback, move || f(outcome));
+        run_now(f, core);
     }
 
     unsafe fn discard(&self) {

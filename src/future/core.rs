@@ -217,14 +217,21 @@ impl<T> Core<T> {
     where
         F: FnOnce(Result<&T, &TaskError>) + Send + 'static,
     {
-        let node = NodeRef::new_listed(Callback::new(f), super::callback::next_serial());
-        let target = node.name();
-        self.callbacks.push(node, Some(self));
-        Registration {
+        let registration = |target| Registration {
             target,
             future: self.id,
             _future: std::marker::PhantomData,
-        }
+        };
+        // Done and nobody draining: run it here, with no node. (It can no
+        // longer be removed, so the registration names nothing.)
+        let f = match self.callbacks.run_now(self, f, super::callback::run_now) {
+            Ok(()) => return registration((0, 0)),
+            Err(f) => f,
+        };
+        let node = NodeRef::new_listed(Callback::new(f), super::callback::next_serial());
+        let target = node.name();
+        self.callbacks.push(node, Some(self));
+        registration(target)
     }
 
     /// Detaches a callback: true if it will never run. Lock-free: pushes a

@@ -10,6 +10,7 @@
 //! installs how its threads wait.
 
 pub(crate) mod blocking;
+mod blocks;
 mod callback;
 pub(crate) mod core;
 mod handle;

@@ -25,6 +25,7 @@
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
+use super::blocks::{self, Home};
 use crate::sync::{AtomicU8, Ordering, UnsafeCell};
 
 /// Not yet consumed.
@@ -45,7 +46,8 @@ const DOOMED: u8 = 4;
 /// What a node carries. `A` is what the stack's drainer passes in.
 pub(crate) trait Payload<A>: Send + Sync {
     /// Consumes the payload. Called at most once, by the thread that won
-    /// `LIVE -> TAKEN`.
+    /// `LIVE -> TAKEN`. Does not unwind: a payload running user code
+    /// catches its panics.
     ///
     /// # Safety
     /// The caller won the `TAKEN` claim and calls this once.
@@ -62,6 +64,8 @@ pub(crate) trait Payload<A>: Send + Sync {
 /// What the type-erased entry point of a node is asked to do.
 enum Op<'a, A> {
     Fire(&'a A),
+    /// Fire, then free: a drain's common case, one indirect call.
+    FireFree(&'a A),
     Discard,
     Free,
 }
@@ -90,6 +94,8 @@ pub(crate) struct Header<A> {
     /// never match a new node that reuses the address.
     serial: u64,
     dispatch: Dispatch<A>,
+    /// Where the node's memory came from (see `blocks.rs`).
+    home: Home,
 }
 
 #[repr(C)]
@@ -115,33 +121,50 @@ unsafe impl<A> Sync for NodeRef<A> {}
 /// # Safety
 /// `h` heads a live `Node<A, P>`. `Fire` needs the caller to hold the
 /// `TAKEN` claim, `Discard` the `REMOVED` claim, each used once; `Free`
-/// needs the last reference, and the node was made by `Box`.
+/// needs the last reference.
 unsafe fn dispatch<A, P: Payload<A>>(h: NonNull<Header<A>>, op: Op<'_, A>) {
     let node = h.cast::<Node<A, P>>();
     match op {
         // SAFETY: `h` is the first field of a `repr(C)` `Node<A, P>`, so the
         // cast recovers the node; the claim makes this the only consumer.
         Op::Fire(arg) => unsafe { node.as_ref().payload.fire(arg) },
+        // SAFETY: as for `Fire`, then as for `Free`. `fire` does not unwind
+        // (payloads guard the user code they run), so the free is reached.
+        Op::FireFree(arg) => unsafe {
+            node.as_ref().payload.fire(arg);
+            dispatch::<A, P>(h, Op::Free);
+        },
         // SAFETY: as above.
         Op::Discard => unsafe { node.as_ref().payload.discard() },
-        // SAFETY: by contract the box is ours to drop.
-        Op::Free => drop(unsafe { Box::from_raw(node.as_ptr()) }),
+        // SAFETY: by contract the node is ours to drop and free, and it was
+        // made by `NodeRef::alloc` with this layout and the recorded home.
+        Op::Free => unsafe {
+            let home = node.as_ref().header.home;
+            std::ptr::drop_in_place(node.as_ptr());
+            blocks::free(node.cast(), std::alloc::Layout::new::<Node<A, P>>(), home);
+        },
     }
 }
 
 impl<A> NodeRef<A> {
     fn alloc<P: Payload<A>>(payload: P, serial: u64, status: u8, refs: u8) -> NonNull<Header<A>> {
-        let node = Box::new(Node {
-            header: Header {
-                next: UnsafeCell::new(std::ptr::null_mut()),
-                status: AtomicU8::new(status),
-                refs: AtomicU8::new(refs),
-                serial,
-                dispatch: dispatch::<A, P>,
-            },
-            payload,
-        });
-        NonNull::from(Box::leak(node)).cast::<Header<A>>()
+        let (memory, home) = blocks::alloc(std::alloc::Layout::new::<Node<A, P>>());
+        let node = memory.cast::<Node<A, P>>();
+        // SAFETY: `blocks::alloc` returned memory fit for this layout.
+        unsafe {
+            node.as_ptr().write(Node {
+                header: Header {
+                    next: UnsafeCell::new(std::ptr::null_mut()),
+                    status: AtomicU8::new(status),
+                    refs: AtomicU8::new(refs),
+                    serial,
+                    dispatch: dispatch::<A, P>,
+                    home,
+                },
+                payload,
+            })
+        };
+        node.cast::<Header<A>>()
     }
 
     /// Allocates a node carrying `payload` with two references: one becomes
@@ -262,15 +285,9 @@ impl<A> NodeRef<A> {
         self.header().refs.load(Ordering::Acquire) == 1
     }
 
-    /// Claims the payload for firing. Returns false if it was removed.
-    pub(crate) fn try_take(&self) -> bool {
-        // The common case at a drain: the registration was dropped, so no one
-        // can remove the node and no CAS is needed. A removed node always has
-        // its remover's reference until the removal is done, so it is never
-        // sole while it could still be claimed.
-        if self.is_sole() {
-            return self.header().status.load(Ordering::Relaxed) == LIVE;
-        }
+    /// Claims the payload for firing while another holder may remove it.
+    /// Returns false if it was removed.
+    fn try_take(&self) -> bool {
         // Relaxed: the claim only needs the atomicity of one RMW on one word;
         // the payload itself was published by the push (Release/Acquire on
         // the head word) or created by this thread.
@@ -300,13 +317,29 @@ impl<A> NodeRef<A> {
         )
     }
 
-    /// Fires the payload.
-    ///
-    /// # Safety
-    /// The caller won [`NodeRef::try_take`] and calls this once.
-    pub(crate) unsafe fn fire(&self, arg: &A) {
-        // SAFETY: forwarded contract.
-        unsafe { (self.header().dispatch)(self.ptr, Op::Fire(arg)) }
+    /// Fires the payload unless its holder removed it, then gives up this
+    /// reference: what a drain does with each node it takes.
+    pub(crate) fn run(self, arg: &A) {
+        // The common case: the registration was dropped, so no one can
+        // remove the node and no claim is needed. A removed node keeps its
+        // remover's reference until the removal is done, so it is never sole
+        // while it could still be claimed.
+        if self.is_sole() {
+            // Fire and free in one call.
+            let ptr = self.ptr;
+            // Relaxed: the status was last written by this thread or before
+            // the other holder's Release drop (which `is_sole` acquired).
+            let live = self.header().status.load(Ordering::Relaxed) == LIVE;
+            std::mem::forget(self);
+            let op = if live { Op::FireFree(arg) } else { Op::Free };
+            // SAFETY: we held the last reference (given up by the forget),
+            // and a LIVE sole node is ours to fire.
+            return unsafe { ((*ptr.as_ptr()).dispatch)(ptr, op) };
+        }
+        if self.try_take() {
+            // SAFETY: we won the TAKEN claim just now.
+            unsafe { (self.header().dispatch)(self.ptr, Op::Fire(arg)) }
+        }
     }
 
     /// Drops the payload without firing it.

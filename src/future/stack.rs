@@ -151,7 +151,7 @@ impl<A> Stack<A> {
     /// an idle complete stack claims the drain and fires the node inline;
     /// without, it returns [`Pushed::Closed`] and drops the node.
     pub(crate) fn push(&self, node: NodeRef<A>, drain_arg: Option<&A>) -> Pushed {
-        let node = node.into_raw();
+        let mut node = node.into_raw();
         let mut backoff = Backoff::default();
         // Relaxed: the head's address is only compared and stored into our
         // node, never dereferenced here.
@@ -168,29 +168,16 @@ impl<A> Stack<A> {
                     drop(unsafe { NodeRef::from_raw(node) });
                     return Pushed::Closed;
                 };
-                // Acquire: pairs with the last drainer's Release (and through
-                // it the completer's), so the outcome and the effects of
-                // earlier callbacks are visible before ours runs.
-                match self.head.compare_exchange_weak(
-                    head,
-                    done_busy(),
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        // SAFETY: never published: the list reference is ours.
-                        let node = unsafe { NodeRef::from_raw(node) };
-                        if node.try_take() {
-                            // SAFETY: we won the TAKEN claim just now.
-                            unsafe { node.fire(arg) };
-                        }
-                        drop(node);
-                        self.drain(arg);
-                        return Pushed::RanInline;
+                // SAFETY: never published: the list reference is ours.
+                let first = unsafe { NodeRef::from_raw(node) };
+                match self.run_now(arg, first, |node, arg| node.run(arg)) {
+                    Ok(()) => return Pushed::RanInline,
+                    Err(first) => {
+                        head = self.head.load(Ordering::Relaxed);
+                        node = first.into_raw();
+                        continue;
                     }
-                    Err(actual) => head = actual,
                 }
-                continue;
             }
             match self.try_link(node, head, &mut backoff) {
                 Ok(()) => return Pushed::Queued,
@@ -311,11 +298,45 @@ impl<A> Stack<A> {
         })
     }
 
+    /// If the stack is complete and nobody is draining it, claims the drain
+    /// and calls `run(item, arg)` as its oldest entry, then runs whatever
+    /// was pushed meanwhile; otherwise hands `item` back. Lets a callback
+    /// attached after completion run with no node at all.
+    pub(crate) fn run_now<I>(&self, arg: &A, item: I, run: impl FnOnce(I, &A)) -> Result<(), I> {
+        // Relaxed: only a hint; the CAS below decides.
+        if self.head.load(Ordering::Relaxed) != done_idle() {
+            return Err(item);
+        }
+        // Acquire: pairs with the last drainer's Release (and through it
+        // the completer's), so the outcome and the effects of earlier
+        // callbacks are visible before `run`.
+        match self.head.compare_exchange(
+            done_idle(),
+            done_busy(),
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {
+                self.drain_after(arg, move || run(item, arg));
+                Ok(())
+            }
+            Err(_) => Err(item),
+        }
+    }
+
     /// Runs batches until the list is empty and `DONE` is restored.
     /// The caller holds `BUSY` and `DONE` is set.
     fn drain(&self, arg: &A) {
+        self.drain_after(arg, || {});
+    }
+
+    /// [`Stack::drain`], running `first` before the first batch, inside the
+    /// drain (so a wait it makes on this stack knows it would wait on
+    /// itself). `first` does not unwind (it runs guarded user code).
+    fn drain_after(&self, arg: &A, first: impl FnOnce()) {
         let frame = DrainFrame::new(self.id().addr());
         let _inside = frame.enter();
+        first();
         loop {
             // Acquire: pairs with the Release of the pushes we take.
             let head = self.head.swap(done_busy(), Ordering::Acquire);
@@ -352,12 +373,7 @@ impl<A> Stack<A> {
                 // SAFETY: as above; read before the node can be freed.
                 let next = unsafe { next_of(oldest) };
                 // SAFETY: the list's reference, handed back by the swap.
-                let node = unsafe { NodeRef::from_raw(oldest) };
-                if node.try_take() {
-                    // SAFETY: we won the TAKEN claim just now.
-                    unsafe { node.fire(arg) };
-                }
-                drop(node);
+                unsafe { NodeRef::from_raw(oldest) }.run(arg);
                 oldest = next;
             }
         }
