@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo bench --bench compare` (full) or
 //! `cargo bench --bench compare -- --quick` (each workload briefly); add
-//! group names (`callbacks throughput latency waits memory idle`) to run
+//! group names (`callbacks scoped throughput latency waits memory idle`) to run
 //! only those.
 
 mod baselines;
@@ -1076,6 +1076,235 @@ fn write_json(b: &Bench) {
     println!("wrote {path}");
 }
 
+// ---------------------------------------------------------------------------
+// 9. Scoped tasks and fork-join (issue 14).
+
+/// Parallel sum: split in halves down to `grain`, `join` at each split.
+fn sum_ours(pool: &ThreadPool, v: &[u64], grain: usize) -> u64 {
+    if v.len() <= grain {
+        return v.iter().sum();
+    }
+    let (l, r) = v.split_at(v.len() / 2);
+    let (a, b) = pool.join(|| sum_ours(pool, l, grain), || sum_ours(pool, r, grain));
+    a + b
+}
+
+fn sum_rayon(v: &[u64], grain: usize) -> u64 {
+    if v.len() <= grain {
+        return v.iter().sum();
+    }
+    let (l, r) = v.split_at(v.len() / 2);
+    let (a, b) = rayon::join(|| sum_rayon(l, grain), || sum_rayon(r, grain));
+    a + b
+}
+
+/// Quicksort: partition around the middle element, `join` the halves,
+/// sort sequentially below `grain`.
+fn partition(v: &mut [u32]) -> usize {
+    let mid = v.len() / 2;
+    v.swap(mid, v.len() - 1);
+    let pivot = v[v.len() - 1];
+    let mut store = 0;
+    for i in 0..v.len() - 1 {
+        if v[i] < pivot {
+            v.swap(i, store);
+            store += 1;
+        }
+    }
+    let last = v.len() - 1;
+    v.swap(store, last);
+    store
+}
+
+fn quicksort_ours(pool: &ThreadPool, v: &mut [u32], grain: usize) {
+    if v.len() <= grain {
+        v.sort_unstable();
+        return;
+    }
+    let p = partition(v);
+    let (l, r) = v.split_at_mut(p);
+    pool.join(
+        || quicksort_ours(pool, l, grain),
+        || quicksort_ours(pool, &mut r[1..], grain),
+    );
+}
+
+fn quicksort_rayon(v: &mut [u32], grain: usize) {
+    if v.len() <= grain {
+        v.sort_unstable();
+        return;
+    }
+    let p = partition(v);
+    let (l, r) = v.split_at_mut(p);
+    rayon::join(
+        || quicksort_rayon(l, grain),
+        || quicksort_rayon(&mut r[1..], grain),
+    );
+}
+
+/// Pseudo-random input, the same for both sides.
+fn shuffled(n: usize) -> Vec<u32> {
+    let mut x = 0x2545_F491_u32;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        })
+        .collect()
+}
+
+fn scoped(b: &mut Bench) {
+    let pool = ThreadPool::new(WORKERS).unwrap();
+    let rayon_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(WORKERS)
+        .build()
+        .unwrap();
+    let v: Vec<u64> = (0..b.n(1 << 22) as u64).collect();
+    for grain in [1 << 14, 1 << 11] {
+        let leaves = v.len() / grain;
+        let (ours, theirs) = b.duel(
+            leaves,
+            || {
+                time(|| {
+                    SINK.store(
+                        pool.install(|| sum_ours(&pool, &v, grain)) as usize,
+                        Ordering::Relaxed,
+                    )
+                })
+            },
+            || {
+                time(|| {
+                    SINK.store(
+                        rayon_pool.install(|| sum_rayon(&v, grain)) as usize,
+                        Ordering::Relaxed,
+                    )
+                })
+            },
+        );
+        b.row(
+            &format!("join sum {} x u64, grain {grain} (per leaf)", v.len()),
+            "rayon::join",
+            ours,
+            theirs,
+        );
+    }
+    let input = shuffled(b.n(1 << 20));
+    let grain = 1 << 12;
+    let (ours, theirs) = b.duel(
+        input.len(),
+        || {
+            let mut v = input.clone();
+            let t = time(|| pool.install(|| quicksort_ours(&pool, &mut v, grain)));
+            assert!(v.is_sorted());
+            t
+        },
+        || {
+            let mut v = input.clone();
+            let t = time(|| rayon_pool.install(|| quicksort_rayon(&mut v, grain)));
+            assert!(v.is_sorted());
+            t
+        },
+    );
+    b.row(
+        &format!("join quicksort {} x u32 (per element)", input.len()),
+        "rayon::join",
+        ours,
+        theirs,
+    );
+    // 10,000 scoped tasks, each adding up a borrowed slice.
+    let n = b.n(10_000);
+    let data: Vec<u64> = (0..64).collect();
+    let total = AtomicUsize::new(0);
+    let add = |t: &AtomicUsize| {
+        t.fetch_add(data.iter().sum::<u64>() as usize, Ordering::Relaxed);
+    };
+    let (ours, theirs) = b.duel(
+        n,
+        || {
+            time(|| {
+                pool.scope(|s| {
+                    for _ in 0..n {
+                        s.spawn(|| add(&total)).unwrap();
+                    }
+                })
+            })
+        },
+        || {
+            time(|| {
+                rayon_pool.scope(|s| {
+                    for _ in 0..n {
+                        s.spawn(|_| add(&total));
+                    }
+                })
+            })
+        },
+    );
+    b.row(
+        &format!("{n} scoped spawns (borrowing)"),
+        "rayon scope + spawn",
+        ours,
+        theirs,
+    );
+    let (ours, theirs) = b.duel(
+        n,
+        || {
+            time(|| {
+                pool.scope(|s| {
+                    let hs: Vec<_> = (0..n).map(|_| s.submit(|| add(&total)).unwrap()).collect();
+                    drop(hs);
+                })
+            })
+        },
+        || {
+            time(|| {
+                rayon_pool.scope(|s| {
+                    for _ in 0..n {
+                        s.spawn(|_| add(&total));
+                    }
+                })
+            })
+        },
+    );
+    b.row(
+        &format!("{n} scoped submits (handles kept)"),
+        "rayon scope + spawn",
+        ours,
+        theirs,
+    );
+    // A thread per task costs far more: fewer tasks, per task.
+    let m = b.n(1000);
+    let (ours, theirs) = b.duel(
+        m,
+        || {
+            time(|| {
+                pool.scope(|s| {
+                    for _ in 0..m {
+                        s.spawn(|| add(&total)).unwrap();
+                    }
+                })
+            })
+        },
+        || {
+            time(|| {
+                std::thread::scope(|s| {
+                    for _ in 0..m {
+                        s.spawn(|| add(&total));
+                    }
+                })
+            })
+        },
+    );
+    b.row(
+        &format!("{m} scoped spawns"),
+        "std::thread::scope, a thread each",
+        ours,
+        theirs,
+    );
+    SINK.fetch_add(total.into_inner(), Ordering::Relaxed);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -1091,8 +1320,9 @@ fn main() {
     );
     // Optional group names on the command line run only those groups.
     type Group = (&'static str, fn(&mut Bench));
-    let groups: [Group; 8] = [
+    let groups: [Group; 9] = [
         ("callbacks", callbacks),
+        ("scoped", scoped),
         ("latency", latency),
         ("waits", waits),
         ("memory", memory),

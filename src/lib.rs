@@ -53,8 +53,8 @@ mod wait;
 
 pub use error::{AlreadyStarted, InvalidState, PanicMessage, TaskError, TimedOut};
 pub use executor::{
-    BuildError, Builder, MAX_WORKERS, MIN_STACK_SIZE, Map, Metrics, ShutdownReport, Strand,
-    SubmitError, ThreadPool,
+    BuildError, Builder, MAX_WORKERS, MIN_STACK_SIZE, Map, Metrics, Scope, ScopedHandle,
+    ScopedJoin, ShutdownReport, Strand, SubmitError, ThreadPool,
 };
 pub use future::{FutureHandle, Join, Promise, Registration, WaitAsync};
 #[cfg(feature = "futures")]

@@ -90,3 +90,21 @@ fn thread_safe_uses_compile() {
     assert_eq!(strand.submit(|s| s.get()).join(), Ok(1));
     pool.shutdown(true, false);
 }
+
+/// The positive side of the `scope_*` cases: inside a scope, tasks and
+/// done-callbacks borrow what outlives the scope, and handles are used
+/// inside it.
+#[test]
+fn scoped_borrows_compile() {
+    let pool = ThreadPool::new(1).unwrap();
+    let data = [1u32, 2, 3];
+    let mut seen = Vec::new();
+    let total = pool.scope(|s| {
+        let seen = &mut seen;
+        s.spawn(|| assert_eq!(data.len(), 3)).unwrap();
+        let h = s.submit(|| data.iter().sum::<u32>()).unwrap();
+        h.add_done_callback(move |r| seen.push(*r.unwrap()));
+        h.join().unwrap()
+    });
+    assert_eq!((total, seen), (6, vec![6]));
+}

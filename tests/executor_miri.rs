@@ -141,3 +141,54 @@ fn futures_on_the_pool() {
     assert_eq!(h.join(), Ok(9));
     pool.shutdown(true, false);
 }
+
+/// Scoped tasks, `join` and `install` borrow stack data: Miri checks that
+/// nothing touches it after the scope (or the join) returns, including a
+/// cancelled task's closure, dropped by a worker, and a join's second half
+/// run by a thief or inline.
+#[test]
+fn scoped_tasks_and_joins_borrow_stack_data() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Counted<'a>(&'a AtomicUsize);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let pool = ThreadPool::new(2).unwrap();
+    let mut data = [1u64, 2, 3, 4, 5, 6];
+    let seen = AtomicUsize::new(0);
+    let drops = AtomicUsize::new(0);
+    pool.scope(|s| {
+        let (left, right) = data.split_at_mut(3);
+        s.spawn(|| left.iter_mut().for_each(|x| *x *= 2)).unwrap();
+        let h = s.submit(|| right.iter().sum::<u64>()).unwrap();
+        h.add_done_callback(|r| {
+            seen.fetch_add(*r.unwrap() as usize, Ordering::Relaxed);
+        });
+        std::mem::forget(h.clone());
+    });
+    assert_eq!(data, [2, 4, 6, 4, 5, 6]);
+    assert_eq!(seen.load(Ordering::Relaxed), 15);
+    // A task cancelled while queued: its closure is dropped by a worker,
+    // inside the scope.
+    let release = hold_workers(&pool);
+    pool.scope(|s| {
+        let counted = Counted(&drops);
+        let h = s.submit(move || drop(counted)).unwrap();
+        assert!(h.cancel());
+        release();
+    });
+    assert_eq!(drops.load(Ordering::Relaxed), 1);
+    fn sum(pool: &ThreadPool, v: &[u64]) -> u64 {
+        if v.len() <= 2 {
+            return v.iter().sum();
+        }
+        let (l, r) = v.split_at(v.len() / 2);
+        let (a, b) = pool.join(|| sum(pool, l), || sum(pool, r));
+        a + b
+    }
+    assert_eq!(sum(&pool, &data), 27);
+    let text = String::from("borrowed");
+    assert_eq!(pool.install(|| text.len()), 8);
+}

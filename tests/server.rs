@@ -72,10 +72,20 @@ fn every_backend_answers_with_the_digest() {
             c.request("POST", "/digest", b"x"),
             Ok((200, digest_hex(b"x", 100)))
         );
+        // Parts hashed in parallel (a scope on the pool) give what hashing
+        // them one after another gives.
+        let body: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let sequential = |chunks: &[&[u8]]| chunks.iter().map(|c| app::digest(c, 5)).collect();
+        let expected = format!("{:016x}\n", app::digest_parts(&body, 5, 7, sequential));
+        assert_eq!(
+            c.request("POST", "/digest?rounds=5&parts=7", &body),
+            Ok((200, expected)),
+            "{backend:?}"
+        );
         drop(c);
         server.stop.send(()).unwrap();
         let report = server.done.join().unwrap().unwrap();
-        assert_eq!(report.served, 4, "{backend:?}");
+        assert_eq!(report.served, 5, "{backend:?}");
         assert!(report.drained, "{backend:?}");
     }
 }
@@ -85,6 +95,11 @@ fn bad_requests_get_clear_errors() {
     let server = start(Backend::Pool);
     let mut c = Client::connect(server.addr).unwrap();
     assert_eq!(c.request("GET", "/health", b""), Ok((200, "ok\n".into())));
+    let (status, text) = c.request("POST", "/digest?parts=17", b"x").unwrap();
+    assert_eq!(
+        (status, text.as_str()),
+        (400, "parts must be 1..=16, got \"17\"\n")
+    );
     let (status, text) = c.request("POST", "/digest?rounds=0", b"x").unwrap();
     assert_eq!(status, 400);
     assert!(text.contains("rounds must be"), "{text}");

@@ -5,8 +5,12 @@
 //! in-flight requests.
 //!
 //! - `GET /health`: `ok`.
-//! - `POST /digest[?rounds=N]`: the body hashed `N` rounds (default from
-//!   the config), as 16 hex digits and a newline. A body over 1 MiB gets
+//! - `POST /digest[?rounds=N][&parts=P]`: the body hashed `N` rounds
+//!   (default from the config), as 16 hex digits and a newline. With
+//!   `parts` (2 to 16), the body is cut in `P` parts hashed in parallel and
+//!   the part digests hashed together: on the pool backend the request's
+//!   task fans the parts out in a scope, borrowing the body (no copy, no
+//!   `Arc`). A body over 1 MiB gets
 //!   413; a bad `rounds`, a malformed body or more than `MAX_WORK` bytes
 //!   to hash 400; an unknown path 404; a refused offload 503.
 
@@ -37,6 +41,8 @@ pub const MAX_BODY: usize = 1 << 20;
 pub const MAX_ROUNDS: u32 = 10_000_000;
 /// Largest work a request may ask for: rounds × body bytes hashed.
 pub const MAX_WORK: u64 = 1 << 32;
+/// Most parts a request may cut its body into.
+pub const MAX_PARTS: usize = 16;
 
 /// Where the CPU-bound work runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +93,25 @@ pub fn digest(body: &[u8], rounds: u32) -> u64 {
     h
 }
 
+/// The body cut in `parts` parts, each hashed `rounds` times by `each`
+/// (given the parts, returning their digests in order), the digests then
+/// hashed together once. One part is plain [`digest`].
+pub fn digest_parts(
+    body: &[u8],
+    rounds: u32,
+    parts: usize,
+    each: impl FnOnce(&[&[u8]]) -> Vec<u64>,
+) -> u64 {
+    if parts <= 1 {
+        return digest(body, rounds);
+    }
+    let size = body.len().div_ceil(parts).max(1);
+    let chunks: Vec<&[u8]> = body.chunks(size).collect();
+    let digests = each(&chunks);
+    let joined: Vec<u8> = digests.iter().flat_map(|d| d.to_le_bytes()).collect();
+    digest(&joined, 1)
+}
+
 /// The runtime for `config`: one thread for I/O (the work goes elsewhere),
 /// and for `SpawnBlocking` a blocking pool of `workers` threads.
 pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
@@ -118,21 +143,52 @@ impl Offload {
         })
     }
 
-    /// Runs `digest(body, rounds)` on the backend and awaits it.
-    async fn digest(&self, body: Bytes, rounds: u32) -> Result<u64, String> {
-        let work = move || digest(&body, rounds);
-        match self {
-            Offload::Pool(pool) => match pool.submit(work) {
+    /// Runs `digest_parts(body, rounds, parts)` on the backend and awaits
+    /// it.
+    async fn digest(
+        state: &Arc<State>,
+        body: Bytes,
+        rounds: u32,
+        parts: usize,
+    ) -> Result<u64, String> {
+        let sequential = move |chunks: &[&[u8]]| chunks.iter().map(|c| digest(c, rounds)).collect();
+        let shared = state.clone();
+        match &state.offload {
+            Offload::Pool(pool) => match pool.submit(move || {
+                let Offload::Pool(pool) = &shared.offload else {
+                    unreachable!("the pool backend")
+                };
+                // The request's task fans its parts out over the pool in a
+                // scope: the parts borrow `body`, which this task owns.
+                digest_parts(&body, rounds, parts, |chunks| {
+                    pool.scope(|s| {
+                        let handles: Vec<_> = chunks
+                            .iter()
+                            .map(|c| s.submit(move || digest(c, rounds)))
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| match h {
+                                Ok(h) => h.join().unwrap_or_else(|e| panic!("{e}")),
+                                // Shut down meanwhile: hash it here.
+                                Err(refused) => refused.into_inner()(),
+                            })
+                            .collect()
+                    })
+                })
+            }) {
                 Ok(handle) => handle.await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
-            Offload::SpawnBlocking => tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|e| e.to_string()),
+            Offload::SpawnBlocking => {
+                tokio::task::spawn_blocking(move || digest_parts(&body, rounds, parts, sequential))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             Offload::Mutex(pool) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 pool.spawn(move || {
-                    let _ = tx.send(work());
+                    let _ = tx.send(digest_parts(&body, rounds, parts, sequential));
                 });
                 rx.await.map_err(|e| e.to_string())
             }
@@ -193,6 +249,17 @@ fn reply(status: StatusCode, text: impl Into<Bytes>) -> Response<Full<Bytes>> {
     response
 }
 
+fn parts_of(req: &Request<Incoming>) -> Result<usize, String> {
+    let query = req.uri().query().unwrap_or("");
+    match query.split('&').find_map(|p| p.strip_prefix("parts=")) {
+        None => Ok(1),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_PARTS).contains(&n) => Ok(n),
+            _ => Err(format!("parts must be 1..={MAX_PARTS}, got {v:?}\n")),
+        },
+    }
+}
+
 fn rounds_of(req: &Request<Incoming>, default: u32) -> Result<u32, String> {
     let Some(query) = req.uri().query() else {
         return Ok(default);
@@ -216,6 +283,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Full<Byte
                 Ok(r) => r,
                 Err(e) => return reply(StatusCode::BAD_REQUEST, e),
             };
+            let parts = match parts_of(&req) {
+                Ok(p) => p,
+                Err(e) => return reply(StatusCode::BAD_REQUEST, e),
+            };
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) if e.is::<LengthLimitError>() => {
@@ -229,7 +300,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Full<Byte
                     format!("rounds x body bytes must be at most {MAX_WORK}\n"),
                 );
             }
-            match state.offload.digest(body, rounds).await {
+            match Offload::digest(&state, body, rounds, parts).await {
                 Ok(h) => reply(StatusCode::OK, format!("{h:016x}\n")),
                 Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
             }

@@ -2,6 +2,8 @@
 //!
 //! - [`pool`]: [`ThreadPool`] and its [`Builder`]: submit, shutdown, metrics.
 //! - [`map`]: the lazy, ordered, bounded `map`.
+//! - [`scope`]: scoped tasks that borrow, and `install`.
+//! - [`join`]: fork-join, a worker helping while it waits.
 //! - [`registry`]: what the pool shares with its workers (queues, state).
 //! - [`worker`]: the worker loops (core and compensating), their context.
 //! - [`submit`]: queueing a task and waking a worker for it.
@@ -16,11 +18,13 @@
 pub(crate) mod async_task;
 pub(crate) mod blocking;
 pub(crate) mod deadlock;
+pub(crate) mod join;
 pub(crate) mod map;
 pub(crate) mod metrics;
 pub(crate) mod pool;
 pub(crate) mod registry;
 pub(crate) mod schedule;
+pub(crate) mod scope;
 pub(crate) mod sleep;
 pub(crate) mod strand;
 pub(crate) mod submit;
@@ -32,4 +36,5 @@ pub use metrics::Metrics;
 pub use pool::{
     BuildError, Builder, MAX_WORKERS, MIN_STACK_SIZE, ShutdownReport, SubmitError, ThreadPool,
 };
+pub use scope::{Scope, ScopedHandle, ScopedJoin};
 pub use strand::Strand;

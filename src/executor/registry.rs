@@ -39,6 +39,8 @@ pub(crate) struct Config {
 pub(crate) struct Registry {
     pub(crate) injector: Injector<TaskRef>,
     pub(crate) stealers: Box<[Stealer<TaskRef>]>,
+    /// The thieves' ends of the workers' join deques (`join.rs`).
+    pub(crate) join_stealers: Box<[Stealer<TaskRef>]>,
     pub(crate) sleep: Sleep,
     /// SHUTDOWN | (outside submits in flight + live futures) × SUBMITTER.
     /// Written by outside submitters and futures' holds; workers read it
@@ -92,12 +94,26 @@ impl Drop for Held<'_> {
     }
 }
 
+/// A core worker's own deques: its tasks (FIFO: submits from a task run in
+/// order) and its joins' second halves (LIFO: a joiner takes its own back
+/// first; thieves take the oldest, the largest piece of work).
+pub(crate) struct Deques {
+    pub(crate) tasks: Worker<TaskRef>,
+    pub(crate) joins: Worker<TaskRef>,
+}
+
 impl Registry {
-    pub(crate) fn new(config: Config) -> (Arc<Registry>, Vec<Worker<TaskRef>>) {
-        let locals: Vec<_> = (0..config.workers).map(|_| Worker::new_fifo()).collect();
+    pub(crate) fn new(config: Config) -> (Arc<Registry>, Vec<Deques>) {
+        let locals: Vec<_> = (0..config.workers)
+            .map(|_| Deques {
+                tasks: Worker::new_fifo(),
+                joins: Worker::new_lifo(),
+            })
+            .collect();
         let registry = Registry {
             injector: Injector::new(),
-            stealers: locals.iter().map(Worker::stealer).collect(),
+            stealers: locals.iter().map(|d| d.tasks.stealer()).collect(),
+            join_stealers: locals.iter().map(|d| d.joins.stealer()).collect(),
             sleep: Sleep::new(config.workers, config.max_blocking),
             state: Padded(AtomicUsize::new(0)),
             cancel: Padded(AtomicUsize::new(0)),
@@ -334,13 +350,17 @@ impl Registry {
 
     /// The counters summed, with what the queues hold now.
     pub(crate) fn metrics(&self) -> Metrics {
-        let queued = self.injector.len() + self.stealers.iter().map(Stealer::len).sum::<usize>();
+        let queued = self.injector.len()
+            + self.stealers.iter().map(Stealer::len).sum::<usize>()
+            + self.join_stealers.iter().map(Stealer::len).sum::<usize>();
         Metrics::sum(&self.counters, queued)
     }
 
     /// Whether every queue looks empty.
     pub(crate) fn queues_empty(&self) -> bool {
-        self.injector.is_empty() && self.stealers.iter().all(Stealer::is_empty)
+        self.injector.is_empty()
+            && self.stealers.iter().all(Stealer::is_empty)
+            && self.join_stealers.iter().all(Stealer::is_empty)
     }
 
     /// Whether a worker may exit: shut down, no submit in flight, no live
@@ -380,9 +400,14 @@ impl Registry {
                 if victim == skip {
                     continue;
                 }
-                let stolen = match local {
-                    Some(local) => self.stealers[victim].steal_batch_and_pop(local),
-                    None => self.stealers[victim].steal(),
+                // A join's second half first (one at a time, the oldest:
+                // the largest piece of a fork-join tree), then tasks.
+                let stolen = match self.join_stealers[victim].steal() {
+                    Steal::Empty => match local {
+                        Some(local) => self.stealers[victim].steal_batch_and_pop(local),
+                        None => self.stealers[victim].steal(),
+                    },
+                    other => other,
                 };
                 match stolen {
                     Steal::Success(t) => {

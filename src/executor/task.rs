@@ -15,17 +15,37 @@ use std::time::Instant;
 use crate::error::TaskError;
 use crate::future::blocking::{run_as, wait_for_task};
 use crate::future::core::{Body, Cell, Core, Shared};
-use crate::future::state::Start;
+use crate::future::state::{Cancel, Start};
 use crate::panics::{PanicOrigin, guard, panic_message};
 use crate::sync::UnsafeCell;
 
-/// The closure of a task, taken by whoever wins the start claim.
-pub(crate) struct Job<F>(UnsafeCell<Option<F>>);
+/// What a task reports when it is over, to whoever must know (a scope
+/// waiting for its tasks; nothing for a plain task). A task is over when
+/// two events have both happened, in either order and possibly on two
+/// threads: its outcome (or cancellation) is published, with the callbacks
+/// that completion runs; and its closure is consumed (run or dropped).
+pub(crate) trait Finish: Send + Sync {
+    /// One of the two events happened; `both` says this thread saw both.
+    fn event(&self, both: bool);
+}
+
+/// A plain task: nobody is told.
+impl Finish for () {
+    #[inline]
+    fn event(&self, _both: bool) {}
+}
+
+/// The closure of a task, taken by whoever wins the start claim, and what
+/// to tell when the task is over.
+pub(crate) struct Job<F, D = ()> {
+    f: UnsafeCell<Option<F>>,
+    done: D,
+}
 
 // SAFETY: the closure is only touched by the thread that won the future's
-// start claim (or, when nobody can start it any more, by the one that
-// observed that), and `F: Send` lets it move there.
-unsafe impl<F: Send> Sync for Job<F> {}
+// start claim (or, when nobody can start it any more, by the holder of the
+// one queue entry), and `F: Send` lets it move there; `D` is `Sync`.
+unsafe impl<F: Send, D: Sync> Sync for Job<F, D> {}
 
 /// What running a popped task did, for the worker's counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,11 +60,12 @@ pub(crate) enum Ran {
     Cancelled,
 }
 
-impl<F> Job<F> {
+impl<F, D: Finish> Job<F, D> {
     fn take(&self) -> Option<F> {
-        // SAFETY: only called by the winner of the start claim (see the Sync
-        // impl), so no other thread touches the cell.
-        self.0.with_mut(|p| unsafe { (*p).take() })
+        // SAFETY: only called by the winner of the start claim or the holder
+        // of the queue entry once nobody can start it (see the Sync impl),
+        // so no other thread touches the cell.
+        self.f.with_mut(|p| unsafe { (*p).take() })
     }
 
     /// Runs the closure and stores its outcome. The caller won the start.
@@ -55,6 +76,7 @@ impl<F> Job<F> {
         let Some(f) = self.take() else {
             // Unreachable by the claim protocol; resolve rather than hang.
             core.set_started(Err(TaskError::Abandoned));
+            self.done.event(true);
             return Ran::Cancelled;
         };
         let result = run_as(addr, f);
@@ -66,20 +88,27 @@ impl<F> Job<F> {
             ),
         };
         core.set_started(outcome);
+        self.done.event(true);
         ran
     }
 
-    /// Drops the closure of a task nobody will run, catching a panicking drop.
-    fn discard(&self) {
+    /// Drops the closure of a task nobody will run, catching a panicking
+    /// drop. Only by the queue entry's holder, once nobody can start it.
+    /// `published`: this thread also published the cancellation.
+    fn discard(&self, published: bool) {
         if let Some(f) = self.take() {
             guard(PanicOrigin::Drop, move || drop(f));
+            self.done.event(published);
+        } else if published {
+            self.done.event(false);
         }
     }
 }
 
-impl<T, F> Body<T> for Job<F>
+impl<T, F, D> Body<T> for Job<F, D>
 where
     F: FnOnce() -> T + Send,
+    D: Finish,
 {
     fn wait(&self, core: &Core<T>, deadline: Option<Instant>) -> Result<bool, TaskError> {
         if core.is_done() {
@@ -92,6 +121,12 @@ where
             }
         };
         wait_for_task(addr_of(core), deadline, claim, || core.wait_until(deadline))
+    }
+
+    fn cancelled(&self) {
+        // A handle's cancel published it; the queue entry's holder drops
+        // the closure when it meets the task.
+        self.done.event(false);
     }
 }
 
@@ -122,16 +157,18 @@ pub(crate) trait Runnable: Send + Sync {
 // Each method consumes the queue's reference and drops it guarded, so an
 // async task can reuse it instead (as its waker, and to queue itself
 // again: a wake allocates nothing).
-impl<T, F> Runnable for Cell<T, Job<F>>
+impl<T, F, D> Runnable for Cell<T, Job<F, D>>
 where
     T: Send + Sync,
     F: FnOnce() -> T + Send,
+    D: Finish,
 {
     fn run(self: Arc<Self>) -> Ran {
         let ran = match self.core.try_start() {
             Start::Started => self.body.execute(&self.core, addr_of(&self.core)),
             Start::Cancelled => {
-                self.body.discard();
+                // Whoever cancelled published it; the closure is ours.
+                self.body.discard(false);
                 Ran::Cancelled
             }
             Start::AlreadyStarted => Ran::Claimed,
@@ -141,18 +178,26 @@ where
     }
 
     fn cancel(self: Arc<Self>) {
-        if self.core.cancel() {
+        match self.core.cancel_now() {
             // Cancelled (now or before): nobody can start it, and the one
             // queue entry is ours, so dropping the closure here is exclusive.
-            self.body.discard();
+            Cancel::Cancelled => self.body.discard(true),
+            Cancel::AlreadyCancelled => self.body.discard(false),
+            Cancel::Refused => {}
         }
         drop_guarded(self);
     }
 
     fn abandon(self: Arc<Self>) {
-        if self.core.try_start() == Start::Started {
-            self.body.discard();
-            let _ = self.core.set_with(TaskError::Abandoned, Err);
+        match self.core.try_start() {
+            Start::Started => {
+                self.body.discard(false);
+                let _ = self.core.set_with(TaskError::Abandoned, Err);
+                self.body.done.event(false);
+            }
+            // Cancelled: the closure is still ours to drop.
+            Start::Cancelled => self.body.discard(false),
+            Start::AlreadyStarted => {}
         }
         drop_guarded(self);
     }
@@ -171,10 +216,49 @@ impl TaskRef {
     {
         let cell = Arc::new(Cell {
             core: Core::new(),
-            body: Job(UnsafeCell::new(Some(f))),
+            body: Job {
+                f: UnsafeCell::new(Some(f)),
+                done: (),
+            },
         });
         let runnable: Arc<dyn Runnable> = cell.clone();
         (TaskRef(ManuallyDrop::new(runnable)), cell)
+    }
+
+    /// Makes a task whose closure may borrow for `'a`: like
+    /// [`TaskRef::new`], and `done` is told when the task is over.
+    ///
+    /// # Safety
+    /// Nothing `f` or `done` borrows may end before `done` has seen both of
+    /// the task's events (see [`Finish`]): a scope waits for that. After it,
+    /// nothing reaches the closure (consumed) or `done` (its events are
+    /// spent), so the references left (a queue entry, a handle) are safe to
+    /// keep and drop at any time. The outcome is `'static`.
+    pub(crate) unsafe fn scoped<'a, T, F, D>(f: F, done: D) -> (TaskRef, Arc<Shared<T>>)
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> T + Send + 'a,
+        D: Finish + 'a,
+    {
+        let cell = Arc::new(Cell {
+            core: Core::new(),
+            body: Job {
+                f: UnsafeCell::new(Some(f)),
+                done,
+            },
+        });
+        let runnable: Arc<dyn Runnable + 'a> = cell.clone();
+        let shared: Arc<Cell<T, dyn Body<T> + 'a>> = cell;
+        // SAFETY: the two casts change only the trait objects' lifetime
+        // bound (same layout, same vtables); the contract above is what
+        // makes the longer bound sound.
+        let (runnable, shared) = unsafe {
+            (
+                std::mem::transmute::<Arc<dyn Runnable + 'a>, Arc<dyn Runnable>>(runnable),
+                std::mem::transmute::<Arc<Cell<T, dyn Body<T> + 'a>>, Arc<Shared<T>>>(shared),
+            )
+        };
+        (TaskRef(ManuallyDrop::new(runnable)), shared)
     }
 
     /// Makes a task nobody holds a handle to (fire and forget): no future,
@@ -195,6 +279,11 @@ impl TaskRef {
     /// Queues an existing task again (an async task, woken): no allocation.
     pub(crate) fn from_arc(task: Arc<dyn Runnable>) -> TaskRef {
         TaskRef(ManuallyDrop::new(task))
+    }
+
+    /// Whether this entry is `task`.
+    pub(crate) fn is<R: ?Sized>(&self, task: &Arc<R>) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.0), Arc::as_ptr(task))
     }
 
     /// Runs it (or skips it if cancelled or claimed by a waiter).

@@ -22,7 +22,7 @@ use crossbeam_deque::Worker;
 
 use super::blocking::PoolWait;
 use super::metrics::Counters;
-use super::registry::Registry;
+use super::registry::{Deques, Registry};
 use super::task::{Ran, TaskRef};
 use crate::future::blocking as wait_hook;
 use crate::sync::Ordering;
@@ -39,6 +39,8 @@ struct Context {
     /// The core worker's index; `None` for a compensating worker.
     index: Option<usize>,
     local: Option<Worker<TaskRef>>,
+    /// The second halves of this worker's joins in progress (`join.rs`).
+    joins: Option<Worker<TaskRef>>,
     tick: Cell<u32>,
 }
 
@@ -126,6 +128,51 @@ pub(crate) fn push_local(task: TaskRef) -> Result<(), TaskRef> {
     })
 }
 
+/// Pushes a join's second half to the calling worker's join deque; gives
+/// it back if the thread has none (a compensating worker, or not a worker).
+pub(crate) fn push_join(task: TaskRef) -> Result<(), TaskRef> {
+    with_context(|ctx| match ctx.and_then(|c| c.joins.as_ref()) {
+        Some(joins) => {
+            joins.push(task);
+            Ok(())
+        }
+        None => Err(task),
+    })
+}
+
+/// Takes back the newest entry of the calling worker's join deque if `is`
+/// says it is the one the caller pushed (a joiner that ran its second half
+/// inline removes the entry); otherwise leaves the deque as it was.
+pub(crate) fn pop_join_if(is: impl FnOnce(&TaskRef) -> bool) {
+    with_context(|ctx| {
+        if let Some(joins) = ctx.and_then(|c| c.joins.as_ref())
+            && let Some(top) = joins.pop()
+            && !is(&top)
+        {
+            joins.push(top);
+        }
+    });
+}
+
+/// Runs one queued task on the calling worker if it finds one (true): what
+/// a worker waiting in `join` does instead of blocking, as rayon's do. The
+/// worker's own join deque comes first (outer joins' second halves).
+pub(crate) fn help_one() -> bool {
+    with_context(|ctx| {
+        let Some(ctx) = ctx else {
+            return false;
+        };
+        let own = ctx.joins.as_ref().and_then(Worker::pop);
+        match own.or_else(|| ctx.find_task()) {
+            Some(task) => {
+                ctx.run(task);
+                true
+            }
+            None => false,
+        }
+    })
+}
+
 /// Counts a panic caught inside a task (a future's `poll`, whose task
 /// itself completes normally) on the calling worker's counters.
 pub(crate) fn count_panic() {
@@ -197,7 +244,7 @@ impl Drop for Context {
 }
 
 /// The main loop of core worker `index`.
-pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, local: Worker<TaskRef>) {
+pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, deques: Deques) {
     let _exit = ExitGuard {
         registry: registry.clone(),
         extra: Cell::new(false),
@@ -206,7 +253,8 @@ pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, local: Worker<Ta
     let ctx = Context {
         registry,
         index: Some(index),
-        local: Some(local),
+        local: Some(deques.tasks),
+        joins: Some(deques.joins),
         tick: Cell::new(0),
     };
     let _entered = ctx.enter();
@@ -305,6 +353,7 @@ fn run_compensating(registry: Arc<Registry>) {
         registry,
         index: None,
         local: None,
+        joins: None,
         tick: Cell::new(0),
     };
     let _entered = ctx.enter();

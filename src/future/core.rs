@@ -52,6 +52,10 @@ pub(crate) trait Body<T>: Send + Sync {
         }
         Ok(super::blocking::blocking(|| core.wait_until(deadline)))
     }
+
+    /// A handle's `cancel` just cancelled the future (and ran its
+    /// callbacks). A pool task tells whoever waits for it to be over.
+    fn cancelled(&self) {}
 }
 
 /// The body of a future made by a [`Promise`](crate::Promise).
@@ -126,16 +130,14 @@ impl<T> Core<T> {
         self.lifecycle.try_start()
     }
 
-    /// Python's `cancel()`: true if it is (now or already) cancelled.
-    pub(crate) fn cancel(&self) -> bool {
-        match self.lifecycle.cancel() {
-            Cancel::Cancelled => {
-                self.notify();
-                true
-            }
-            Cancel::AlreadyCancelled => true,
-            Cancel::Refused => false,
+    /// Python's `cancel()`, saying whether this call cancelled it (and ran
+    /// the callbacks that completion runs) or found it cancelled already.
+    pub(crate) fn cancel_now(&self) -> Cancel {
+        let outcome = self.lifecycle.cancel();
+        if outcome == Cancel::Cancelled {
+            self.notify();
         }
+        outcome
     }
 
     /// Stores the outcome `into(input)` exactly once, then wakes waiters and
@@ -175,11 +177,14 @@ impl<T> Core<T> {
         }
         let ran = Arc::new(AtomicUsize::new(0));
         let (flag, thread) = (ran.clone(), crate::sync::current_thread());
-        let _ = self.add_callback(move |_| {
+        // SAFETY: a `'static` closure.
+        let marker = move |_: Result<&T, &TaskError>| {
             // Release: pairs with the Acquire load below.
             flag.store(1, Ordering::Release);
             thread.unpark();
-        });
+        };
+        // SAFETY: a `'static` closure.
+        let _ = unsafe { self.add_callback(marker) };
         // A blocking wait like any other: on a pool thread it keeps the
         // pool's capacity (the callbacks may need a worker of this pool).
         super::blocking::blocking(|| {
@@ -213,9 +218,15 @@ impl<T> Core<T> {
     }
 
     /// Attaches a callback; runs it inline if the future is already done.
-    pub(crate) fn add_callback<F>(&self, f: F) -> Registration<T>
+    ///
+    /// # Safety
+    /// What `f` borrows outlives the future's completion (when it runs) and
+    /// its removal (when a drain or compaction drops it unrun): true for a
+    /// `'static` closure, and for a scoped task's, whose scope waits until
+    /// the task is over (`executor/scope.rs`).
+    pub(crate) unsafe fn add_callback<F>(&self, f: F) -> Registration<T>
     where
-        F: FnOnce(Result<&T, &TaskError>) + Send + 'static,
+        F: FnOnce(Result<&T, &TaskError>) + Send,
     {
         let registration = |target| Registration {
             target,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::callback::Registration;
 use super::core::{Core, Shared};
-use super::state::Phase;
+use super::state::{Cancel, Phase};
 use super::wait::AsyncWait;
 use crate::error::TaskError;
 
@@ -37,9 +37,11 @@ use crate::error::TaskError;
 /// may overlap; [`Strand::add_done_callback`](crate::Strand::add_done_callback)
 /// keeps routed callbacks ordered and one at a time.
 ///
-/// Cost: one allocation per callback (the closure lives in its list node),
-/// one CAS to attach; completion runs it with no further atomic operation
-/// per callback (the list owns the node alone). A thread that
+/// Cost: one list node per callback, holding the closure, taken from the
+/// attaching thread's cache of node blocks (no global allocation in steady
+/// state; a callback attached to a done future needs no node at all); one
+/// CAS to attach; completion runs and frees it with no further atomic
+/// operation per callback (the list owns the node alone). A thread that
 /// attaches to a done future may run callbacks other threads attach
 /// meanwhile (that is what keeps them ordered and never concurrent).
 ///
@@ -143,7 +145,14 @@ impl<T> FutureHandle<T> {
     /// assert!(promise.set_result(()).is_err());
     /// ```
     pub fn cancel(&self) -> bool {
-        self.core().cancel()
+        match self.core().cancel_now() {
+            Cancel::Cancelled => {
+                self.shared.body.cancelled();
+                true
+            }
+            Cancel::AlreadyCancelled => true,
+            Cancel::Refused => false,
+        }
     }
 
     /// Blocks until the future is done.
@@ -260,7 +269,22 @@ impl<T> FutureHandle<T> {
     where
         F: FnOnce(Result<&T, &TaskError>) + Send + 'static,
     {
-        self.core().add_callback(f)
+        // SAFETY: a `'static` closure.
+        unsafe { self.core().add_callback(f) }
+    }
+
+    /// [`add_done_callback`](FutureHandle::add_done_callback) for a closure
+    /// that may borrow.
+    ///
+    /// # Safety
+    /// As for `Core::add_callback`: what `f` borrows outlives the future's
+    /// completion and the drop of a removed callback.
+    pub(crate) unsafe fn add_done_callback_unbounded<F>(&self, f: F) -> Registration<T>
+    where
+        F: FnOnce(Result<&T, &TaskError>) + Send,
+    {
+        // SAFETY: forwarded contract.
+        unsafe { self.core().add_callback(f) }
     }
 
     /// Detaches a callback added to this future (asyncio's

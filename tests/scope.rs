@@ -1,0 +1,313 @@
+//! Scoped tasks, `join` and `install`: tasks borrow the caller's data, and
+//! nothing they borrow is touched after the scope returns.
+#![cfg(not(loom))]
+
+mod common;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex, mpsc};
+use std::time::Duration;
+
+use common::{Watchdog, hold_workers};
+use concurrent_futures::{SubmitError, TaskError, ThreadPool};
+
+#[test]
+fn tasks_borrow_and_mutate_the_callers_data() {
+    let pool = ThreadPool::new(2).unwrap();
+    let mut data: Vec<u64> = (0..1000).collect();
+    let offset = 7;
+    pool.scope(|s| {
+        for chunk in data.chunks_mut(100) {
+            s.spawn(|| chunk.iter_mut().for_each(|x| *x += offset))
+                .unwrap();
+        }
+    });
+    assert!(data.iter().enumerate().all(|(i, &x)| x == i as u64 + 7));
+}
+
+#[test]
+fn handles_and_their_callbacks_borrow_and_finish_inside_the_scope() {
+    let pool = ThreadPool::new(2).unwrap();
+    let words = ["alpha", "beta", "gamma"];
+    let lengths = Mutex::new(Vec::new());
+    let total = pool.scope(|s| {
+        let handles: Vec<_> = words
+            .iter()
+            .map(|w| {
+                let h = s.submit(|| w.len()).unwrap();
+                // A callback borrowing `lengths`, run when the task is done.
+                h.add_done_callback(|r| lengths.lock().unwrap().push(*r.unwrap()));
+                h
+            })
+            .collect();
+        handles.iter().map(|h| *h.result().unwrap()).sum::<usize>()
+    });
+    assert_eq!(total, 14);
+    let mut lengths = lengths.into_inner().unwrap();
+    lengths.sort();
+    assert_eq!(
+        lengths,
+        [4, 5, 5],
+        "every callback ran before the scope returned"
+    );
+}
+
+#[test]
+fn the_scope_waits_for_tasks_whose_handles_were_forgotten() {
+    let _dog = Watchdog::new("forgotten handles", Duration::from_secs(60));
+    let pool = ThreadPool::new(2).unwrap();
+    let ran = AtomicUsize::new(0);
+    let gate = Barrier::new(2);
+    pool.scope(|s| {
+        let h = s
+            .submit(|| {
+                gate.wait();
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        std::mem::forget(h.clone());
+        std::mem::forget(h);
+        gate.wait();
+    });
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "returned before the task ended"
+    );
+}
+
+#[test]
+fn scopes_nest_and_run_from_inside_a_worker() {
+    let _dog = Watchdog::new("nested scopes", Duration::from_secs(60));
+    // One worker: the outer task's scope waits on the worker itself, so the
+    // pool must keep its capacity (or run the tasks inline).
+    let pool = ThreadPool::new(1).unwrap();
+    let data = [1u64, 2, 3, 4];
+    let total = pool.scope(|outer| {
+        let h = outer
+            .submit(|| {
+                let sum = AtomicUsize::new(0);
+                pool.scope(|inner| {
+                    for x in &data {
+                        inner
+                            .spawn(|| {
+                                sum.fetch_add(*x as usize, Ordering::Relaxed);
+                            })
+                            .unwrap();
+                    }
+                });
+                sum.into_inner()
+            })
+            .unwrap();
+        h.join().unwrap()
+    });
+    assert_eq!(total, 10);
+}
+
+#[test]
+fn a_panicking_body_is_resumed_after_every_task_is_over() {
+    let pool = ThreadPool::new(2).unwrap();
+    let finished = AtomicUsize::new(0);
+    let gate = Barrier::new(2);
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        pool.scope(|s| {
+            s.spawn(|| {
+                gate.wait();
+                finished.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+            gate.wait();
+            panic!("body");
+        })
+    }));
+    let payload = caught.expect_err("the body's panic is resumed");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"body"));
+    assert_eq!(finished.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn panics_of_tasks_go_to_their_handles_or_out_of_the_scope() {
+    let pool = ThreadPool::new(2).unwrap();
+    // With a handle: carried to it; the scope returns normally.
+    let outcome = pool.scope(|s| {
+        let h = s.submit(|| -> u8 { panic!("in task") }).unwrap();
+        h.join()
+    });
+    assert!(matches!(outcome, Err(TaskError::Panicked(m)) if m.as_str() == "in task"));
+    // Without: the scope resumes the panic once everything is over.
+    let after = AtomicUsize::new(0);
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        pool.scope(|s| {
+            s.spawn(|| panic!("spawned")).unwrap();
+            s.spawn(|| {
+                after.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        })
+    }));
+    let payload = caught.expect_err("the spawned task's panic is resumed");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"spawned"));
+    assert_eq!(after.load(Ordering::SeqCst), 1);
+}
+
+/// Counts its drop in a borrowed counter: a closure dropped after the
+/// scope returned would write through a dangling reference (Miri and
+/// AddressSanitizer would see it; here the count would be short).
+struct DropCounter<'a>(&'a AtomicUsize);
+
+impl Drop for DropCounter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_cancelled_task_never_runs_and_its_closure_is_dropped_inside_the_scope() {
+    let _dog = Watchdog::new("cancelled scoped", Duration::from_secs(60));
+    let pool = ThreadPool::new(1).unwrap();
+    let (drops, runs) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let release = hold_workers(&pool);
+    pool.scope(|s| {
+        let (guard, ran) = (DropCounter(&drops), &runs);
+        let h = s
+            .submit(move || {
+                let _guard = guard;
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        let seen = &runs;
+        h.add_done_callback(move |r| {
+            assert_eq!(r, Err(&TaskError::Cancelled));
+            seen.fetch_add(10, Ordering::SeqCst);
+        });
+        assert!(h.cancel());
+        // The closure is still queued behind the held worker: the scope
+        // must wait for the worker to drop it.
+        release();
+    });
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        10,
+        "callback ran, task did not"
+    );
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1,
+        "closure dropped in the scope"
+    );
+}
+
+#[test]
+fn a_cancelling_shutdown_ends_the_scope_and_later_submits_get_their_closure_back() {
+    let _dog = Watchdog::new("shutdown scoped", Duration::from_secs(60));
+    let pool = ThreadPool::new(1).unwrap();
+    let drops = AtomicUsize::new(0);
+    let release = hold_workers(&pool);
+    let outcome = pool.scope(|s| {
+        let guard = DropCounter(&drops);
+        let queued = s.submit(move || drop(guard)).unwrap();
+        pool.shutdown(false, true);
+        release();
+        let refused = match s.submit(|| 1) {
+            Err(SubmitError::Shutdown(f)) => f(),
+            _ => panic!("a submit after shutdown must be refused"),
+        };
+        (queued.result().cloned(), refused)
+    });
+    assert_eq!(outcome, (Err(TaskError::Cancelled), 1));
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    // join and install still work, on the calling thread.
+    let v = [1, 2];
+    assert_eq!(pool.join(|| v[0], || v[1]), (1, 2));
+    assert_eq!(pool.install(|| v[0] + v[1]), 3);
+}
+
+fn sum(pool: &ThreadPool, v: &[u64]) -> u64 {
+    if v.len() <= 64 {
+        return v.iter().sum();
+    }
+    let (l, r) = v.split_at(v.len() / 2);
+    let (a, b) = pool.join(|| sum(pool, l), || sum(pool, r));
+    a + b
+}
+
+#[test]
+fn join_recurses_from_inside_and_outside_the_pool() {
+    let _dog = Watchdog::new("join", Duration::from_secs(60));
+    let pool = ThreadPool::new(2).unwrap();
+    let v: Vec<u64> = (1..=20_000).collect();
+    assert_eq!(sum(&pool, &v), 20_000 * 20_001 / 2);
+    let inside = pool.submit({
+        let pool2 = ThreadPool::new(1).unwrap();
+        move || {
+            let v: Vec<u64> = (1..=1000).collect();
+            sum(&pool2, &v)
+        }
+    });
+    assert_eq!(inside.unwrap().join(), Ok(500_500));
+}
+
+#[test]
+fn join_resumes_panics_after_both_sides_are_over() {
+    let pool = ThreadPool::new(2).unwrap();
+    let b_done = AtomicUsize::new(0);
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        pool.join(
+            || panic!("a"),
+            || {
+                b_done.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+    }));
+    assert_eq!(caught.unwrap_err().downcast_ref::<&str>(), Some(&"a"));
+    assert_eq!(b_done.load(Ordering::SeqCst), 1);
+    let caught = catch_unwind(AssertUnwindSafe(|| pool.join(|| 1, || panic!("b"))));
+    assert_eq!(caught.unwrap_err().downcast_ref::<&str>(), Some(&"b"));
+}
+
+#[test]
+fn install_runs_on_a_worker_and_returns_what_it_borrowed() {
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .thread_name("installed")
+        .build()
+        .unwrap();
+    let text = String::from("borrowed");
+    let (len, name) =
+        pool.install(|| (text.len(), std::thread::current().name().map(String::from)));
+    assert_eq!(len, 8);
+    assert!(name.unwrap().starts_with("installed"));
+    let caught = catch_unwind(AssertUnwindSafe(|| pool.install(|| panic!("inside"))));
+    assert_eq!(caught.unwrap_err().downcast_ref::<&str>(), Some(&"inside"));
+}
+
+#[test]
+fn a_scoped_handle_can_be_awaited() {
+    let pool = ThreadPool::new(2).unwrap();
+    let base = 40;
+    let got = pool.scope(|s| {
+        let h = s.submit(|| base + 2).unwrap();
+        futures::executor::block_on(async { h.await })
+    });
+    assert_eq!(got, Ok(42));
+}
+
+#[test]
+fn callbacks_attached_from_tasks_of_the_scope_run_inside_it() {
+    let pool = ThreadPool::new(2).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let log = Mutex::new(Vec::new());
+    pool.scope(|s| {
+        let first = s.submit(|| 1).unwrap();
+        let f2 = first.clone();
+        let log = &log;
+        s.spawn(move || {
+            f2.add_done_callback(move |r| log.lock().unwrap().push(*r.unwrap()));
+            tx.send(()).unwrap();
+        })
+        .unwrap();
+        rx.recv().unwrap();
+    });
+    assert_eq!(log.into_inner().unwrap(), [1]);
+}
