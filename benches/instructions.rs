@@ -3,7 +3,7 @@
 //! with two operation counts and prints the difference per operation, so
 //! start-up and thread creation cancel out.
 //!
-//! Usage: instructions (attach|drain|mutex_attach|mutex_drain|submit|spawn|floor|chain|repoll) N
+//! Usage: instructions (attach|drain|mutex_attach|mutex_drain|join|rayon_join|submit|spawn|floor|chain|repoll) N
 
 mod baselines;
 
@@ -76,6 +76,38 @@ fn main() {
                 });
             }
             f.set(1);
+        }
+        // One `join` and its share of the tree: a parallel sum split down
+        // to 64-element leaves on a one-worker pool (nobody steals), N
+        // joins; and the same on rayon.
+        "join" => {
+            fn sum(pool: &ThreadPool, v: &[u64]) -> u64 {
+                if v.len() <= 64 {
+                    return v.iter().sum();
+                }
+                let (l, r) = v.split_at(v.len() / 2);
+                let (a, b) = pool.join(|| sum(pool, l), || sum(pool, r));
+                a + b
+            }
+            let pool = ThreadPool::new(1).unwrap();
+            let v: Vec<u64> = (0..(n * 64) as u64).collect();
+            black_box(pool.install(|| sum(&pool, &v)));
+        }
+        "rayon_join" => {
+            fn sum(v: &[u64]) -> u64 {
+                if v.len() <= 64 {
+                    return v.iter().sum();
+                }
+                let (l, r) = v.split_at(v.len() / 2);
+                let (a, b) = rayon::join(|| sum(l), || sum(r));
+                a + b
+            }
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            let v: Vec<u64> = (0..(n * 64) as u64).collect();
+            black_box(pool.install(|| sum(&v)));
         }
         // submit + run + complete (+ the handle's drop): N tasks queued
         // behind a gate, so the worker never idles between them and no

@@ -9,7 +9,7 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
 use super::metrics::{Counters, Metrics};
 use super::sleep::{Notified, Sleep, Woke};
-use super::task::TaskRef;
+use super::task::{JobRef, TaskRef};
 use crate::future::Promise;
 use crate::sync::{AtomicUsize, Ordering, fence};
 
@@ -40,7 +40,7 @@ pub(crate) struct Registry {
     pub(crate) injector: Injector<TaskRef>,
     pub(crate) stealers: Box<[Stealer<TaskRef>]>,
     /// The thieves' ends of the workers' join deques (`join.rs`).
-    pub(crate) join_stealers: Box<[Stealer<TaskRef>]>,
+    pub(crate) join_stealers: Box<[Stealer<JobRef>]>,
     pub(crate) sleep: Sleep,
     /// SHUTDOWN | (outside submits in flight + live futures) × SUBMITTER.
     /// Written by outside submitters and futures' holds; workers read it
@@ -99,7 +99,7 @@ impl Drop for Held<'_> {
 /// first; thieves take the oldest, the largest piece of work).
 pub(crate) struct Deques {
     pub(crate) tasks: Worker<TaskRef>,
-    pub(crate) joins: Worker<TaskRef>,
+    pub(crate) joins: Worker<JobRef>,
 }
 
 impl Registry {
@@ -400,19 +400,40 @@ impl Registry {
                 if victim == skip {
                     continue;
                 }
-                // A join's second half first (one at a time, the oldest:
-                // the largest piece of a fork-join tree), then tasks.
-                let stolen = match self.join_stealers[victim].steal() {
-                    Steal::Empty => match local {
-                        Some(local) => self.stealers[victim].steal_batch_and_pop(local),
-                        None => self.stealers[victim].steal(),
-                    },
-                    other => other,
+                let stolen = match local {
+                    Some(local) => self.stealers[victim].steal_batch_and_pop(local),
+                    None => self.stealers[victim].steal(),
                 };
                 match stolen {
                     Steal::Success(t) => {
                         counters.stolen.fetch_add(1, Ordering::Relaxed);
                         return Some(t);
+                    }
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                return None;
+            }
+        }
+    }
+
+    /// Takes one join's second half from another worker's join deque (the
+    /// oldest there: the largest piece of a fork-join tree).
+    pub(crate) fn steal_join(&self, skip: usize, counters: &Counters) -> Option<JobRef> {
+        loop {
+            let mut retry = false;
+            let n = self.join_stealers.len();
+            for i in 0..n {
+                let victim = skip.wrapping_add(1).wrapping_add(i) % n;
+                if victim == skip {
+                    continue;
+                }
+                match self.join_stealers[victim].steal() {
+                    Steal::Success(job) => {
+                        counters.stolen.fetch_add(1, Ordering::Relaxed);
+                        return Some(job);
                     }
                     Steal::Retry => retry = true,
                     Steal::Empty => {}

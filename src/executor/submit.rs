@@ -70,21 +70,6 @@ impl<'a> SubmitSlot<'a> {
     }
 }
 
-impl SubmitSlot<'_> {
-    /// Pushes a join's second half to the calling worker's join deque
-    /// (else, as [`SubmitSlot::push`]); then wakes a worker if needed.
-    pub(crate) fn push_join(self, task: TaskRef) {
-        let task = match self.local {
-            true => super::worker::push_join(task),
-            false => Err(task),
-        };
-        match task {
-            Ok(()) => notify_after_push(self.registry),
-            Err(task) => self.push(task),
-        }
-    }
-}
-
 /// After a push: wakes a worker if none is searching; with every worker
 /// blocked in a wait, starts a compensating one.
 pub(crate) fn notify_after_push(registry: &Arc<Registry>) {

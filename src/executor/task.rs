@@ -281,11 +281,6 @@ impl TaskRef {
         TaskRef(ManuallyDrop::new(task))
     }
 
-    /// Whether this entry is `task`.
-    pub(crate) fn is<R: ?Sized>(&self, task: &Arc<R>) -> bool {
-        std::ptr::addr_eq(Arc::as_ptr(&self.0), Arc::as_ptr(task))
-    }
-
     /// Runs it (or skips it if cancelled or claimed by a waiter).
     pub(crate) fn run(self) -> Ran {
         self.into_arc().run()
@@ -379,5 +374,43 @@ impl<F: FnOnce() + Send + 'static> Runnable for Detached<F> {
 
     fn abandon(self: Arc<Self>) {
         self.cancel();
+    }
+}
+
+/// A join's second half as the join deques carry it (`join.rs`): the
+/// address of a job on the joiner's stack and the one function that runs
+/// it. The deque hands each entry out once (to the joiner's pop or to one
+/// thief), and that is the claim: no reference count, no allocation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct JobRef {
+    data: *const (),
+    call: unsafe fn(*const ()),
+}
+
+// SAFETY: the job behind `data` holds only `Send` values (`join`'s bounds),
+// and is touched by the one thread the deque hands the entry to.
+unsafe impl Send for JobRef {}
+
+impl JobRef {
+    /// # Safety
+    /// `call(data)` is sound to run once, on any thread, until the job's
+    /// owner sees it done.
+    pub(crate) unsafe fn new(data: *const (), call: unsafe fn(*const ())) -> JobRef {
+        JobRef { data, call }
+    }
+
+    /// Whether both name the same job (a live job's address is unique).
+    pub(crate) fn is(self, other: JobRef) -> bool {
+        std::ptr::eq(self.data, other.data)
+    }
+
+    /// Runs the job. Does not unwind (a job catches its closure's panic).
+    ///
+    /// # Safety
+    /// The caller took this entry from a deque (so runs it once), and the
+    /// job's owner is still waiting for it.
+    pub(crate) unsafe fn execute(self) {
+        // SAFETY: forwarded contract.
+        unsafe { (self.call)(self.data) }
     }
 }

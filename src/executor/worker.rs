@@ -23,7 +23,7 @@ use crossbeam_deque::Worker;
 use super::blocking::PoolWait;
 use super::metrics::Counters;
 use super::registry::{Deques, Registry};
-use super::task::{Ran, TaskRef};
+use super::task::{JobRef, Ran, TaskRef};
 use crate::future::blocking as wait_hook;
 use crate::sync::Ordering;
 use crate::trace::{trace_event, trace_span};
@@ -33,6 +33,12 @@ pub(crate) const FAIR_TICK: u32 = 61;
 /// Look-ups a worker makes before it parks.
 const SPIN_ROUNDS: u32 = 32;
 
+/// What a worker finds to do.
+enum Work {
+    Task(TaskRef),
+    Join(JobRef),
+}
+
 /// What a worker thread knows about itself.
 struct Context {
     registry: Arc<Registry>,
@@ -40,7 +46,7 @@ struct Context {
     index: Option<usize>,
     local: Option<Worker<TaskRef>>,
     /// The second halves of this worker's joins in progress (`join.rs`).
-    joins: Option<Worker<TaskRef>>,
+    joins: Option<Worker<JobRef>>,
     tick: Cell<u32>,
 }
 
@@ -86,6 +92,34 @@ impl Context {
         )
     }
 
+    /// A task, else a join's second half stolen from another worker.
+    fn find_work(&self) -> Option<Work> {
+        if let Some(task) = self.find_task() {
+            return Some(Work::Task(task));
+        }
+        let index = self.index.unwrap_or(usize::MAX);
+        self.registry
+            .steal_join(index, self.counters())
+            .map(Work::Join)
+    }
+
+    fn run_work(&self, work: Work) {
+        match work {
+            Work::Task(task) => self.run(task),
+            Work::Join(job) => self.run_join(job),
+        }
+    }
+
+    /// Runs a join's second half taken from a deque. Never cancelled: its
+    /// joiner waits for it.
+    fn run_join(&self, job: JobRef) {
+        self.count(|c| &c.started);
+        // SAFETY: taken from a deque just now, so run once, and its joiner
+        // waits for it.
+        unsafe { job.execute() };
+        self.count(|c| &c.completed);
+    }
+
     /// Bumps one of this worker's counters.
     fn count(&self, counter: impl Fn(&Counters) -> &crate::sync::AtomicUsize) {
         match self.index {
@@ -128,44 +162,35 @@ pub(crate) fn push_local(task: TaskRef) -> Result<(), TaskRef> {
     })
 }
 
-/// Pushes a join's second half to the calling worker's join deque; gives
-/// it back if the thread has none (a compensating worker, or not a worker).
-pub(crate) fn push_join(task: TaskRef) -> Result<(), TaskRef> {
-    with_context(|ctx| match ctx.and_then(|c| c.joins.as_ref()) {
-        Some(joins) => {
-            joins.push(task);
-            Ok(())
-        }
-        None => Err(task),
+/// The calling thread's join deque, if it is a core worker of `registry`
+/// (`join.rs`). A compensating worker has none.
+pub(crate) fn with_join_deque<R>(
+    registry: &Registry,
+    f: impl FnOnce(Option<&Worker<JobRef>>) -> R,
+) -> R {
+    with_context(|ctx| {
+        let deque = ctx
+            .filter(|c| std::ptr::eq(&*c.registry, registry))
+            .and_then(|c| c.joins.as_ref());
+        f(deque)
     })
 }
 
-/// Takes back the newest entry of the calling worker's join deque if `is`
-/// says it is the one the caller pushed (a joiner that ran its second half
-/// inline removes the entry); otherwise leaves the deque as it was.
-pub(crate) fn pop_join_if(is: impl FnOnce(&TaskRef) -> bool) {
-    with_context(|ctx| {
-        if let Some(joins) = ctx.and_then(|c| c.joins.as_ref())
-            && let Some(top) = joins.pop()
-            && !is(&top)
-        {
-            joins.push(top);
-        }
-    });
-}
-
-/// Runs one queued task on the calling worker if it finds one (true): what
-/// a worker waiting in `join` does instead of blocking, as rayon's do. The
-/// worker's own join deque comes first (outer joins' second halves).
+/// Runs one piece of work on the calling worker if it finds one (true):
+/// what a worker waiting in `join` does instead of blocking, as rayon's
+/// do. The worker's own join deque comes first (outer joins' halves).
 pub(crate) fn help_one() -> bool {
     with_context(|ctx| {
         let Some(ctx) = ctx else {
             return false;
         };
-        let own = ctx.joins.as_ref().and_then(Worker::pop);
-        match own.or_else(|| ctx.find_task()) {
-            Some(task) => {
-                ctx.run(task);
+        if let Some(job) = ctx.joins.as_ref().and_then(Worker::pop) {
+            ctx.run_join(job);
+            return true;
+        }
+        match ctx.find_work() {
+            Some(work) => {
+                ctx.run_work(work);
                 true
             }
             None => false,
@@ -317,7 +342,7 @@ impl Context {
     #[inline(always)]
     fn run_one(&self, search: &mut Search) -> bool {
         let reg = &*self.registry;
-        let Some(task) = self.find_task() else {
+        let Some(work) = self.find_work() else {
             if !search.searching {
                 search.searching = true;
                 reg.sleep.start_searching();
@@ -329,7 +354,7 @@ impl Context {
             reg.sleep.found_work(|| !reg.queues_empty());
         }
         search.idle_rounds = 0;
-        self.run(task);
+        self.run_work(work);
         true
     }
 }
