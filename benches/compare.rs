@@ -1247,6 +1247,38 @@ fn scoped(b: &mut Bench) {
         ours,
         theirs,
     );
+    // rayon's `scope` runs its body on a worker (its spawns go to that
+    // worker's deque); ours runs it on the caller. The same shape as
+    // rayon's: `install` + `scope`.
+    let (ours, theirs) = b.duel(
+        n,
+        || {
+            time(|| {
+                pool.install(|| {
+                    pool.scope(|s| {
+                        for _ in 0..n {
+                            s.spawn(|| add(&total)).unwrap();
+                        }
+                    })
+                })
+            })
+        },
+        || {
+            time(|| {
+                rayon_pool.scope(|s| {
+                    for _ in 0..n {
+                        s.spawn(|_| add(&total));
+                    }
+                })
+            })
+        },
+    );
+    b.row(
+        &format!("{n} scoped spawns, body on a worker"),
+        "rayon scope + spawn",
+        ours,
+        theirs,
+    );
     let (ours, theirs) = b.duel(
         n,
         || {

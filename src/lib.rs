@@ -16,6 +16,9 @@
 //!   done-callbacks can update shared totals with `&mut` and no lock.
 //! - Futures on the pool: [`ThreadPool::submit_future`] and
 //!   [`ThreadPool::spawn_future`].
+//! - Tasks that borrow: [`ThreadPool::scope`] (a [`Scope`] whose tasks and
+//!   [`ScopedHandle`]s end with it), [`ThreadPool::join`] (fork-join) and
+//!   [`ThreadPool::install`].
 //!
 //! ```
 //! use concurrent_futures::{ThreadPool, as_completed};

@@ -6,8 +6,8 @@
 //! `a`, then pops: the deque hands each entry out once, so getting its own
 //! entry back means nobody stole it, and it runs `b` inline. If a thief
 //! took it, the joiner runs other work meanwhile (its own join deque first,
-//! then anything, as a rayon worker does) and parks, keeping the pool's
-//! capacity as every wait does, only when it finds none.
+//! then anything, as a rayon worker does); finding none, it naps, looking
+//! for work again between naps of at most a millisecond.
 //!
 //! # Why `b` may borrow, and why the stack job outlives its readers
 //! The stack job is reached only through the one `JobRef`, by the one
@@ -32,7 +32,7 @@ use super::scope::value_or_resume;
 use super::submit::notify_after_push;
 use super::task::JobRef;
 use super::worker;
-use crate::future::blocking::{blocking, running_depth};
+use crate::future::blocking::running_depth;
 use crate::sync::{AtomicU8, Ordering, Thread};
 
 /// A thief ran the job; its outcome is stored.
@@ -109,8 +109,8 @@ impl ThreadPool {
     /// workers while this thread runs `a`; if nobody took it, this thread
     /// runs `b` itself afterwards. If somebody did, this thread runs other
     /// queued work of the pool until `b` is done (as a rayon worker does:
-    /// do not hold a lock across `join` that such work takes), and parks
-    /// only when there is none. Called from outside the pool, both run on
+    /// do not hold a lock across `join` that such work takes), napping
+    /// when there is none. Called from outside the pool, both run on
     /// the pool while the caller blocks (as [`install`](ThreadPool::install)).
     /// On a compensating worker (one started while others block), and
     /// after shutdown from outside, `a` then `b` run on the calling thread.
@@ -219,12 +219,19 @@ fn value_pair<RA, RB>((ra, rb): (Outcome<RA>, Outcome<RB>)) -> (RA, RB) {
     (ra, rb.unwrap_or_else(|p| resume_unwind(p)))
 }
 
-/// Until whoever took the job has run it: run other work, then park.
+/// Until whoever took the job has run it: run other work, then park, and
+/// look for work again between naps.
+///
+/// Not a blocking wait in the wait hook's sense: a joiner parked there
+/// would count as blocked, and every join entry its thief pushed would
+/// start a compensating worker (a sort on 2 workers grew to 9 threads).
+/// The joiner is the capacity: it naps at most [`MAX_NAP`] between looks.
 fn wait_for_thief(state: &AtomicU8, waiter: &UnsafeCell<Option<Thread>>) {
+    let helps = || running_depth() < super::blocking::MAX_INLINE_DEPTH && worker::help_one();
     let mut idle = 0;
     // Acquire: pairs with the thief's Release of DONE, publishing `out`.
     while state.load(Ordering::Acquire) & DONE == 0 {
-        if running_depth() < super::blocking::MAX_INLINE_DEPTH && worker::help_one() {
+        if helps() {
             idle = 0;
             continue;
         }
@@ -243,13 +250,21 @@ fn wait_for_thief(state: &AtomicU8, waiter: &UnsafeCell<Option<Thread>>) {
         {
             return; // DONE meanwhile, and the thief will not look at `waiter`
         }
-        blocking(|| {
-            // Acquire: pairs with the thief's Release of RELEASED (after
-            // which it touches nothing of ours; DONE came before it).
-            while state.load(Ordering::Acquire) & RELEASED == 0 {
-                crate::sync::park();
+        let mut nap = MIN_NAP;
+        // Acquire: pairs with the thief's Release of RELEASED (after which
+        // it touches nothing of ours; DONE came before it).
+        while state.load(Ordering::Acquire) & RELEASED == 0 {
+            if helps() {
+                nap = MIN_NAP;
+                continue;
             }
-        });
+            crate::sync::park_timeout(nap);
+            nap = (nap * 2).min(MAX_NAP);
+        }
         return;
     }
 }
+
+/// The first nap of a parked joiner, and the longest.
+const MIN_NAP: std::time::Duration = std::time::Duration::from_micros(50);
+const MAX_NAP: std::time::Duration = std::time::Duration::from_millis(1);

@@ -22,16 +22,17 @@ use std::any::Any;
 use std::future::IntoFuture;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::pool::{SubmitError, ThreadPool};
 use super::submit::SubmitSlot;
-use super::task::{Finish, TaskRef};
+use super::task::{Finish, Ran, Runnable, TaskRef, drop_guarded};
 use super::worker;
 use crate::error::TaskError;
 use crate::future::{FutureHandle, Join, Registration, WaitAsync};
-use crate::sync::{AtomicU8, AtomicUsize, Ordering, Thread};
+use crate::panics::{PanicOrigin, guard};
+use crate::sync::{AtomicU8, AtomicUsize, Ordering, Thread, UnsafeCell};
 
 /// What a scope shares with its tasks. Lives on the stack of
 /// [`ThreadPool::scope`]; tasks reach it through a pointer that the count
@@ -258,23 +259,70 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         let Some(slot) = SubmitSlot::claim(self.pool.registry()) else {
             return Err(SubmitError::Shutdown(f));
         };
-        let state = StatePtr(&self.state);
-        drop(self.push(slot, move || {
-            let state = state;
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-                // SAFETY: the task is not over, so the scope is alive.
-                unsafe { (*state.0).record_panic(payload) };
-            }
-        }));
+        // No future: just the closure and the scope's token.
+        let task: Arc<dyn Runnable + 'scope> = Arc::new(ScopedSpawn {
+            f: UnsafeCell::new(Some(f)),
+            token: ScopeToken::new(&self.state),
+        });
+        // SAFETY: only the trait object's lifetime bound changes. The scope
+        // outlives `'scope` only once the token has seen the task over, and
+        // after that the entry holds no closure (see `ScopedSpawn`).
+        let task =
+            unsafe { std::mem::transmute::<Arc<dyn Runnable + 'scope>, Arc<dyn Runnable>>(task) };
+        slot.push(TaskRef::from_arc(task));
         Ok(())
     }
 }
 
-/// The scope's state, sent to a `spawn` wrapper.
-#[derive(Clone, Copy)]
-struct StatePtr(*const ScopeState);
-// SAFETY: only dereferenced while the task runs, inside the scope.
-unsafe impl Send for StatePtr {}
+/// A handle-less scoped task: the closure and the scope's token, no
+/// future. It is over in one step, when its one queue entry runs or drops
+/// it; its panic goes to the scope.
+struct ScopedSpawn<F> {
+    f: UnsafeCell<Option<F>>,
+    token: ScopeToken,
+}
+
+// SAFETY: the closure is touched only by the holder of the one queue entry
+// (there are no handles), and `F: Send` lets it move there.
+unsafe impl<F: Send> Sync for ScopedSpawn<F> {}
+
+impl<F> ScopedSpawn<F> {
+    fn take(&self) -> Option<F> {
+        // SAFETY: see the Sync impl: one queue entry, one consumer.
+        self.f.with_mut(|p| unsafe { (*p).take() })
+    }
+}
+
+impl<F: FnOnce() + Send> Runnable for ScopedSpawn<F> {
+    fn run(self: Arc<Self>) -> Ran {
+        let Some(f) = self.take() else {
+            return Ran::Cancelled;
+        };
+        let ran = match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(()) => Ran::Completed,
+            Err(payload) => {
+                // SAFETY: the task is not over, so the scope is alive.
+                unsafe { (*self.token.scope).record_panic(payload) };
+                Ran::Panicked
+            }
+        };
+        self.token.event(true);
+        drop_guarded(self);
+        ran
+    }
+
+    fn cancel(self: Arc<Self>) {
+        if let Some(f) = self.take() {
+            guard(PanicOrigin::Drop, move || drop(f));
+            self.token.event(true);
+        }
+        drop_guarded(self);
+    }
+
+    fn abandon(self: Arc<Self>) {
+        self.cancel();
+    }
+}
 
 /// A handle to a scoped task's result: a [`FutureHandle`] that cannot
 /// outlive its scope, and whose done-callbacks may borrow what the scope's
