@@ -147,6 +147,7 @@ unsafe fn dispatch<A, P: Payload<A>>(h: NonNull<Header<A>>, op: Op<'_, A>) {
 }
 
 impl<A> NodeRef<A> {
+    #[inline]
     fn alloc<P: Payload<A>>(payload: P, serial: u64, status: u8, refs: u8) -> NonNull<Header<A>> {
         let (memory, home) = blocks::alloc(std::alloc::Layout::new::<Node<A, P>>());
         let node = memory.cast::<Node<A, P>>();

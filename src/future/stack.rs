@@ -151,30 +151,18 @@ impl<A> Stack<A> {
     /// an idle complete stack claims the drain and fires the node inline;
     /// without, it returns [`Pushed::Closed`] and drops the node.
     pub(crate) fn push(&self, node: NodeRef<A>, drain_arg: Option<&A>) -> Pushed {
-        let mut node = node.into_raw();
+        let node = node.into_raw();
         let mut backoff = Backoff::default();
         // Relaxed: the head's address is only compared and stored into our
         // node, never dereferenced here.
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             if head == done_idle() {
-                let Some(arg) = drain_arg else {
-                    // Acquire: the caller treats Closed as "done" and reads the
-                    // outcome next; pairs with the drainer's Release CAS to
-                    // DONE, which follows the completer's publish. (A load,
-                    // not a fence: ThreadSanitizer cannot see fences.)
-                    self.head.load(Ordering::Acquire);
-                    // SAFETY: the node was never published: the reference is ours.
-                    drop(unsafe { NodeRef::from_raw(node) });
-                    return Pushed::Closed;
-                };
                 // SAFETY: never published: the list reference is ours.
-                let first = unsafe { NodeRef::from_raw(node) };
-                match self.run_now(arg, first, |node, arg| node.run(arg)) {
-                    Ok(()) => return Pushed::RanInline,
-                    Err(first) => {
+                match self.push_on_done(unsafe { NodeRef::from_raw(node) }, drain_arg) {
+                    Ok(pushed) => return pushed,
+                    Err(()) => {
                         head = self.head.load(Ordering::Relaxed);
-                        node = first.into_raw();
                         continue;
                     }
                 }
@@ -182,6 +170,32 @@ impl<A> Stack<A> {
             match self.try_link(node, head, &mut backoff) {
                 Ok(()) => return Pushed::Queued,
                 Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// A push that found the stack idle and complete: runs the node with no
+    /// list (claiming the drain), or closes. `Err` if a drain started
+    /// meanwhile: link it after all. Out of line, so a push onto a pending
+    /// stack stays small (callgrind: about 20 instructions per attach).
+    #[cold]
+    #[inline(never)]
+    fn push_on_done(&self, node: NodeRef<A>, drain_arg: Option<&A>) -> Result<Pushed, ()> {
+        let Some(arg) = drain_arg else {
+            // Acquire: the caller treats Closed as "done" and reads the
+            // outcome next; pairs with the drainer's Release CAS to DONE,
+            // which follows the completer's publish. (A load, not a fence:
+            // ThreadSanitizer cannot see fences.)
+            self.head.load(Ordering::Acquire);
+            drop(node);
+            return Ok(Pushed::Closed);
+        };
+        match self.run_now(arg, node, |node, arg| node.run(arg)) {
+            Ok(()) => Ok(Pushed::RanInline),
+            Err(node) => {
+                // Leaked back to the caller's raw pointer, which it links.
+                let _ = node.into_raw();
+                Err(())
             }
         }
     }
@@ -302,11 +316,20 @@ impl<A> Stack<A> {
     /// and calls `run(item, arg)` as its oldest entry, then runs whatever
     /// was pushed meanwhile; otherwise hands `item` back. Lets a callback
     /// attached after completion run with no node at all.
+    #[inline]
     pub(crate) fn run_now<I>(&self, arg: &A, item: I, run: impl FnOnce(I, &A)) -> Result<(), I> {
-        // Relaxed: only a hint; the CAS below decides.
+        // Relaxed: only a hint; the CAS in `claim_and_run` decides.
         if self.head.load(Ordering::Relaxed) != done_idle() {
             return Err(item);
         }
+        self.claim_and_run(arg, item, run)
+    }
+
+    /// The rest of [`Stack::run_now`], out of line: an attach to a pending
+    /// future pays only the load above (callgrind: 18 instructions less).
+    #[cold]
+    #[inline(never)]
+    fn claim_and_run<I>(&self, arg: &A, item: I, run: impl FnOnce(I, &A)) -> Result<(), I> {
         // Acquire: pairs with the last drainer's Release (and through it
         // the completer's), so the outcome and the effects of earlier
         // callbacks are visible before `run`.
