@@ -191,4 +191,21 @@ fn scoped_tasks_and_joins_borrow_stack_data() {
     assert_eq!(sum(&pool, &data), 27);
     let text = String::from("borrowed");
     assert_eq!(pool.install(|| text.len()), 8);
+    // A join whose second half is certainly stolen (`a` waits for it): the
+    // thief runs it on the joiner's stack job while the joiner waits.
+    let gate = std::sync::Barrier::new(2);
+    let mut stolen = 0u32;
+    let (a, ()) = pool.install(|| {
+        pool.join(
+            || {
+                gate.wait();
+                1
+            },
+            || {
+                gate.wait();
+                stolen += 1;
+            },
+        )
+    });
+    assert_eq!((a, stolen), (1, 1));
 }

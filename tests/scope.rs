@@ -311,3 +311,33 @@ fn callbacks_attached_from_tasks_of_the_scope_run_inside_it() {
     });
     assert_eq!(log.into_inner().unwrap(), [1]);
 }
+
+#[test]
+fn a_join_whose_second_half_is_stolen_waits_for_it() {
+    let _dog = Watchdog::new("stolen join", Duration::from_secs(60));
+    let pool = ThreadPool::new(2).unwrap();
+    let gate = Barrier::new(2);
+    let mut right = vec![0u32; 4];
+    for round in 0..20u32 {
+        let (a, ()) = pool.install(|| {
+            pool.join(
+                // `a` cannot finish until `b` runs: `b` must be stolen.
+                || {
+                    gate.wait();
+                    round
+                },
+                || {
+                    gate.wait();
+                    // Widen the window in which the joiner looks for work
+                    // and parks (not needed for correctness).
+                    for _ in 0..100 {
+                        std::thread::yield_now();
+                    }
+                    right.iter_mut().for_each(|x| *x += 1);
+                },
+            )
+        });
+        assert_eq!(a, round);
+    }
+    assert_eq!(right, [20; 4], "every stolen half ran, and wrote what it borrowed");
+}

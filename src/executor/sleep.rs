@@ -281,6 +281,19 @@ impl Sleep {
         }
     }
 
+    /// [`Sleep::notify_one`] without its fence: a best-effort wake, for
+    /// work whose owner runs it anyway if nobody takes it (a join's second
+    /// half). Without the fence, a sleeper going to sleep at this moment
+    /// may miss the push and the push miss the sleeper: that costs
+    /// parallelism for one join, never progress. Saves a full fence per
+    /// join.
+    pub(crate) fn hint_one(&self) {
+        let words = self.words();
+        if any_bit(words) && !self.is_searching() {
+            self.wake_one(words);
+        }
+    }
+
     /// Whether a worker is searching (awake, looking for work).
     pub(crate) fn is_searching(&self) -> bool {
         self.searching.load(Ordering::SeqCst) != 0

@@ -169,15 +169,15 @@ pub(crate) fn push_local(task: TaskRef) -> Result<(), TaskRef> {
 
 /// The calling thread's join deque, if it is a core worker of `registry`
 /// (`join.rs`). A compensating worker has none.
-pub(crate) fn with_join_deque<R>(
-    registry: &Registry,
-    f: impl FnOnce(Option<&Worker<JobRef>>) -> R,
-) -> R {
+///
+/// A raw pointer: the deque lives in the worker's context, on the stack of
+/// its loop, which outlives every task and join run on that thread; only
+/// that thread may use it.
+pub(crate) fn join_deque(registry: &Registry) -> Option<*const Worker<JobRef>> {
     with_context(|ctx| {
-        let deque = ctx
-            .filter(|c| std::ptr::eq(&*c.registry, registry))
-            .and_then(|c| c.joins.as_ref());
-        f(deque)
+        ctx.filter(|c| std::ptr::eq(&*c.registry, registry))
+            .and_then(|c| c.joins.as_ref())
+            .map(std::ptr::from_ref)
     })
 }
 
