@@ -1155,6 +1155,17 @@ fn shuffled(n: usize) -> Vec<u32> {
         .collect()
 }
 
+/// `n` scoped spawns of `job`.
+fn spawn_n<'scope, 'env>(
+    s: &'scope concurrent_futures::Scope<'scope, 'env>,
+    n: usize,
+    job: &'env (impl Fn() + Sync),
+) {
+    for _ in 0..n {
+        s.spawn(job).unwrap();
+    }
+}
+
 fn scoped(b: &mut Bench) {
     let pool = ThreadPool::new(WORKERS).unwrap();
     let rayon_pool = rayon::ThreadPoolBuilder::new()
@@ -1220,26 +1231,20 @@ fn scoped(b: &mut Bench) {
     let add = |t: &AtomicUsize| {
         t.fetch_add(data.iter().sum::<u64>() as usize, Ordering::Relaxed);
     };
+    let rayon_scope = || {
+        time(|| {
+            rayon_pool.scope(|s| {
+                for _ in 0..n {
+                    s.spawn(|_| add(&total));
+                }
+            })
+        })
+    };
+    let job = || add(&total);
     let (ours, theirs) = b.duel(
         n,
-        || {
-            time(|| {
-                pool.scope(|s| {
-                    for _ in 0..n {
-                        s.spawn(|| add(&total)).unwrap();
-                    }
-                })
-            })
-        },
-        || {
-            time(|| {
-                rayon_pool.scope(|s| {
-                    for _ in 0..n {
-                        s.spawn(|_| add(&total));
-                    }
-                })
-            })
-        },
+        || time(|| pool.scope(|s| spawn_n(s, n, &job))),
+        rayon_scope,
     );
     b.row(
         &format!("{n} scoped spawns (borrowing)"),
@@ -1250,55 +1255,23 @@ fn scoped(b: &mut Bench) {
     // rayon's `scope` runs its body on a worker (its spawns go to that
     // worker's deque); ours runs it on the caller. The same shape as
     // rayon's: `install` + `scope`.
-    let (ours, theirs) = b.duel(
-        n,
-        || {
-            time(|| {
-                pool.install(|| {
-                    pool.scope(|s| {
-                        for _ in 0..n {
-                            s.spawn(|| add(&total)).unwrap();
-                        }
-                    })
-                })
-            })
-        },
-        || {
-            time(|| {
-                rayon_pool.scope(|s| {
-                    for _ in 0..n {
-                        s.spawn(|_| add(&total));
-                    }
-                })
-            })
-        },
-    );
+    let on_worker = || time(|| pool.install(|| pool.scope(|s| spawn_n(s, n, &job))));
+    let (ours, theirs) = b.duel(n, on_worker, rayon_scope);
     b.row(
         &format!("{n} scoped spawns, body on a worker"),
         "rayon scope + spawn",
         ours,
         theirs,
     );
-    let (ours, theirs) = b.duel(
-        n,
-        || {
-            time(|| {
-                pool.scope(|s| {
-                    let hs: Vec<_> = (0..n).map(|_| s.submit(|| add(&total)).unwrap()).collect();
-                    drop(hs);
-                })
+    let submits = || {
+        time(|| {
+            pool.scope(|s| {
+                let hs: Vec<_> = (0..n).map(|_| s.submit(|| add(&total)).unwrap()).collect();
+                drop(hs);
             })
-        },
-        || {
-            time(|| {
-                rayon_pool.scope(|s| {
-                    for _ in 0..n {
-                        s.spawn(|_| add(&total));
-                    }
-                })
-            })
-        },
-    );
+        })
+    };
+    let (ours, theirs) = b.duel(n, submits, rayon_scope);
     b.row(
         &format!("{n} scoped submits (handles kept)"),
         "rayon scope + spawn",
@@ -1307,27 +1280,16 @@ fn scoped(b: &mut Bench) {
     );
     // A thread per task costs far more: fewer tasks, per task.
     let m = b.n(1000);
-    let (ours, theirs) = b.duel(
-        m,
-        || {
-            time(|| {
-                pool.scope(|s| {
-                    for _ in 0..m {
-                        s.spawn(|| add(&total)).unwrap();
-                    }
-                })
+    let threads = || {
+        time(|| {
+            std::thread::scope(|s| {
+                for _ in 0..m {
+                    s.spawn(job);
+                }
             })
-        },
-        || {
-            time(|| {
-                std::thread::scope(|s| {
-                    for _ in 0..m {
-                        s.spawn(|| add(&total));
-                    }
-                })
-            })
-        },
-    );
+        })
+    };
+    let (ours, theirs) = b.duel(m, || time(|| pool.scope(|s| spawn_n(s, m, &job))), threads);
     b.row(
         &format!("{m} scoped spawns"),
         "std::thread::scope, a thread each",

@@ -339,5 +339,8 @@ fn a_join_whose_second_half_is_stolen_waits_for_it() {
         });
         assert_eq!(a, round);
     }
-    assert_eq!(right, [20; 4], "every stolen half ran, and wrote what it borrowed");
+    assert_eq!(
+        right, [20; 4],
+        "every stolen half ran, and wrote what it borrowed"
+    );
 }

@@ -102,6 +102,33 @@ pub(crate) struct Deques {
     pub(crate) joins: Worker<JobRef>,
 }
 
+/// One pass of `steal` over the `n` workers other than `skip`, starting
+/// after it: the first success (counted as stolen), else `Retry` if any
+/// victim said so, else `Empty`.
+fn steal_round<T>(
+    n: usize,
+    skip: usize,
+    counters: &Counters,
+    mut steal: impl FnMut(usize) -> Steal<T>,
+) -> Steal<T> {
+    let mut retry = false;
+    for i in 0..n {
+        let victim = skip.wrapping_add(1).wrapping_add(i) % n;
+        if victim == skip {
+            continue;
+        }
+        match steal(victim) {
+            Steal::Success(t) => {
+                counters.stolen.fetch_add(1, Ordering::Relaxed);
+                return Steal::Success(t);
+            }
+            Steal::Retry => retry = true,
+            Steal::Empty => {}
+        }
+    }
+    if retry { Steal::Retry } else { Steal::Empty }
+}
+
 impl Registry {
     pub(crate) fn new(config: Config) -> (Arc<Registry>, Vec<Deques>) {
         let locals: Vec<_> = (0..config.workers)
@@ -383,38 +410,24 @@ impl Registry {
         counters: &Counters,
     ) -> Option<TaskRef> {
         loop {
-            let mut retry = false;
             let from_injector = match local {
                 Some(local) => self.injector.steal_batch_and_pop(local),
                 None => self.injector.steal(),
             };
-            match from_injector {
+            let retry = match from_injector {
                 Steal::Success(t) => return Some(t),
-                Steal::Retry => retry = true,
-                Steal::Empty => {}
-            }
-            let n = self.stealers.len();
-            let start = skip.wrapping_add(1);
-            for i in 0..n {
-                let victim = start.wrapping_add(i) % n;
-                if victim == skip {
-                    continue;
-                }
-                let stolen = match local {
+                Steal::Retry => true,
+                Steal::Empty => false,
+            };
+            let from_others =
+                steal_round(self.stealers.len(), skip, counters, |victim| match local {
                     Some(local) => self.stealers[victim].steal_batch_and_pop(local),
                     None => self.stealers[victim].steal(),
-                };
-                match stolen {
-                    Steal::Success(t) => {
-                        counters.stolen.fetch_add(1, Ordering::Relaxed);
-                        return Some(t);
-                    }
-                    Steal::Retry => retry = true,
-                    Steal::Empty => {}
-                }
-            }
-            if !retry {
-                return None;
+                });
+            match from_others {
+                Steal::Success(t) => return Some(t),
+                Steal::Empty if !retry => return None,
+                _ => {}
             }
         }
     }
@@ -423,24 +436,13 @@ impl Registry {
     /// oldest there: the largest piece of a fork-join tree).
     pub(crate) fn steal_join(&self, skip: usize, counters: &Counters) -> Option<JobRef> {
         loop {
-            let mut retry = false;
             let n = self.join_stealers.len();
-            for i in 0..n {
-                let victim = skip.wrapping_add(1).wrapping_add(i) % n;
-                if victim == skip {
-                    continue;
-                }
-                match self.join_stealers[victim].steal() {
-                    Steal::Success(job) => {
-                        counters.stolen.fetch_add(1, Ordering::Relaxed);
-                        return Some(job);
-                    }
-                    Steal::Retry => retry = true,
-                    Steal::Empty => {}
-                }
-            }
-            if !retry {
-                return None;
+            match steal_round(n, skip, counters, |victim| {
+                self.join_stealers[victim].steal()
+            }) {
+                Steal::Success(job) => return Some(job),
+                Steal::Empty => return None,
+                Steal::Retry => {}
             }
         }
     }
