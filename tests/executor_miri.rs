@@ -180,15 +180,7 @@ fn scoped_tasks_and_joins_borrow_stack_data() {
         release();
     });
     assert_eq!(drops.load(Ordering::Relaxed), 1);
-    fn sum(pool: &ThreadPool, v: &[u64]) -> u64 {
-        if v.len() <= 2 {
-            return v.iter().sum();
-        }
-        let (l, r) = v.split_at(v.len() / 2);
-        let (a, b) = pool.join(|| sum(pool, l), || sum(pool, r));
-        a + b
-    }
-    assert_eq!(sum(&pool, &data), 27);
+    assert_eq!(common::join_sum(&pool, &data, 2), 27);
     let text = String::from("borrowed");
     assert_eq!(pool.install(|| text.len()), 8);
     // A join whose second half is certainly stolen (`a` waits for it): the

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex, mpsc};
 use std::time::Duration;
 
-use common::{Watchdog, hold_workers};
+use common::{Watchdog, hold_workers, join_sum};
 use concurrent_futures::{SubmitError, TaskError, ThreadPool};
 
 #[test]
@@ -223,26 +223,17 @@ fn a_cancelling_shutdown_ends_the_scope_and_later_submits_get_their_closure_back
     assert_eq!(pool.install(|| v[0] + v[1]), 3);
 }
 
-fn sum(pool: &ThreadPool, v: &[u64]) -> u64 {
-    if v.len() <= 64 {
-        return v.iter().sum();
-    }
-    let (l, r) = v.split_at(v.len() / 2);
-    let (a, b) = pool.join(|| sum(pool, l), || sum(pool, r));
-    a + b
-}
-
 #[test]
 fn join_recurses_from_inside_and_outside_the_pool() {
     let _dog = Watchdog::new("join", Duration::from_secs(60));
     let pool = ThreadPool::new(2).unwrap();
     let v: Vec<u64> = (1..=20_000).collect();
-    assert_eq!(sum(&pool, &v), 20_000 * 20_001 / 2);
+    assert_eq!(join_sum(&pool, &v, 64), 20_000 * 20_001 / 2);
     let inside = pool.submit({
         let pool2 = ThreadPool::new(1).unwrap();
         move || {
             let v: Vec<u64> = (1..=1000).collect();
-            sum(&pool2, &v)
+            join_sum(&pool2, &v, 64)
         }
     });
     assert_eq!(inside.unwrap().join(), Ok(500_500));

@@ -108,3 +108,13 @@ pub fn assert_all_workers_alive(pool: &ThreadPool) {
     let sum: usize = later.iter().map(|h| *h.result().unwrap()).sum();
     assert_eq!(sum, 4950);
 }
+
+/// A parallel sum by `join`, split in halves down to `grain` elements.
+pub fn join_sum(pool: &ThreadPool, v: &[u64], grain: usize) -> u64 {
+    if v.len() <= grain {
+        return v.iter().sum();
+    }
+    let (l, r) = v.split_at(v.len() / 2);
+    let (a, b) = pool.join(|| join_sum(pool, l, grain), || join_sum(pool, r, grain));
+    a + b
+}
