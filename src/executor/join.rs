@@ -60,9 +60,10 @@ struct StackJob<B, R> {
 }
 
 impl<B: FnOnce() -> R, R> StackJob<B, R> {
-    /// `b`, to run here: the joiner popped its own entry back.
-    fn take_inline(&self) -> B {
-        // SAFETY: the deque gave the entry back to us: nobody else runs it.
+    /// `b`, taken by the one thread the deque handed the entry to: the
+    /// joiner (it popped its own entry back) or a thief.
+    fn take_b(&self) -> B {
+        // SAFETY: the deque hands the entry out once: nobody else runs it.
         let f = unsafe { (*self.f.get()).take() };
         f.unwrap_or_else(|| unreachable!("a join's second half runs once"))
     }
@@ -83,9 +84,9 @@ impl<B: FnOnce() -> R, R> StackJob<B, R> {
 /// deque; its joiner waits for `DONE` (and `RELEASED`, if it parked).
 unsafe fn run_stolen<B: FnOnce() -> R, R>(job: *const ()) {
     let job = job.cast::<StackJob<B, R>>();
-    // SAFETY: live (contract); the deque handed the entry to us alone.
-    let f = unsafe { (*(*job).f.get()).take() };
-    let f = f.unwrap_or_else(|| unreachable!("a join's second half runs once"));
+    // SAFETY: live (contract); the deque handed the entry to us alone. The
+    // reference ends with the call, before DONE.
+    let f = unsafe { (*job).take_b() };
     let out = catch_unwind(AssertUnwindSafe(f));
     // SAFETY: as above; the joiner reads it only after DONE.
     unsafe { *(*job).out.get() = ManuallyDrop::new(Some(out)) };
@@ -184,7 +185,7 @@ impl ThreadPool {
         // Acquire: pairs with the Release of DONE by whoever ran it.
         if job.state.load(Ordering::Acquire) & DONE == 0 {
             match deque.pop() {
-                Some(top) if top.is(entry) => return then_b(ra, job.take_inline()),
+                Some(top) if top.is(entry) => return then_b(ra, job.take_b()),
                 Some(other) => {
                     // Not reachable by the argument above; if it were, the
                     // entry is ours now and must run.

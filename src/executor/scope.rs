@@ -610,26 +610,21 @@ mod model {
             // atomics; the owner reads only after the scope's wait.
             unsafe impl Send for Shared {}
             let shared = || Shared(&*cells, &*tokens);
-            let worker = {
-                let s = shared();
-                loom::thread::spawn(move || {
-                    let s = s;
-                    // SAFETY: alive until the owner's wait returns.
-                    let (cells, tokens) = unsafe { (&*s.0, &*s.1) };
-                    cells[0].with_mut(|p| unsafe { *p = 1 });
-                    tokens[0].event(true);
+            // Task 0 is over in one step (ran on a worker); task 1 is
+            // cancelled by a handle on another thread (its first event).
+            let threads: Vec<_> = [(0, true), (1, false)]
+                .into_iter()
+                .map(|(i, both)| {
+                    let s = shared();
+                    loom::thread::spawn(move || {
+                        let s = s;
+                        // SAFETY: alive until the owner's wait returns.
+                        let (cells, tokens) = unsafe { (&*s.0, &*s.1) };
+                        cells[i].with_mut(|p| unsafe { *p = 1 });
+                        tokens[i].event(both);
+                    })
                 })
-            };
-            let canceller = {
-                let s = shared();
-                loom::thread::spawn(move || {
-                    let s = s;
-                    // SAFETY: as above.
-                    let (cells, tokens) = unsafe { (&*s.0, &*s.1) };
-                    cells[1].with_mut(|p| unsafe { *p = 1 });
-                    tokens[1].event(false);
-                })
-            };
+                .collect();
             // The queue's holder drops the cancelled closure, here.
             tokens[1].event(false);
             state.wait();
@@ -637,8 +632,9 @@ mod model {
             let sum: u8 = cells.iter().map(|c| c.with(|p| unsafe { *p })).sum();
             assert_eq!(sum, 2);
             drop(state);
-            worker.join().unwrap();
-            canceller.join().unwrap();
+            for t in threads {
+                t.join().unwrap();
+            }
         });
     }
 }

@@ -268,6 +268,16 @@ impl Sleep {
         // SeqCst: pairs with the fence in `sleep` (see the module docs); the
         // caller's push is ordered before this by its own SeqCst fence.
         fence(Ordering::SeqCst);
+        self.hint_one()
+    }
+
+    /// [`Sleep::notify_one`] without its fence: a best-effort wake, for
+    /// work whose owner runs it anyway if nobody takes it (a join's second
+    /// half). Without the fence, a sleeper going to sleep at this moment
+    /// may miss the push and the push miss the sleeper: that costs
+    /// parallelism for one join, never progress. Saves a full fence per
+    /// join.
+    pub(crate) fn hint_one(&self) -> Notified {
         let words = self.words();
         if !any_bit(words) {
             return Notified::NoSleeper;
@@ -278,19 +288,6 @@ impl Sleep {
         match self.wake_one(words) {
             true => Notified::Woken,
             false => Notified::NoSleeper,
-        }
-    }
-
-    /// [`Sleep::notify_one`] without its fence: a best-effort wake, for
-    /// work whose owner runs it anyway if nobody takes it (a join's second
-    /// half). Without the fence, a sleeper going to sleep at this moment
-    /// may miss the push and the push miss the sleeper: that costs
-    /// parallelism for one join, never progress. Saves a full fence per
-    /// join.
-    pub(crate) fn hint_one(&self) {
-        let words = self.words();
-        if any_bit(words) && !self.is_searching() {
-            self.wake_one(words);
         }
     }
 
