@@ -39,6 +39,17 @@ pub enum TaskError {
     Timeout,
     /// Waiting would deadlock: the waiter is the task it waits for, or a
     /// task the awaited one (transitively) waits for.
+    ///
+    /// Checked waits: a wait on a pool task's handle (`wait`, `result`,
+    /// `join`, `try_join`, with or without a timeout) from a thread of any
+    /// pool. The waiter holds the tasks it runs, inline ones included, and
+    /// so does work its caller blocks on: a [`join`](crate::ThreadPool::join)
+    /// half, a [`scope`](crate::ThreadPool::scope)'s task, an
+    /// [`install`](crate::ThreadPool::install)ed closure hold what their
+    /// caller holds, on whatever thread they run. A cycle is followed
+    /// through tasks blocked in such waits on every pool in the process.
+    /// Not seen: waits on a [`Promise`](crate::Promise)'s handle (nobody is
+    /// known to hold it), and through channels, locks or async tasks.
     WouldDeadlock,
     /// The pool was shut down before the work could be submitted
     /// (Python's `RuntimeError: cannot schedule new futures after shutdown`).

@@ -237,20 +237,32 @@ pub(crate) fn report(origin: PanicOrigin, payload: Box<dyn Any + Send>) {
 /// than let unwind into the caller.
 pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> PanicMessage {
     let message = PanicMessage::from_payload(payload.as_ref());
+    drop_payload(payload, |again| {
+        let message = PanicMessage::from_payload(again);
+        deliver(&CallbackPanic {
+            message,
+            origin: PanicOrigin::Drop,
+        });
+    });
+    message
+}
+
+/// Drops a caught panic's payload, catching a panic in its `Drop`:
+/// `on_panic` sees each such panic's own payload, which is dropped the same
+/// way, up to [`PAYLOAD_DROP_ROUNDS`] rounds; then the last is leaked
+/// rather than let unwind into the caller.
+fn drop_payload(payload: Box<dyn Any + Send>, mut on_panic: impl FnMut(&(dyn Any + Send))) {
     let mut payload = payload;
     for _ in 0..PAYLOAD_DROP_ROUNDS {
         match catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-            Ok(()) => return message,
+            Ok(()) => return,
             Err(again) => {
-                let origin = PanicOrigin::Drop;
-                let message = PanicMessage::from_payload(again.as_ref());
-                deliver(&CallbackPanic { message, origin });
+                on_panic(again.as_ref());
                 payload = again;
             }
         }
     }
     std::mem::forget(payload);
-    message
 }
 
 /// Payloads that panic on drop, each in the last one's drop, tolerated
@@ -263,10 +275,23 @@ fn deliver(info: &CallbackPanic) {
         .ok()
         .flatten()
         .or_else(|| HOOK.read().unwrap_or_else(|e| e.into_inner()).clone());
-    let reported = match hook {
-        Some(hook) => catch_unwind(AssertUnwindSafe(|| hook(info))).is_ok(),
-        None => false,
-    };
+    let reported = hook.is_some_and(|hook| {
+        // The hook is user code like any other: its panic, its payload's
+        // drop and the drop of the last reference to it (when it was
+        // replaced meanwhile) must not unwind into a drain. Their panics go
+        // to stderr, never to a hook again (no recursion).
+        let called = catch_unwind(AssertUnwindSafe(|| hook(info)));
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(hook))) {
+            drop_payload(payload, |_| {});
+        }
+        match called {
+            Ok(()) => true,
+            Err(payload) => {
+                drop_payload(payload, |_| {});
+                false
+            }
+        }
+    });
     if !reported {
         // The default, and the fallback when the hook itself panicked. A
         // failed write (closed stderr) is ignored: `eprintln!` would panic

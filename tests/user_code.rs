@@ -886,6 +886,45 @@ fn panic_injection_matrix() {
         // the payload is no string), then its payload's drop.
         assert_eq!(reports(&m), [PanicOrigin::Drop], "{m}");
 
+        // Row: the callback-panic hook itself, on a pool of its own whose
+        // hook panics (Panics) or panics with a payload that panics on drop
+        // (DropPanics). The drain on its worker must go on: the callbacks
+        // after the panicking one run, the handle's waits return, later
+        // attaches run, and the worker lives.
+        let m = case_message("panic hook", fault);
+        let hm = format!("{m} (hook)");
+        let naughty = ThreadPool::builder()
+            .workers(1)
+            .max_blocking(0)
+            .callback_panic_hook(move |_| match fault {
+                Fault::Panics => panic!("{hm}"),
+                Fault::DropPanics => panic_any(Bomb(hm.clone())),
+            })
+            .build()
+            .unwrap();
+        let gate = Promise::<()>::new();
+        let g = gate.handle();
+        let h = naughty.submit(move || g.wait().map(|()| 5u8)).unwrap();
+        let after = Arc::new(AtomicUsize::new(0));
+        h.add_done_callback({
+            let mm = m.clone();
+            move |_| panic!("{mm}")
+        });
+        h.add_done_callback({
+            let c = counted(&after);
+            move |_| c.hit()
+        });
+        gate.set_result(()).unwrap();
+        assert_eq!(h.wait(), Ok(()), "{m}");
+        assert_all_workers_alive(&naughty);
+        h.add_done_callback({
+            let c = counted(&after);
+            move |_| c.hit()
+        });
+        assert_eq!(after.load(SeqCst), 2, "{m}");
+        assert!(matches!(h.try_join(), Ok(Ok(Ok(5)))), "{m}");
+        naughty.shutdown(true, false);
+
         // No worker died, none was added, and the pool still serves.
         assert_eq!(pool.metrics().threads, 1);
         assert_all_workers_alive(&pool);

@@ -4,7 +4,8 @@
 //! 1. is refused with `WouldDeadlock` if it would wait on itself or close a
 //!    cycle of waits (`deadlock.rs`);
 //! 2. runs the awaited task inline if nobody started it yet (the same start
-//!    CAS a worker uses), up to [`MAX_INLINE_DEPTH`] nested. Only an
+//!    CAS a worker uses) and it is a task of this pool ([`PoolTag`]), up to
+//!    [`MAX_INLINE_DEPTH`] nested. Only an
 //!    untimed wait does: a run inline cannot end at a deadline, so a timed
 //!    wait never runs another task, and a zero timeout only looks;
 //! 3. otherwise blocks, and the pool keeps its capacity: a sleeping worker
@@ -17,13 +18,53 @@
 //! re-enter code that holds a lock the waiter holds (rayon's re-entrancy
 //! problem).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::deadlock::WAITS;
 use super::registry::Registry;
 use crate::error::TaskError;
 use crate::future::blocking::{WaitHook, running_depth, running_snapshot};
+
+/// A number naming one live pool, carried by its tasks (in two bytes of
+/// their future that were padding) so that a waiter runs a task inline only
+/// on a thread of the task's own pool: a task submitted to another pool, or
+/// an `install` there, runs on that pool's threads, with its thread-locals
+/// and within its size. Numbers are unique among live pools and reused
+/// once a pool is gone (its queues dropped, so no task of it is pending);
+/// past 65,535 pools alive at once a pool gets 0, and its tasks are never
+/// run inline (waits on them block, as off the pool).
+pub(crate) struct PoolTag(pub(crate) u16);
+
+/// The next never-used number, and numbers given back.
+static TAGS: Mutex<(u16, Vec<u16>)> = Mutex::new((0, Vec::new()));
+
+impl PoolTag {
+    pub(crate) fn new() -> PoolTag {
+        let mut tags = TAGS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = tags.1.pop() {
+            return PoolTag(n);
+        }
+        match tags.0.checked_add(1) {
+            Some(n) => {
+                tags.0 = n;
+                PoolTag(n)
+            }
+            None => PoolTag(0),
+        }
+    }
+}
+
+impl Drop for PoolTag {
+    fn drop(&mut self) {
+        if self.0 != 0 {
+            TAGS.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .1
+                .push(self.0);
+        }
+    }
+}
 
 /// Deepest nesting of tasks run inline by waiters on one thread.
 pub(crate) const MAX_INLINE_DEPTH: usize = 64;
@@ -44,6 +85,7 @@ impl WaitHook for PoolWait {
     fn wait_for_task(
         &self,
         addr: usize,
+        pool: u16,
         deadline: Option<Instant>,
         claim: &mut dyn FnMut() -> bool,
         block: &mut dyn FnMut() -> bool,
@@ -51,7 +93,12 @@ impl WaitHook for PoolWait {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(block()); // returns at once: it only looks
         }
-        if deadline.is_none() && running_depth() < MAX_INLINE_DEPTH && claim() {
+        if deadline.is_none()
+            && pool != 0
+            && pool == self.registry.tag.0
+            && running_depth() < MAX_INLINE_DEPTH
+            && claim()
+        {
             return Ok(true);
         }
         let mut holds = Vec::new();

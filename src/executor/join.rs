@@ -32,7 +32,7 @@ use super::pool::ThreadPool;
 use super::scope::value_or_resume;
 use super::task::JobRef;
 use super::worker;
-use crate::future::blocking::running_depth;
+use crate::future::blocking::{Held, held, run_lent, running_depth};
 use crate::sync::{AtomicU8, Ordering, Thread};
 
 /// A thief ran the job; its outcome is stored.
@@ -57,6 +57,10 @@ struct StackJob<B, R> {
     state: AtomicU8,
     /// The joiner's thread, written before it sets `WAITING`.
     waiter: UnsafeCell<ManuallyDrop<Option<Thread>>>,
+    /// What the joiner holds: `b` holds it too, wherever it runs, so a wait
+    /// in `b` on the joiner's task is refused as it is when `b` runs on the
+    /// joiner's own thread.
+    lender: Held,
 }
 
 impl<B: FnOnce() -> R, R> StackJob<B, R> {
@@ -87,7 +91,8 @@ unsafe fn run_stolen<B: FnOnce() -> R, R>(job: *const ()) {
     // SAFETY: live (contract); the deque handed the entry to us alone. The
     // reference ends with the call, before DONE.
     let f = unsafe { (*job).take_b() };
-    let out = catch_unwind(AssertUnwindSafe(f));
+    // SAFETY: as above: the joiner, and so its frames, wait for DONE.
+    let out = unsafe { run_lent(job.addr(), (*job).lender, false, f) };
     // SAFETY: as above; the joiner reads it only after DONE.
     unsafe { *(*job).out.get() = ManuallyDrop::new(Some(out)) };
     // SAFETY: alive until we set DONE (the joiner waits for it).
@@ -115,8 +120,12 @@ impl ThreadPool {
     /// runs `b` itself afterwards. If somebody did, this thread runs other
     /// queued work of the pool until `b` is done (as a rayon worker does:
     /// do not hold a lock across `join` that such work takes), napping
-    /// when there is none. Called from outside the pool, both run on
-    /// the pool while the caller blocks (as [`install`](ThreadPool::install)).
+    /// when there is none. Called from outside the pool (a worker of
+    /// another pool included), both run on this pool while the caller
+    /// blocks (as [`install`](ThreadPool::install)). `b` holds what the
+    /// joiner holds, wherever it runs: a wait in `b` on the task that
+    /// called `join` is refused with
+    /// [`TaskError::WouldDeadlock`](crate::TaskError::WouldDeadlock).
     /// On a compensating worker (one started while others block), and
     /// after shutdown from outside, `a` then `b` run on the calling thread.
     ///
@@ -170,6 +179,7 @@ impl ThreadPool {
             out: UnsafeCell::new(ManuallyDrop::new(None)),
             state: AtomicU8::new(0),
             waiter: UnsafeCell::new(ManuallyDrop::new(None)),
+            lender: held(),
         };
         // SAFETY: `run_stolen::<B, RB>` matches the job's type, and we do
         // not return before whoever takes the entry is done (see below).

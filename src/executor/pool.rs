@@ -519,7 +519,7 @@ impl ThreadPool {
         let Some(slot) = submit::SubmitSlot::claim(self.registry()) else {
             return Err(SubmitError::Shutdown(f));
         };
-        let (task, shared) = TaskRef::new(f);
+        let (task, shared) = TaskRef::new(f, self.registry().tag.0);
         slot.push(task);
         Ok(FutureHandle::from_shared(shared))
     }

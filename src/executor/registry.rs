@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
+use super::blocking::PoolTag;
 use super::metrics::{Counters, Metrics};
 use super::sleep::{Notified, Sleep, Woke};
 use super::task::{JobRef, TaskRef};
@@ -63,6 +64,9 @@ pub(crate) struct Registry {
     pub(crate) joins: Mutex<Vec<JoinHandle<()>>>,
     /// Set when a `shutdown_timeout` gave up waiting for the workers.
     gave_up: AtomicUsize,
+    /// The number this pool's tasks carry (`blocking.rs`). Last, so that
+    /// it is given back only after the injector's tasks were dropped.
+    pub(crate) tag: PoolTag,
 }
 
 /// A [`Registry::begin_blocking`]: the thread counts as blocked until this
@@ -152,6 +156,7 @@ impl Registry {
             joins: Mutex::new(Vec::new()),
             gave_up: AtomicUsize::new(0),
             config,
+            tag: PoolTag::new(),
         };
         (Arc::new(registry), locals)
     }

@@ -30,6 +30,7 @@ use super::submit::SubmitSlot;
 use super::task::{Finish, Ran, Runnable, TaskRef, drop_guarded};
 use super::worker;
 use crate::error::TaskError;
+use crate::future::blocking::{Held, held, run_lent};
 use crate::future::{FutureHandle, Join, Registration, WaitAsync};
 use crate::panics::{PanicOrigin, guard};
 use crate::sync::{AtomicU8, AtomicUsize, Ordering, Thread, UnsafeCell};
@@ -45,6 +46,9 @@ pub(crate) struct ScopeState {
     released: AtomicU8,
     /// The thread that waits for the count.
     owner: Thread,
+    /// What the owner holds while it waits: every task of the scope holds
+    /// it too (a wait on one of those could never end).
+    owner_held: Held,
     /// The first panic of a task that has no handle to carry it (`spawn`).
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
@@ -55,6 +59,7 @@ impl ScopeState {
             pending: AtomicUsize::new(1),
             released: AtomicU8::new(0),
             owner: crate::sync::current_thread(),
+            owner_held: held(),
             panic: Mutex::new(None),
         }
     }
@@ -155,6 +160,12 @@ unsafe impl Send for ScopeToken {}
 unsafe impl Sync for ScopeToken {}
 
 impl Finish for ScopeToken {
+    fn lender(&self) -> Held {
+        // SAFETY: asked only while the task is not over (it is running), so
+        // the scope waits and its state is alive.
+        unsafe { (*self.scope).owner_held }
+    }
+
     fn event(&self, both: bool) {
         // AcqRel: the first event's effects (a dropped closure, callbacks
         // run elsewhere) happen before the second's thread leaves the
@@ -225,7 +236,8 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     {
         // SAFETY: `ThreadPool::scope` returns (ending `'scope`) only once
         // every task's token has seen both events.
-        let (task, shared) = unsafe { TaskRef::scoped(f, ScopeToken::new(&self.state)) };
+        let token = ScopeToken::new(&self.state);
+        let (task, shared) = unsafe { TaskRef::scoped(f, token, self.pool.registry().tag.0) };
         slot.push(task);
         ScopedHandle {
             inner: FutureHandle::from_shared(shared),
@@ -298,7 +310,10 @@ impl<F: FnOnce() + Send> Runnable for ScopedSpawn<F> {
         let Some(f) = self.take() else {
             return Ran::Cancelled;
         };
-        let ran = match catch_unwind(AssertUnwindSafe(f)) {
+        let addr = Arc::as_ptr(&self).addr();
+        // SAFETY: the scope's owner waits until this task is over, which is
+        // after the closure returns.
+        let ran = match unsafe { run_lent(addr, self.token.lender(), true, f) } {
             Ok(()) => Ran::Completed,
             Err(payload) => {
                 // SAFETY: the task is not over, so the scope is alive.
@@ -388,8 +403,8 @@ impl<'scope, T> ScopedHandle<'scope, T> {
         self.inner.cancel()
     }
 
-    /// [`FutureHandle::wait`]: inside the pool, a task nobody started yet
-    /// runs inline on the waiting thread.
+    /// [`FutureHandle::wait`]: on a thread of the scope's pool, a task
+    /// nobody started yet runs inline on the waiting thread.
     pub fn wait(&self) -> Result<(), TaskError> {
         self.inner.wait()
     }
@@ -505,6 +520,10 @@ impl ThreadPool {
     ///   inside a task. Waiting at the end keeps the pool's capacity the
     ///   way other waits do: on a worker, another worker is woken or a
     ///   compensating one started while this one waits.
+    /// - The scope's tasks hold what its caller holds: a wait in one of them
+    ///   on the task that opened the scope is refused with
+    ///   [`TaskError::WouldDeadlock`](crate::TaskError::WouldDeadlock),
+    ///   whichever thread runs it.
     /// - A panic in a task with a handle is carried to its handle, as for
     ///   [`submit`](ThreadPool::submit). A panic in `f` itself, or else the
     ///   first panic of a handle-less [`spawn`](Scope::spawn)ed task, is
@@ -552,8 +571,16 @@ impl ThreadPool {
 
     /// Runs `f` on one of the pool's workers and returns its result; the
     /// caller blocks meanwhile (rayon's `install`). From a worker of this
-    /// pool, `f` runs right here. `f` may borrow. A panic in `f` is resumed
-    /// on the caller. After shutdown `f` runs on the calling thread.
+    /// pool, `f` runs right here; from anywhere else (a worker of another
+    /// pool included) on a worker of this one, so `f` sees this pool's
+    /// thread-locals and counts against its size. `f` may borrow. A panic
+    /// in `f` is resumed on the caller. After shutdown `f` runs on the
+    /// calling thread.
+    ///
+    /// `f` holds what its caller holds: inside `f`, a wait on the task that
+    /// called `install` is refused with
+    /// [`TaskError::WouldDeadlock`](crate::TaskError::WouldDeadlock), as it
+    /// is for a scope's tasks and a `join`'s halves.
     ///
     /// ```
     /// use concurrent_futures::ThreadPool;

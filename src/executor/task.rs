@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::TaskError;
-use crate::future::blocking::{run_as, wait_for_task};
+use crate::future::blocking::{Held, run_lent, wait_for_task};
 use crate::future::core::{Body, Cell, Core, Shared};
 use crate::future::state::{Cancel, Start};
 use crate::panics::{PanicOrigin, guard, panic_message};
@@ -27,6 +27,12 @@ use crate::sync::UnsafeCell;
 pub(crate) trait Finish: Send + Sync {
     /// One of the two events happened; `both` says this thread saw both.
     fn event(&self, both: bool);
+
+    /// What the thread waiting for the task to be over holds: the task
+    /// holds it too (see [`Held`]). Valid until the task is over.
+    fn lender(&self) -> Held {
+        Held::NONE
+    }
 }
 
 /// A plain task: nobody is told.
@@ -79,7 +85,9 @@ impl<F, D: Finish> Job<F, D> {
             self.done.event(true);
             return Ran::Cancelled;
         };
-        let result = run_as(addr, f);
+        // SAFETY: the lender (if any) waits until the task is over, which
+        // is after the closure returns.
+        let result = unsafe { run_lent(addr, self.done.lender(), true, f) };
         let (outcome, ran) = match result {
             Ok(v) => (Ok(v), Ran::Completed),
             Err(payload) => (
@@ -120,7 +128,8 @@ where
                 true
             }
         };
-        wait_for_task(addr_of(core), deadline, claim, || core.wait_until(deadline))
+        let (addr, pool) = (addr_of(core), core.pool());
+        wait_for_task(addr, pool, deadline, claim, || core.wait_until(deadline))
     }
 
     fn cancelled(&self) {
@@ -207,15 +216,15 @@ where
 pub(crate) struct TaskRef(ManuallyDrop<Arc<dyn Runnable>>);
 
 impl TaskRef {
-    /// Makes a task for `f`: one allocation holding the closure and the
-    /// future; returns the queue entry and the future's shared state.
-    pub(crate) fn new<T, F>(f: F) -> (TaskRef, Arc<Shared<T>>)
+    /// Makes a task for `f` of the pool tagged `pool`: one allocation
+    /// holding the closure and the future; returns the queue entry and the future's shared state.
+    pub(crate) fn new<T, F>(f: F, pool: u16) -> (TaskRef, Arc<Shared<T>>)
     where
         T: Send + Sync + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
         let cell = Arc::new(Cell {
-            core: Core::new(),
+            core: Core::of_pool(pool),
             body: Job {
                 f: UnsafeCell::new(Some(f)),
                 done: (),
@@ -234,14 +243,14 @@ impl TaskRef {
     /// nothing reaches the closure (consumed) or `done` (its events are
     /// spent), so the references left (a queue entry, a handle) are safe to
     /// keep and drop at any time. The outcome is `'static`.
-    pub(crate) unsafe fn scoped<'a, T, F, D>(f: F, done: D) -> (TaskRef, Arc<Shared<T>>)
+    pub(crate) unsafe fn scoped<'a, T, F, D>(f: F, done: D, pool: u16) -> (TaskRef, Arc<Shared<T>>)
     where
         T: Send + Sync + 'static,
         F: FnOnce() -> T + Send + 'a,
         D: Finish + 'a,
     {
         let cell = Arc::new(Cell {
-            core: Core::new(),
+            core: Core::of_pool(pool),
             body: Job {
                 f: UnsafeCell::new(Some(f)),
                 done,

@@ -8,13 +8,13 @@
 //! awaited task inline, or keep the pool's capacity while it blocks.
 //!
 //! This module also keeps the stack of tasks the calling thread is running
-//! ([`run_as`]), which both sides need: a handle asks whether its own task
+//! ([`run_lent`]), which both sides need: a handle asks whether its own task
 //! is running here, a pool asks which tasks a waiter holds.
 //!
 //! So the dependency runs one way: the executor uses the future, never the
 //! reverse.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,10 +26,12 @@ pub(crate) trait WaitHook: Send + Sync {
     /// Runs `block` (a blocking wait) on this thread.
     fn blocking(&self, block: &mut dyn FnMut());
 
-    /// Waits for the task at `addr` (see [`wait_for_task`]).
+    /// Waits for the task at `addr` of the pool tagged `pool` (see
+    /// [`wait_for_task`]).
     fn wait_for_task(
         &self,
         addr: usize,
+        pool: u16,
         deadline: Option<Instant>,
         claim: &mut dyn FnMut() -> bool,
         block: &mut dyn FnMut() -> bool,
@@ -39,9 +41,53 @@ pub(crate) trait WaitHook: Send + Sync {
 thread_local! {
     /// The hook of the pool this thread belongs to, if any.
     static HOOK: RefCell<Option<Arc<dyn WaitHook>>> = const { RefCell::new(None) };
-    /// Addresses of the tasks this thread is running, innermost last (a
-    /// waiter that runs a task inline nests it).
-    static RUNNING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// The innermost task this thread is running (a waiter that runs a task
+    /// inline nests it); null when none.
+    static TOP: Cell<*const Frame> = const { Cell::new(std::ptr::null()) };
+}
+
+/// One task on a thread's running stack: a frame on the stack of the call
+/// that runs it ([`run_lent`]), linked to the frame below it
+/// on the same thread and, for work a blocked thread waits on without
+/// being able to run it (a stolen `join` half, a scoped task, an
+/// `install`), to that thread's frames: it *lends* them. What such work
+/// waits on, its lender waits on too, so the work holds what its lender
+/// holds: a wait on any of those tasks could never end.
+///
+/// Fields are written once, before the frame is reachable from another
+/// thread, and a frame outlives every reader: this thread's own frames
+/// are below the current call, and a lender's frames stay put while it
+/// waits for the work that links to them (it returns only after that work
+/// is over).
+pub(crate) struct Frame {
+    addr: usize,
+    /// Tasks on this thread's own stack up to here, counting task frames
+    /// only (a lent frame adds none): how deep inline runs nest.
+    depth: usize,
+    below: *const Frame,
+    lent: *const Frame,
+}
+
+/// The tasks a thread holds, as a link another thread may keep while the
+/// holder waits for it (see [`Frame`]). Null: none.
+#[derive(Clone, Copy)]
+pub(crate) struct Held(*const Frame);
+
+// SAFETY: a `Held` is read only while its thread waits for the reader's
+// work (the contract of `run_lent`), and frames are immutable once linked.
+unsafe impl Send for Held {}
+// SAFETY: as above.
+unsafe impl Sync for Held {}
+
+impl Held {
+    /// Nothing held: work nobody waits on.
+    pub(crate) const NONE: Held = Held(std::ptr::null());
+}
+
+/// What the calling thread holds, to lend to work it will wait for.
+#[inline]
+pub(crate) fn held() -> Held {
+    Held(TOP.try_with(Cell::get).unwrap_or(std::ptr::null()))
 }
 
 /// Installs `hook` on the calling thread until the guard drops.
@@ -79,11 +125,13 @@ pub(crate) fn blocking<R>(block: impl FnOnce() -> R) -> R {
     out.expect("a wait hook runs its block exactly once")
 }
 
-/// Waits for the task at `addr`: `claim` runs it inline if nobody started
-/// it (true: it ran), `block` waits for it (true: it is done). Off a pool,
-/// just `block`. Refuses a wait on a task this thread is running.
+/// Waits for the task at `addr` of the pool tagged `pool`: `claim` runs
+/// it inline if nobody started it (true: it ran; only a thread of that
+/// pool may), `block` waits for it (true: it is done). Off a pool, just
+/// `block`. Refuses a wait on a task this thread holds.
 pub(crate) fn wait_for_task(
     addr: usize,
+    pool: u16,
     deadline: Option<Instant>,
     mut claim: impl FnMut() -> bool,
     mut block: impl FnMut() -> bool,
@@ -92,39 +140,96 @@ pub(crate) fn wait_for_task(
         return Err(TaskError::WouldDeadlock);
     }
     match hook() {
-        Some(hook) => hook.wait_for_task(addr, deadline, &mut claim, &mut block),
+        Some(hook) => hook.wait_for_task(addr, pool, deadline, &mut claim, &mut block),
         None => Ok(block()),
     }
 }
 
-/// Runs `f` as the task at `addr`, catching its panic: while it runs,
-/// waits on that task from this thread are refused, and pools see the
-/// thread holding it.
-pub(crate) fn run_as<R>(addr: usize, f: impl FnOnce() -> R) -> std::thread::Result<R> {
+/// Runs `f` as the work at `addr`, catching its panic: while it runs, waits
+/// on it from this thread are refused, and pools see the thread holding
+/// it. If a thread waits for this work (holding `lender`, else
+/// [`Held::NONE`]), the work holds what that thread holds too. `task`:
+/// it counts as a task in the nesting depth (a scoped task does, a join's
+/// half does not: helping joiners nest those without limit, as before).
+///
+/// # Safety
+/// The frames behind `lender` stay alive until `f` returns: their thread
+/// waits for this work to be over.
+pub(crate) unsafe fn run_lent<R>(
+    addr: usize,
+    lender: Held,
+    task: bool,
+    f: impl FnOnce() -> R,
+) -> std::thread::Result<R> {
+    run_frame(addr, usize::from(task), lender, f)
+}
+
+fn run_frame<R>(
+    addr: usize,
+    task: usize,
+    lent: Held,
+    f: impl FnOnce() -> R,
+) -> std::thread::Result<R> {
     // `try_with` here and below: a task may run, or be waited on, from a
-    // thread-local's destructor after this stack is gone; it then runs
+    // thread-local's destructor after this slot is gone; it then runs
     // unrecorded (nothing can wait on it from this thread any more).
-    let pushed = RUNNING.try_with(|r| r.borrow_mut().push(addr)).is_ok();
+    let below = held().0;
+    // SAFETY: `below` is null or this thread's current frame, alive below
+    // this call.
+    let depth = unsafe { below.as_ref() }.map_or(0, |b| b.depth) + task;
+    let frame = Frame {
+        addr,
+        depth,
+        below,
+        lent: lent.0,
+    };
+    let pushed = TOP.try_with(|t| t.set(&raw const frame)).is_ok();
     let result = catch_unwind(AssertUnwindSafe(f));
     if pushed {
-        let _ = RUNNING.try_with(|r| r.borrow_mut().pop());
+        let _ = TOP.try_with(|t| t.set(below));
     }
     result
 }
 
-/// Whether the calling thread is running the task at `addr`.
+/// Calls `visit` with each task the calling thread holds (its own frames
+/// and what they were lent), until it returns true; returns whether one
+/// did. A frame reached twice (two lenders sharing frames below) is
+/// visited once.
+fn any_held(mut visit: impl FnMut(usize) -> bool) -> bool {
+    let mut todo = vec![held().0];
+    let mut seen: Vec<*const Frame> = Vec::new();
+    while let Some(mut f) = todo.pop() {
+        while !f.is_null() && !seen.contains(&f) {
+            seen.push(f);
+            // SAFETY: this thread's frames are alive below this call; lent
+            // ones while their thread waits for ours (see `Frame`).
+            let frame = unsafe { &*f };
+            if visit(frame.addr) {
+                return true;
+            }
+            todo.push(frame.lent);
+            f = frame.below;
+        }
+    }
+    false
+}
+
+/// Whether the calling thread holds the task at `addr`: runs it, or runs
+/// work a thread holding it waits for.
 pub(crate) fn is_running_here(addr: usize) -> bool {
-    RUNNING
-        .try_with(|r| r.borrow().contains(&addr))
-        .unwrap_or(false)
+    any_held(|a| a == addr)
 }
 
 /// How many tasks the calling thread is running (nesting depth).
 pub(crate) fn running_depth() -> usize {
-    RUNNING.try_with(|r| r.borrow().len()).unwrap_or(0)
+    // SAFETY: null or this thread's current frame, alive below this call.
+    unsafe { held().0.as_ref() }.map_or(0, |f| f.depth)
 }
 
-/// The tasks the calling thread is running, outermost first.
+/// The tasks the calling thread holds (see [`is_running_here`]).
 pub(crate) fn running_snapshot(out: &mut Vec<usize>) {
-    let _ = RUNNING.try_with(|r| out.extend_from_slice(&r.borrow()));
+    any_held(|a| {
+        out.push(a);
+        false
+    });
 }

@@ -21,6 +21,9 @@ pub(crate) struct Core<T> {
     /// `FutureHandle`s alive, plus one while a `Promise` (which can make
     /// more) is alive. Lets the last reader move the value out.
     handles: AtomicU32,
+    /// The pool whose threads may run this task inline when they wait on
+    /// it; 0 for none (a promise's future). In bytes that were padding.
+    pool: u16,
     /// Unique in the process: a registration names its future by it (an
     /// address could be reused by a new future once this one is freed).
     id: u64,
@@ -84,14 +87,25 @@ impl<T: Send + Sync + 'static> Cell<T, NoBody> {
 
 impl<T> Core<T> {
     pub(crate) fn new() -> Self {
+        Core::of_pool(0)
+    }
+
+    /// A pending future for a task of the pool tagged `pool`.
+    pub(crate) fn of_pool(pool: u16) -> Self {
         Core {
             lifecycle: Lifecycle::new(),
             handles: AtomicU32::new(0),
+            pool,
             id: super::callback::next_serial(),
             slot: UnsafeCell::new(None),
             waiters: Stack::new(),
             callbacks: Stack::new(),
         }
+    }
+
+    /// The tag of the pool whose task this is (0: none).
+    pub(crate) fn pool(&self) -> u16 {
+        self.pool
     }
 
     pub(crate) fn phase(&self) -> Phase {

@@ -157,10 +157,12 @@ impl<T> FutureHandle<T> {
 
     /// Blocks until the future is done.
     ///
-    /// Inside a pool task, waiting on a task that has not started runs it
-    /// inline on this thread, and a wait that could never end (on the
-    /// calling task itself, or around a cycle of tasks waiting on each
-    /// other) is refused with [`TaskError::WouldDeadlock`].
+    /// Inside a pool task, waiting on a task of the same pool that has not
+    /// started runs it inline on this thread (a task of another pool runs
+    /// on that pool's threads), and a wait that could never end (on the
+    /// calling task itself, on one whose `join`, scope or `install` this
+    /// work is part of, or around a cycle of tasks waiting on each other)
+    /// is refused with [`TaskError::WouldDeadlock`].
     ///
     /// ```
     /// let promise = concurrent_futures::Promise::new();
@@ -176,6 +178,15 @@ impl<T> FutureHandle<T> {
     /// Blocks until the future is done or `timeout` passes
     /// ([`TaskError::Timeout`]). A zero timeout only checks;
     /// `Duration::MAX` waits forever.
+    ///
+    /// Inside a pool task, a timed wait never runs the awaited task inline,
+    /// as [`wait`](FutureHandle::wait) does (an inline run could not stop at
+    /// the deadline): it blocks, and the pool keeps its capacity with a
+    /// compensating worker, at most [`max_blocking`](crate::Builder::max_blocking)
+    /// of them (512 by default). A chain of timed waits deeper than that,
+    /// each task waiting on one queued behind it, has no worker left for
+    /// the last task and times out at its deadlines: wait without a
+    /// timeout there, or raise `max_blocking`.
     ///
     /// A wait that gives up withdraws its waiter, which may compact the
     /// waiter list; a future completing meanwhile then leaves the wake-up of
@@ -215,7 +226,10 @@ impl<T> FutureHandle<T> {
     }
 
     /// Like [`result`](FutureHandle::result), but gives up with
-    /// [`TaskError::Timeout`] after `timeout`.
+    /// [`TaskError::Timeout`] after `timeout`. Inside a pool task it never
+    /// runs the awaited task inline: see
+    /// [`wait_timeout`](FutureHandle::wait_timeout) for what that means for
+    /// chains of timed waits.
     ///
     /// ```
     /// use std::time::Duration;

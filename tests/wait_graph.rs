@@ -1,0 +1,207 @@
+//! Which waits are refused with `WouldDeadlock`, and which thread runs
+//! what: the same program gets the same answer whichever thread ran what.
+//!
+//! A `join` half, a scoped task and an `install`ed closure are work their
+//! caller blocks on, so each holds what its caller holds: a wait in it on
+//! the caller's task is refused, whether it runs on the caller's thread or
+//! on another. A task waited on by a thread of another pool runs on its
+//! own pool, never inline on the waiter.
+#![cfg(not(loom))]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, ThreadId};
+use std::time::Duration;
+
+use common::Watchdog;
+use concurrent_futures::{FutureHandle, Promise, TaskError, ThreadPool};
+
+/// What a probe reports: the outcome of its wait on its caller's task, and
+/// whether it ran on the caller's thread.
+type Probe = (Result<(), TaskError>, bool);
+
+/// Submits `body` as a task that is given its own handle and the thread it
+/// runs on; returns what it returned.
+fn run_knowing_itself<R: Clone + Send + Sync + 'static>(
+    pool: &ThreadPool,
+    body: impl FnOnce(&FutureHandle<R>, ThreadId) -> R + Send + 'static,
+) -> R {
+    let me = Promise::<FutureHandle<R>>::new();
+    let mine = me.handle();
+    let h = pool
+        .submit(move || body(mine.result().unwrap(), thread::current().id()))
+        .unwrap();
+    me.set_result(h.clone()).unwrap();
+    h.join().unwrap()
+}
+
+/// A probe from `home`'s caller: waits on `me`, says where it ran.
+fn probe<R>(me: &FutureHandle<R>, home: ThreadId) -> Probe {
+    (me.wait(), thread::current().id() == home)
+}
+
+/// `join(a, b)` inside task X where `b` waits on X. With `steal`, `a` keeps
+/// X's thread until `b` has started, so another worker stole it; without,
+/// one worker runs `b` after `a` on X's thread.
+fn join_half_waits_on_its_joiner(steal: bool) -> Probe {
+    let pool = ThreadPool::new(if steal { 2 } else { 1 }).unwrap();
+    let inner = pool.clone();
+    run_knowing_itself(&pool, move |me, home| {
+        let started = AtomicBool::new(false);
+        let ((), p) = inner.join(
+            || {
+                // Acquire/Release: only a flag; b's wait is what is tested.
+                while steal && !started.load(Ordering::Acquire) {
+                    thread::yield_now();
+                }
+            },
+            || {
+                started.store(true, Ordering::Release);
+                probe(me, home)
+            },
+        );
+        p
+    })
+}
+
+#[test]
+fn a_join_half_waiting_on_its_joiners_task_is_refused_wherever_it_runs() {
+    let _dog = Watchdog::new("join half", Duration::from_secs(60));
+    // Stolen: it used to hang, the joiner waiting for b, b for the joiner.
+    assert_eq!(
+        join_half_waits_on_its_joiner(true),
+        (Err(TaskError::WouldDeadlock), false)
+    );
+    assert_eq!(
+        join_half_waits_on_its_joiner(false),
+        (Err(TaskError::WouldDeadlock), true)
+    );
+}
+
+/// Task X opens a scope whose task waits on X. `inline`: the body waits on
+/// the task's handle, which runs it on X's thread; otherwise the scope's
+/// end waits, and another thread runs it.
+fn scoped_task_waits_on_its_scopes_task(inline: bool) -> Probe {
+    let pool = ThreadPool::new(2).unwrap();
+    let inner = pool.clone();
+    run_knowing_itself(&pool, move |me, home| {
+        let mut out = None;
+        let slot = &mut out;
+        inner.scope(move |s| {
+            if inline {
+                *slot = Some(s.submit(move || probe(me, home)).unwrap().join().unwrap());
+            } else {
+                s.spawn(move || *slot = Some(probe(me, home))).unwrap();
+            }
+        });
+        out.unwrap()
+    })
+}
+
+#[test]
+fn a_scoped_task_waiting_on_its_scopes_task_is_refused_wherever_it_runs() {
+    let _dog = Watchdog::new("scoped task", Duration::from_secs(60));
+    // On another thread: it used to hang, the scope's end waiting for the
+    // task, the task for the scope's owner.
+    assert_eq!(
+        scoped_task_waits_on_its_scopes_task(false),
+        (Err(TaskError::WouldDeadlock), false)
+    );
+    assert_eq!(
+        scoped_task_waits_on_its_scopes_task(true),
+        (Err(TaskError::WouldDeadlock), true)
+    );
+}
+
+/// Two one-worker pools named `a` and `b`.
+fn two_pools() -> (ThreadPool, ThreadPool) {
+    let named = |n: &str| {
+        ThreadPool::builder()
+            .workers(1)
+            .thread_name(n)
+            .build()
+            .unwrap()
+    };
+    (named("a"), named("b"))
+}
+
+fn thread_name() -> String {
+    thread::current().name().unwrap_or("").to_owned()
+}
+
+#[test]
+fn work_given_to_another_pool_from_a_worker_runs_on_that_pool() {
+    let _dog = Watchdog::new("foreign pool", Duration::from_secs(60));
+    let (a, b) = two_pools();
+    let on_a = |f: fn(&ThreadPool) -> Vec<String>| {
+        let b = b.clone();
+        a.submit(move || f(&b)).unwrap().join().unwrap()
+    };
+    // Each used to run on a's worker: its wait claimed b's task inline.
+    assert_eq!(on_a(|b| vec![b.install(thread_name)]), ["b-0"]);
+    assert_eq!(
+        on_a(|b| b.scope(|s| vec![s.submit(thread_name).unwrap().join().unwrap()])),
+        ["b-0"]
+    );
+    assert_eq!(
+        on_a(|b| vec![b.submit(thread_name).unwrap().join().unwrap()]),
+        ["b-0"]
+    );
+    assert_eq!(
+        on_a(|b| {
+            let (x, y) = b.join(thread_name, thread_name);
+            vec![x, y]
+        }),
+        ["b-0", "b-0"]
+    );
+    // A task of the same pool still runs inline on its waiter: b's only
+    // worker waits on a task queued behind it.
+    let bb = b.clone();
+    let nested = b
+        .submit(move || bb.submit(thread_name).unwrap().join().unwrap())
+        .unwrap();
+    assert_eq!(nested.join(), Ok("b-0".to_owned()));
+}
+
+#[test]
+fn an_install_on_another_pool_waiting_on_its_callers_task_is_refused() {
+    let _dog = Watchdog::new("install cycle", Duration::from_secs(60));
+    let (a, b) = two_pools();
+    let (outcome, on_caller) =
+        run_knowing_itself(&a, move |me, home| b.install(|| probe(me, home)));
+    assert_eq!((outcome, on_caller), (Err(TaskError::WouldDeadlock), false));
+}
+
+/// A cycle through a stolen join half and another task: b waits on Y, Y on
+/// the joiner's task X. Whichever wait closes the cycle is refused, and
+/// the other returns.
+#[test]
+fn a_cycle_through_a_stolen_join_half_and_another_task_is_refused_once() {
+    let _dog = Watchdog::new("cycle through a join", Duration::from_secs(60));
+    let pool = ThreadPool::new(2).unwrap();
+    let inner = pool.clone();
+    let (b_wait, y) = run_knowing_itself(&pool, move |me, _| {
+        let me = me.clone();
+        let y = inner.submit(move || me.wait()).unwrap();
+        let started = AtomicBool::new(false);
+        let ((), b_wait) = inner.join(
+            || {
+                while !started.load(Ordering::Acquire) {
+                    thread::yield_now();
+                }
+            },
+            || {
+                started.store(true, Ordering::Release);
+                y.wait()
+            },
+        );
+        (b_wait, y)
+    });
+    let y_wait = y.join().unwrap();
+    let refused = [&b_wait, &y_wait]
+        .iter()
+        .filter(|r| ***r == Err(TaskError::WouldDeadlock))
+        .count();
+    assert_eq!(refused, 1, "b: {b_wait:?}, y: {y_wait:?}");
+}
