@@ -42,6 +42,46 @@ pub(crate) fn park_timeout(_dur: std::time::Duration) {
     loom::thread::yield_now();
 }
 
+/// Wakes `thread` (a hand-off's last step, after its last touch of shared
+/// state).
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn unpark(thread: &Thread) {
+    thread.unpark();
+}
+
+/// Wakes `thread`. loom's `unpark` hands the whole history of the waker
+/// to the target at once, even to one that never parked and just polls a
+/// flag: a schedule point first lets the model run the target before the
+/// unpark, as a real one that lands late would, so a flag stored too
+/// weakly is still caught.
+#[cfg(loom)]
+pub(crate) fn unpark(thread: &Thread) {
+    loom::thread::yield_now();
+    thread.unpark();
+}
+
+/// Joins a model's threads once each has set its flag, spinning until
+/// then: loom's `unpark` wakes a thread blocked in `join` as if it had been
+/// joined, so a model's owner, which a thread under test may unpark late,
+/// must not block in `join` before every such thread is through.
+#[cfg(all(test, loom))]
+pub(crate) fn join_all_when_finished(
+    threads: Vec<(
+        std::sync::Arc<loom::sync::atomic::AtomicBool>,
+        loom::thread::JoinHandle<()>,
+    )>,
+) {
+    for (finished, _) in &threads {
+        while !finished.load(Ordering::Acquire) {
+            loom::thread::yield_now();
+        }
+    }
+    for (_, t) in threads {
+        t.join().unwrap();
+    }
+}
+
 /// Gives the core to another thread.
 #[cfg(not(loom))]
 pub(crate) fn yield_now() {
@@ -114,5 +154,42 @@ impl WakerSlot {
     /// Wakes the stored waker, if any.
     pub(crate) fn wake(&self) {
         self.0.wake();
+    }
+}
+
+/// The memory of an object one thread frees while others may have touched
+/// it: under loom a cell that each toucher reads ([`Lifetime::touch`]) and
+/// the freeing owner writes ([`Lifetime::end`]), so a model flags a free
+/// that is not ordered after every touch (loom does not see frees
+/// themselves); nothing at all otherwise.
+pub(crate) struct Lifetime {
+    #[cfg(loom)]
+    cell: loom::cell::UnsafeCell<()>,
+}
+
+// SAFETY: the loom cell is only used to check accesses, never to share a
+// value; without loom the type is empty.
+unsafe impl Sync for Lifetime {}
+
+impl Lifetime {
+    pub(crate) fn new() -> Lifetime {
+        Lifetime {
+            #[cfg(loom)]
+            cell: loom::cell::UnsafeCell::new(()),
+        }
+    }
+
+    /// A thread other than the owner touches the object (while it may).
+    #[inline(always)]
+    pub(crate) fn touch(&self) {
+        #[cfg(loom)]
+        self.cell.with(|_| ());
+    }
+
+    /// The owner frees the object: every touch must happen before this.
+    #[inline(always)]
+    pub(crate) fn end(&self) {
+        #[cfg(loom)]
+        self.cell.with_mut(|_| ());
     }
 }

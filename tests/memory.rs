@@ -201,4 +201,47 @@ fn waiters_that_give_up_keep_memory_bounded() {
         growth < 24 * 1024,
         "nodes freed across threads kept {growth} bytes"
     );
+
+    // 8. The adversarial pattern for a bound on blocks: a producer thread
+    // carves slabs, keeps one node of each alive (a callback on `scattered`)
+    // and frees the rest, then exits. A consumer thread drains `scattered`:
+    // its free list gets one block of each of many slabs, each the last
+    // block keeping its slab allocated. Blocks of at most four slabs are
+    // kept per class (`blocks.rs`), so the consumer, idle but alive, holds
+    // a few KiB, not one slab per cached block (264 KiB before).
+    let slabs = if cfg!(miri) { 20 } else { 2_000 };
+    let scattered = Promise::<u64>::new();
+    let h = scattered.handle();
+    let base = LIVE_BYTES.load(Ordering::Relaxed);
+    std::thread::spawn(move || {
+        let rest = Promise::<u64>::new();
+        let r = rest.handle();
+        for i in 0..slabs * 16 {
+            // Slabs hold 16 blocks; a fresh thread carves them in order.
+            let on = if i % 16 == 0 { &h } else { &r };
+            let _ = on.add_done_callback(move |v| {
+                let _ = std::hint::black_box((v, i));
+            });
+        }
+        rest.set_result(1).unwrap();
+    })
+    .join()
+    .unwrap();
+    let idle = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let consumer = std::thread::spawn({
+        let idle = idle.clone();
+        move || {
+            scattered.set_result(1).unwrap();
+            idle.wait(); // drained: measure now
+            idle.wait(); // measured: exit
+        }
+    });
+    idle.wait();
+    let growth = LIVE_BYTES.load(Ordering::Relaxed) - base;
+    idle.wait();
+    consumer.join().unwrap();
+    assert!(
+        growth < 16 * 1024,
+        "one cached block per slab pinned {growth} bytes"
+    );
 }

@@ -21,7 +21,6 @@
 //! Why a second deque: a worker's task deque is FIFO (a task's submits run
 //! in order, as Python users expect), so the joiner could not pop `b` back.
 
-use std::cell::UnsafeCell;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::thread::Result as Outcome;
@@ -33,7 +32,7 @@ use super::scope::value_or_resume;
 use super::task::JobRef;
 use super::worker;
 use crate::future::blocking::{Held, held, run_lent, running_depth};
-use crate::sync::{AtomicU8, Ordering, Thread};
+use crate::sync::{AtomicU8, Lifetime, Ordering, Thread, UnsafeCell};
 
 /// A thief ran the job; its outcome is stored.
 const DONE: u8 = 1;
@@ -42,8 +41,9 @@ const WAITING: u8 = 2;
 /// Set last by a thief that found `WAITING`: it no longer touches the job.
 const RELEASED: u8 = 4;
 
-/// Empty looks for work before a joiner whose `b` was stolen parks.
-const SPINS: u32 = 16;
+/// Empty looks for work before a joiner whose `b` was stolen parks (one
+/// under loom, whose yields would multiply the schedules to explore).
+const SPINS: u32 = if cfg!(loom) { 1 } else { 16 };
 
 /// `b`, its outcome, and how its joiner waits, on the joiner's stack.
 ///
@@ -61,6 +61,9 @@ struct StackJob<B, R> {
     /// in `b` on the joiner's task is refused as it is when `b` runs on the
     /// joiner's own thread.
     lender: Held,
+    /// For the loom model: a thief touches the job until its last state
+    /// update, the joiner's frame ends after (see [`Lifetime`]).
+    life: Lifetime,
 }
 
 impl<B: FnOnce() -> R, R> StackJob<B, R> {
@@ -68,7 +71,7 @@ impl<B: FnOnce() -> R, R> StackJob<B, R> {
     /// joiner (it popped its own entry back) or a thief.
     fn take_b(&self) -> B {
         // SAFETY: the deque hands the entry out once: nobody else runs it.
-        let f = unsafe { (*self.f.get()).take() };
+        let f = self.f.with_mut(|p| unsafe { (*p).take() });
         f.unwrap_or_else(|| unreachable!("a join's second half runs once"))
     }
 
@@ -76,7 +79,7 @@ impl<B: FnOnce() -> R, R> StackJob<B, R> {
     fn stolen_outcome(&self) -> Outcome<R> {
         // SAFETY: the thief wrote it before its Release of DONE, which we
         // acquired, and does not touch it again.
-        let out = unsafe { (*self.out.get()).take() };
+        let out = self.out.with_mut(|p| unsafe { (*p).take() });
         out.unwrap_or_else(|| unreachable!("a done join job has its outcome"))
     }
 }
@@ -90,11 +93,14 @@ unsafe fn run_stolen<B: FnOnce() -> R, R>(job: *const ()) {
     let job = job.cast::<StackJob<B, R>>();
     // SAFETY: live (contract); the deque handed the entry to us alone. The
     // reference ends with the call, before DONE.
-    let f = unsafe { (*job).take_b() };
+    let f = unsafe {
+        (*job).life.touch();
+        (*job).take_b()
+    };
     // SAFETY: as above: the joiner, and so its frames, wait for DONE.
     let out = unsafe { run_lent(job.addr(), (*job).lender, false, f) };
     // SAFETY: as above; the joiner reads it only after DONE.
-    unsafe { *(*job).out.get() = ManuallyDrop::new(Some(out)) };
+    unsafe { (*job).out.with_mut(|p| *p = ManuallyDrop::new(Some(out))) };
     // SAFETY: alive until we set DONE (the joiner waits for it).
     let state = unsafe { &(*job).state };
     // AcqRel: Release publishes `out` to the joiner's Acquire load of DONE;
@@ -104,12 +110,15 @@ unsafe fn run_stolen<B: FnOnce() -> R, R>(job: *const ()) {
     }
     // The joiner parked and waits for RELEASED: the job is still alive.
     // SAFETY: written before WAITING; the joiner no longer touches it.
-    let waiter = unsafe { (*(*job).waiter.get()).take() };
+    let waiter = unsafe {
+        (*job).life.touch();
+        (*job).waiter.with_mut(|p| (*p).take())
+    };
     // Release: our last touch of the job happens before the joiner
     // returns; pairs with its Acquire load of RELEASED.
     state.fetch_or(RELEASED, Ordering::Release);
     if let Some(t) = waiter {
-        t.unpark();
+        crate::sync::unpark(&t);
     }
 }
 
@@ -180,6 +189,7 @@ impl ThreadPool {
             state: AtomicU8::new(0),
             waiter: UnsafeCell::new(ManuallyDrop::new(None)),
             lender: held(),
+            life: Lifetime::new(),
         };
         // SAFETY: `run_stolen::<B, RB>` matches the job's type, and we do
         // not return before whoever takes the entry is done (see below).
@@ -207,6 +217,7 @@ impl ThreadPool {
             }
         }
         let rb = job.stolen_outcome();
+        job.life.end();
         (value_or_resume(ra), value_or_resume(rb))
     }
 }
@@ -246,7 +257,7 @@ fn wait_for_thief(state: &AtomicU8, waiter: &UnsafeCell<ManuallyDrop<Option<Thre
         }
         // SAFETY: only we write `waiter`, and the thief reads it only after
         // seeing WAITING, which we have not set yet.
-        unsafe { **waiter.get() = Some(crate::sync::current_thread()) };
+        waiter.with_mut(|p| unsafe { **p = Some(crate::sync::current_thread()) });
         // Release: publishes `waiter` to the thief's AcqRel `fetch_or`.
         if state
             .compare_exchange(0, WAITING, Ordering::Release, Ordering::Acquire)
@@ -255,7 +266,7 @@ fn wait_for_thief(state: &AtomicU8, waiter: &UnsafeCell<ManuallyDrop<Option<Thre
             // DONE meanwhile, and the thief will not look at `waiter`: the
             // handle is ours to drop.
             // SAFETY: as above.
-            drop(unsafe { (*waiter.get()).take() });
+            drop(waiter.with_mut(|p| unsafe { (*p).take() }));
             return;
         }
         let mut nap = MIN_NAP;
@@ -276,3 +287,58 @@ fn wait_for_thief(state: &AtomicU8, waiter: &UnsafeCell<ManuallyDrop<Option<Thre
 /// The first nap of a parked joiner, and the longest.
 const MIN_NAP: std::time::Duration = std::time::Duration::from_micros(50);
 const MAX_NAP: std::time::Duration = std::time::Duration::from_millis(1);
+
+#[cfg(all(test, loom))]
+mod model {
+    use std::mem::ManuallyDrop;
+    use std::sync::Arc;
+
+    use loom::sync::atomic::AtomicBool;
+
+    use super::{StackJob, run_stolen, wait_for_thief};
+    use crate::future::blocking::Held;
+    use crate::sync::{AtomicU8, Lifetime, Ordering, UnsafeCell, join_all_when_finished};
+
+    fn seven() -> u8 {
+        7
+    }
+
+    /// A thief runs a join's stolen half against its joiner, which looks
+    /// once, then parks (`WAITING`) or sees `DONE` first. The joiner reads
+    /// the outcome (loom's cells flag a read not ordered after the thief's
+    /// write) and then its frame ends (the job's `Lifetime`: flagged if
+    /// the thief may still touch the job). Fails if `DONE` loses its
+    /// Release, the CAS to `WAITING` its Release (the thief would read the
+    /// joiner's handle unordered), or `RELEASED` its Release or the
+    /// joiner's load of it its Acquire.
+    #[test]
+    fn the_joiner_returns_after_the_thief_and_never_before() {
+        loom::model(|| {
+            let job = StackJob::<fn() -> u8, u8> {
+                f: UnsafeCell::new(ManuallyDrop::new(Some(seven as fn() -> u8))),
+                out: UnsafeCell::new(ManuallyDrop::new(None)),
+                state: AtomicU8::new(0),
+                waiter: UnsafeCell::new(ManuallyDrop::new(None)),
+                lender: Held::NONE,
+                life: Lifetime::new(),
+            };
+            let addr = (&raw const job).expose_provenance();
+            let finished = Arc::new(AtomicBool::new(false));
+            let thief = loom::thread::spawn({
+                let finished = finished.clone();
+                move || {
+                    // SAFETY: the job outlives the thief's use: the joiner
+                    // waits below, as `join_on` does.
+                    unsafe {
+                        run_stolen::<fn() -> u8, u8>(std::ptr::with_exposed_provenance(addr))
+                    };
+                    finished.store(true, Ordering::Release);
+                }
+            });
+            wait_for_thief(&job.state, &job.waiter);
+            assert_eq!(job.stolen_outcome().ok(), Some(7));
+            job.life.end();
+            join_all_when_finished(vec![(finished, thief)]);
+        });
+    }
+}

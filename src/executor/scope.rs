@@ -33,7 +33,7 @@ use crate::error::TaskError;
 use crate::future::blocking::{Held, held, run_lent};
 use crate::future::{FutureHandle, Join, Registration, WaitAsync};
 use crate::panics::{PanicOrigin, guard};
-use crate::sync::{AtomicU8, AtomicUsize, Ordering, Thread, UnsafeCell};
+use crate::sync::{AtomicU8, AtomicUsize, Lifetime, Ordering, Thread, UnsafeCell};
 
 /// What a scope shares with its tasks. Lives on the stack of
 /// [`ThreadPool::scope`]; tasks reach it through a pointer that the count
@@ -51,6 +51,15 @@ pub(crate) struct ScopeState {
     owner_held: Held,
     /// The first panic of a task that has no handle to carry it (`spawn`).
     panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// For the loom model: tasks touch the state until `released`, the
+    /// owner frees it after (see [`Lifetime`]).
+    life: Lifetime,
+}
+
+impl Drop for ScopeState {
+    fn drop(&mut self) {
+        self.life.end();
+    }
 }
 
 impl ScopeState {
@@ -61,6 +70,7 @@ impl ScopeState {
             owner: crate::sync::current_thread(),
             owner_held: held(),
             panic: Mutex::new(None),
+            life: Lifetime::new(),
         }
     }
 
@@ -97,13 +107,16 @@ impl ScopeState {
         // The owner may be waiting: wake it. Clone its handle first: once
         // `released` is set the owner may free this state.
         // SAFETY: alive until the store below.
-        let owner = unsafe { (*this).owner.clone() };
+        let owner = unsafe {
+            (*this).life.touch();
+            (*this).owner.clone()
+        };
         // SAFETY: as above.
         let released = unsafe { &(*this).released };
         // Release: our last touch of the state happens before the owner
         // frees it; pairs with the Acquire load in `wait`.
         released.store(1, Ordering::Release);
-        owner.unpark();
+        crate::sync::unpark(&owner);
     }
 
     /// The body is over: leave the count, then wait until every task is.
@@ -614,18 +627,24 @@ impl ThreadPool {
 
 #[cfg(all(test, loom))]
 mod model {
+    use std::sync::Arc;
+
     use loom::cell::UnsafeCell;
+    use loom::sync::atomic::AtomicBool;
 
     use super::{ScopeState, ScopeToken};
     use crate::executor::task::Finish;
+    use crate::sync::{Ordering, join_all_when_finished};
 
     /// The scope's count against its last task finishing. Two tasks: one
     /// over in one step (ran on a worker), one over in two events on two
     /// threads (cancelled by a handle on one, its closure dropped by the
     /// queue's holder on another). Each writes a cell before its events;
     /// the owner reads both after `wait` (loom flags a read that is not
-    /// ordered after the write) and then frees the state, which a late
-    /// touch by a task would race with.
+    /// ordered after the write) and then frees the state (its `Lifetime`),
+    /// which a task's touch not ordered before `released` races with. Fails
+    /// if the last task's `released` store or the owner's load of it is
+    /// Relaxed, or without the last decrement's Acquire load.
     #[test]
     fn the_scope_returns_after_its_last_task_and_never_before() {
         loom::model(|| {
@@ -643,13 +662,17 @@ mod model {
                 .into_iter()
                 .map(|(i, both)| {
                     let s = shared();
-                    loom::thread::spawn(move || {
+                    let finished = Arc::new(AtomicBool::new(false));
+                    let f = finished.clone();
+                    let t = loom::thread::spawn(move || {
                         let s = s;
                         // SAFETY: alive until the owner's wait returns.
                         let (cells, tokens) = unsafe { (&*s.0, &*s.1) };
                         cells[i].with_mut(|p| unsafe { *p = 1 });
                         tokens[i].event(both);
-                    })
+                        f.store(true, Ordering::Release);
+                    });
+                    (finished, t)
                 })
                 .collect();
             // The queue's holder drops the cancelled closure, here.
@@ -659,9 +682,7 @@ mod model {
             let sum: u8 = cells.iter().map(|c| c.with(|p| unsafe { *p })).sum();
             assert_eq!(sum, 2);
             drop(state);
-            for t in threads {
-                t.join().unwrap();
-            }
+            join_all_when_finished(threads);
         });
     }
 }

@@ -12,8 +12,9 @@
 //!   the next block of the slab, else makes a new slab: one global
 //!   allocation per [`SLAB_BLOCKS`] nodes.
 //! - **Freeing** pushes the block on the freeing thread's list (any thread:
-//!   a slab is not tied to the thread that made it), unless the list already
-//!   holds [`CACHE_BYTES`] worth; then the block goes back to its slab.
+//!   a slab is not tied to the thread that made it), unless the list
+//!   already holds blocks of [`LIST_SLABS`] other slabs; then the block goes
+//!   back to its slab.
 //! - **A slab** counts the blocks not yet given back (`live`). Giving one
 //!   back decrements it; the thread that takes it to zero frees the slab.
 //!   That count is the only shared state here: an `Arc`-style release
@@ -23,15 +24,25 @@
 //!   thread-local's destructor) blocks go straight back to their slabs and
 //!   new nodes come from the global allocator.
 //!
-//! Bounds: a thread holds at most [`CACHE_BYTES`] of free blocks per class.
-//! A slab stays allocated while any of its blocks is in use or cached, so in
-//! the worst case (one long-lived node per slab) a live node pins
-//! `SLAB_BLOCKS` blocks' worth of memory.
+//! Bounds: a slab stays allocated while any of its blocks is in use or
+//! cached, so a cached block pins its whole slab. The bound is therefore on
+//! slabs, not blocks: a thread's list for one class holds blocks of at most
+//! [`LIST_SLABS`] slabs, and it carves one more, so an idle thread pins at
+//! most `LIST_SLABS + 1` slabs per class: 46,720 bytes over all eight
+//! classes, whatever pattern of frees filled its lists (a bound on blocks
+//! let one block per slab pin 264 KiB in one class). A live node pins
+//! its own slab (`SLAB_BLOCKS` blocks' worth at most), as any allocator's
+//! page would.
 //!
 //! Under `cfg(loom)` nodes come from the global allocator (the models check
 //! the stacks' protocols, not this memory); under `cfg(concurrent_futures_no_node_cache)`
 //! too, so AddressSanitizer and Miri see every node freed at once and can
-//! flag a use after free that a cached block would hide.
+//! flag a use after free that a cached block would hide. With the cache on,
+//! a free block is still allocated memory to the allocator, so under
+//! `cfg(concurrent_futures_asan)` (set by CI's AddressSanitizer step with
+//! the cache on) every block that is not in use is *poisoned*: uncarved,
+//! listed, or given back to a slab that lives on. A node used after it was
+//! freed then trips AddressSanitizer just as a freed allocation would.
 
 // Without the cache only the slab model and the pass-through are used.
 #![cfg_attr(any(loom, concurrent_futures_no_node_cache), allow(dead_code))]
@@ -48,8 +59,39 @@ const MAX_BLOCK: usize = 128;
 const CLASSES: usize = MAX_BLOCK / GRAIN;
 /// Blocks per slab: one global allocation serves this many nodes.
 const SLAB_BLOCKS: usize = 16;
-/// Free blocks a thread keeps per class, in bytes.
-const CACHE_BYTES: usize = 16 * 1024;
+/// Slabs whose blocks one class's free list may hold (the memory bound).
+const LIST_SLABS: usize = 4;
+
+/// Marks `len` bytes at `p` as not to be touched (AddressSanitizer's manual
+/// poisoning; nothing without `cfg(concurrent_futures_asan)`).
+#[inline(always)]
+fn poison(p: *const u8, len: usize) {
+    #[cfg(concurrent_futures_asan)]
+    // SAFETY: only marks shadow memory of bytes inside one of our slabs.
+    unsafe {
+        asan::__asan_poison_memory_region(p.cast(), len)
+    };
+    let _ = (p, len);
+}
+
+/// Undoes [`poison`] before the crate itself touches the bytes.
+#[inline(always)]
+fn unpoison(p: *const u8, len: usize) {
+    #[cfg(concurrent_futures_asan)]
+    // SAFETY: as in `poison`.
+    unsafe {
+        asan::__asan_unpoison_memory_region(p.cast(), len)
+    };
+    let _ = (p, len);
+}
+
+#[cfg(concurrent_futures_asan)]
+mod asan {
+    unsafe extern "C" {
+        pub(super) fn __asan_poison_memory_region(addr: *const std::ffi::c_void, size: usize);
+        pub(super) fn __asan_unpoison_memory_region(addr: *const std::ffi::c_void, size: usize);
+    }
+}
 
 /// Where a block's memory came from, recorded in its node: a slab, or (null)
 /// the global allocator.
@@ -91,6 +133,8 @@ impl Slab {
                 blocks: blocks as u32,
             })
         };
+        // SAFETY: the blocks follow the head inside the allocation.
+        poison(unsafe { p.as_ptr().add(size_of::<Slab>()) }, block * blocks);
         slab
     }
 
@@ -124,6 +168,7 @@ impl Slab {
         // than a fence, which ThreadSanitizer cannot see.
         s.live.load(Ordering::Acquire);
         let layout = Self::layout(s.block as usize, s.blocks as usize);
+        unpoison(slab.cast(), layout.size());
         // SAFETY: the count reached zero: no block is in use or cached, and
         // nobody else can reach the slab. Dropping in place runs the loom
         // atomic's drop; std's has none.
@@ -172,6 +217,7 @@ pub(crate) unsafe fn free(ptr: NonNull<u8>, layout: Layout, home: Home) {
             return;
         }
     }
+    poison(ptr.as_ptr(), layout.size());
     // SAFETY: the block is ours and we are done with it.
     unsafe { Slab::give_back(home.0, 1) }
 }
@@ -190,7 +236,7 @@ mod cache {
     use std::cell::Cell;
     use std::ptr::NonNull;
 
-    use super::{CACHE_BYTES, CLASSES, GRAIN, Home, SLAB_BLOCKS, Slab};
+    use super::{CLASSES, GRAIN, Home, LIST_SLABS, SLAB_BLOCKS, Slab};
 
     /// What a free block holds while it sits on a list.
     #[repr(C)]
@@ -203,7 +249,9 @@ mod cache {
     /// across a call out (the global allocator is called with no borrow).
     struct Class {
         free: Cell<*mut FreeBlock>,
-        len: Cell<usize>,
+        /// The slabs the free list holds blocks of, each with how many
+        /// (null and 0: a free entry).
+        held: [Cell<(*const Slab, u32)>; LIST_SLABS],
         /// The slab being carved, its next uncarved block, and its end.
         slab: Cell<*const Slab>,
         next: Cell<*mut u8>,
@@ -220,7 +268,7 @@ mod cache {
                 classes: [const {
                     Class {
                         free: Cell::new(std::ptr::null_mut()),
-                        len: Cell::new(0),
+                        held: [const { Cell::new((std::ptr::null(), 0)) }; LIST_SLABS],
                         slab: Cell::new(std::ptr::null()),
                         next: Cell::new(std::ptr::null_mut()),
                         end: Cell::new(std::ptr::null_mut()),
@@ -234,6 +282,45 @@ mod cache {
         (class + 1) * GRAIN
     }
 
+    impl Class {
+        /// Counts one more listed block of `slab`; false if the list holds
+        /// blocks of `LIST_SLABS` other slabs already.
+        #[inline]
+        fn hold(&self, slab: *const Slab) -> bool {
+            let mut vacant = None;
+            for entry in &self.held {
+                let (s, n) = entry.get();
+                if s == slab {
+                    entry.set((s, n + 1));
+                    return true;
+                }
+                if n == 0 {
+                    vacant = Some(entry);
+                }
+            }
+            vacant.is_some_and(|entry| {
+                entry.set((slab, 1));
+                true
+            })
+        }
+
+        /// Counts one listed block of `slab` less (it left the list).
+        #[inline]
+        fn unhold(&self, slab: *const Slab) {
+            for entry in &self.held {
+                let (s, n) = entry.get();
+                if s == slab {
+                    entry.set(if n == 1 {
+                        (std::ptr::null(), 0)
+                    } else {
+                        (s, n - 1)
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
     impl Cache {
         /// A block of `class`: a cached one, the next one carved, or the
         /// first of a new slab.
@@ -242,11 +329,12 @@ mod cache {
             let c = self.classes.get(class)?;
             let head = c.free.get();
             if let Some(block) = NonNull::new(head) {
+                super::unpoison(head.cast(), block_size(class));
                 // SAFETY: blocks on our list are ours, free, and hold a
                 // `FreeBlock` written by `push`.
                 let FreeBlock { next, slab } = unsafe { block.as_ptr().read() };
                 c.free.set(next);
-                c.len.set(c.len.get() - 1);
+                c.unhold(slab);
                 return Some((block.cast(), Home(slab)));
             }
             let next = c.next.get();
@@ -257,6 +345,7 @@ mod cache {
                 // SAFETY: non-null: it differs from `end`, and both are
                 // null only together.
                 let block = unsafe { NonNull::new_unchecked(next) };
+                super::unpoison(next, block_size(class));
                 return Some((block, Home(c.slab.get())));
             }
             Some(self.carve_new_slab(class))
@@ -282,16 +371,17 @@ mod cache {
             c.slab.set(slab.as_ptr());
             c.next.set(second.as_ptr());
             c.end.set(end.as_ptr());
+            super::unpoison(first.as_ptr(), block_size(class));
             (first, Home(slab.as_ptr()))
         }
 
-        /// Keeps a freed block if the class's list has room.
+        /// Keeps a freed block if the class's list may hold its slab.
         #[inline]
         pub(super) fn push(&self, class: usize, block: NonNull<u8>, home: Home) -> bool {
             let Some(c) = self.classes.get(class) else {
                 return false;
             };
-            if c.len.get() * block_size(class) >= CACHE_BYTES {
+            if !c.hold(home.0) {
                 return false;
             }
             // SAFETY: the block is ours (the caller frees it), at least
@@ -303,7 +393,7 @@ mod cache {
                 })
             };
             c.free.set(block.as_ptr().cast());
-            c.len.set(c.len.get() + 1);
+            super::poison(block.as_ptr(), block_size(class));
             true
         }
     }
@@ -315,13 +405,17 @@ mod cache {
             for (class, c) in self.classes.iter().enumerate() {
                 let mut cur = c.free.replace(std::ptr::null_mut());
                 while !cur.is_null() {
+                    super::unpoison(cur.cast(), block_size(class));
                     // SAFETY: as in `pop`.
                     let FreeBlock { next, slab } = unsafe { cur.read() };
+                    super::poison(cur.cast(), block_size(class));
                     // SAFETY: the block is free and ours.
                     unsafe { Slab::give_back(slab, 1) };
                     cur = next;
                 }
-                c.len.set(0);
+                for entry in &c.held {
+                    entry.set((std::ptr::null(), 0));
+                }
                 let (next, end) = (c.next.get(), c.end.get());
                 if next != end {
                     let uncarved = (end.addr() - next.addr()) / block_size(class);
