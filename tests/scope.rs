@@ -335,3 +335,31 @@ fn a_join_whose_second_half_is_stolen_waits_for_it() {
         "every stolen half ran, and wrote what it borrowed"
     );
 }
+
+/// Recurses `n` levels down the `a` side of `join`.
+fn a_side_depth(pool: &ThreadPool, n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let (below, ()) = pool.join(|| a_side_depth(pool, n - 1), || ());
+    below + 1
+}
+
+/// The stack a `join` level takes (docs: under 200 bytes a level in a
+/// release build, plus the recursing function's own frame): 4,000 levels
+/// fit a 1 MiB worker stack. Release builds only (a debug frame is several
+/// times larger); CI runs it in its release step. Before `join`'s cold
+/// paths went out of line a level took twice the stack, and this
+/// overflowed.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "frame sizes are a release-build promise")]
+fn join_recursion_of_4000_levels_fits_a_1_mib_stack() {
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .stack_size(1 << 20)
+        .build()
+        .unwrap();
+    let p = pool.clone();
+    let depth = pool.install(move || a_side_depth(&p, 4_000));
+    assert_eq!(depth, 4_000);
+}

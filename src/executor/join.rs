@@ -141,6 +141,12 @@ impl ThreadPool {
     /// Both always run. If either panics, the panic is resumed once both
     /// are over (`a`'s if both panic). A join allocates nothing.
     ///
+    /// Stack: in a release build a level of join recursion takes about 160
+    /// bytes of the worker's stack (x86-64, a small recursive function
+    /// included; rayon's `join` about 255), so some 6,000 levels fit per
+    /// MiB ([`Builder::stack_size`](crate::Builder::stack_size); the
+    /// default is 2 MiB). A debug build takes several times more.
+    ///
     /// ```
     /// use concurrent_futures::ThreadPool;
     ///
@@ -168,6 +174,22 @@ impl ThreadPool {
             // while its loop (which owns the deque) is below us on the stack.
             return self.join_on(unsafe { &*deque }, a, b);
         }
+        self.join_off_core(a, b)
+    }
+
+    /// `join` anywhere but on a core worker. Out of line, so that the
+    /// recursion of `join_on` (one frame a level) does not carry this
+    /// path's stack slots (the scope behind `install`): a level costs less
+    /// stack than rayon's.
+    #[cold]
+    #[inline(never)]
+    fn join_off_core<A, B, RA, RB>(&self, a: A, b: B) -> (RA, RB)
+    where
+        A: FnOnce() -> RA + Send,
+        B: FnOnce() -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
         if worker::is_worker_of(self.registry()) || self.is_shutdown() {
             // A compensating worker, or a pool that takes no more work.
             return then_b(catch_unwind(AssertUnwindSafe(a)), b);
@@ -176,6 +198,7 @@ impl ThreadPool {
     }
 
     /// `join` on a core worker whose join deque is `deque`.
+    #[inline(always)]
     fn join_on<A, B, RA, RB>(&self, deque: &Worker<JobRef>, a: A, b: B) -> (RA, RB)
     where
         A: FnOnce() -> RA + Send,
@@ -206,20 +229,31 @@ impl ThreadPool {
         if job.state.load(Ordering::Acquire) & DONE == 0 {
             match deque.pop() {
                 Some(top) if top.is(entry) => return then_b(ra, job.take_b()),
-                Some(other) => {
-                    // Not reachable by the argument above; if it were, the
-                    // entry is ours now and must run.
-                    // SAFETY: taken from the deque; its joiner waits.
-                    unsafe { other.execute() };
-                    wait_for_thief(&job.state, &job.waiter);
-                }
-                None => wait_for_thief(&job.state, &job.waiter),
+                other => wait_for_stolen(other, &job.state, &job.waiter),
             }
         }
         let rb = job.stolen_outcome();
         job.life.end();
         (value_or_resume(ra), value_or_resume(rb))
     }
+}
+
+/// After the joiner's pop did not give its own entry back (`popped`: what
+/// it gave instead, if anything): wait until the thief has run `b`.
+#[cold]
+#[inline(never)]
+fn wait_for_stolen(
+    popped: Option<JobRef>,
+    state: &AtomicU8,
+    waiter: &UnsafeCell<ManuallyDrop<Option<Thread>>>,
+) {
+    if let Some(other) = popped {
+        // Not reachable by the argument in `join_on`; if it were, the entry
+        // is ours now and must run.
+        // SAFETY: taken from the deque; its joiner waits.
+        unsafe { other.execute() };
+    }
+    wait_for_thief(state, waiter);
 }
 
 /// `a`'s outcome, then `b` run here: both values; `a`'s panic (after `b`

@@ -12,9 +12,11 @@
 //!   the next block of the slab, else makes a new slab: one global
 //!   allocation per [`SLAB_BLOCKS`] nodes.
 //! - **Freeing** pushes the block on the freeing thread's list (any thread:
-//!   a slab is not tied to the thread that made it), unless the list
-//!   already holds blocks of [`LIST_SLABS`] other slabs; then the block goes
-//!   back to its slab.
+//!   a slab is not tied to the thread that made it), unless that would make
+//!   more than [`LIST_SLABS`] *runs* (blocks of one slab in a row) on the
+//!   list; then the block goes back to its slab. Runs bound the slabs the
+//!   list holds blocks of, and cost two compares per push and one per pop
+//!   (a table of slabs and counts cost 20 instructions per attach).
 //! - **A slab** counts the blocks not yet given back (`live`). Giving one
 //!   back decrements it; the thread that takes it to zero frees the slab.
 //!   That count is the only shared state here: an `Arc`-style release
@@ -238,20 +240,31 @@ mod cache {
 
     use super::{CLASSES, GRAIN, Home, LIST_SLABS, SLAB_BLOCKS, Slab};
 
-    /// What a free block holds while it sits on a list.
+    /// What a free block holds while it sits on a list: the next free
+    /// block, tagged in its low bit (blocks are `GRAIN`-aligned) when this
+    /// block starts a *run* (its slab differs from the block's below), and
+    /// its slab.
     #[repr(C)]
     struct FreeBlock {
         next: *mut FreeBlock,
         slab: *const Slab,
     }
 
+    /// The low bit of `FreeBlock::next`: this block starts a run.
+    const NEW_RUN: usize = 1;
+
     /// One size class of one thread. `Cell`s: nothing here is borrowed
     /// across a call out (the global allocator is called with no borrow).
     struct Class {
         free: Cell<*mut FreeBlock>,
-        /// The slabs the free list holds blocks of, each with how many
-        /// (null and 0: a free entry).
-        held: [Cell<(*const Slab, u32)>; LIST_SLABS],
+        /// Runs of blocks of one slab on the list: at most `LIST_SLABS`, so
+        /// the list holds blocks of at most that many slabs. A run may be
+        /// counted twice after a pop (see `pop`), which only makes the
+        /// bound stricter.
+        runs: Cell<usize>,
+        /// The slab of the block on top of the list, if known (null: a
+        /// push starts a run).
+        top_slab: Cell<*const Slab>,
         /// The slab being carved, its next uncarved block, and its end.
         slab: Cell<*const Slab>,
         next: Cell<*mut u8>,
@@ -268,7 +281,8 @@ mod cache {
                 classes: [const {
                     Class {
                         free: Cell::new(std::ptr::null_mut()),
-                        held: [const { Cell::new((std::ptr::null(), 0)) }; LIST_SLABS],
+                        runs: Cell::new(0),
+                        top_slab: Cell::new(std::ptr::null()),
                         slab: Cell::new(std::ptr::null()),
                         next: Cell::new(std::ptr::null_mut()),
                         end: Cell::new(std::ptr::null_mut()),
@@ -280,45 +294,6 @@ mod cache {
 
     const fn block_size(class: usize) -> usize {
         (class + 1) * GRAIN
-    }
-
-    impl Class {
-        /// Counts one more listed block of `slab`; false if the list holds
-        /// blocks of `LIST_SLABS` other slabs already.
-        #[inline]
-        fn hold(&self, slab: *const Slab) -> bool {
-            let mut vacant = None;
-            for entry in &self.held {
-                let (s, n) = entry.get();
-                if s == slab {
-                    entry.set((s, n + 1));
-                    return true;
-                }
-                if n == 0 {
-                    vacant = Some(entry);
-                }
-            }
-            vacant.is_some_and(|entry| {
-                entry.set((slab, 1));
-                true
-            })
-        }
-
-        /// Counts one listed block of `slab` less (it left the list).
-        #[inline]
-        fn unhold(&self, slab: *const Slab) {
-            for entry in &self.held {
-                let (s, n) = entry.get();
-                if s == slab {
-                    entry.set(if n == 1 {
-                        (std::ptr::null(), 0)
-                    } else {
-                        (s, n - 1)
-                    });
-                    return;
-                }
-            }
-        }
     }
 
     impl Cache {
@@ -333,8 +308,13 @@ mod cache {
                 // SAFETY: blocks on our list are ours, free, and hold a
                 // `FreeBlock` written by `push`.
                 let FreeBlock { next, slab } = unsafe { block.as_ptr().read() };
-                c.free.set(next);
-                c.unhold(slab);
+                c.free.set(next.map_addr(|a| a & !NEW_RUN));
+                if next.addr() & NEW_RUN != 0 {
+                    // The block below is of another slab, which we do not
+                    // read (it may be poisoned): the next push starts a run.
+                    c.runs.set(c.runs.get() - 1);
+                    c.top_slab.set(std::ptr::null());
+                }
                 return Some((block.cast(), Home(slab)));
             }
             let next = c.next.get();
@@ -381,18 +361,24 @@ mod cache {
             let Some(c) = self.classes.get(class) else {
                 return false;
             };
-            if !c.hold(home.0) {
-                return false;
+            let new_run = c.top_slab.get() != home.0;
+            if new_run {
+                if c.runs.get() == LIST_SLABS {
+                    return false;
+                }
+                c.runs.set(c.runs.get() + 1);
             }
             // SAFETY: the block is ours (the caller frees it), at least
-            // GRAIN bytes and GRAIN-aligned, so a `FreeBlock` fits.
+            // GRAIN bytes and GRAIN-aligned, so a `FreeBlock` fits (and the
+            // next block's low bit is free for the tag).
             unsafe {
                 block.cast::<FreeBlock>().as_ptr().write(FreeBlock {
-                    next: c.free.get(),
+                    next: c.free.get().map_addr(|a| a | usize::from(new_run)),
                     slab: home.0,
                 })
             };
             c.free.set(block.as_ptr().cast());
+            c.top_slab.set(home.0);
             super::poison(block.as_ptr(), block_size(class));
             true
         }
@@ -411,11 +397,10 @@ mod cache {
                     super::poison(cur.cast(), block_size(class));
                     // SAFETY: the block is free and ours.
                     unsafe { Slab::give_back(slab, 1) };
-                    cur = next;
+                    cur = next.map_addr(|a| a & !NEW_RUN);
                 }
-                for entry in &c.held {
-                    entry.set((std::ptr::null(), 0));
-                }
+                c.runs.set(0);
+                c.top_slab.set(std::ptr::null());
                 let (next, end) = (c.next.get(), c.end.get());
                 if next != end {
                     let uncarved = (end.addr() - next.addr()) / block_size(class);
