@@ -363,3 +363,31 @@ fn join_recursion_of_4000_levels_fits_a_1_mib_stack() {
     let depth = pool.install(move || a_side_depth(&p, 4_000));
     assert_eq!(depth, 4_000);
 }
+
+/// A task's outcome whose drop waits at a gate: the worker that drops it
+/// is held there, after the task ended, until the test opens the gate.
+struct HeldOnDrop(std::sync::Arc<Barrier>);
+
+impl Drop for HeldOnDrop {
+    fn drop(&mut self) {
+        self.0.wait();
+    }
+}
+
+/// `metrics()` right after `scope` returns counts none of its tasks as
+/// running: each task counts its end before it tells the scope. The
+/// worker is still busy dropping the outcome (held at the gate), so this
+/// failed when the worker counted only once it was back in its loop.
+#[test]
+fn counters_settle_before_the_scope_returns() {
+    let _dog = Watchdog::new("counters settle", Duration::from_secs(60));
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = std::sync::Arc::new(Barrier::new(2));
+    pool.scope(|s| {
+        // The handle goes at once: the worker drops the outcome.
+        drop(s.submit(|| HeldOnDrop(gate.clone())).unwrap());
+    });
+    let seen = pool.metrics();
+    gate.wait(); // let the worker go before asserting
+    assert_eq!((seen.running, seen.completed), (0, 1));
+}

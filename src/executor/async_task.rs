@@ -43,6 +43,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
+use super::metrics::Tally;
 use super::registry::Registry;
 use super::submit::SubmitSlot;
 use super::task::{Ran, Runnable, TaskRef, drop_guarded};
@@ -313,27 +314,31 @@ impl<F: Future<Output = ()> + Send + 'static> Wake for AsyncTask<F> {
 }
 
 impl<F: Future<Output = ()> + Send + 'static> Runnable for AsyncTask<F> {
-    fn run(self: Arc<Self>) -> Ran {
+    fn run(self: Arc<Self>, tally: Tally<'_>) -> Ran {
         let polled = with_borrowed_waker(&self, |cx| self.cell.poll(cx));
+        let ran = match polled {
+            Polled::Done { panicked: true } => Ran::Panicked,
+            _ => Ran::Completed,
+        };
+        // Before the pool's hold is released or the task re-queued; a
+        // `submit_future` handle completed inside the poll, just before.
+        tally.finish(ran);
         match polled {
             Polled::Again => self.schedule(),
             Polled::Idle => drop_guarded(self),
-            Polled::Done { panicked } => {
+            Polled::Done { .. } => {
                 self.finished();
                 drop_guarded(self);
-                if panicked {
-                    return Ran::Panicked;
-                }
             }
         }
-        Ran::Completed
+        ran
     }
 
     fn cancel(self: Arc<Self>) {
         // Python's `cancel_futures` cancels what has not started; a future
         // that was polled has: the worker polls it as usual.
         if let Some(started) = self.cancel_if_unpolled() {
-            started.run();
+            started.run(Tally::NONE);
         }
     }
 

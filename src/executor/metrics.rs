@@ -1,5 +1,6 @@
 //! Cheap pool metrics: relaxed per-worker counters, summed on read.
 
+use super::task::Ran;
 use crate::sync::{AtomicUsize, Ordering};
 
 /// One worker's counters, on its own cache line so workers never contend.
@@ -34,10 +35,63 @@ impl Counters {
     }
 }
 
+/// Where a worker counts the end of the task it runs. The task tells it
+/// ([`Tally::finish`]) *before* it publishes its outcome, tells its scope,
+/// or drops what it holds, so a caller who saw the task end (its handle
+/// done, its scope returned) reads counters that include it. A task run
+/// inline by a waiter gets [`Tally::NONE`]: its stale queue entry is counted
+/// when a worker pops it.
+#[derive(Clone, Copy)]
+pub(crate) struct Tally<'a> {
+    counters: Option<&'a Counters>,
+    /// Only the calling worker writes these counters (see `add_own`).
+    own: bool,
+}
+
+impl<'a> Tally<'a> {
+    /// Counts nothing.
+    pub(crate) const NONE: Tally<'static> = Tally {
+        counters: None,
+        own: false,
+    };
+
+    /// Counts into `counters`; `own`: only the calling thread writes them.
+    pub(crate) fn new(counters: &'a Counters, own: bool) -> Self {
+        Tally {
+            counters: Some(counters),
+            own,
+        }
+    }
+
+    /// The task ended as `ran`. Once per task run.
+    #[inline]
+    pub(crate) fn finish(self, ran: Ran) {
+        let Some(c) = self.counters else {
+            return;
+        };
+        let add = |counter: &AtomicUsize| match self.own {
+            true => Counters::add_own(counter, 1),
+            false => Counters::add(counter, 1),
+        };
+        match ran {
+            Ran::Completed | Ran::Claimed => add(&c.completed),
+            Ran::Panicked => {
+                add(&c.completed);
+                add(&c.panicked);
+            }
+            Ran::Cancelled => add(&c.skipped),
+        }
+    }
+}
+
 /// A snapshot of a pool's counters ([`ThreadPool::metrics`](crate::ThreadPool::metrics)).
 ///
 /// Counters are read one by one without stopping the pool, so under load
 /// the figures are approximate (never torn, possibly a few tasks apart).
+/// A task is counted finished before its handle (or its scope) sees it
+/// end: once `result()` returned, or a [`scope`](crate::ThreadPool::scope)
+/// did, it no longer counts as `running`. (A future on the pool counts once
+/// per poll, and its last poll settles just after its handle completes.)
 ///
 /// ```
 /// let pool = concurrent_futures::ThreadPool::new(1).unwrap();

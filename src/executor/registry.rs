@@ -686,7 +686,7 @@ mod loom_models {
                     while pushed.load(Ordering::Acquire) == 0 {
                         thread::yield_now();
                     }
-                    task.run();
+                    task.run(crate::executor::metrics::Tally::NONE);
                     continue;
                 }
                 if reg.may_exit() {

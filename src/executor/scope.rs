@@ -25,6 +25,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::metrics::Tally;
 use super::pool::{SubmitError, ThreadPool};
 use super::submit::SubmitSlot;
 use super::task::{Finish, Ran, Runnable, TaskRef, drop_guarded};
@@ -319,8 +320,9 @@ impl<F> ScopedSpawn<F> {
 }
 
 impl<F: FnOnce() + Send> Runnable for ScopedSpawn<F> {
-    fn run(self: Arc<Self>) -> Ran {
+    fn run(self: Arc<Self>, tally: Tally<'_>) -> Ran {
         let Some(f) = self.take() else {
+            tally.finish(Ran::Cancelled);
             return Ran::Cancelled;
         };
         let addr = Arc::as_ptr(&self).addr();
@@ -334,6 +336,7 @@ impl<F: FnOnce() + Send> Runnable for ScopedSpawn<F> {
                 Ran::Panicked
             }
         };
+        tally.finish(ran);
         self.token.event(true);
         drop_guarded(self);
         ran

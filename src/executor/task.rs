@@ -12,6 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::metrics::Tally;
 use crate::error::TaskError;
 use crate::future::blocking::{Held, run_lent, wait_for_task};
 use crate::future::core::{Body, Cell, Core, Shared};
@@ -75,12 +76,13 @@ impl<F, D: Finish> Job<F, D> {
     }
 
     /// Runs the closure and stores its outcome. The caller won the start.
-    fn execute<T>(&self, core: &Core<T>, addr: usize) -> Ran
+    fn execute<T>(&self, core: &Core<T>, addr: usize, tally: Tally<'_>) -> Ran
     where
         F: FnOnce() -> T,
     {
         let Some(f) = self.take() else {
             // Unreachable by the claim protocol; resolve rather than hang.
+            tally.finish(Ran::Cancelled);
             core.set_started(Err(TaskError::Abandoned));
             self.done.event(true);
             return Ran::Cancelled;
@@ -95,6 +97,7 @@ impl<F, D: Finish> Job<F, D> {
                 Ran::Panicked,
             ),
         };
+        tally.finish(ran);
         core.set_started(outcome);
         self.done.event(true);
         ran
@@ -124,7 +127,8 @@ where
         }
         let claim = || {
             core.try_start() == Start::Started && {
-                self.execute(core, addr_of(core));
+                // Counted when a worker pops the stale entry (`Claimed`).
+                self.execute(core, addr_of(core), Tally::NONE);
                 true
             }
         };
@@ -146,8 +150,9 @@ pub(crate) fn addr_of<T>(core: &Core<T>) -> usize {
 
 /// The type-erased face of a task, as the queues see it.
 pub(crate) trait Runnable: Send + Sync {
-    /// Runs the task if nobody started or cancelled it.
-    fn run(self: Arc<Self>) -> Ran;
+    /// Runs the task if nobody started or cancelled it, telling `tally` how
+    /// it ended before anything else learns it (see [`Tally`]).
+    fn run(self: Arc<Self>, tally: Tally<'_>) -> Ran;
     /// Cancels the task if it has not started (Python's `cancel_futures`).
     fn cancel(self: Arc<Self>);
     /// Resolves a task that will never run as abandoned.
@@ -172,15 +177,19 @@ where
     F: FnOnce() -> T + Send,
     D: Finish,
 {
-    fn run(self: Arc<Self>) -> Ran {
+    fn run(self: Arc<Self>, tally: Tally<'_>) -> Ran {
         let ran = match self.core.try_start() {
-            Start::Started => self.body.execute(&self.core, addr_of(&self.core)),
+            Start::Started => self.body.execute(&self.core, addr_of(&self.core), tally),
             Start::Cancelled => {
                 // Whoever cancelled published it; the closure is ours.
+                tally.finish(Ran::Cancelled);
                 self.body.discard(false);
                 Ran::Cancelled
             }
-            Start::AlreadyStarted => Ran::Claimed,
+            Start::AlreadyStarted => {
+                tally.finish(Ran::Claimed);
+                Ran::Claimed
+            }
         };
         drop_guarded(self);
         ran
@@ -290,9 +299,10 @@ impl TaskRef {
         TaskRef(ManuallyDrop::new(task))
     }
 
-    /// Runs it (or skips it if cancelled or claimed by a waiter).
-    pub(crate) fn run(self) -> Ran {
-        self.into_arc().run()
+    /// Runs it (or skips it if cancelled or claimed by a waiter), counting
+    /// its end in `tally`.
+    pub(crate) fn run(self, tally: Tally<'_>) -> Ran {
+        self.into_arc().run(tally)
     }
 
     /// Cancels it instead of running it (an essential task runs instead).
@@ -345,7 +355,7 @@ impl<F: FnOnce() + Send> Detached<F> {
 }
 
 impl<F: FnOnce() + Send + 'static> Runnable for Detached<F> {
-    fn run(self: Arc<Self>) -> Ran {
+    fn run(self: Arc<Self>, tally: Tally<'_>) -> Ran {
         let ran = match self.take() {
             Some(f) => match catch_unwind(AssertUnwindSafe(f)) {
                 Ok(()) => Ran::Completed,
@@ -358,13 +368,14 @@ impl<F: FnOnce() + Send + 'static> Runnable for Detached<F> {
             },
             None => Ran::Cancelled,
         };
+        tally.finish(ran);
         drop_guarded(self);
         ran
     }
 
     fn cancel(self: Arc<Self>) {
         if self.essential {
-            self.run();
+            self.run(Tally::NONE);
             return;
         }
         if let Some(f) = self.take() {

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use crossbeam_deque::Worker;
 
 use super::blocking::PoolWait;
-use super::metrics::Counters;
+use super::metrics::{Counters, Tally};
 use super::registry::{Deques, Registry};
-use super::task::{JobRef, Ran, TaskRef};
+use super::task::{JobRef, TaskRef};
 use crate::future::blocking as wait_hook;
 use crate::sync::Ordering;
 use crate::trace::{trace_event, trace_span};
@@ -141,17 +141,15 @@ impl Context {
         self.count(|c| &c.started);
         trace_span!(::tracing::Level::TRACE, "task", worker = self.index);
         // A task a waiter ran inline counts as started and completed here
-        // (its panics, if any, are not counted).
-        let ran = task.run();
+        // (its panics, if any, are not counted). The task counts its own
+        // end, before its handle or scope learns it (`Tally`).
+        let tally = match self.index {
+            Some(i) => Tally::new(&self.registry.counters[i], true),
+            None => Tally::new(self.registry.shared_counters(), false),
+        };
+        let ran = task.run(tally);
         trace_event!(::tracing::Level::TRACE, outcome = ?ran, "task finished");
-        match ran {
-            Ran::Completed | Ran::Claimed => self.count(|c| &c.completed),
-            Ran::Panicked => {
-                self.count(|c| &c.completed);
-                self.count(|c| &c.panicked);
-            }
-            Ran::Cancelled => self.count(|c| &c.skipped),
-        }
+        let _ = ran; // read only by the trace event
     }
 }
 
