@@ -159,7 +159,9 @@ std::thread_local! {
 /// [`Builder::callback_panic_hook`](crate::Builder::callback_panic_hook)).
 /// The default prints the origin and message to stderr;
 /// [`clear_callback_panic_hook`] restores it. A hook that panics itself
-/// falls back to the default.
+/// falls back to the default; its panic (even one whose payload panics on
+/// drop) is contained like any user code's, so the drain that reported
+/// goes on.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicUsize, Ordering};
