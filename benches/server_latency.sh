@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# examples/server at fixed request rates, measured open loop by oha (a load
+# generator this project did not write) with latency correction: a request
+# is timed from when the schedule says it should have been sent, so a
+# stalled server cannot hide its queue (coordinated omission).
+#
+# First each backend's peak is measured closed loop (oha, no rate limit);
+# the rates are then 25%, 50%, 80% and 95% of the *slowest* backend's peak,
+# the same for all three. Every rate runs every backend in turn, for ROUNDS
+# rounds, so drift on a noisy machine hits all alike. One line per run:
+# p50 / p99 / p99.9 in microseconds, the rate achieved, and the share of
+# the machine's cores the client itself used (client and server share
+# them here).
+#
+#   bash benches/server_latency.sh [ROUNDS] [DURATION] [WORK_ROUNDS]
+#
+# Needs oha (cargo install oha). Defaults: 3 rounds of 10 s runs, 16
+# connections, 2 workers, 256-byte bodies hashed 10 rounds
+# (`/digest?rounds=10`). Loopback only; every run is bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+duration=${2:-10}
+work=${3:-10}
+command -v oha >/dev/null || { echo "oha not found (cargo install oha)"; exit 1; }
+cargo build --release --quiet --example server
+body=$(mktemp)
+trap 'rm -f "$body"' EXIT
+head -c 256 /dev/zero | tr '\0' x >"$body"
+cores=$(nproc)
+
+# Starts the server with backend $1; sets $server (pid), $port and $log.
+start() {
+    log=$(mktemp)
+    target/release/examples/server --port 0 --workers 2 --rounds "$work" --backend "$1" >"$log" &
+    server=$!
+    until grep -q listening "$log"; do sleep 0.05; done
+    port=$(sed -n 's/^listening on http:\/\/127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$log")
+}
+
+stop() {
+    kill -INT "$server"
+    wait "$server"
+    grep -q "drained: true" "$log" || { echo "server did not drain"; cat "$log"; exit 1; }
+    rm -f "$log"
+}
+
+# oha against the running server for $duration s; extra flags in "$@".
+# Prints the JSON summary's fields we use, then the client's CPU seconds.
+load() {
+    local out cpu
+    out=$(mktemp)
+    cpu=$( { TIMEFORMAT='%U %S'; time oha -z "${duration}s" -c 16 --no-tui --output-format json \
+        -m POST -D "$body" "$@" "http://127.0.0.1:$port/digest?rounds=$work" >"$out"; } 2>&1 )
+    python3 - "$out" "$cpu" "$duration" "$cores" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+user, system = map(float, sys.argv[2].split())
+duration, cores = float(sys.argv[3]), int(sys.argv[4])
+s, p = d["summary"], d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+# Requests still in flight when the run's time is up are cut off by oha
+# ("aborted due to deadline"): not the server's failure.
+errors = {e: n for e, n in d.get("errorDistribution", {}).items() if "deadline" not in e}
+bad = sum(n for c, n in codes.items() if c != "200") + sum(errors.values())
+us = lambda k: (p.get(k) or 0) * 1e6
+print(f"{s['requestsPerSec']:.0f} {us('p50'):.0f} {us('p99'):.0f} {us('p99.9'):.0f} "
+      f"{100 * (user + system) / (duration * cores):.0f} {bad}")
+PY
+    rm -f "$out"
+}
+
+backends=(pool spawn-blocking mutex)
+slowest=
+for backend in "${backends[@]}"; do
+    start "$backend"
+    read -r rps _ _ _ client bad < <(load)
+    stop
+    [ "$bad" = 0 ] || { echo "$backend: $bad failed requests at peak"; exit 1; }
+    printf 'peak backend=%-14s requests/s=%s client_cpu=%s%%\n' "$backend" "$rps" "$client"
+    if [ -z "$slowest" ] || [ "$rps" -lt "$slowest" ]; then slowest=$rps; fi
+done
+echo "slowest peak: $slowest requests/s"
+
+for round in $(seq "$rounds"); do
+    for pct in 25 50 80 95; do
+        rate=$((slowest * pct / 100))
+        for backend in "${backends[@]}"; do
+            start "$backend"
+            read -r rps p50 p99 p999 client bad < <(load -q "$rate" --latency-correction)
+            stop
+            [ "$bad" = 0 ] || { echo "$backend: $bad failed requests"; exit 1; }
+            printf 'round=%s rate=%s%% (%s/s) backend=%-14s achieved=%s p50_us=%s p99_us=%s p99.9_us=%s client_cpu=%s%%\n' \
+                "$round" "$pct" "$rate" "$backend" "$rps" "$p50" "$p99" "$p999" "$client"
+        done
+    done
+done
