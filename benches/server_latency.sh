@@ -13,6 +13,11 @@
 # them here).
 #
 #   bash benches/server_latency.sh [ROUNDS] [DURATION] [WORK_ROUNDS]
+#   RATES="13000 26000 41000 49000" bash benches/server_latency.sh
+#
+# With RATES set, those request rates (per second) are used instead of the
+# percentages of a freshly measured peak, so that runs of two builds are
+# compared at the same rates (the peak itself moves between runs).
 #
 # Needs oha (cargo install oha). Defaults: 3 rounds of 10 s runs, 16
 # connections, 2 workers, 256-byte bodies hashed 10 rounds
@@ -82,9 +87,15 @@ for backend in "${backends[@]}"; do
 done
 echo "slowest peak: $slowest requests/s"
 
+if [ -n "${RATES:-}" ]; then
+    read -r -a rates <<<"$RATES"
+else
+    rates=()
+    for pct in 25 50 80 95; do rates+=($((slowest * pct / 100))); done
+fi
 for round in $(seq "$rounds"); do
-    for pct in 25 50 80 95; do
-        rate=$((slowest * pct / 100))
+    for rate in "${rates[@]}"; do
+        pct=$((100 * rate / slowest))
         for backend in "${backends[@]}"; do
             start "$backend"
             read -r rps p50 p99 p999 client bad < <(load -q "$rate" --latency-correction)
