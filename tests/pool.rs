@@ -5,7 +5,7 @@ mod common;
 use common::occupy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, mpsc};
+use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::time::Duration;
 
 use concurrent_futures::{BuildError, SubmitError, TaskError, ThreadPool};
@@ -418,4 +418,24 @@ fn joining_the_last_handle_inside_its_own_callback_does_not_hang() {
     drop(h);
     gate.wait();
     assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(Ok(5)));
+}
+
+/// A one-worker pool runs outside submits in submission order, as Python's
+/// `ThreadPoolExecutor(max_workers=1)` does; the fairness tick used to take
+/// one task from the injector ahead of the batch already in the worker's
+/// deque (59, 63, 60).
+#[test]
+fn one_worker_runs_outside_submits_in_submission_order() {
+    for _ in 0..50 {
+        let pool = ThreadPool::new(1).unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let handles: Vec<_> = (0..200)
+            .map(|i| {
+                let log = log.clone();
+                pool.submit(move || log.lock().unwrap().push(i)).unwrap()
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.wait().unwrap());
+        assert_eq!(*log.lock().unwrap(), (0..200).collect::<Vec<_>>());
+    }
 }

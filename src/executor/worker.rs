@@ -4,8 +4,10 @@
 //! # Order
 //! A worker's own deque is FIFO: tasks a task submits run in submission
 //! order, as Python users expect of an executor, and a stolen batch is the
-//! oldest work. Every [`FAIR_TICK`]th task comes from the injector first, so
-//! a task that keeps resubmitting itself cannot starve outside submits.
+//! oldest work. Every [`FAIR_TICK`]th task a batch of outside submits joins
+//! the back of the deque, so a task that keeps resubmitting itself cannot
+//! starve them, and a one-worker pool runs outside submits in submission
+//! order, as Python's `ThreadPoolExecutor(max_workers=1)` does.
 //!
 //! # Compensating workers
 //! A worker that blocks in a wait keeps the pool's capacity
@@ -28,7 +30,9 @@ use crate::future::blocking as wait_hook;
 use crate::sync::Ordering;
 use crate::trace::{trace_event, trace_span};
 
-/// Every this many tasks a worker looks at the injector before its own deque.
+/// Every this many tasks a worker moves a batch from the injector to the
+/// back of its own deque, so a task that keeps resubmitting itself cannot
+/// starve outside submits.
 pub(crate) const FAIR_TICK: u32 = 61;
 /// Look-ups a worker makes before it parks.
 const SPIN_ROUNDS: u32 = 32;
@@ -75,10 +79,19 @@ impl Context {
         let reg = &self.registry;
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
-        if tick.is_multiple_of(FAIR_TICK)
-            && let Some(t) = reg.injector.steal().success()
-        {
-            return Some(t);
+        if tick.is_multiple_of(FAIR_TICK) {
+            match &self.local {
+                // The injector's oldest go behind what the deque holds: they
+                // run in turn, and outside submits keep their order (taking
+                // one ahead of the deque ran a one-worker pool's tasks out
+                // of submission order, 59, 63, 60).
+                Some(local) => drop(reg.injector.steal_batch(local)),
+                None => {
+                    if let Some(t) = reg.injector.steal().success() {
+                        return Some(t);
+                    }
+                }
+            }
         }
         if let Some(local) = &self.local
             && let Some(t) = local.pop()
