@@ -161,27 +161,18 @@ pub(crate) unsafe fn run_lent<R>(
     task: bool,
     f: impl FnOnce() -> R,
 ) -> std::thread::Result<R> {
-    run_frame(addr, usize::from(task), lender, f)
-}
-
-fn run_frame<R>(
-    addr: usize,
-    task: usize,
-    lent: Held,
-    f: impl FnOnce() -> R,
-) -> std::thread::Result<R> {
     // `try_with` here and below: a task may run, or be waited on, from a
     // thread-local's destructor after this slot is gone; it then runs
     // unrecorded (nothing can wait on it from this thread any more).
     let below = held().0;
     // SAFETY: `below` is null or this thread's current frame, alive below
     // this call.
-    let depth = unsafe { below.as_ref() }.map_or(0, |b| b.depth) + task;
+    let depth = unsafe { below.as_ref() }.map_or(0, |b| b.depth) + usize::from(task);
     let frame = Frame {
         addr,
         depth,
         below,
-        lent: lent.0,
+        lent: lender.0,
     };
     let pushed = TOP.try_with(|t| t.set(&raw const frame)).is_ok();
     let result = catch_unwind(AssertUnwindSafe(f));
