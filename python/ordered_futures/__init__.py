@@ -1,0 +1,167 @@
+"""``concurrent.futures`` whose done-callbacks are ordered, exclusive and
+exactly-once, on a lock-free Rust core (the ``concurrent-futures`` crate).
+
+Change one import::
+
+    from ordered_futures import ThreadPoolExecutor, wait, as_completed
+
+The guarantee Python's documentation states and its implementation races
+("called in the order that they were added"), made true: the callbacks of
+one future run exactly once, in the order they were added, never two at a
+time, even when one is added from another thread while the future
+completes. ``ThreadPoolExecutor(serial_callbacks=True)`` goes further:
+no two done-callbacks of any of its futures run at a time, so callbacks
+may update shared state with no lock.
+
+Our futures are ``concurrent.futures.Future`` instances and our executor a
+``concurrent.futures.ThreadPoolExecutor`` instance, so code that checks for
+the stdlib's types (``asyncio.wrap_future``, ``loop.run_in_executor``,
+``concurrent.futures.wait``) accepts them. See docs/python.md for the
+design and the differences from the stdlib.
+"""
+
+import concurrent.futures as _cf
+import concurrent.futures.thread as _cf_thread
+import os as _os
+import threading as _threading
+
+from . import _core
+
+__all__ = [
+    "ALL_COMPLETED",
+    "BrokenExecutor",
+    "BrokenThreadPool",
+    "CancelledError",
+    "Executor",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "Future",
+    "InvalidStateError",
+    "ThreadPoolExecutor",
+    "TimeoutError",
+    "as_completed",
+    "wait",
+]
+
+# The stdlib's own classes and constants, so existing ``except`` clauses
+# and comparisons keep working.
+CancelledError = _cf.CancelledError
+TimeoutError = _cf.TimeoutError
+BrokenExecutor = _cf.BrokenExecutor
+BrokenThreadPool = _cf_thread.BrokenThreadPool
+InvalidStateError = _cf.InvalidStateError
+FIRST_COMPLETED = _cf.FIRST_COMPLETED
+FIRST_EXCEPTION = _cf.FIRST_EXCEPTION
+ALL_COMPLETED = _cf.ALL_COMPLETED
+Executor = _cf.Executor
+
+# Guards the lazy creation of the stdlib's private fields (rare path).
+_lazy = _threading.Lock()
+
+
+def _notify_stdlib_waiters(future):
+    """Wakes the stdlib's waiters (``concurrent.futures.wait`` and
+    ``as_completed`` called on our futures), as the stdlib's completion
+    does: under the future's condition, then ``notify_all``."""
+    with future._condition:
+        if future.cancelled():
+            for waiter in future._waiters:
+                waiter.add_cancelled(future)
+        elif future._exception is not None:
+            for waiter in future._waiters:
+                waiter.add_exception(future)
+        else:
+            for waiter in future._waiters:
+                waiter.add_result(future)
+        future._condition.notify_all()
+
+
+class Future(_core.Future, _cf.Future):
+    """The result of a call, available later: a drop-in for
+    ``concurrent.futures.Future`` (and an instance of it).
+
+    Its state and callbacks live in the native core, so ``result`` and
+    ``exception`` release the GIL while they wait and Ctrl-C interrupts
+    them, and ``add_done_callback`` is one atomic operation: callbacks run
+    exactly once, in the order they were added, never two at a time.
+
+    Create one directly (``Future()``) to complete it yourself with
+    ``set_result`` / ``set_exception``; ``ThreadPoolExecutor.submit``
+    returns ones its executor completes.
+    """
+
+    def __init__(self):
+        # The state lives in the native core: no Condition, no list.
+        pass
+
+    def __getattr__(self, name):
+        # Only the stdlib's private ``_condition`` and ``_waiters`` are made
+        # here, on first use (by the stdlib's own ``wait``/``as_completed``
+        # or code that reads them): the fast paths never pay for them.
+        if name not in ("_condition", "_waiters"):
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            )
+        fields = self.__dict__
+        with _lazy:
+            if "_condition" not in fields:
+                fields["_waiters"] = []
+                fields["_condition"] = _threading.Condition()
+                # Registered after both exist: a completion from now on
+                # notifies under the condition, which the stdlib holds
+                # while it reads ``_state`` and installs its waiter.
+                self._add_done_callback_unserialized(_notify_stdlib_waiters)
+        return fields[name]
+
+
+class ThreadPoolExecutor(_core.Executor, _cf.ThreadPoolExecutor):
+    """A drop-in for ``concurrent.futures.ThreadPoolExecutor`` (and an
+    instance of it)::
+
+        ThreadPoolExecutor(max_workers=None, thread_name_prefix='',
+                           initializer=None, initargs=(), *,
+                           serial_callbacks=False)
+
+    ``max_workers`` threads (default ``min(32, os.cpu_count() + 4)``) are
+    started at once and take the GIL only to run Python code.
+    ``initializer(*initargs)`` runs at the start of each thread; if it
+    raises, the executor is broken: pending and later calls fail with
+    ``BrokenThreadPool``.
+
+    ``serial_callbacks=True`` runs every done-callback of this executor's
+    futures one at a time (on a serial context of the pool, with no lock),
+    so callbacks may update shared state safely, on a GIL build and on a
+    free-threaded one alike.
+    """
+
+    def __init__(self, max_workers=None, thread_name_prefix="", initializer=None,
+                 initargs=(), *, serial_callbacks=False):
+        # Everything was set up by the native ``__new__``.
+        pass
+
+
+def wait(fs, timeout=None, return_when=ALL_COMPLETED):
+    """Waits until the futures ``fs`` meet ``return_when``
+    (``FIRST_COMPLETED``, ``FIRST_EXCEPTION`` or ``ALL_COMPLETED``) or
+    ``timeout`` seconds pass, and returns ``DoneAndNotDoneFutures(done,
+    not_done)``, as ``concurrent.futures.wait``. Releases the GIL while it
+    waits; Ctrl-C interrupts it. Futures of other kinds are handed to the
+    stdlib's ``wait``."""
+    return _core.wait(fs, timeout, return_when)
+
+
+def as_completed(fs, timeout=None):
+    """Returns an iterator over the distinct futures of ``fs``: those
+    already done first, then each as it finishes, as
+    ``concurrent.futures.as_completed``. Raises ``TimeoutError`` once
+    ``timeout`` seconds (from the first ``next``) pass with futures
+    unfinished. Futures of other kinds are handed to the stdlib's."""
+    return _core.as_completed(fs, timeout)
+
+
+_core._set_future_class(Future)
+_core._set_main_thread(_threading.main_thread().ident)
+# As the stdlib's pools: queued calls finish before the interpreter does.
+_threading._register_atexit(_core._python_exit)
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_core._after_fork_in_child)

@@ -1,0 +1,375 @@
+//! The executor: `ThreadPoolExecutor`'s native half, a `ThreadPool` whose
+//! tasks take the GIL only to run Python code.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use concurrent_futures::{FutureHandle, Strand, ThreadPool};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{IntoPyDict, PyDict, PyFrozenSet, PyTuple, PyType};
+
+use crate::future::PyFuture;
+use crate::lifecycle::WorkerThread;
+use crate::map::MapIter;
+use crate::outcome::Outcome;
+use crate::stdlib::{self, stdlib};
+use crate::{gil, lifecycle};
+
+/// The Python `Future` class that `submit` returns (set at import).
+static FUTURE_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// Sets the class `submit` makes its futures of: the package's `Future`,
+/// which derives from the native one and from the stdlib's.
+#[pyfunction]
+pub(crate) fn _set_future_class(py: Python<'_>, class: Bound<'_, PyType>) -> PyResult<()> {
+    if !class.is_subclass_of::<PyFuture>()? {
+        return Err(PyTypeError::new_err(
+            "the future class must derive from _core.Future",
+        ));
+    }
+    let _ = FUTURE_CLASS.set(py, class.unbind());
+    Ok(())
+}
+
+/// Numbers the default thread-name prefixes, as the stdlib's counter does.
+static EXECUTORS: AtomicU64 = AtomicU64::new(0);
+
+const BROKEN: &str = "A thread initializer failed, the thread pool is not usable anymore";
+
+/// What the tasks of one executor share.
+struct Shared {
+    /// Tells a worker's first task which executor it serves.
+    id: u64,
+    initializer: Option<(Py<PyAny>, Py<PyTuple>)>,
+    /// Set once an initializer failed: later calls fail with
+    /// `BrokenThreadPool`, as the stdlib's do.
+    broken: OnceLock<()>,
+}
+
+thread_local! {
+    /// The executor whose tasks this worker thread has set itself up for.
+    static SERVING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+impl Shared {
+    /// A worker's first task: keep a thread state for the thread's life,
+    /// take the stdlib's thread name, run the initializer.
+    fn set_up_thread(&self, py: Python<'_>) {
+        gil::anchor(py);
+        if SERVING.with(|s| s.replace(self.id)) == self.id {
+            return;
+        }
+        if let Some(name) = std::thread::current().name() {
+            // `prefix-3` is the stdlib's `prefix_3`.
+            let name = match name.rsplit_once('-') {
+                Some((prefix, index)) => format!("{prefix}_{index}"),
+                None => name.to_owned(),
+            };
+            if let Ok(thread) = stdlib(py).current_thread.bind(py).call0() {
+                let _ = thread.setattr("name", name);
+            }
+        }
+        if let Some((init, args)) = &self.initializer
+            && let Err(e) = init.bind(py).call1(args.bind(py))
+        {
+            let logged = [("exc_info", e.into_value(py))]
+                .into_py_dict(py)
+                .and_then(|kw| {
+                    stdlib(py).logger.bind(py).call_method(
+                        "critical",
+                        ("Exception in initializer:",),
+                        Some(&kw),
+                    )
+                });
+            if let Err(e) = logged {
+                e.write_unraisable(py, None);
+            }
+            let _ = self.broken.set(());
+        }
+    }
+
+    fn broken_error(py: Python<'_>) -> PyErr {
+        stdlib::error(py, &stdlib(py).broken_thread_pool, (BROKEN,))
+    }
+}
+
+/// One submitted call.
+pub(crate) struct Call {
+    pub f: Py<PyAny>,
+    pub args: Py<PyTuple>,
+    pub kwargs: Option<Py<PyDict>>,
+}
+
+impl Call {
+    /// Runs on a worker: takes the GIL, calls, drops the call's references
+    /// under the GIL, lets the GIL go.
+    fn run(self, shared: &Shared) -> Outcome {
+        Python::attach(|py| {
+            shared.set_up_thread(py);
+            let outcome = if shared.broken.get().is_some() {
+                Outcome::raised(py, Shared::broken_error(py))
+            } else {
+                match self
+                    .f
+                    .bind(py)
+                    .call(self.args.bind(py), self.kwargs.as_ref().map(|k| k.bind(py)))
+                {
+                    Ok(v) => Outcome::returned(v.unbind()),
+                    Err(e) => Outcome::raised(py, e),
+                }
+            };
+            drop(self);
+            outcome
+        })
+    }
+}
+
+/// The native half of `ordered_futures.ThreadPoolExecutor`.
+#[pyclass(subclass, frozen, module = "ordered_futures._core", name = "Executor")]
+pub(crate) struct Executor {
+    pool: ThreadPool,
+    serial: Option<Strand<()>>,
+    shared: Arc<Shared>,
+    future_class: Py<PyType>,
+    /// The fork generation the pool's threads live in.
+    generation: u64,
+    max_workers: usize,
+    prefix: String,
+}
+
+impl Executor {
+    fn refuse_new_work(&self, py: Python<'_>) -> PyResult<()> {
+        if self.generation != lifecycle::generation() {
+            return Err(stdlib::error(
+                py,
+                &stdlib(py).broken_thread_pool,
+                ("this executor was created before os.fork(); its threads are not in this process",),
+            ));
+        }
+        if self.shared.broken.get().is_some() {
+            return Err(Shared::broken_error(py));
+        }
+        // The exit hook shuts the pools down: say why first.
+        if gil::exiting() {
+            return Err(PyRuntimeError::new_err(
+                "cannot schedule new futures after interpreter shutdown",
+            ));
+        }
+        if self.pool.is_shutdown() {
+            return Err(after_shutdown());
+        }
+        Ok(())
+    }
+
+    /// Queues `call`; the refusals of `submit`.
+    pub(crate) fn spawn(&self, py: Python<'_>, call: Call) -> PyResult<FutureHandle<Outcome>> {
+        self.refuse_new_work(py)?;
+        let shared = self.shared.clone();
+        self.pool
+            .submit(move || call.run(&shared))
+            .map_err(|_| after_shutdown())
+    }
+}
+
+fn after_shutdown() -> PyErr {
+    PyRuntimeError::new_err("cannot schedule new futures after shutdown")
+}
+
+#[pymethods]
+impl Executor {
+    /// A pool of `max_workers` threads (default `min(32, os.cpu_count() +
+    /// 4)`, with `os.process_cpu_count()` where it exists, as 3.13 does),
+    /// started at once. `initializer(*initargs)` runs at the start of
+    /// each thread; if it raises, the executor is broken (pending and later
+    /// calls fail with `BrokenThreadPool`). With `serial_callbacks=True`,
+    /// the done-callbacks of all this executor's futures run one at a time.
+    #[new]
+    #[pyo3(signature = (max_workers=None, thread_name_prefix="", initializer=None, initargs=None, *, serial_callbacks=false))]
+    fn new(
+        py: Python<'_>,
+        max_workers: Option<i64>,
+        thread_name_prefix: &str,
+        initializer: Option<Py<PyAny>>,
+        initargs: Option<Bound<'_, PyAny>>,
+        serial_callbacks: bool,
+    ) -> PyResult<Self> {
+        let max_workers = match max_workers {
+            Some(n) => n,
+            None => {
+                // 3.13 counts the CPUs this process may use; 3.11 all.
+                let os = py.import("os")?;
+                let count = match os.getattr("process_cpu_count") {
+                    Ok(f) => f,
+                    Err(_) => os.getattr("cpu_count")?,
+                };
+                let cpus: Option<i64> = count.call0()?.extract()?;
+                32.min(cpus.unwrap_or(1) + 4)
+            }
+        };
+        if max_workers <= 0 {
+            return Err(PyValueError::new_err("max_workers must be greater than 0"));
+        }
+        let initializer = initializer.filter(|i| !i.is_none(py));
+        if let Some(i) = &initializer
+            && !i.bind(py).is_callable()
+        {
+            return Err(PyTypeError::new_err("initializer must be a callable"));
+        }
+        let initargs = match initargs {
+            None => PyTuple::empty(py),
+            Some(a) => PyTuple::new(py, a.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
+        };
+        let number = EXECUTORS.fetch_add(1, Ordering::Relaxed);
+        let prefix = if thread_name_prefix.is_empty() {
+            format!("ThreadPoolExecutor-{number}")
+        } else {
+            thread_name_prefix.to_owned()
+        };
+        let future_class = FUTURE_CLASS
+            .get(py)
+            .ok_or_else(|| PyRuntimeError::new_err("import ordered_futures, not its _core"))?
+            .clone_ref(py);
+        let workers = usize::try_from(max_workers).unwrap_or(usize::MAX);
+        let pool = ThreadPool::builder()
+            .workers(workers)
+            .thread_name(prefix.clone())
+            .build()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        lifecycle::register(py, &pool);
+        let serial = serial_callbacks.then(|| Strand::new(&pool, ()));
+        Ok(Executor {
+            pool,
+            serial,
+            shared: Arc::new(Shared {
+                id: number + 1,
+                initializer: initializer.map(|i| (i, initargs.unbind())),
+                broken: OnceLock::new(),
+            }),
+            future_class,
+            generation: lifecycle::generation(),
+            max_workers: workers,
+            prefix,
+        })
+    }
+
+    /// Schedules `fn(*args, **kwargs)` and returns its `Future`. Raises
+    /// `RuntimeError` after `shutdown` (or once the interpreter exits) and
+    /// `BrokenThreadPool` once an initializer failed.
+    #[pyo3(signature = (r#fn, /, *args, **kwargs))]
+    fn submit<'py>(
+        &self,
+        py: Python<'py>,
+        r#fn: Py<PyAny>,
+        args: Bound<'py, PyTuple>,
+        kwargs: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let call = Call {
+            f: r#fn,
+            args: args.unbind(),
+            kwargs: kwargs.filter(|k| !k.is_empty()).map(Bound::unbind),
+        };
+        let handle = self.spawn(py, call)?;
+        PyFuture::make(self.future_class.bind(py), handle, self.serial.clone())
+    }
+
+    /// `map(fn, *iterables, timeout=None, chunksize=1, buffersize=None)`:
+    /// calls `fn` on the items of the iterables taken in parallel, and
+    /// yields the results in order. All calls are queued at once, unless
+    /// `buffersize` (Python 3.14's) bounds how many run ahead of the
+    /// consumer. `timeout` counts from this call; a result not ready by
+    /// then raises `TimeoutError`. An exception ends the iteration and
+    /// cancels the calls not yet started, as does dropping the iterator.
+    /// `chunksize` is accepted and ignored, as by the stdlib's thread pool.
+    #[pyo3(signature = (r#fn, *iterables, timeout=None, chunksize=None, buffersize=None))]
+    fn map(
+        slf: &Bound<'_, Self>,
+        r#fn: Py<PyAny>,
+        iterables: Bound<'_, PyTuple>,
+        timeout: Option<f64>,
+        chunksize: Option<Bound<'_, PyAny>>,
+        buffersize: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<MapIter> {
+        let _ = chunksize;
+        MapIter::start(slf, r#fn, iterables, timeout, buffersize)
+    }
+
+    /// Stops taking new calls. With `cancel_futures`, cancels the calls not
+    /// yet started; with `wait`, blocks until the others finish, GIL
+    /// released (Ctrl-C interrupts the wait; the calls still finish).
+    #[pyo3(signature = (wait=true, *, cancel_futures=false))]
+    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) -> PyResult<()> {
+        if self.generation != lifecycle::generation() {
+            return Ok(());
+        }
+        if wait {
+            lifecycle::join(py, &self.pool, cancel_futures)
+        } else {
+            self.pool.shutdown(false, cancel_futures);
+            Ok(())
+        }
+    }
+
+    /// The workers, for code that reads the stdlib's private set to name
+    /// or join them: one `WorkerThread` per thread (all started with the
+    /// executor), whose `join` waits for the threads to end.
+    #[getter]
+    fn _threads<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyFrozenSet>> {
+        let workers = (0..self.max_workers)
+            .map(|i| {
+                Py::new(
+                    py,
+                    WorkerThread::new(format!("{}_{i}", self.prefix), self.pool.clone()),
+                )
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyFrozenSet::new(py, workers)
+    }
+
+    /// The number of worker threads (the stdlib's field).
+    #[getter]
+    fn _max_workers(&self) -> usize {
+        self.max_workers
+    }
+
+    /// The threads' name prefix (the stdlib's field).
+    #[getter]
+    fn _thread_name_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// True once `shutdown` was called (the stdlib's field).
+    #[getter]
+    fn _shutdown(&self) -> bool {
+        self.pool.is_shutdown()
+    }
+
+    /// The broken-pool message once an initializer failed, else False
+    /// (the stdlib's field).
+    #[getter]
+    fn _broken(&self, py: Python<'_>) -> Py<PyAny> {
+        match self.shared.broken.get() {
+            Some(()) => BROKEN
+                .into_pyobject(py)
+                .map_or_else(|_| py.None(), |s| s.into_any().unbind()),
+            None => false
+                .into_pyobject(py)
+                .map_or_else(|_| py.None(), |b| b.to_owned().into_any().unbind()),
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        // As the stdlib's: the queued calls still run, then the threads
+        // end. The registry's clone keeps this drop from joining them. In
+        // a child after fork the pool's threads are in the parent: the
+        // registry's clone was forgotten there, so this drop frees nothing
+        // shared, and nothing is stopped (a lock a parent thread held at
+        // the fork would never be released).
+        if self.generation == lifecycle::generation() {
+            self.pool.shutdown(false, false);
+        }
+    }
+}

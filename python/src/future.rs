@@ -1,0 +1,411 @@
+//! The future Python sees: a `concurrent.futures.Future` whose state and
+//! done-callbacks live in the crate's lock-free future, so they run
+//! exactly once, in the order they were added, never two at a time.
+
+use std::cell::Cell;
+use std::time::Instant;
+
+use concurrent_futures::{FutureHandle, Promise, Strand, TaskError};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::gil;
+use crate::outcome::Outcome;
+use crate::stdlib::{self, stdlib};
+
+/// The native half of `ordered_futures.Future` (which also derives from
+/// `concurrent.futures.Future`, so `isinstance` checks hold).
+#[pyclass(subclass, frozen, module = "ordered_futures._core", name = "Future")]
+pub(crate) struct PyFuture {
+    pub(crate) handle: FutureHandle<Outcome>,
+    /// The writer, for a future made by Python code (`Future()`); `None`
+    /// for a task's future, which its executor completes.
+    promise: Option<Promise<Outcome>>,
+    /// The executor's serial callback context, if it has one.
+    serial: Option<Strand<()>>,
+}
+
+thread_local! {
+    /// The future `make` is building, handed to `__new__` on this thread.
+    static SEED: Cell<Option<PyFuture>> = const { Cell::new(None) };
+}
+
+impl PyFuture {
+    /// An object of the Python class `class` (a subclass of this one) over
+    /// a task's `handle`.
+    pub(crate) fn make<'py>(
+        class: &Bound<'py, PyType>,
+        handle: FutureHandle<Outcome>,
+        serial: Option<Strand<()>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = class.py();
+        SEED.with(|s| {
+            s.set(Some(PyFuture {
+                handle,
+                promise: None,
+                serial,
+            }))
+        });
+        let args = PyTuple::empty(py);
+        let tp = class.as_type_ptr();
+        // SAFETY: `class` is a live type object (we hold a reference), and
+        // every subclass of this pyclass inherits its `tp_new`, which takes
+        // a type and an argument tuple and returns a new reference or null
+        // with an exception set. Calling `tp_new` rather than the class
+        // skips `__init__`, as `object.__new__` callers do.
+        let made = unsafe {
+            match (*tp).tp_new {
+                Some(new) => {
+                    Bound::from_owned_ptr_or_err(py, new(tp, args.as_ptr(), std::ptr::null_mut()))
+                }
+                None => Err(PyRuntimeError::new_err(
+                    "the Future class cannot be instantiated",
+                )),
+            }
+        };
+        // `__new__` took the seed unless it failed first.
+        SEED.with(|s| drop(s.take()));
+        made
+    }
+
+    fn finished(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<&Outcome> {
+        outcome_of(py, &self.handle, gil::deadline(timeout)?)
+    }
+
+    fn promise(&self) -> PyResult<&Promise<Outcome>> {
+        self.promise.as_ref().ok_or_else(|| {
+            PyRuntimeError::new_err("a future returned by submit is completed by its executor")
+        })
+    }
+
+    fn state_name(&self) -> &'static str {
+        if self.handle.cancelled() {
+            "CANCELLED"
+        } else if self.handle.done() {
+            "FINISHED"
+        } else if self.handle.running() {
+            "RUNNING"
+        } else {
+            "PENDING"
+        }
+    }
+
+    fn refuse(slf: &Bound<'_, Self>) -> PyErr {
+        let py = slf.py();
+        let repr = slf.repr().map(|r| r.to_string()).unwrap_or_default();
+        stdlib::error(
+            py,
+            &stdlib(py).invalid_state_error,
+            (format!("{}: {repr}", slf.get().state_name()),),
+        )
+    }
+
+    fn set(slf: &Bound<'_, Self>, outcome: Outcome) -> PyResult<()> {
+        match slf.get().promise()?.set_result(outcome) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Self::refuse(slf)),
+        }
+    }
+}
+
+/// Waits (GIL released, interruptible) until `handle` is done or
+/// `deadline` passes; then its outcome, or the stdlib's error for a
+/// cancelled future or a timeout.
+pub(crate) fn outcome_of<'h>(
+    py: Python<'_>,
+    handle: &'h FutureHandle<Outcome>,
+    deadline: Option<Instant>,
+) -> PyResult<&'h Outcome> {
+    let done = gil::wait_interruptibly(
+        py,
+        deadline,
+        || handle.done(),
+        |until| block_on(handle, until),
+    )?;
+    match handle.try_result() {
+        _ if !done => Err(stdlib::timeout(py)),
+        Some(Ok(outcome)) => Ok(outcome),
+        Some(Err(TaskError::Cancelled)) => Err(stdlib::cancelled(py)),
+        Some(Err(e)) => Err(stdlib::error(
+            py,
+            &stdlib(py).broken_thread_pool,
+            (e.to_string(),),
+        )),
+        None => Err(stdlib::timeout(py)),
+    }
+}
+
+/// [`outcome_of`], then the value, or the call's exception raised.
+pub(crate) fn value_of(
+    py: Python<'_>,
+    handle: &FutureHandle<Outcome>,
+    deadline: Option<Instant>,
+) -> PyResult<Py<PyAny>> {
+    let outcome = outcome_of(py, handle, deadline)?;
+    let (raised, value) = outcome.get(py);
+    if raised {
+        Err(PyErr::from_value(value.into_bound(py)))
+    } else {
+        Ok(value)
+    }
+}
+
+/// Blocks (GIL released) until `handle` is done or `until` passes.
+pub(crate) fn block_on(handle: &FutureHandle<Outcome>, until: Option<Instant>) -> PyResult<()> {
+    let waited = match until {
+        None => handle.wait(),
+        Some(d) => handle.wait_timeout(d.saturating_duration_since(Instant::now())),
+    };
+    match waited {
+        Err(TaskError::WouldDeadlock) => Err(gil::would_deadlock()),
+        _ => Ok(()),
+    }
+}
+
+/// Runs a done-callback `f(future)`; an exception it raises is logged to
+/// the `concurrent.futures` logger, as the stdlib does, and the next
+/// callbacks still run.
+fn run_callback(future: Py<PyAny>, f: Py<PyAny>) {
+    Python::attach(|py| {
+        if let Err(e) = f.call1(py, (future.clone_ref(py),)) {
+            stdlib::log_exception(py, e, "exception calling callback for %r", future.bind(py));
+        }
+        drop(f);
+        drop(future);
+    });
+}
+
+#[pymethods]
+impl PyFuture {
+    /// A pending future, completed by `set_result` / `set_exception`.
+    /// Arguments are left to a subclass's `__init__`, as `object.__new__`
+    /// leaves them.
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        SEED.with(|s| s.take()).unwrap_or_else(|| {
+            let promise = Promise::new();
+            PyFuture {
+                handle: promise.handle(),
+                promise: Some(promise),
+                serial: None,
+            }
+        })
+    }
+
+    /// Cancels the call if it has not started: True if it is cancelled
+    /// (now or before), False if it runs or is done. A cancel runs the
+    /// done-callbacks.
+    fn cancel(&self) -> bool {
+        self.handle.cancel()
+    }
+
+    /// True if the future was cancelled.
+    fn cancelled(&self) -> bool {
+        self.handle.cancelled()
+    }
+
+    /// True while the call runs.
+    fn running(&self) -> bool {
+        self.handle.running()
+    }
+
+    /// True if the call finished or was cancelled.
+    fn done(&self) -> bool {
+        self.handle.done()
+    }
+
+    /// The call's return value, waiting up to `timeout` seconds (None: no
+    /// limit). Raises `CancelledError`, `TimeoutError`, or the exception
+    /// the call raised. The GIL is released while waiting, and Ctrl-C
+    /// interrupts the wait.
+    #[pyo3(signature = (timeout=None))]
+    fn result(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        value_of(py, &self.handle, gil::deadline(timeout)?)
+    }
+
+    /// The exception the call raised (None if it returned), waiting up to
+    /// `timeout` seconds. Raises `CancelledError` or `TimeoutError`.
+    #[pyo3(signature = (timeout=None))]
+    fn exception(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let outcome = self.finished(py, timeout)?;
+        let (raised, value) = outcome.get(py);
+        Ok(if raised { value } else { py.None() })
+    }
+
+    /// Attaches `fn`, called as `fn(future)` once the future is done (at
+    /// once, on this thread, if it already is). The callbacks of a future
+    /// run exactly once, in the order they were added, never two at a
+    /// time, even when one is added while the future completes. With an
+    /// executor's `serial_callbacks=True`, no two callbacks of any of its
+    /// futures run at a time (and a callback added to a done future runs on
+    /// that serial context, after this returns). An exception `fn` raises
+    /// is logged to the `concurrent.futures` logger; the others still run.
+    fn add_done_callback(slf: &Bound<'_, Self>, r#fn: Py<PyAny>) {
+        let me = slf.get();
+        let future = slf.clone().into_any().unbind();
+        match &me.serial {
+            Some(strand) => {
+                strand.add_done_callback(&me.handle, move |_, _| run_callback(future, r#fn))
+            }
+            None => {
+                let _ = me
+                    .handle
+                    .add_done_callback(move |_| run_callback(future, r#fn));
+            }
+        }
+    }
+
+    /// Like `add_done_callback`, but never routed through the executor's
+    /// serial context (for the stdlib-compatibility mirror, which only
+    /// wakes stdlib waiters).
+    fn _add_done_callback_unserialized(slf: &Bound<'_, Self>, r#fn: Py<PyAny>) {
+        let future = slf.clone().into_any().unbind();
+        let _ = slf
+            .get()
+            .handle
+            .add_done_callback(move |_| run_callback(future, r#fn));
+    }
+
+    /// For code that runs the work itself: False if the future was
+    /// cancelled (skip the work), True after marking it running. Raises
+    /// `RuntimeError` if it already runs or is done.
+    fn set_running_or_notify_cancel(&self) -> PyResult<bool> {
+        self.promise()?
+            .set_running_or_notify_cancel()
+            .map_err(|_| PyRuntimeError::new_err("Future in unexpected state"))
+    }
+
+    /// Completes the future with `result`: wakes waiters, runs callbacks.
+    /// Raises `InvalidStateError` if it is done or cancelled.
+    fn set_result(slf: &Bound<'_, Self>, result: Py<PyAny>) -> PyResult<()> {
+        Self::set(slf, Outcome::returned(result))
+    }
+
+    /// Completes the future with the exception `exception`. Raises
+    /// `InvalidStateError` if it is done or cancelled.
+    fn set_exception(slf: &Bound<'_, Self>, exception: Py<PyAny>) -> PyResult<()> {
+        Self::set(slf, Outcome::raised_value(exception))
+    }
+
+    /// The stdlib's state name (`PENDING`, `RUNNING`,
+    /// `CANCELLED_AND_NOTIFIED` or `FINISHED`), read from the native
+    /// state, for code that reads the stdlib's private field.
+    #[getter]
+    fn _state(&self, py: Python<'_>) -> Py<PyAny> {
+        let s = stdlib(py);
+        if self.handle.cancelled() {
+            s.cancelled_and_notified.clone_ref(py)
+        } else if self.handle.done() {
+            s.finished.clone_ref(py)
+        } else if self.handle.running() {
+            s.running.clone_ref(py)
+        } else {
+            s.pending.clone_ref(py)
+        }
+    }
+
+    /// The return value once finished, else None (the stdlib's field).
+    #[getter]
+    fn _result(&self, py: Python<'_>) -> Py<PyAny> {
+        match self.handle.try_result() {
+            Some(Ok(o)) => match o.get(py) {
+                (false, value) => value,
+                (true, _) => py.None(),
+            },
+            _ => py.None(),
+        }
+    }
+
+    /// The exception once finished with one, else None (the stdlib's
+    /// field).
+    #[getter]
+    fn _exception(&self, py: Python<'_>) -> Py<PyAny> {
+        match self.handle.try_result() {
+            Some(Ok(o)) => match o.get(py) {
+                (true, value) => value,
+                (false, _) => py.None(),
+            },
+            _ => py.None(),
+        }
+    }
+
+    /// Writing the stdlib's private state field, as code written against
+    /// the stdlib's internals does (CPython's own tests build finished
+    /// futures this way): `RUNNING` starts, `CANCELLED*` cancels,
+    /// `FINISHED` completes a future of one's own with None (the
+    /// `_result` / `_exception` writes that follow set its outcome).
+    #[setter(_state)]
+    fn set_state_field(slf: &Bound<'_, Self>, state: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let s = stdlib(py);
+        if state.eq(&s.running)? {
+            me.set_running_or_notify_cancel()?;
+        } else if state.eq(&s.cancelled_and_notified)? || state.eq("CANCELLED")? {
+            me.handle.cancel();
+        } else if state.eq(&s.finished)? {
+            if !me.handle.done() {
+                Self::set(slf, Outcome::returned(py.None()))?;
+            }
+        } else if !state.eq(&s.pending)? {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "not a future state: {state}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writing the stdlib's private result field of a finished future.
+    #[setter(_result)]
+    fn set_result_field(&self, value: Py<PyAny>) {
+        if let Some(Ok(o)) = self.handle.try_result() {
+            drop(o.set_result_field(value));
+        }
+    }
+
+    /// Writing the stdlib's private exception field of a finished future.
+    #[setter(_exception)]
+    fn set_exception_field(&self, py: Python<'_>, value: Py<PyAny>) {
+        if let Some(Ok(o)) = self.handle.try_result() {
+            drop(o.set_exception_field(py, value));
+        }
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let me = slf.get();
+        let name = slf.get_type().name()?;
+        let at = slf.as_ptr() as usize;
+        let state = match me.state_name() {
+            "CANCELLED" => "cancelled",
+            "FINISHED" => "finished",
+            "RUNNING" => "running",
+            _ => "pending",
+        };
+        Ok(match me.handle.try_result() {
+            Some(Ok(o)) => {
+                let (raised, value) = o.get(py);
+                let class = value.bind(py).get_type().name()?;
+                let verb = if raised { "raised" } else { "returned" };
+                format!("<{name} at {at:#x} state={state} {verb} {class}>")
+            }
+            _ => format!("<{name} at {at:#x} state={state}>"),
+        })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(Ok(outcome)) = self.handle.try_result() {
+            outcome.traverse(&visit)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        if let Some(Ok(outcome)) = self.handle.try_result() {
+            drop(outcome.clear());
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The pools' lives around the interpreter's: every pool is joined when
+//! the interpreter exits (as the stdlib joins its workers), none is touched
+//! in a child after `os.fork()` (its threads are not there).
+//!
+//! The registry's lock is only ever taken while holding the GIL and never
+//! held across a wait, so no other thread can hold it at a `fork` (which
+//! runs under the GIL). On a free-threaded build that argument is gone:
+//! see docs/python.md.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use concurrent_futures::ThreadPool;
+use pyo3::prelude::*;
+
+use crate::gil;
+
+/// A clone of every pool not yet known to have ended. Dropping the last
+/// clone of a pool joins its threads, which need the GIL to free their
+/// thread states: clones are only dropped with the GIL released.
+static POOLS: Mutex<Vec<ThreadPool>> = Mutex::new(Vec::new());
+
+/// Counts `fork`s: a pool made in an earlier generation has no threads
+/// in this process.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The current fork generation.
+pub(crate) fn generation() -> u64 {
+    // Relaxed: written in the child right after fork, before any other
+    // thread exists there.
+    GENERATION.load(Ordering::Relaxed)
+}
+
+fn pools() -> std::sync::MutexGuard<'static, Vec<ThreadPool>> {
+    POOLS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Keeps a clone of `pool` until it is shut down and its threads ended;
+/// first forgets the pools that have.
+pub(crate) fn register(py: Python<'_>, pool: &ThreadPool) {
+    let ended: Vec<ThreadPool> = {
+        let mut all = pools();
+        let (ended, live): (Vec<_>, Vec<_>) = all.drain(..).partition(ThreadPool::is_shutdown);
+        *all = live;
+        ended
+    };
+    let unfinished: Vec<ThreadPool> = py.detach(move || {
+        ended
+            .into_iter()
+            .filter(|p| !p.shutdown_timeout(Duration::ZERO, false).finished)
+            .collect()
+    });
+    let mut all = pools();
+    all.extend(unfinished);
+    all.push(pool.clone());
+}
+
+/// Shuts down `pool` and waits for its threads (GIL released, Ctrl-C
+/// interrupts on the main thread). With `cancel`, queued calls are
+/// cancelled first.
+pub(crate) fn join(py: Python<'_>, pool: &ThreadPool, cancel: bool) -> PyResult<()> {
+    pool.shutdown(false, cancel);
+    loop {
+        let finished = py.detach(|| pool.shutdown_timeout(gil::SLICE, false).finished);
+        if finished {
+            return Ok(());
+        }
+        if gil::on_main_thread() {
+            py.check_signals()?;
+        }
+    }
+}
+
+/// The exit hook (registered with `threading._register_atexit`, as the
+/// stdlib's is): refuses new submits and waits for every pool's queued
+/// and running calls, so no worker touches the interpreter as it
+/// finalizes.
+#[pyfunction]
+pub(crate) fn _python_exit(py: Python<'_>) -> PyResult<()> {
+    gil::set_exiting();
+    let all = std::mem::take(&mut *pools());
+    for pool in &all {
+        join(py, pool, false)?;
+    }
+    py.detach(move || drop(all));
+    Ok(())
+}
+
+/// `os.register_at_fork(after_in_child=...)`: the parent's pools have no
+/// threads here. Their clones are forgotten (dropping one would join
+/// threads that do not exist), and executors made before the fork refuse
+/// new work.
+#[pyfunction]
+pub(crate) fn _after_fork_in_child() {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+    std::mem::forget(std::mem::take(&mut *pools()));
+}
+
+/// One worker of an executor, as the stdlib's `executor._threads` shows
+/// it: its name, and `join`, which waits for the executor's threads to
+/// end (they end together, once it is shut down and its calls are done).
+#[pyclass(frozen, module = "ordered_futures._core", name = "WorkerThread")]
+pub(crate) struct WorkerThread {
+    name: String,
+    pool: ThreadPool,
+    generation: u64,
+}
+
+impl WorkerThread {
+    pub(crate) fn new(name: String, pool: ThreadPool) -> Self {
+        WorkerThread {
+            name,
+            pool,
+            generation: generation(),
+        }
+    }
+
+    /// Waits at most `limit` for the threads to end; call it detached
+    /// (a finished wait joins them, and they take the GIL as they exit).
+    fn wait_ended(&self, limit: Duration) -> bool {
+        if self.generation != generation() {
+            // After a fork the threads are not in this process.
+            return true;
+        }
+        if self.pool.is_shutdown() {
+            self.pool.shutdown_timeout(limit, false).finished
+        } else {
+            // Not shut down: the threads cannot end yet.
+            std::thread::sleep(limit);
+            false
+        }
+    }
+}
+
+#[pymethods]
+impl WorkerThread {
+    /// The thread's name, `<thread_name_prefix>_<index>`.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits (GIL released, interruptible) until the thread ends or
+    /// `timeout` seconds pass, as `threading.Thread.join`.
+    #[pyo3(signature = (timeout=None))]
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let deadline = gil::deadline(timeout)?;
+        loop {
+            let now = std::time::Instant::now();
+            let slice = deadline.map_or(gil::SLICE, |d| {
+                d.saturating_duration_since(now).min(gil::SLICE)
+            });
+            if py.detach(|| self.wait_ended(slice))
+                || deadline.is_some_and(|d| std::time::Instant::now() >= d)
+            {
+                return Ok(());
+            }
+            if gil::on_main_thread() {
+                py.check_signals()?;
+            }
+        }
+    }
+
+    /// True until the thread ended.
+    fn is_alive(&self, py: Python<'_>) -> bool {
+        !py.detach(|| self.pool.is_shutdown() && self.wait_ended(Duration::ZERO))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<WorkerThread({})>", self.name)
+    }
+}

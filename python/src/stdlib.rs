@@ -1,0 +1,90 @@
+//! The stdlib objects the package answers with: `concurrent.futures`'
+//! exception classes, its logger and its state names, looked up once.
+
+use pyo3::call::PyCallArgs;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::IntoPyDict;
+
+/// Python objects from `concurrent.futures` (and `threading`) that the
+/// native core raises, logs to or returns.
+pub(crate) struct Stdlib {
+    pub cancelled_error: Py<PyAny>,
+    pub timeout_error: Py<PyAny>,
+    pub invalid_state_error: Py<PyAny>,
+    pub broken_thread_pool: Py<PyAny>,
+    pub logger: Py<PyAny>,
+    pub done_and_not_done: Py<PyAny>,
+    pub stdlib_wait: Py<PyAny>,
+    pub stdlib_as_completed: Py<PyAny>,
+    pub current_thread: Py<PyAny>,
+    pub pending: Py<PyAny>,
+    pub running: Py<PyAny>,
+    pub cancelled_and_notified: Py<PyAny>,
+    pub finished: Py<PyAny>,
+}
+
+static STDLIB: PyOnceLock<Stdlib> = PyOnceLock::new();
+
+/// The stdlib objects, imported on first use.
+pub(crate) fn stdlib(py: Python<'_>) -> &Stdlib {
+    STDLIB
+        .get_or_try_init(py, || -> PyResult<Stdlib> {
+            let base = py.import("concurrent.futures._base")?;
+            let thread = py.import("concurrent.futures.thread")?;
+            let threading = py.import("threading")?;
+            let get = |m: &Bound<'_, PyModule>, name: &str| -> PyResult<Py<PyAny>> {
+                Ok(m.getattr(name)?.unbind())
+            };
+            Ok(Stdlib {
+                cancelled_error: get(&base, "CancelledError")?,
+                timeout_error: get(&base, "TimeoutError")?,
+                invalid_state_error: get(&base, "InvalidStateError")?,
+                broken_thread_pool: get(&thread, "BrokenThreadPool")?,
+                logger: get(&base, "LOGGER")?,
+                done_and_not_done: get(&base, "DoneAndNotDoneFutures")?,
+                stdlib_wait: get(&base, "wait")?,
+                stdlib_as_completed: get(&base, "as_completed")?,
+                current_thread: get(&threading, "current_thread")?,
+                pending: get(&base, "PENDING")?,
+                running: get(&base, "RUNNING")?,
+                cancelled_and_notified: get(&base, "CANCELLED_AND_NOTIFIED")?,
+                finished: get(&base, "FINISHED")?,
+            })
+        })
+        .expect("concurrent.futures is importable in the interpreter that imported us")
+}
+
+/// An exception of class `class`, built with `args`.
+pub(crate) fn error<'py>(py: Python<'py>, class: &Py<PyAny>, args: impl PyCallArgs<'py>) -> PyErr {
+    match class.bind(py).call1(args) {
+        Ok(instance) => PyErr::from_value(instance),
+        Err(e) => e,
+    }
+}
+
+/// `CancelledError()`.
+pub(crate) fn cancelled(py: Python<'_>) -> PyErr {
+    error(py, &stdlib(py).cancelled_error, ())
+}
+
+/// `TimeoutError()`.
+pub(crate) fn timeout(py: Python<'_>) -> PyErr {
+    error(py, &stdlib(py).timeout_error, ())
+}
+
+/// Logs `message % (obj,)` with `err`'s traceback to the
+/// `concurrent.futures` logger, as the stdlib does for a failing callback;
+/// if logging itself fails, the error is reported as unraisable.
+pub(crate) fn log_exception(py: Python<'_>, err: PyErr, message: &str, obj: &Bound<'_, PyAny>) {
+    let kwargs = [("exc_info", err.into_value(py))].into_py_dict(py);
+    let logged = kwargs.and_then(|kwargs| {
+        stdlib(py)
+            .logger
+            .bind(py)
+            .call_method("exception", (message, obj), Some(&kwargs))
+    });
+    if let Err(e) = logged {
+        e.write_unraisable(py, Some(obj));
+    }
+}

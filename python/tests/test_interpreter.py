@@ -1,0 +1,284 @@
+"""The GIL and the interpreter: Ctrl-C, exit, fork, garbage collection,
+memory, asyncio, and the stdlib's own functions on our futures."""
+import asyncio
+import concurrent.futures as cf
+import gc
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+
+import pytest
+
+import ordered_futures as of
+
+
+def interrupt_main_after(delay, sent):
+    def fire():
+        sent.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    t = threading.Timer(delay, fire)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("how", ["result", "exception", "wait", "as_completed", "map"])
+def test_ctrl_c_interrupts_a_blocking_call_within_100ms(how):
+    never = threading.Event()
+    ex = of.ThreadPoolExecutor(1)
+    f = ex.submit(never.wait)
+    sent = []
+    timer = interrupt_main_after(0.05, sent)
+    with pytest.raises(KeyboardInterrupt):
+        if how == "result":
+            f.result()
+        elif how == "exception":
+            f.exception()
+        elif how == "wait":
+            of.wait([f])
+        elif how == "as_completed":
+            list(of.as_completed([f]))
+        else:
+            list(ex.map(lambda _: never.wait(), [1]))
+    late = time.monotonic() - sent[0]
+    timer.join()
+    never.set()
+    ex.shutdown()
+    assert late < 0.1, late
+
+
+def test_ctrl_c_interrupts_shutdown_wait_and_the_calls_still_finish():
+    gate = threading.Event()
+    ex = of.ThreadPoolExecutor(1)
+    f = ex.submit(gate.wait)
+    sent = []
+    timer = interrupt_main_after(0.05, sent)
+    with pytest.raises(KeyboardInterrupt):
+        ex.shutdown(wait=True)
+    assert time.monotonic() - sent[0] < 0.1
+    timer.join()
+    gate.set()
+    assert f.result() is True
+    ex.shutdown(wait=True)
+
+
+def run_python(code, timeout=60):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+def test_exit_without_shutdown_runs_the_pending_calls():
+    out = run_python(
+        "import time, ordered_futures as of\n"
+        "ex = of.ThreadPoolExecutor(2)\n"
+        "for i in range(200): ex.submit(lambda i=i: (time.sleep(0.001), print(i, flush=True)))\n"
+        "f = ex.submit(int)\n"
+        "f.add_done_callback(lambda f: print('callback', flush=True))\n"
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    assert sorted(int(x) for x in lines if x.isdigit()) == list(range(200))
+    assert "callback" in lines
+    assert out.stderr == ""
+
+
+def test_an_executor_dropped_without_shutdown_still_finishes_at_exit():
+    out = run_python(
+        "import time, ordered_futures as of\n"
+        "def go():\n"
+        "    ex = of.ThreadPoolExecutor(1)\n"
+        "    for i in range(20): ex.submit(lambda i=i: (time.sleep(0.01), print(i, flush=True)))\n"
+        "go()\n"
+        "import gc; gc.collect()\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert sorted(map(int, out.stdout.split())) == list(range(20))
+
+
+def test_submit_during_interpreter_exit_is_refused():
+    out = run_python(
+        "import atexit, threading, ordered_futures as of\n"
+        "ex = of.ThreadPoolExecutor(1)\n"
+        "def late():\n"
+        "    try:\n"
+        "        ex.submit(int)\n"
+        "    except RuntimeError as e:\n"
+        "        print(e)\n"
+        "atexit.register(late)\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "cannot schedule new futures after interpreter shutdown" in out.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_neither_crashes_nor_hangs():
+    out = run_python(
+        "import os, sys, warnings, ordered_futures as of\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "ex = of.ThreadPoolExecutor(2)\n"
+        "pending = ex.submit(__import__('time').sleep, 0.2)\n"
+        "assert ex.submit(pow, 2, 5).result() == 32\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        "        ex.submit(int)\n"
+        "    except of.BrokenThreadPool as e:\n"
+        "        print('child refused:', e, flush=True)\n"
+        "    with of.ThreadPoolExecutor(2) as fresh:\n"
+        "        print('child fresh pool:', fresh.submit(pow, 3, 2).result(), flush=True)\n"
+        "    ex.shutdown()\n"
+        "    sys.exit(0)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print('child status', os.waitstatus_to_exitcode(status), flush=True)\n"
+        "print('parent', pending.result(), flush=True)\n",
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "child refused: this executor was created before os.fork()" in out.stdout
+    assert "child fresh pool: 9" in out.stdout
+    assert "child status 0" in out.stdout
+    assert "parent None" in out.stdout
+
+
+def collected(make):
+    ref = make()
+    gc.collect()
+    return ref() is None
+
+
+def test_reference_cycles_through_results_and_exceptions_are_collected():
+    def result_cycle():
+        f = of.Future()
+        f.set_result([f])
+        return weakref.ref(f)
+
+    def exception_cycle():
+        with of.ThreadPoolExecutor(1) as ex:
+            def fail():
+                raise ValueError
+            f = ex.submit(fail)
+            e = f.exception()
+            e.future = f
+            return weakref.ref(f)
+
+    def traceback_cycle():
+        with of.ThreadPoolExecutor(1) as ex:
+            f = ex.submit(lambda: 1 / 0)
+            try:
+                f.result()
+            except ZeroDivisionError as e:
+                err = e  # the traceback's frame holds `f`
+            return weakref.ref(f)
+
+    def callback_cycle():
+        f = of.Future()
+        f.add_done_callback(lambda _: f)
+        f.set_result(None)
+        return weakref.ref(f)
+
+    def task_cycle():
+        with of.ThreadPoolExecutor(1) as ex:
+            box = []
+            f = ex.submit(lambda: box)
+            box.append(f)
+            f.result()
+            return weakref.ref(f)
+
+    for make in (result_cycle, exception_cycle, traceback_cycle, callback_cycle, task_cycle):
+        assert collected(make), make.__name__
+
+
+def rss_kib():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_a_million_submits_keep_memory_flat():
+    with of.ThreadPoolExecutor(2) as ex:
+        for _ in range(100_000):
+            ex.submit(int).result()
+        gc.collect()
+        before = rss_kib()
+        for i in range(1_000_000):
+            f = ex.submit(int, i)
+            if i % 1000 == 0:
+                f.result()
+        f.result()
+        gc.collect()
+        after = rss_kib()
+    assert after - before < 16 * 1024, (before, after)
+
+
+def test_asyncio_interop():
+    with of.ThreadPoolExecutor(2) as ex:
+        async def main():
+            loop = asyncio.get_running_loop()
+            a = await loop.run_in_executor(ex, sum, [1, 2, 3])
+            b = await asyncio.wrap_future(ex.submit(len, "abcd"))
+            loop.set_default_executor(ex)
+            c = await loop.run_in_executor(None, pow, 2, 3)
+            d = await asyncio.to_thread(abs, -4)
+            with pytest.raises(ZeroDivisionError):
+                await loop.run_in_executor(ex, lambda: 1 / 0)
+            gate = threading.Event()
+            slow = asyncio.wrap_future(ex.submit(gate.wait))
+            queued = ex.submit(int)
+            mirror = asyncio.wrap_future(queued)
+            mirror.cancel()
+            await asyncio.sleep(0)
+            gate.set()
+            await slow
+            return a, b, c, d, queued.cancelled()
+        assert asyncio.run(main()) == (6, 4, 8, 4, True)
+
+
+def test_the_stdlib_wait_and_as_completed_accept_our_futures():
+    gate = threading.Event()
+    with of.ThreadPoolExecutor(2) as ex:
+        fs = [ex.submit(pow, 2, i) for i in range(50)]
+        slow = ex.submit(gate.wait)
+        done, not_done = cf.wait(fs + [slow], timeout=0.05)
+        assert set(fs) <= done and not_done == {slow}
+        threading.Timer(0.05, gate.set).start()
+        done, not_done = cf.wait([slow], return_when=cf.FIRST_COMPLETED)
+        assert done == {slow}
+        assert sorted(f.result() for f in cf.as_completed(fs)) == [2**i for i in range(50)]
+
+
+def test_our_wait_hands_foreign_futures_to_the_stdlib():
+    theirs = cf.Future()
+    theirs.set_result(1)
+    ours = of.Future()
+    ours.set_result(2)
+    done, not_done = of.wait([theirs, ours])
+    assert done == {theirs, ours} and not not_done
+    assert set(of.as_completed([theirs, ours])) == {theirs, ours}
+
+
+def test_blocking_calls_release_the_gil():
+    # A thread that only counts while the main thread waits in result():
+    # it can only make progress if the wait released the GIL.
+    stop = threading.Event()
+    counted = []
+
+    def count():
+        n = 0
+        while not stop.is_set():
+            n += 1
+        counted.append(n)
+
+    gate = threading.Event()
+    with of.ThreadPoolExecutor(1) as ex:
+        f = ex.submit(gate.wait)
+        t = threading.Thread(target=count)
+        t.start()
+        threading.Timer(0.2, gate.set).start()
+        f.result()
+        stop.set()
+        t.join()
+    assert counted[0] > 1000

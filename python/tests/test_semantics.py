@@ -1,0 +1,328 @@
+"""Python's rules for futures and executors, as concurrent.futures has
+them (3.11), on our types."""
+import concurrent.futures as cf
+import concurrent.futures.thread
+import threading
+import time
+
+import pytest
+
+import ordered_futures as of
+
+
+def test_the_stdlib_names_are_the_stdlib_objects():
+    assert of.CancelledError is cf.CancelledError
+    assert of.TimeoutError is cf.TimeoutError
+    assert of.BrokenExecutor is cf.BrokenExecutor
+    assert of.BrokenThreadPool is cf.thread.BrokenThreadPool
+    assert of.InvalidStateError is cf.InvalidStateError
+    assert (of.FIRST_COMPLETED, of.FIRST_EXCEPTION, of.ALL_COMPLETED) == (
+        cf.FIRST_COMPLETED, cf.FIRST_EXCEPTION, cf.ALL_COMPLETED)
+
+
+def test_ours_are_instances_of_the_stdlib_types():
+    with of.ThreadPoolExecutor(1) as ex:
+        assert isinstance(ex, cf.ThreadPoolExecutor) and isinstance(ex, cf.Executor)
+        f = ex.submit(int)
+        assert isinstance(f, cf.Future) and isinstance(of.Future(), cf.Future)
+
+
+def test_submit_passes_args_and_kwargs_and_fn_is_positional_only():
+    with of.ThreadPoolExecutor(2) as ex:
+        assert ex.submit(pow, 2, 8).result() == 256
+        assert ex.submit(int, "ff", base=16).result() == 255
+        assert ex.submit(lambda fn: fn, fn=3).result() == 3
+
+
+def test_cancel_rules():
+    f = of.Future()
+    assert not f.done() and not f.running() and not f.cancelled()
+    assert f.cancel() and f.cancel() and f.cancelled() and f.done()
+    with pytest.raises(cf.CancelledError):
+        f.result()
+    with pytest.raises(cf.CancelledError):
+        f.exception()
+    assert f.set_running_or_notify_cancel() is False
+    with pytest.raises(cf.InvalidStateError):
+        f.set_result(1)
+    g = of.Future()
+    assert g.set_running_or_notify_cancel() is True
+    assert g.running() and not g.cancel()
+    with pytest.raises(RuntimeError):
+        g.set_running_or_notify_cancel()
+    g.set_result(3)
+    assert not g.cancel() and g.result() == 3 and g.exception() is None
+    with pytest.raises(cf.InvalidStateError):
+        g.set_result(4)
+    with pytest.raises(cf.InvalidStateError):
+        g.set_exception(ValueError())
+
+
+def test_a_running_task_cannot_be_cancelled_a_queued_one_can():
+    gate, started = threading.Event(), threading.Event()
+    with of.ThreadPoolExecutor(1) as ex:
+        running = ex.submit(lambda: (started.set(), gate.wait()))
+        started.wait()
+        queued = ex.submit(int)
+        assert running.running() and not running.cancel()
+        assert queued.cancel() and queued.cancelled()
+        gate.set()
+    assert running.result() == (None, True)
+
+
+def test_timeouts():
+    f = of.Future()
+    t0 = time.monotonic()
+    with pytest.raises(cf.TimeoutError):
+        f.result(timeout=0.05)
+    assert time.monotonic() - t0 >= 0.05
+    with pytest.raises(cf.TimeoutError):
+        f.exception(timeout=0)
+    with pytest.raises(cf.TimeoutError):
+        f.result(timeout=-1)
+    done, not_done = of.wait([f], timeout=0.01)
+    assert not done and not_done == {f}
+    with pytest.raises(cf.TimeoutError, match=r"1 \(of 1\) futures unfinished"):
+        list(of.as_completed([f], timeout=0.01))
+
+
+def test_set_exception_and_result_of_own_futures():
+    f = of.Future()
+    e = ValueError("boom")
+    f.set_exception(e)
+    assert f.exception() is e
+    with pytest.raises(ValueError, match="boom"):
+        f.result()
+    assert "raised ValueError" in repr(f)
+
+
+def test_base_exceptions_go_on_the_future():
+    with of.ThreadPoolExecutor(1) as ex:
+        assert isinstance(ex.submit(exit, 3).exception(), SystemExit)
+        def interrupt():
+            raise KeyboardInterrupt
+        assert isinstance(ex.submit(interrupt).exception(), KeyboardInterrupt)
+        assert ex.submit(int).result() == 0  # the worker lives on
+
+
+def test_shutdown_cancel_futures_cancels_only_queued_calls():
+    gate, started = threading.Event(), threading.Event()
+    ex = of.ThreadPoolExecutor(1)
+    first = ex.submit(lambda: (started.set(), gate.wait(), "ran")[2])
+    started.wait()
+    queued = [ex.submit(int) for _ in range(5)]
+    ex.shutdown(wait=False, cancel_futures=True)
+    assert all(q.cancelled() for q in queued)
+    gate.set()
+    ex.shutdown(wait=True)
+    assert first.result() == "ran"
+
+
+def test_shutdown_wait_runs_queued_calls_first():
+    ex = of.ThreadPoolExecutor(2)
+    fs = [ex.submit(time.sleep, 0.001) for _ in range(50)]
+    ex.shutdown(wait=True)
+    assert all(f.done() and not f.cancelled() for f in fs)
+
+
+def test_an_executor_used_after_shutdown_raises_runtime_error():
+    ex = of.ThreadPoolExecutor(1)
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        ex.submit(int)
+    with pytest.raises(RuntimeError):
+        ex.map(abs, [1])
+    with of.ThreadPoolExecutor(1) as ex2:
+        pass
+    with pytest.raises(RuntimeError):
+        ex2.submit(int)
+    ex.shutdown()  # a second shutdown is harmless
+
+
+def test_constructor_checks_like_the_stdlib():
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        of.ThreadPoolExecutor(0)
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        of.ThreadPoolExecutor(1, initializer=3)
+    ex = of.ThreadPoolExecutor()
+    import os
+    assert ex._max_workers == min(32, (os.cpu_count() or 1) + 4)
+    ex.shutdown()
+
+
+def test_thread_names_follow_the_stdlib():
+    with of.ThreadPoolExecutor(2, thread_name_prefix="Worker") as ex:
+        name = ex.submit(lambda: threading.current_thread().name).result()
+    assert name in ("Worker_0", "Worker_1")
+    with of.ThreadPoolExecutor(1) as ex:
+        name = ex.submit(lambda: threading.current_thread().name).result()
+    assert name.startswith("ThreadPoolExecutor-") and name.endswith("_0")
+
+
+def test_initializer_runs_once_per_thread_and_thread_locals_persist():
+    local = threading.local()
+    inits = []
+
+    def init(tag):
+        inits.append(tag)
+        local.conn = object()
+
+    with of.ThreadPoolExecutor(2, initializer=init, initargs=("db",)) as ex:
+        conns = {ex.submit(lambda: (threading.get_ident(), id(local.conn))).result() for _ in range(200)}
+    # one connection per thread, kept across that thread's tasks
+    assert len({ident for ident, _ in conns}) == len(conns) <= 2
+    assert inits == ["db"] * len(inits) and 1 <= len(inits) <= 2
+
+
+def test_a_failing_initializer_breaks_the_executor():
+    def bad():
+        raise ValueError("no database")
+
+    ex = of.ThreadPoolExecutor(1, initializer=bad)
+    f = ex.submit(int)
+    with pytest.raises(of.BrokenThreadPool):
+        f.result()
+    with pytest.raises(of.BrokenThreadPool):
+        ex.submit(int)
+    ex.shutdown()
+
+
+def test_map_yields_in_order_and_takes_several_iterables():
+    with of.ThreadPoolExecutor(4) as ex:
+        assert list(ex.map(pow, range(50), [2] * 50)) == [i * i for i in range(50)]
+        assert list(ex.map(abs, [])) == []
+
+
+def test_map_queues_every_call_before_iteration():
+    done = []
+    with of.ThreadPoolExecutor(2) as ex:
+        ex.map(done.append, range(20))
+    assert sorted(done) == list(range(20))
+
+
+def test_map_stops_at_the_first_exception_and_cancels_the_rest():
+    later = threading.Event()
+    ran = []
+
+    def f(i):
+        if i == 0:
+            raise ValueError(i)
+        later.wait()  # the worker holds call 1 until the error was seen
+        ran.append(i)
+
+    with of.ThreadPoolExecutor(1) as ex:
+        it = ex.map(f, range(10))
+        with pytest.raises(ValueError):
+            next(it)
+        with pytest.raises(StopIteration):
+            next(it)
+        later.set()
+    # call 1 may have started before the error was seen; 2..9 never run
+    assert ran in ([], [1])
+
+
+def test_map_timeout_counts_from_the_call():
+    gate = threading.Event()
+    with of.ThreadPoolExecutor(1) as ex:
+        it = ex.map(lambda _: gate.wait(), range(3), timeout=0.05)
+        with pytest.raises(cf.TimeoutError):
+            list(it)
+        gate.set()
+
+
+def test_map_buffersize_bounds_the_calls_in_flight():
+    started = []
+    lock = threading.Lock()
+
+    def f(i):
+        with lock:
+            started.append(i)
+        return i
+
+    with of.ThreadPoolExecutor(2) as ex:
+        it = ex.map(f, range(100), buffersize=3)
+        time.sleep(0.05)
+        assert len(started) <= 3
+        assert next(it) == 0
+        assert list(it) == list(range(1, 100))
+    with pytest.raises(ValueError):
+        of.ThreadPoolExecutor(1).map(abs, [1], buffersize=0)
+    with pytest.raises(TypeError):
+        of.ThreadPoolExecutor(1).map(abs, [1], buffersize=1.5)
+
+
+def test_wait_return_conditions():
+    gate = threading.Event()
+    with of.ThreadPoolExecutor(2) as ex:
+        slow = ex.submit(gate.wait)
+        fast = ex.submit(int)
+        failed = ex.submit(lambda: 1 / 0)
+        done, not_done = of.wait([slow, fast], return_when=of.FIRST_COMPLETED)
+        assert fast in done and slow in not_done
+        done, not_done = of.wait([slow, failed], return_when=of.FIRST_EXCEPTION)
+        assert done == {failed} and not_done == {slow}
+        gate.set()
+        done, not_done = of.wait([slow, fast, failed, fast])
+        assert done == {slow, fast, failed} and not not_done
+        with pytest.raises(ValueError):
+            of.wait([fast], return_when="SOMETIMES")
+
+
+def test_as_completed_yields_done_first_then_in_completion_order():
+    gates = [threading.Event() for _ in range(3)]
+    with of.ThreadPoolExecutor(3) as ex:
+        already = of.Future()
+        already.set_result("x")
+        fs = [ex.submit(g.wait) for g in gates]
+        it = of.as_completed(fs + [already, already])
+        assert next(it) is already
+        for i in (2, 0, 1):
+            gates[i].set()
+            assert next(it) is fs[i]
+        with pytest.raises(StopIteration):
+            next(it)
+
+
+def test_repr_matches_the_stdlib():
+    f = of.Future()
+    assert repr(f) == f"<Future at {id(f):#x} state=pending>"
+    f.set_result(3)
+    assert repr(f) == f"<Future at {id(f):#x} state=finished returned int>"
+
+
+def test_private_fields_read_like_the_stdlib():
+    f = of.Future()
+    assert f._state == "PENDING"
+    f.set_running_or_notify_cancel()
+    assert f._state == "RUNNING"
+    f.set_result(5)
+    assert (f._state, f._result, f._exception) == ("FINISHED", 5, None)
+    g = of.Future()
+    g.cancel()
+    assert g._state == "CANCELLED_AND_NOTIFIED"
+
+
+def test_a_subclass_with_its_own_init_works():
+    class Tagged(of.Future):
+        def __init__(self, tag):
+            super().__init__()
+            self.tag = tag
+
+    t = Tagged("x")
+    t.set_result(1)
+    assert t.tag == "x" and t.result() == 1 and isinstance(t, cf.Future)
+
+
+def test_waiting_on_a_task_from_its_own_task_is_refused_not_hung():
+    with of.ThreadPoolExecutor(2) as ex:
+        box = []
+        gate = threading.Event()
+
+        def me():
+            gate.wait()
+            return box[0].result()
+
+        box.append(ex.submit(me))
+        gate.set()
+        with pytest.raises(RuntimeError, match="could never end"):
+            box[0].result()
