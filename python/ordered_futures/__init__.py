@@ -62,8 +62,10 @@ _lazy = _threading.Lock()
 def _notify_stdlib_waiters(future):
     """Wakes the stdlib's waiters (``concurrent.futures.wait`` and
     ``as_completed`` called on our futures), as the stdlib's completion
-    does: under the future's condition, then ``notify_all``."""
+    does: under the future's condition, the state they read turns final
+    and each waiter is told once, then ``notify_all``."""
     with future._condition:
+        future.__dict__["_told"] = True
         if future.cancelled():
             for waiter in future._waiters:
                 waiter.add_cancelled(future)
@@ -104,14 +106,34 @@ class Future(_core.Future, _cf.Future):
             )
         fields = self.__dict__
         with _lazy:
-            if "_condition" not in fields:
+            made = "_condition" not in fields
+            if made:
                 fields["_waiters"] = []
                 fields["_condition"] = _threading.Condition()
-                # Registered after both exist: a completion from now on
-                # notifies under the condition, which the stdlib holds
-                # while it reads ``_state`` and installs its waiter.
-                self._add_done_callback_unserialized(_notify_stdlib_waiters)
+        if made:
+            # Outside ``_lazy``: on a done future the callback runs here and
+            # takes the condition, which another thread may hold while it
+            # waits for ``_lazy``. Until it has run, ``_state`` reads as not
+            # finished, so a stdlib waiter installed meanwhile is told by it.
+            self._add_done_callback_unserialized(_notify_stdlib_waiters)
         return fields[name]
+
+    @property
+    def _state(self):
+        """The stdlib's state name, from the native state. Once the
+        stdlib's private fields exist, a finished future reads ``FINISHED``
+        only after its waiters were told (under ``_condition``), as in the
+        stdlib, so the stdlib's ``wait`` never counts it twice."""
+        state = _core.Future._state.__get__(self)
+        fields = self.__dict__
+        if ("_condition" in fields and not fields.get("_told")
+                and state in (_cf._base.FINISHED, _cf._base.CANCELLED_AND_NOTIFIED)):
+            return _cf._base.RUNNING
+        return state
+
+    @_state.setter
+    def _state(self, state):
+        _core.Future._state.__set__(self, state)
 
 
 class ThreadPoolExecutor(_core.Executor, _cf.ThreadPoolExecutor):
@@ -136,8 +158,67 @@ class ThreadPoolExecutor(_core.Executor, _cf.ThreadPoolExecutor):
 
     def __init__(self, max_workers=None, thread_name_prefix="", initializer=None,
                  initargs=(), *, serial_callbacks=False):
-        # Everything was set up by the native ``__new__``.
-        pass
+        self._start(max_workers, thread_name_prefix, initializer, initargs,
+                    serial_callbacks)
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
+        """Calls ``fn`` on the items of ``iterables`` taken in parallel and
+        returns an iterator over the results, in order (see
+        ``concurrent.futures.Executor.map``). All calls are queued at once,
+        unless ``buffersize`` (Python 3.14's) bounds how many are queued
+        ahead of the consumer. ``timeout`` counts from this call. An
+        exception ends the iteration and cancels the calls not started, as
+        does closing or dropping a started iterator. ``chunksize`` is
+        ignored, as by the stdlib's thread pool. A subclass that overrides
+        ``submit`` gets its calls through its ``submit``."""
+        if type(self).submit is not _core.Executor.submit:
+            return _map_through_submit(self, fn, iterables, timeout, buffersize)
+        return _core.Executor.map(self, fn, *iterables, timeout=timeout,
+                                  chunksize=chunksize, buffersize=buffersize)
+
+
+def _map_through_submit(executor, fn, iterables, timeout, buffersize):
+    """``Executor.map`` (3.14, with ``buffersize``) over ``executor.submit``,
+    for subclasses that override ``submit``."""
+    import collections
+    import itertools
+    import time
+    import weakref
+
+    if buffersize is not None:
+        if not isinstance(buffersize, int):
+            raise TypeError("buffersize must be an integer or None")
+        if buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
+    if timeout is not None:
+        end_time = timeout + time.monotonic()
+    zipped = zip(*iterables)
+    if buffersize:
+        fs = collections.deque(executor.submit(fn, *args)
+                               for args in itertools.islice(zipped, buffersize))
+    else:
+        fs = [executor.submit(fn, *args) for args in zipped]
+    executor_ref = weakref.ref(executor)
+
+    def result_iterator():
+        try:
+            fs.reverse()
+            while fs:
+                if buffersize and (ex := executor_ref()) and (args := next(zipped, None)):
+                    fs.appendleft(ex.submit(fn, *args))
+                f = fs.pop()
+                try:
+                    if timeout is None:
+                        yield f.result()
+                    else:
+                        yield f.result(end_time - time.monotonic())
+                finally:
+                    f.cancel()
+        finally:
+            for f in fs:
+                f.cancel()
+
+    return result_iterator()
 
 
 def wait(fs, timeout=None, return_when=ALL_COMPLETED):
@@ -164,4 +245,5 @@ _core._set_main_thread(_threading.main_thread().ident)
 # As the stdlib's pools: queued calls finish before the interpreter does.
 _threading._register_atexit(_core._python_exit)
 if hasattr(_os, "register_at_fork"):
-    _os.register_at_fork(after_in_child=_core._after_fork_in_child)
+    _os.register_at_fork(
+        after_in_child=lambda: _core._after_fork_in_child(_threading.get_ident()))

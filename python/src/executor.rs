@@ -126,9 +126,16 @@ impl Call {
     }
 }
 
-/// The native half of `ordered_futures.ThreadPoolExecutor`.
+/// The native half of `ordered_futures.ThreadPoolExecutor`. The pool is
+/// made by `_start`, which the Python class's `__init__` calls, so that a
+/// subclass's `__init__` chooses the arguments, as with the stdlib.
 #[pyclass(subclass, frozen, module = "ordered_futures._core", name = "Executor")]
 pub(crate) struct Executor {
+    started: OnceLock<Started>,
+}
+
+/// An executor's state once `__init__` ran.
+struct Started {
     pool: ThreadPool,
     serial: Option<Strand<()>>,
     shared: Arc<Shared>,
@@ -140,6 +147,19 @@ pub(crate) struct Executor {
 }
 
 impl Executor {
+    fn started(&self) -> PyResult<&Started> {
+        self.started
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("ThreadPoolExecutor.__init__ was not called"))
+    }
+
+    /// Queues `call`; the refusals of `submit`.
+    pub(crate) fn spawn(&self, py: Python<'_>, call: Call) -> PyResult<FutureHandle<Outcome>> {
+        self.started()?.spawn(py, call)
+    }
+}
+
+impl Started {
     fn refuse_new_work(&self, py: Python<'_>) -> PyResult<()> {
         if self.generation != lifecycle::generation() {
             return Err(stdlib::error(
@@ -163,8 +183,7 @@ impl Executor {
         Ok(())
     }
 
-    /// Queues `call`; the refusals of `submit`.
-    pub(crate) fn spawn(&self, py: Python<'_>, call: Call) -> PyResult<FutureHandle<Outcome>> {
+    fn spawn(&self, py: Python<'_>, call: Call) -> PyResult<FutureHandle<Outcome>> {
         self.refuse_new_work(py)?;
         let shared = self.shared.clone();
         self.pool
@@ -179,22 +198,36 @@ fn after_shutdown() -> PyErr {
 
 #[pymethods]
 impl Executor {
-    /// A pool of `max_workers` threads (default `min(32, os.cpu_count() +
-    /// 4)`, with `os.process_cpu_count()` where it exists, as 3.13 does),
-    /// started at once. `initializer(*initargs)` runs at the start of
-    /// each thread; if it raises, the executor is broken (pending and later
-    /// calls fail with `BrokenThreadPool`). With `serial_callbacks=True`,
-    /// the done-callbacks of all this executor's futures run one at a time.
+    /// An executor not yet started: `__init__` starts it. Arguments are
+    /// left to `__init__`, as `object.__new__` leaves them.
     #[new]
-    #[pyo3(signature = (max_workers=None, thread_name_prefix="", initializer=None, initargs=None, *, serial_callbacks=false))]
-    fn new(
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Executor {
+            started: OnceLock::new(),
+        }
+    }
+
+    /// Starts a pool of `max_workers` threads (default `min(32,
+    /// os.cpu_count() + 4)`, with `os.process_cpu_count()` where it exists,
+    /// as 3.13 does), all at once. `initializer(*initargs)` runs at the
+    /// start of each thread; if it raises, the executor is broken (pending
+    /// and later calls fail with `BrokenThreadPool`). With
+    /// `serial_callbacks=True`, the done-callbacks of all this executor's
+    /// futures run one at a time.
+    #[pyo3(signature = (max_workers=None, thread_name_prefix="", initializer=None, initargs=None, serial_callbacks=false))]
+    fn _start(
+        &self,
         py: Python<'_>,
         max_workers: Option<i64>,
         thread_name_prefix: &str,
         initializer: Option<Py<PyAny>>,
         initargs: Option<Bound<'_, PyAny>>,
         serial_callbacks: bool,
-    ) -> PyResult<Self> {
+    ) -> PyResult<()> {
+        if self.started.get().is_some() {
+            return Err(PyRuntimeError::new_err("this executor was already started"));
+        }
         let max_workers = match max_workers {
             Some(n) => n,
             None => {
@@ -237,9 +270,8 @@ impl Executor {
             .thread_name(prefix.clone())
             .build()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        lifecycle::register(py, &pool);
         let serial = serial_callbacks.then(|| Strand::new(&pool, ()));
-        Ok(Executor {
+        let started = Started {
             pool,
             serial,
             shared: Arc::new(Shared {
@@ -251,7 +283,14 @@ impl Executor {
             generation: lifecycle::generation(),
             max_workers: workers,
             prefix,
-        })
+        };
+        lifecycle::register(py, &started.pool);
+        if let Err(refused) = self.started.set(started) {
+            // Two threads raced through `__init__`: this one's pool goes.
+            refused.pool.shutdown(false, false);
+            return Err(PyRuntimeError::new_err("this executor was already started"));
+        }
+        Ok(())
     }
 
     /// Schedules `fn(*args, **kwargs)` and returns its `Future`. Raises
@@ -265,13 +304,14 @@ impl Executor {
         args: Bound<'py, PyTuple>,
         kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let me = self.started()?;
         let call = Call {
             f: r#fn,
             args: args.unbind(),
             kwargs: kwargs.filter(|k| !k.is_empty()).map(Bound::unbind),
         };
-        let handle = self.spawn(py, call)?;
-        PyFuture::make(self.future_class.bind(py), handle, self.serial.clone())
+        let handle = me.spawn(py, call)?;
+        PyFuture::make(me.future_class.bind(py), handle, me.serial.clone())
     }
 
     /// `map(fn, *iterables, timeout=None, chunksize=1, buffersize=None)`:
@@ -280,8 +320,9 @@ impl Executor {
     /// `buffersize` (Python 3.14's) bounds how many run ahead of the
     /// consumer. `timeout` counts from this call; a result not ready by
     /// then raises `TimeoutError`. An exception ends the iteration and
-    /// cancels the calls not yet started, as does dropping the iterator.
-    /// `chunksize` is accepted and ignored, as by the stdlib's thread pool.
+    /// cancels the calls not yet started, as does dropping or closing a
+    /// started iterator. `chunksize` is accepted and ignored, as by the
+    /// stdlib's thread pool.
     #[pyo3(signature = (r#fn, *iterables, timeout=None, chunksize=None, buffersize=None))]
     fn map(
         slf: &Bound<'_, Self>,
@@ -292,21 +333,27 @@ impl Executor {
         buffersize: Option<Bound<'_, PyAny>>,
     ) -> PyResult<MapIter> {
         let _ = chunksize;
+        slf.get().started()?;
         MapIter::start(slf, r#fn, iterables, timeout, buffersize)
     }
 
     /// Stops taking new calls. With `cancel_futures`, cancels the calls not
     /// yet started; with `wait`, blocks until the others finish, GIL
     /// released (Ctrl-C interrupts the wait; the calls still finish).
+    /// From a thread of this executor, `wait=True` raises `RuntimeError`
+    /// (as the stdlib's: a thread cannot join itself) after shutting down.
     #[pyo3(signature = (wait=true, *, cancel_futures=false))]
     fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) -> PyResult<()> {
-        if self.generation != lifecycle::generation() {
+        let Some(me) = self.started.get() else {
+            return Ok(());
+        };
+        if me.generation != lifecycle::generation() {
             return Ok(());
         }
         if wait {
-            lifecycle::join(py, &self.pool, cancel_futures)
+            lifecycle::join(py, &me.pool, cancel_futures)
         } else {
-            self.pool.shutdown(false, cancel_futures);
+            me.pool.shutdown(false, cancel_futures);
             Ok(())
         }
     }
@@ -316,11 +363,12 @@ impl Executor {
     /// executor), whose `join` waits for the threads to end.
     #[getter]
     fn _threads<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyFrozenSet>> {
-        let workers = (0..self.max_workers)
+        let me = self.started()?;
+        let workers = (0..me.max_workers)
             .map(|i| {
                 Py::new(
                     py,
-                    WorkerThread::new(format!("{}_{i}", self.prefix), self.pool.clone()),
+                    WorkerThread::new(format!("{}_{i}", me.prefix), me.pool.clone()),
                 )
             })
             .collect::<PyResult<Vec<_>>>()?;
@@ -329,34 +377,32 @@ impl Executor {
 
     /// The number of worker threads (the stdlib's field).
     #[getter]
-    fn _max_workers(&self) -> usize {
-        self.max_workers
+    fn _max_workers(&self) -> PyResult<usize> {
+        Ok(self.started()?.max_workers)
     }
 
     /// The threads' name prefix (the stdlib's field).
     #[getter]
-    fn _thread_name_prefix(&self) -> &str {
-        &self.prefix
+    fn _thread_name_prefix(&self) -> PyResult<String> {
+        Ok(self.started()?.prefix.clone())
     }
 
     /// True once `shutdown` was called (the stdlib's field).
     #[getter]
     fn _shutdown(&self) -> bool {
-        self.pool.is_shutdown()
+        self.started.get().is_some_and(|s| s.pool.is_shutdown())
     }
 
     /// The broken-pool message once an initializer failed, else False
     /// (the stdlib's field).
     #[getter]
-    fn _broken(&self, py: Python<'_>) -> Py<PyAny> {
-        match self.shared.broken.get() {
-            Some(()) => BROKEN
-                .into_pyobject(py)
-                .map_or_else(|_| py.None(), |s| s.into_any().unbind()),
-            None => false
-                .into_pyobject(py)
-                .map_or_else(|_| py.None(), |b| b.to_owned().into_any().unbind()),
-        }
+    fn _broken(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(
+            match self.started.get().and_then(|s| s.shared.broken.get()) {
+                Some(()) => BROKEN.into_pyobject(py)?.into_any().unbind(),
+                None => false.into_pyobject(py)?.to_owned().into_any().unbind(),
+            },
+        )
     }
 }
 
@@ -368,8 +414,10 @@ impl Drop for Executor {
         // registry's clone was forgotten there, so this drop frees nothing
         // shared, and nothing is stopped (a lock a parent thread held at
         // the fork would never be released).
-        if self.generation == lifecycle::generation() {
-            self.pool.shutdown(false, false);
+        if let Some(me) = self.started.get()
+            && me.generation == lifecycle::generation()
+        {
+            me.pool.shutdown(false, false);
         }
     }
 }

@@ -16,10 +16,14 @@ use pyo3::prelude::*;
 
 use crate::gil;
 
-/// A clone of every pool not yet known to have ended. Dropping the last
-/// clone of a pool joins its threads, which need the GIL to free their
-/// thread states: clones are only dropped with the GIL released.
-static POOLS: Mutex<Vec<ThreadPool>> = Mutex::new(Vec::new());
+/// A clone of every pool not yet known to have ended, numbered. Dropping
+/// the last clone of a pool joins its threads, which need the GIL to free
+/// their thread states: a clone is only dropped with the GIL released, or
+/// once its threads were joined.
+static POOLS: Mutex<Vec<(u64, ThreadPool)>> = Mutex::new(Vec::new());
+
+/// Numbers the registry's entries.
+static REGISTERED: AtomicU64 = AtomicU64::new(0);
 
 /// Counts `fork`s: a pool made in an earlier generation has no threads
 /// in this process.
@@ -32,28 +36,39 @@ pub(crate) fn generation() -> u64 {
     GENERATION.load(Ordering::Relaxed)
 }
 
-fn pools() -> std::sync::MutexGuard<'static, Vec<ThreadPool>> {
+fn pools() -> std::sync::MutexGuard<'static, Vec<(u64, ThreadPool)>> {
     POOLS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Keeps a clone of `pool` until it is shut down and its threads ended;
-/// first forgets the pools that have.
+/// first forgets the pools that have. Only pools whose threads were joined
+/// leave the registry: the exit hook, which may run while this waits with
+/// the GIL released, still finds every other one there.
 pub(crate) fn register(py: Python<'_>, pool: &ThreadPool) {
-    let ended: Vec<ThreadPool> = {
-        let mut all = pools();
-        let (ended, live): (Vec<_>, Vec<_>) = all.drain(..).partition(ThreadPool::is_shutdown);
-        *all = live;
-        ended
-    };
-    let unfinished: Vec<ThreadPool> = py.detach(move || {
-        ended
+    let candidates: Vec<(u64, ThreadPool)> = pools()
+        .iter()
+        .filter(|(_, p)| p.is_shutdown())
+        .map(|(id, p)| (*id, p.clone()))
+        .collect();
+    let ended: Vec<u64> = py.detach(move || {
+        candidates
             .into_iter()
-            .filter(|p| !p.shutdown_timeout(Duration::ZERO, false).finished)
+            .filter(|(_, p)| p.shutdown_timeout(Duration::ZERO, false).finished)
+            .map(|(id, _)| id)
             .collect()
     });
-    let mut all = pools();
-    all.extend(unfinished);
-    all.push(pool.clone());
+    // Relaxed: only a unique number.
+    let id = REGISTERED.fetch_add(1, Ordering::Relaxed);
+    let gone: Vec<(u64, ThreadPool)> = {
+        let mut all = pools();
+        let (gone, kept): (Vec<_>, Vec<_>) = all.drain(..).partition(|(id, _)| ended.contains(id));
+        *all = kept;
+        all.push((id, pool.clone()));
+        gone
+    };
+    // Their threads were joined: dropping even a last clone waits for
+    // nothing.
+    drop(gone);
 }
 
 /// Shuts down `pool` and waits for its threads (GIL released, Ctrl-C
@@ -61,6 +76,9 @@ pub(crate) fn register(py: Python<'_>, pool: &ThreadPool) {
 /// cancelled first.
 pub(crate) fn join(py: Python<'_>, pool: &ThreadPool, cancel: bool) -> PyResult<()> {
     pool.shutdown(false, cancel);
+    if pool.is_worker_thread() {
+        return Err(cannot_join_current_thread());
+    }
     loop {
         let finished = py.detach(|| pool.shutdown_timeout(gil::SLICE, false).finished);
         if finished {
@@ -72,6 +90,11 @@ pub(crate) fn join(py: Python<'_>, pool: &ThreadPool, cancel: bool) -> PyResult<
     }
 }
 
+/// The stdlib's answer to a thread that would wait for itself to end.
+fn cannot_join_current_thread() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err("cannot join current thread")
+}
+
 /// The exit hook (registered with `threading._register_atexit`, as the
 /// stdlib's is): refuses new submits and waits for every pool's queued
 /// and running calls, so no worker touches the interpreter as it
@@ -80,8 +103,12 @@ pub(crate) fn join(py: Python<'_>, pool: &ThreadPool, cancel: bool) -> PyResult<
 pub(crate) fn _python_exit(py: Python<'_>) -> PyResult<()> {
     gil::set_exiting();
     let all = std::mem::take(&mut *pools());
-    for pool in &all {
-        join(py, pool, false)?;
+    if let Some(err) = all.iter().find_map(|(_, pool)| join(py, pool, false).err()) {
+        // Interrupted (Ctrl-C): the clones go back unjoined. Dropped here,
+        // with the GIL held, the last clone of a pool still running would
+        // wait for its workers, which need the GIL.
+        pools().extend(all);
+        return Err(err);
     }
     py.detach(move || drop(all));
     Ok(())
@@ -90,11 +117,13 @@ pub(crate) fn _python_exit(py: Python<'_>) -> PyResult<()> {
 /// `os.register_at_fork(after_in_child=...)`: the parent's pools have no
 /// threads here. Their clones are forgotten (dropping one would join
 /// threads that do not exist), and executors made before the fork refuse
-/// new work.
+/// new work. The forking thread is the child's main thread (the one whose
+/// waits run the signal handlers).
 #[pyfunction]
-pub(crate) fn _after_fork_in_child() {
+pub(crate) fn _after_fork_in_child(main_thread: u64) {
     GENERATION.fetch_add(1, Ordering::Relaxed);
     std::mem::forget(std::mem::take(&mut *pools()));
+    gil::record_main_thread(main_thread);
 }
 
 /// One worker of an executor, as the stdlib's `executor._threads` shows
@@ -145,6 +174,9 @@ impl WorkerThread {
     /// `timeout` seconds pass, as `threading.Thread.join`.
     #[pyo3(signature = (timeout=None))]
     fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        if self.generation == generation() && self.pool.is_worker_thread() {
+            return Err(cannot_join_current_thread());
+        }
         let deadline = gil::deadline(timeout)?;
         loop {
             let now = std::time::Instant::now();

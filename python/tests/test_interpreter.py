@@ -71,11 +71,15 @@ def run_python(code, timeout=60):
 
 def test_exit_without_shutdown_runs_the_pending_calls():
     out = run_python(
-        "import time, ordered_futures as of\n"
+        # One write per line: two threads' print() calls may interleave.
+        "import sys, time, ordered_futures as of\n"
+        "def out(line):\n"
+        "    sys.stdout.write(f'{line}\\n')\n"
+        "    sys.stdout.flush()\n"
         "ex = of.ThreadPoolExecutor(2)\n"
-        "for i in range(200): ex.submit(lambda i=i: (time.sleep(0.001), print(i, flush=True)))\n"
+        "for i in range(200): ex.submit(lambda i=i: (time.sleep(0.001), out(i)))\n"
         "f = ex.submit(int)\n"
-        "f.add_done_callback(lambda f: print('callback', flush=True))\n"
+        "f.add_done_callback(lambda f: out('callback'))\n"
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.split()
@@ -225,14 +229,15 @@ def test_asyncio_interop():
             d = await asyncio.to_thread(abs, -4)
             with pytest.raises(ZeroDivisionError):
                 await loop.run_in_executor(ex, lambda: 1 / 0)
-            gate = threading.Event()
-            slow = asyncio.wrap_future(ex.submit(gate.wait))
-            queued = ex.submit(int)
-            mirror = asyncio.wrap_future(queued)
-            mirror.cancel()
-            await asyncio.sleep(0)
-            gate.set()
-            await slow
+            with of.ThreadPoolExecutor(1) as one:
+                gate = threading.Event()
+                slow = asyncio.wrap_future(one.submit(gate.wait))
+                queued = one.submit(int)  # behind `slow` on the one worker
+                mirror = asyncio.wrap_future(queued)
+                mirror.cancel()
+                await asyncio.sleep(0)
+                gate.set()
+                await slow
             return a, b, c, d, queued.cancelled()
         assert asyncio.run(main()) == (6, 4, 8, 4, True)
 
@@ -241,6 +246,8 @@ def test_the_stdlib_wait_and_as_completed_accept_our_futures():
     gate = threading.Event()
     with of.ThreadPoolExecutor(2) as ex:
         fs = [ex.submit(pow, 2, i) for i in range(50)]
+        done, not_done = cf.wait(fs)
+        assert done == set(fs) and not not_done
         slow = ex.submit(gate.wait)
         done, not_done = cf.wait(fs + [slow], timeout=0.05)
         assert set(fs) <= done and not_done == {slow}

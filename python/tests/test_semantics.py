@@ -326,3 +326,58 @@ def test_waiting_on_a_task_from_its_own_task_is_refused_not_hung():
         gate.set()
         with pytest.raises(RuntimeError, match="could never end"):
             box[0].result()
+
+
+def test_a_subclass_init_chooses_the_arguments():
+    class IO(of.ThreadPoolExecutor):
+        def __init__(self, label):
+            super().__init__(max_workers=3, thread_name_prefix=f"io-{label}")
+
+    with IO("disk") as ex:
+        assert ex._max_workers == 3
+        assert ex.submit(lambda: threading.current_thread().name).result().startswith("io-disk_")
+
+
+def test_map_goes_through_an_overridden_submit():
+    seen = []
+
+    class Counting(of.ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            seen.append(args)
+            return super().submit(fn, *args, **kwargs)
+
+    with Counting(2) as ex:
+        assert list(ex.map(pow, [2, 3], [2, 2])) == [4, 9]
+        assert list(ex.map(abs, [-1, -2, -3], buffersize=1)) == [1, 2, 3]
+    assert seen == [(2, 2), (3, 2), (-1,), (-2,), (-3,)]
+
+
+def test_shutdown_wait_from_its_own_thread_raises_instead_of_hanging():
+    ex = of.ThreadPoolExecutor(2)
+    f = ex.submit(lambda: ex.shutdown(wait=True))
+    with pytest.raises(RuntimeError, match="cannot join current thread"):
+        f.result(timeout=10)
+    with pytest.raises(RuntimeError):
+        ex.submit(int)  # it did shut down
+    ex.shutdown(wait=True)
+
+
+def test_the_stdlib_wait_counts_a_future_finishing_mid_call_once():
+    # f is done natively but its callbacks are still running (one blocks)
+    # when the stdlib's wait first looks at it. Counted done then, it must
+    # not be counted again when its callbacks finish: wait(ALL) has to go
+    # on waiting for g until the timeout.
+    f, g = of.Future(), of.Future()
+    release = threading.Event()
+    f.add_done_callback(lambda _: release.wait())
+    setter = threading.Thread(target=f.set_result, args=(1,))
+    setter.start()
+    while not f.done():
+        time.sleep(0.001)
+    threading.Timer(0.05, release.set).start()
+    t0 = time.monotonic()
+    done, not_done = cf.wait([f, g], timeout=0.5)
+    waited = time.monotonic() - t0
+    setter.join()
+    assert done == {f} and not_done == {g}
+    assert waited >= 0.45, waited

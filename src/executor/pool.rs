@@ -752,6 +752,24 @@ impl ThreadPool {
         shutdown(self.registry(), true, cancel_pending, Some(timeout))
     }
 
+    /// True on one of this pool's threads: a worker, or a thread started
+    /// to keep the pool's capacity while a worker blocks. Code that must
+    /// not wait for its own thread checks it: joining the pool from inside
+    /// one of its tasks could never end (Python raises "cannot join
+    /// current thread" there).
+    ///
+    /// ```
+    /// let pool = concurrent_futures::ThreadPool::new(1).unwrap();
+    /// assert!(!pool.is_worker_thread());
+    /// let inner = pool.clone();
+    /// assert_eq!(pool.submit(move || inner.is_worker_thread()).unwrap().join(), Ok(true));
+    /// let other = concurrent_futures::ThreadPool::new(1).unwrap();
+    /// assert_eq!(pool.submit(move || other.is_worker_thread()).unwrap().join(), Ok(false));
+    /// ```
+    pub fn is_worker_thread(&self) -> bool {
+        worker::is_worker_of(self.registry())
+    }
+
     /// Whether [`shutdown`](ThreadPool::shutdown) was called.
     ///
     /// ```
