@@ -20,10 +20,14 @@ the stdlib's types (``asyncio.wrap_future``, ``loop.run_in_executor``,
 design and the differences from the stdlib.
 """
 
+import collections as _collections
 import concurrent.futures as _cf
 import concurrent.futures.thread as _cf_thread
+import itertools as _itertools
 import os as _os
 import threading as _threading
+import time as _time
+import weakref as _weakref
 
 from . import _core
 
@@ -180,25 +184,20 @@ class ThreadPoolExecutor(_core.Executor, _cf.ThreadPoolExecutor):
 def _map_through_submit(executor, fn, iterables, timeout, buffersize):
     """``Executor.map`` (3.14, with ``buffersize``) over ``executor.submit``,
     for subclasses that override ``submit``."""
-    import collections
-    import itertools
-    import time
-    import weakref
-
     if buffersize is not None:
         if not isinstance(buffersize, int):
             raise TypeError("buffersize must be an integer or None")
         if buffersize < 1:
             raise ValueError("buffersize must be None or > 0")
     if timeout is not None:
-        end_time = timeout + time.monotonic()
+        end_time = timeout + _time.monotonic()
     zipped = zip(*iterables)
     if buffersize:
-        fs = collections.deque(executor.submit(fn, *args)
-                               for args in itertools.islice(zipped, buffersize))
+        fs = _collections.deque(executor.submit(fn, *args)
+                               for args in _itertools.islice(zipped, buffersize))
     else:
         fs = [executor.submit(fn, *args) for args in zipped]
-    executor_ref = weakref.ref(executor)
+    executor_ref = _weakref.ref(executor)
 
     def result_iterator():
         try:
@@ -211,7 +210,7 @@ def _map_through_submit(executor, fn, iterables, timeout, buffersize):
                     if timeout is None:
                         yield f.result()
                     else:
-                        yield f.result(end_time - time.monotonic())
+                        yield f.result(end_time - _time.monotonic())
                 finally:
                     f.cancel()
         finally:

@@ -8,7 +8,7 @@ use concurrent_futures::{FutureHandle, Strand, ThreadPool};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{IntoPyDict, PyDict, PyFrozenSet, PyTuple, PyType};
+use pyo3::types::{PyDict, PyFrozenSet, PyTuple, PyType};
 
 use crate::future::PyFuture;
 use crate::lifecycle::WorkerThread;
@@ -74,18 +74,7 @@ impl Shared {
         if let Some((init, args)) = &self.initializer
             && let Err(e) = init.bind(py).call1(args.bind(py))
         {
-            let logged = [("exc_info", e.into_value(py))]
-                .into_py_dict(py)
-                .and_then(|kw| {
-                    stdlib(py).logger.bind(py).call_method(
-                        "critical",
-                        ("Exception in initializer:",),
-                        Some(&kw),
-                    )
-                });
-            if let Err(e) = logged {
-                e.write_unraisable(py, None);
-            }
+            stdlib::log_error(py, "critical", ("Exception in initializer:",), e, None);
             let _ = self.broken.set(());
         }
     }

@@ -27,6 +27,29 @@ pub(crate) struct PyFuture {
     serial: Option<Strand<()>>,
 }
 
+/// Where a future stands, as the stdlib names it.
+#[derive(Clone, Copy)]
+enum State {
+    Pending,
+    Running,
+    /// Cancelled; waiters are told at once (the stdlib's
+    /// `CANCELLED_AND_NOTIFIED`).
+    Cancelled,
+    Finished,
+}
+
+impl State {
+    /// The name in the stdlib's messages (`InvalidStateError`), upper case.
+    fn name(self) -> &'static str {
+        match self {
+            State::Pending => "PENDING",
+            State::Running => "RUNNING",
+            State::Cancelled => "CANCELLED",
+            State::Finished => "FINISHED",
+        }
+    }
+}
+
 thread_local! {
     /// The future `make` is building, handed to `__new__` on this thread.
     static SEED: Cell<Option<PyFuture>> = const { Cell::new(None) };
@@ -70,25 +93,29 @@ impl PyFuture {
         made
     }
 
-    fn finished(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<&Outcome> {
-        outcome_of(py, &self.handle, gil::deadline(timeout)?)
-    }
-
     fn promise(&self) -> PyResult<&Promise<Outcome>> {
         self.promise.as_ref().ok_or_else(|| {
             PyRuntimeError::new_err("a future returned by submit is completed by its executor")
         })
     }
 
-    fn state_name(&self) -> &'static str {
+    fn state(&self) -> State {
         if self.handle.cancelled() {
-            "CANCELLED"
+            State::Cancelled
         } else if self.handle.done() {
-            "FINISHED"
+            State::Finished
         } else if self.handle.running() {
-            "RUNNING"
+            State::Running
         } else {
-            "PENDING"
+            State::Pending
+        }
+    }
+
+    /// The stdlib's `_result` (`raised` false) or `_exception` field.
+    fn field(&self, py: Python<'_>, raised: bool) -> Py<PyAny> {
+        match self.handle.try_result() {
+            Some(Ok(o)) => o.value_if(py, raised),
+            _ => py.None(),
         }
     }
 
@@ -98,7 +125,7 @@ impl PyFuture {
         stdlib::error(
             py,
             &stdlib(py).invalid_state_error,
-            (format!("{}: {repr}", slf.get().state_name()),),
+            (format!("{}: {repr}", slf.get().state().name()),),
         )
     }
 
@@ -170,7 +197,14 @@ pub(crate) fn block_on(handle: &FutureHandle<Outcome>, until: Option<Instant>) -
 fn run_callback(future: Py<PyAny>, f: Py<PyAny>) {
     Python::attach(|py| {
         if let Err(e) = f.call1(py, (future.clone_ref(py),)) {
-            stdlib::log_exception(py, e, "exception calling callback for %r", future.bind(py));
+            let future = future.bind(py);
+            stdlib::log_error(
+                py,
+                "exception",
+                ("exception calling callback for %r", future),
+                e,
+                Some(future),
+            );
         }
         drop(f);
         drop(future);
@@ -230,9 +264,7 @@ impl PyFuture {
     /// `timeout` seconds. Raises `CancelledError` or `TimeoutError`.
     #[pyo3(signature = (timeout=None))]
     fn exception(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        let outcome = self.finished(py, timeout)?;
-        let (raised, value) = outcome.get(py);
-        Ok(if raised { value } else { py.None() })
+        Ok(outcome_of(py, &self.handle, gil::deadline(timeout)?)?.value_if(py, true))
     }
 
     /// Attaches `fn`, called as `fn(future)` once the future is done (at
@@ -296,40 +328,26 @@ impl PyFuture {
     #[getter]
     fn _state(&self, py: Python<'_>) -> Py<PyAny> {
         let s = stdlib(py);
-        if self.handle.cancelled() {
-            s.cancelled_and_notified.clone_ref(py)
-        } else if self.handle.done() {
-            s.finished.clone_ref(py)
-        } else if self.handle.running() {
-            s.running.clone_ref(py)
-        } else {
-            s.pending.clone_ref(py)
+        match self.state() {
+            State::Cancelled => &s.cancelled_and_notified,
+            State::Finished => &s.finished,
+            State::Running => &s.running,
+            State::Pending => &s.pending,
         }
+        .clone_ref(py)
     }
 
     /// The return value once finished, else None (the stdlib's field).
     #[getter]
     fn _result(&self, py: Python<'_>) -> Py<PyAny> {
-        match self.handle.try_result() {
-            Some(Ok(o)) => match o.get(py) {
-                (false, value) => value,
-                (true, _) => py.None(),
-            },
-            _ => py.None(),
-        }
+        self.field(py, false)
     }
 
     /// The exception once finished with one, else None (the stdlib's
     /// field).
     #[getter]
     fn _exception(&self, py: Python<'_>) -> Py<PyAny> {
-        match self.handle.try_result() {
-            Some(Ok(o)) => match o.get(py) {
-                (true, value) => value,
-                (false, _) => py.None(),
-            },
-            _ => py.None(),
-        }
+        self.field(py, true)
     }
 
     /// Writing the stdlib's private state field, as code written against
@@ -379,12 +397,7 @@ impl PyFuture {
         let me = slf.get();
         let name = slf.get_type().name()?;
         let at = slf.as_ptr() as usize;
-        let state = match me.state_name() {
-            "CANCELLED" => "cancelled",
-            "FINISHED" => "finished",
-            "RUNNING" => "running",
-            _ => "pending",
-        };
+        let state = me.state().name().to_lowercase();
         Ok(match me.handle.try_result() {
             Some(Ok(o)) => {
                 let (raised, value) = o.get(py);

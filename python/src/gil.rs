@@ -142,14 +142,11 @@ impl Drop for Anchor {
     }
 }
 
-/// Makes this pool thread keep its Python thread state until it exits.
-/// Returns true the first time on a thread.
-pub(crate) fn anchor(_attached: Python<'_>) -> bool {
-    ANCHOR
-        .try_with(|a| {
-            if a.0.get() {
-                return false;
-            }
+/// Makes this pool thread keep its Python thread state until it exits
+/// (the first call on a thread; later calls do nothing).
+pub(crate) fn anchor(_attached: Python<'_>) {
+    let _ = ANCHOR.try_with(|a| {
+        if !a.0.get() {
             // SAFETY: this thread is attached (the token says so), so
             // `Ensure` only counts one more holder of its thread state and
             // returns LOCKED: the state now outlives every `Python::attach`
@@ -158,7 +155,6 @@ pub(crate) fn anchor(_attached: Python<'_>) -> bool {
                 let _ = ffi::PyGILState_Ensure();
             }
             a.0.set(true);
-            true
-        })
-        .unwrap_or(false)
+        }
+    });
 }

@@ -9,7 +9,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use concurrent_futures::ThreadPool;
 use pyo3::prelude::*;
@@ -79,10 +79,32 @@ pub(crate) fn join(py: Python<'_>, pool: &ThreadPool, cancel: bool) -> PyResult<
     if pool.is_worker_thread() {
         return Err(cannot_join_current_thread());
     }
+    wait_in_slices(py, None, |slice| {
+        pool.shutdown_timeout(slice, false).finished
+    })?;
+    Ok(())
+}
+
+/// Calls `ended(slice)` with the GIL released, in slices of at most
+/// [`gil::SLICE`], until it says the threads ended (true) or `deadline`
+/// passes (false); on the main thread the signal handlers run between
+/// slices. `ended` may join threads, which take the GIL as they exit:
+/// that is why it never runs attached.
+fn wait_in_slices(
+    py: Python<'_>,
+    deadline: Option<Instant>,
+    ended: impl Fn(Duration) -> bool + Send + Sync,
+) -> PyResult<bool> {
     loop {
-        let finished = py.detach(|| pool.shutdown_timeout(gil::SLICE, false).finished);
-        if finished {
-            return Ok(());
+        let now = Instant::now();
+        let slice = deadline.map_or(gil::SLICE, |d| {
+            d.saturating_duration_since(now).min(gil::SLICE)
+        });
+        if py.detach(|| ended(slice)) {
+            return Ok(true);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
         }
         if gil::on_main_thread() {
             py.check_signals()?;
@@ -177,21 +199,8 @@ impl WorkerThread {
         if self.generation == generation() && self.pool.is_worker_thread() {
             return Err(cannot_join_current_thread());
         }
-        let deadline = gil::deadline(timeout)?;
-        loop {
-            let now = std::time::Instant::now();
-            let slice = deadline.map_or(gil::SLICE, |d| {
-                d.saturating_duration_since(now).min(gil::SLICE)
-            });
-            if py.detach(|| self.wait_ended(slice))
-                || deadline.is_some_and(|d| std::time::Instant::now() >= d)
-            {
-                return Ok(());
-            }
-            if gil::on_main_thread() {
-                py.check_signals()?;
-            }
-        }
+        wait_in_slices(py, gil::deadline(timeout)?, |slice| self.wait_ended(slice))?;
+        Ok(())
     }
 
     /// True until the thread ended.

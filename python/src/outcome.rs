@@ -66,6 +66,16 @@ impl Outcome {
         (slot.raised, value)
     }
 
+    /// The value if the call `raised` (true: its exception) or returned
+    /// (false: its return value) as asked, else None: the stdlib's
+    /// `_exception` and `_result` fields.
+    pub fn value_if(&self, py: Python<'_>, raised: bool) -> Py<PyAny> {
+        match self.get(py) {
+            (r, value) if r == raised => value,
+            _ => py.None(),
+        }
+    }
+
     /// Writes the stdlib's `_result` field: the value, unless the call
     /// raised (the exception wins, as in the stdlib's `result()`). Returns
     /// the object replaced, to drop outside the lock.

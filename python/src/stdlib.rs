@@ -73,18 +73,26 @@ pub(crate) fn timeout(py: Python<'_>) -> PyErr {
     error(py, &stdlib(py).timeout_error, ())
 }
 
-/// Logs `message % (obj,)` with `err`'s traceback to the
-/// `concurrent.futures` logger, as the stdlib does for a failing callback;
-/// if logging itself fails, the error is reported as unraisable.
-pub(crate) fn log_exception(py: Python<'_>, err: PyErr, message: &str, obj: &Bound<'_, PyAny>) {
+/// Logs `err` with its traceback to the `concurrent.futures` logger, as
+/// the stdlib does for a failing callback (`level` "exception") or
+/// initializer ("critical"): `logger.<level>(*args, exc_info=err)`. If
+/// logging itself fails, that error is reported as unraisable (about
+/// `obj`, if given).
+pub(crate) fn log_error<'py>(
+    py: Python<'py>,
+    level: &str,
+    args: impl PyCallArgs<'py>,
+    err: PyErr,
+    obj: Option<&Bound<'py, PyAny>>,
+) {
     let kwargs = [("exc_info", err.into_value(py))].into_py_dict(py);
     let logged = kwargs.and_then(|kwargs| {
         stdlib(py)
             .logger
             .bind(py)
-            .call_method("exception", (message, obj), Some(&kwargs))
+            .call_method(level, args, Some(&kwargs))
     });
     if let Err(e) = logged {
-        e.write_unraisable(py, Some(obj));
+        e.write_unraisable(py, obj);
     }
 }
