@@ -43,6 +43,11 @@ start() {
     port=$(sed -n 's/^listening on http:\/\/127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$log")
 }
 
+# The server's CPU time so far, in clock ticks (user + system).
+ticks() {
+    awk '{print $14 + $15}' "/proc/$server/stat"
+}
+
 stop() {
     kill -INT "$server"
     wait "$server"
@@ -75,7 +80,7 @@ PY
     rm -f "$out"
 }
 
-backends=(pool spawn-blocking mutex)
+read -r -a backends <<<"${BACKENDS:-pool spawn-blocking mutex}"
 slowest=
 for backend in "${backends[@]}"; do
     start "$backend"
@@ -98,11 +103,15 @@ for round in $(seq "$rounds"); do
         pct=$((100 * rate / slowest))
         for backend in "${backends[@]}"; do
             start "$backend"
+            before=$(ticks)
             read -r rps p50 p99 p999 client bad < <(load -q "$rate" --latency-correction)
+            used=$(( $(ticks) - before ))
             stop
+            # The server's share of the machine's cores while it was driven.
+            srv=$(( 100 * used / ($(getconf CLK_TCK) * duration * cores) ))
             [ "$bad" = 0 ] || { echo "$backend: $bad failed requests"; exit 1; }
-            printf 'round=%s rate=%s%% (%s/s) backend=%-14s achieved=%s p50_us=%s p99_us=%s p99.9_us=%s client_cpu=%s%%\n' \
-                "$round" "$pct" "$rate" "$backend" "$rps" "$p50" "$p99" "$p999" "$client"
+            printf 'round=%s rate=%s%% (%s/s) backend=%-14s achieved=%s p50_us=%s p99_us=%s p99.9_us=%s server_cpu=%s%% client_cpu=%s%%\n' \
+                "$round" "$pct" "$rate" "$backend" "$rps" "$p50" "$p99" "$p999" "$srv" "$client"
         done
     done
 done

@@ -9,6 +9,7 @@
 //! - [`submit`]: queueing a task and waking a worker for it.
 //! - [`blocking`]: how a pool thread waits (inline, or keeping capacity).
 //! - [`sleep`]: parking idle workers without lost wakeups.
+//! - [`idle`]: whether a worker that ran dry spins first or sleeps at once.
 //! - [`strand`] and [`schedule`]: serial contexts owning a state.
 //! - [`task`]: one allocation per task, closure and future together.
 //! - [`async_task`]: `std::future::Future`s polled on the workers.
@@ -18,6 +19,7 @@
 pub(crate) mod async_task;
 pub(crate) mod blocking;
 pub(crate) mod deadlock;
+pub(crate) mod idle;
 pub(crate) mod join;
 pub(crate) mod map;
 pub(crate) mod metrics;

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crossbeam_deque::Worker;
 
 use super::blocking::PoolWait;
+use super::idle::IdleSpin;
 use super::metrics::{Counters, Tally};
 use super::registry::{Deques, Registry};
 use super::task::{JobRef, TaskRef};
@@ -34,8 +35,6 @@ use crate::trace::{trace_event, trace_span};
 /// back of its own deque, so a task that keeps resubmitting itself cannot
 /// starve outside submits.
 pub(crate) const FAIR_TICK: u32 = 61;
-/// Look-ups a worker makes before it parks.
-const SPIN_ROUNDS: u32 = 32;
 
 /// What a worker finds to do.
 enum Work {
@@ -312,8 +311,10 @@ pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, deques: Deques) 
         if !search.spun_out() {
             continue;
         }
+        let parked = Instant::now();
         reg.sleep
             .sleep(index, || !reg.queues_empty() || reg.may_exit());
+        search.idle.slept(parked.elapsed());
     }
     reg.sleep.stop_searching();
 }
@@ -322,8 +323,8 @@ pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, deques: Deques) 
 struct Search {
     /// Counted in `Sleep::searching` (looking for work, not found yet).
     searching: bool,
-    /// Empty looks since the last task.
-    idle_rounds: u32,
+    /// Whether to spin or sleep when no work is found (`idle.rs`).
+    idle: IdleSpin,
 }
 
 impl Search {
@@ -332,19 +333,17 @@ impl Search {
         registry.sleep.start_searching();
         Search {
             searching: true,
-            idle_rounds: 0,
+            idle: IdleSpin::new(),
         }
     }
 
-    /// After an empty look: yields the core for [`SPIN_ROUNDS`] looks, then
-    /// says the worker should sleep (true).
+    /// After an empty look: yields the core and says to look again while
+    /// the worker spins (false), or says it should sleep now (true).
     fn spun_out(&mut self) -> bool {
-        self.idle_rounds += 1;
-        if self.idle_rounds < SPIN_ROUNDS {
+        if self.idle.keep_spinning(Instant::now()) {
             idle_pause();
             return false;
         }
-        self.idle_rounds = 0;
         true
     }
 }
@@ -369,16 +368,18 @@ impl Context {
             search.searching = false;
             reg.sleep.found_work(|| !reg.queues_empty());
         }
-        search.idle_rounds = 0;
+        search.idle.found_work();
         self.run_work(work);
         true
     }
 }
 
-/// Between two empty looks for work: yield the core. A busy spin would be
+/// Between two empty looks of a spin: yield the core. A busy spin would be
 /// faster on an idle machine, but steals the core from the submitter and the
 /// worker that has the task when threads outnumber cores (measured: hot
-/// submit->callback p50 1.6 us spinning against 0.5 us yielding on 2 cores).
+/// submit->callback p50 1.6 us spinning against 0.5 us yielding on 2 cores;
+/// at fixed server rates, a 5 us busy spin gave a 13 ms median at 94% of
+/// the peak, issue 21).
 fn idle_pause() {
     std::thread::yield_now();
 }
@@ -408,10 +409,12 @@ fn run_compensating(registry: Arc<Registry>) {
         if !reg.may_exit() && !search.spun_out() {
             continue;
         }
-        if reg.idle_extra(slot.index, Instant::now().checked_add(KEEP_ALIVE)) {
+        let parked = Instant::now();
+        if reg.idle_extra(slot.index, parked.checked_add(KEEP_ALIVE)) {
             exit.extra.set(false);
             return;
         }
+        search.idle.slept(parked.elapsed());
     }
 }
 

@@ -1,0 +1,187 @@
+//! Whether a worker that ran dry spins or sleeps: it spins only while its
+//! recent idle gaps say spinning pays.
+//!
+//! A worker with nothing to do can look again for a while (spin) or sleep
+//! at once. A spin that finds work saves the submitter a futex wake and the
+//! worker a sleep and a wake-up. A spin that finds nothing costs its whole
+//! window of CPU, taken from the threads that have work: on a server, the
+//! I/O thread that feeds the pool and, where they share the machine, the
+//! client. While it spins the worker also counts as searching, so a submit
+//! wakes nobody, trusting it; if the scheduler has put it off the core,
+//! the task waits for it (issue 21 measured both: at 80-95% of the peak
+//! rate, workers that always spun gave the server's I/O thread twice the
+//! scheduling delay of a mutex pool's, and the pool the worst median).
+//!
+//! Spinning pays when gaps are short: the submitter is feeding the pool
+//! back to back, as under a closed-loop load. It does not when gaps are
+//! long, as at a fixed request rate below the peak. So each worker keeps a
+//! running score of its gaps, the share of recent ones that ended within
+//! [`SPIN_WINDOW`]. Every gap counts, spun or slept: a spin that found work
+//! is a short gap, one that ran out is a long one, and a sleep is timed
+//! from park to wake. A worker spins (yielding between looks, for at most
+//! the window) only while most recent gaps were short; otherwise it sleeps
+//! at its first empty look, at no cost to anyone, and the short sleeps that
+//! follow when the load tightens bring the spin back.
+//!
+//! The window is time, not a number of looks: a look and a yield cost
+//! different amounts on different machines, and what a spin competes with,
+//! a futex hand-off, is itself measured in time.
+
+use std::time::{Duration, Instant};
+
+/// How long a worker spins before it sleeps, and the gap length that counts
+/// as short. Of the order of a futex hand-off on an ordinary machine
+/// (BENCHMARKS.md measures one): spinning longer than a sleep and a wake
+/// cost saves nothing.
+pub(crate) const SPIN_WINDOW: Duration = Duration::from_micros(10);
+
+/// The score's scale: `FULL` is every recent gap short.
+const FULL: u32 = 1024;
+/// Each gap moves the score by 1/`WEIGHT` of the way to 0 or `FULL`: about
+/// the last `WEIGHT` gaps count.
+const WEIGHT: u32 = 16;
+/// Spin only while the score is at least this: most recent gaps short.
+const SPIN_AT: u32 = FULL / 2;
+
+/// One worker's spin-or-sleep state. Touched only by its worker.
+#[derive(Debug)]
+pub(crate) struct IdleSpin {
+    /// Running share of short gaps, 0..=`FULL`.
+    score: u32,
+    /// When the spin in progress began; `None` when not spinning.
+    spinning_since: Option<Instant>,
+}
+
+impl IdleSpin {
+    /// A fresh worker spins: a pool just started is usually about to be fed.
+    pub(crate) fn new() -> Self {
+        IdleSpin {
+            score: FULL,
+            spinning_since: None,
+        }
+    }
+
+    /// After an empty look at `now`: true to look again (the caller yields
+    /// first), false to sleep now. A spin that has run its window counts as
+    /// a long gap.
+    pub(crate) fn keep_spinning(&mut self, now: Instant) -> bool {
+        let Some(since) = self.spinning_since else {
+            if self.score < SPIN_AT {
+                return false;
+            }
+            self.spinning_since = Some(now);
+            return true;
+        };
+        if now.saturating_duration_since(since) < SPIN_WINDOW {
+            return true;
+        }
+        self.spinning_since = None;
+        self.learn(false);
+        false
+    }
+
+    /// The worker found work. Ends a spin in progress, a short gap. Cheap
+    /// when not spinning: it is on the path of every task.
+    #[inline(always)]
+    pub(crate) fn found_work(&mut self) {
+        if self.spinning_since.is_some() {
+            self.spinning_since = None;
+            self.learn(true);
+        }
+    }
+
+    /// The worker slept for `slept`, from its park to its wake.
+    pub(crate) fn slept(&mut self, slept: Duration) {
+        self.learn(slept < SPIN_WINDOW);
+    }
+
+    fn learn(&mut self, short: bool) {
+        self.score -= self.score / WEIGHT;
+        if short {
+            self.score += FULL / WEIGHT;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spins until `keep_spinning` says sleep, a window's worth of looks
+    /// apart by the given step; returns how many looks it spun.
+    fn spin_out(idle: &mut IdleSpin, start: Instant, step: Duration) -> u32 {
+        let mut looks = 0;
+        let mut now = start;
+        while idle.keep_spinning(now) {
+            looks += 1;
+            now += step;
+            assert!(looks < 1_000, "a spin must end within its window");
+        }
+        looks
+    }
+
+    #[test]
+    fn a_fresh_worker_spins_for_the_window_then_sleeps() {
+        let mut idle = IdleSpin::new();
+        let looks = spin_out(&mut idle, Instant::now(), SPIN_WINDOW / 10);
+        // The first look starts the spin; ten steps later the window is up.
+        assert_eq!(looks, 10);
+    }
+
+    #[test]
+    fn long_gaps_turn_the_spin_off_and_short_sleeps_turn_it_back_on() {
+        let mut idle = IdleSpin::new();
+        let t0 = Instant::now();
+        // Spins that run out one after another: soon it sleeps at once.
+        let mut spun = 0;
+        while spin_out(&mut idle, t0, SPIN_WINDOW / 4) > 0 {
+            spun += 1;
+            assert!(spun < 100, "long gaps must stop the spin");
+        }
+        assert!(
+            spun > 5,
+            "one long gap alone must not stop it (spun {spun})"
+        );
+        // Sleeps past the window keep it off.
+        for _ in 0..100 {
+            idle.slept(SPIN_WINDOW * 10);
+            assert!(!idle.keep_spinning(t0));
+        }
+        // Sleeps shorter than the window: the load tightened; it spins again.
+        let mut slept = 0;
+        while !idle.keep_spinning(t0) {
+            idle.slept(SPIN_WINDOW / 2);
+            slept += 1;
+            assert!(slept < 100, "short sleeps must bring the spin back");
+        }
+    }
+
+    #[test]
+    fn spins_that_find_work_keep_it_spinning() {
+        let mut idle = IdleSpin::new();
+        let t0 = Instant::now();
+        for _ in 0..1_000 {
+            assert!(idle.keep_spinning(t0), "short gaps keep the spin");
+            idle.found_work();
+        }
+        // Mixed: one gap in three long still leaves most short; it spins.
+        for i in 0..300 {
+            assert!(idle.keep_spinning(t0));
+            if i % 3 == 0 {
+                assert!(!idle.keep_spinning(t0 + SPIN_WINDOW));
+            } else {
+                idle.found_work();
+            }
+        }
+        assert!(idle.keep_spinning(t0));
+    }
+
+    #[test]
+    fn found_work_outside_a_spin_teaches_nothing() {
+        let mut idle = IdleSpin::new();
+        idle.slept(SPIN_WINDOW * 10);
+        let score = idle.score;
+        idle.found_work();
+        assert_eq!(idle.score, score);
+    }
+}
