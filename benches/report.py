@@ -10,8 +10,16 @@ Usage:
     python3 benches/report.py /tmp/run1.json /tmp/run2.json /tmp/run3.json
 
 The ratio is baseline time / our time: above 1 means we are faster.
+
+With --latency, reads the output of benches/server_latency.sh instead and
+prints its table: per rate and backend, p50 / p99 / p99.9 and the server's
+and the client's CPU as ranges over the rounds.
+
+    bash benches/server_latency.sh > /tmp/lat.txt
+    python3 benches/report.py --latency /tmp/lat.txt
 """
 import json
+import re
 import sys
 
 
@@ -22,10 +30,52 @@ def span(values, fmt):
     return f"{fmt(lo)}-{fmt(hi)}"
 
 
+def latency(path):
+    line_re = re.compile(
+        r"rate=(\d+)% \((\d+)/s\) backend=(\S+) +achieved=(\d+) p50_us=(\d+) "
+        r"p99_us=(\d+) p99.9_us=(\d+) server_cpu=(\d+)% client_cpu=(\d+)%"
+    )
+    keys, rows = [], {}
+    for line in open(path):
+        m = line_re.search(line)
+        if not m:
+            if line.startswith(("peak", "slowest")):
+                print(line.rstrip())
+            continue
+        pct, rate, backend = m.group(1), int(m.group(2)), m.group(3)
+        key = (rate, pct, backend)
+        if key not in rows:
+            keys.append(key)
+            rows[key] = []
+        rows[key].append([int(g) for g in m.groups()[3:]])
+    n = max(len(v) for v in rows.values())
+    print()
+    print(f"| rate | backend | p50 µs | p99 µs | p99.9 µs | server CPU | client CPU |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    integer = lambda v: f"{v:,}"
+    percent = lambda v: f"{v}%"
+    for rate, pct, backend in keys:
+        cols = list(zip(*rows[(rate, pct, backend)]))
+        cells = [span(cols[i], integer) for i in (1, 2, 3)] + [span(cols[i], percent) for i in (4, 5)]
+        print(f"| {pct}% ({rate:,}/s) | {backend} | " + " | ".join(cells) + " |")
+    print(f"\n({n} rounds; ranges min-max)\n")
+    # Which backend was best in each round, per rate: ranges hide pairing.
+    for rate in sorted({k[0] for k in keys}):
+        backends = [k for k in keys if k[0] == rate]
+        for col, name in ((1, "p50"), (2, "p99")):
+            best = []
+            for r in range(n):
+                scored = [(rows[k][r][col], k[2]) for k in backends if len(rows[k]) > r]
+                best.append(min(scored)[1])
+            print(f"- {rate:,}/s, lowest {name} by round: {', '.join(best)}")
+
+
 def main():
     paths = sys.argv[1:]
     if not paths:
         sys.exit(__doc__)
+    if paths[0] == "--latency":
+        return latency(paths[1])
     runs = [json.load(open(p)) for p in paths]
     # Rows in the order of the first run; a row missing from a run is shown
     # with the runs that have it, and says so.

@@ -218,6 +218,7 @@ impl ThreadPool {
         // not return before whoever takes the entry is done (see below).
         let entry = unsafe { JobRef::new((&raw const job).cast(), run_stolen::<B, RB>) };
         deque.push(entry);
+        self.registry().note_produced();
         // A hint, not the submit protocol: if nobody takes `b`, we run it.
         self.registry().sleep.hint_one();
         let ra = catch_unwind(AssertUnwindSafe(a));

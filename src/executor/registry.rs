@@ -50,6 +50,10 @@ pub(crate) struct Registry {
     /// Nonzero once shutdown asked to cancel queued work. Read by workers
     /// for every task, so it lives apart from `state`.
     cancel: Padded<AtomicUsize>,
+    /// Nonzero when a worker pushed work to its own deques since an idle
+    /// worker last cleared it: work is being made inside the pool
+    /// (`idle.rs`). A hint; apart from `cancel`, which every task reads.
+    produced: Padded<AtomicUsize>,
     pub(crate) config: Config,
     /// One per core worker, plus one shared by outside threads and
     /// compensating workers (the last).
@@ -148,6 +152,7 @@ impl Registry {
             sleep: Sleep::new(config.workers, config.max_blocking),
             state: Padded(AtomicUsize::new(0)),
             cancel: Padded(AtomicUsize::new(0)),
+            produced: Padded(AtomicUsize::new(0)),
             counters: (0..=config.workers).map(|_| Counters::default()).collect(),
             blocked: AtomicUsize::new(0),
             extra: AtomicUsize::new(0),
@@ -159,6 +164,23 @@ impl Registry {
             tag: PoolTag::new(),
         };
         (Arc::new(registry), locals)
+    }
+
+    /// A worker pushed work to its own deques (a task or a join's second
+    /// half): tells the spin policy that work is made inside the pool.
+    #[inline(always)]
+    pub(crate) fn note_produced(&self) {
+        // Relaxed: a hint to `idle.rs`, which publishes nothing through it.
+        // Read first: in a busy pool the flag stays set and the line stays
+        // shared, so a push costs a load, not a write to a shared line.
+        if self.produced.0.load(Ordering::Relaxed) == 0 {
+            self.produced.0.store(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The flag [`Registry::note_produced`] sets, for the spin policy.
+    pub(crate) fn produced(&self) -> &AtomicUsize {
+        &self.produced.0
     }
 
     /// The counters of outside threads and compensating workers.

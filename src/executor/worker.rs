@@ -168,12 +168,13 @@ impl Context {
 /// Pushes `task` to the calling worker's own deque; gives it back if the
 /// thread has no deque (a compensating worker, or not a worker at all).
 pub(crate) fn push_local(task: TaskRef) -> Result<(), TaskRef> {
-    with_context(|ctx| match ctx.and_then(|c| c.local.as_ref()) {
-        Some(local) => {
-            local.push(task);
-            Ok(())
-        }
-        None => Err(task),
+    with_context(|ctx| {
+        let Some((ctx, local)) = ctx.and_then(|c| Some((c, c.local.as_ref()?))) else {
+            return Err(task);
+        };
+        local.push(task);
+        ctx.registry.note_produced();
+        Ok(())
     })
 }
 
@@ -308,7 +309,7 @@ pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, deques: Deques) 
         if reg.may_exit() {
             break;
         }
-        if !search.spun_out() {
+        if !search.spun_out(reg) {
             continue;
         }
         let parked = Instant::now();
@@ -339,8 +340,8 @@ impl Search {
 
     /// After an empty look: yields the core and says to look again while
     /// the worker spins (false), or says it should sleep now (true).
-    fn spun_out(&mut self) -> bool {
-        if self.idle.keep_spinning(Instant::now()) {
+    fn spun_out(&mut self, registry: &Registry) -> bool {
+        if self.idle.keep_spinning(Instant::now(), registry.produced()) {
             idle_pause();
             return false;
         }
@@ -406,7 +407,7 @@ fn run_compensating(registry: Arc<Registry>) {
         if ctx.run_one(&mut search) {
             continue;
         }
-        if !reg.may_exit() && !search.spun_out() {
+        if !reg.may_exit() && !search.spun_out(reg) {
             continue;
         }
         let parked = Instant::now();
