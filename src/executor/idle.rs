@@ -32,6 +32,15 @@
 //! this exception 0.57-0.85x; with it 0.61-1.08x, against 0.70-0.96x for
 //! the old rule of always spinning.)
 //!
+//! So is a caller that waits on each result before its next submit (the
+//! Python package's `submit(...).result()` in a loop): there the gaps are
+//! made by the rule itself, since a worker that sleeps makes the caller's
+//! next call wait for a wake-up, the caller parks too, and every gap grows
+//! past the window. Measured: 1.2-2.1x the stdlib for that loop, against
+//! 22-30x when the worker spun. So after a worker wakes a thread blocked on
+//! a future it spins for [`REPLY_WINDOW`] whatever its score, and that spin
+//! teaches nothing if it runs out.
+//!
 //! The window is time, not a number of looks: a look and a yield cost
 //! different amounts on different machines, and what a spin competes with,
 //! a futex hand-off, is itself measured in time.
@@ -45,6 +54,27 @@ use crate::sync::{AtomicUsize, Ordering};
 /// (BENCHMARKS.md measures one): spinning longer than a sleep and a wake
 /// cost saves nothing.
 pub(crate) const SPIN_WINDOW: Duration = Duration::from_micros(10);
+
+/// How long a worker spins after it woke a thread blocked on a future: the
+/// thread is likely to answer with its next submit once it runs, which
+/// takes a hand-off (4-7 µs on the VM BENCHMARKS.md measures) and whatever
+/// the caller does between calls (a GIL reacquisition, for the Python
+/// package). Such a spin is not scored: its gap is made by the spin rule
+/// itself (a worker that sleeps makes the waiter's next call wait for a
+/// wake-up, so the waiter parks too, and every gap grows).
+pub(crate) const REPLY_WINDOW: Duration = Duration::from_micros(25);
+
+std::thread_local! {
+    /// Set when this thread unparked a thread blocked on a future.
+    static WOKE_A_WAITER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The calling thread just unparked a thread blocked on a future
+/// (`future/wait.rs`); its next spin, if it is a worker, is a reply spin.
+#[inline]
+pub(crate) fn note_woke_waiter() {
+    WOKE_A_WAITER.with(|w| w.set(true));
+}
 
 /// The score's scale: `FULL` is every recent gap short.
 const FULL: u32 = 1024;
@@ -61,6 +91,9 @@ pub(crate) struct IdleSpin {
     score: u32,
     /// When the spin in progress began; `None` when not spinning.
     spinning_since: Option<Instant>,
+    /// The spin in progress waits for a woken waiter's answer
+    /// ([`REPLY_WINDOW`], unscored).
+    reply: bool,
 }
 
 impl IdleSpin {
@@ -69,6 +102,7 @@ impl IdleSpin {
         IdleSpin {
             score: FULL,
             spinning_since: None,
+            reply: false,
         }
     }
 
@@ -83,7 +117,8 @@ impl IdleSpin {
     /// [`Registry::note_produced`]: super::registry::Registry::note_produced
     pub(crate) fn keep_spinning(&mut self, now: Instant, produced: &AtomicUsize) -> bool {
         let Some(since) = self.spinning_since else {
-            if self.score < SPIN_AT {
+            self.reply = WOKE_A_WAITER.with(|w| w.replace(false));
+            if self.score < SPIN_AT && !self.reply {
                 return false;
             }
             self.spinning_since = Some(now);
@@ -92,12 +127,16 @@ impl IdleSpin {
             produced.store(0, Ordering::Relaxed);
             return true;
         };
-        if now.saturating_duration_since(since) < SPIN_WINDOW {
+        let window = match self.reply {
+            true => REPLY_WINDOW,
+            false => SPIN_WINDOW,
+        };
+        if now.saturating_duration_since(since) < window {
             return true;
         }
         self.spinning_since = None;
         // Relaxed: as above.
-        if produced.load(Ordering::Relaxed) == 0 {
+        if !self.reply && produced.load(Ordering::Relaxed) == 0 {
             self.learn(false);
         }
         false
@@ -221,6 +260,34 @@ mod tests {
             assert!(spun < 100, "spins outrun by nothing must stop the spin");
         }
         assert!(spun > 5);
+    }
+
+    #[test]
+    fn a_worker_that_woke_a_waiter_spins_for_the_reply_whatever_its_score() {
+        let none = AtomicUsize::new(0);
+        let mut idle = IdleSpin::new();
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            idle.slept(SPIN_WINDOW * 10);
+        }
+        assert!(!idle.keep_spinning(t0, &none), "long gaps: sleep at once");
+        let score = idle.score;
+        note_woke_waiter();
+        assert!(
+            idle.keep_spinning(t0, &none),
+            "a woken waiter's reply is awaited"
+        );
+        assert!(
+            idle.keep_spinning(t0 + SPIN_WINDOW, &none),
+            "for the longer window"
+        );
+        assert!(!idle.keep_spinning(t0 + REPLY_WINDOW, &none));
+        assert_eq!(
+            idle.score, score,
+            "a reply spin that ran out teaches nothing"
+        );
+        // The flag is spent: the next gap is scored as usual.
+        assert!(!idle.keep_spinning(t0, &none));
     }
 
     #[test]

@@ -25,6 +25,9 @@ struct ThreadWaiter(Thread);
 impl Payload<()> for ThreadWaiter {
     unsafe fn fire(&self, _: &()) {
         self.0.unpark();
+        // A worker that completed this future may get the waiter's next
+        // submit soon: it waits for it (`executor/idle.rs`).
+        crate::executor::idle::note_woke_waiter();
     }
 
     unsafe fn discard(&self) {}
