@@ -312,10 +312,10 @@ pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, deques: Deques) 
         if !search.spun_out(reg) {
             continue;
         }
-        let parked = Instant::now();
-        reg.sleep
-            .sleep(index, || !reg.queues_empty() || reg.may_exit());
-        search.idle.slept(parked.elapsed());
+        search.park(|_| {
+            reg.sleep
+                .sleep(index, || !reg.queues_empty() || reg.may_exit())
+        });
     }
     reg.sleep.stop_searching();
 }
@@ -346,6 +346,15 @@ impl Search {
             return false;
         }
         true
+    }
+
+    /// Parks through `park` (given the time it starts) and scores the gap
+    /// from park to wake, so no sleep escapes the spin rule.
+    fn park<R>(&mut self, park: impl FnOnce(Instant) -> R) -> R {
+        let parked = Instant::now();
+        let woke = park(parked);
+        self.idle.slept(parked.elapsed());
+        woke
     }
 }
 
@@ -410,12 +419,10 @@ fn run_compensating(registry: Arc<Registry>) {
         if !reg.may_exit() && !search.spun_out(reg) {
             continue;
         }
-        let parked = Instant::now();
-        if reg.idle_extra(slot.index, parked.checked_add(KEEP_ALIVE)) {
+        if search.park(|parked| reg.idle_extra(slot.index, parked.checked_add(KEEP_ALIVE))) {
             exit.extra.set(false);
             return;
         }
-        search.idle.slept(parked.elapsed());
     }
 }
 
