@@ -208,3 +208,54 @@ fn compensating_workers_are_reused_not_churned() {
     pool.shutdown(true, false);
     assert_eq!(pool.metrics().threads, 0);
 }
+
+/// A `join` on a worker while the pool's other worker is blocked in a wait
+/// keeps the pool's capacity: its second half is taken by a compensating
+/// worker, so a first half that waits for the second to start (a pipeline
+/// stage) is not left to wait forever. Before, a join's push only woke a
+/// sleeper: with the other worker blocked, nobody took the half.
+#[test]
+fn a_join_while_the_other_worker_is_blocked_gets_its_half_taken() {
+    let _dog = Watchdog::new("join beside a blocked worker", Duration::from_secs(120));
+    let pool = ThreadPool::new(2).unwrap();
+    // One worker blocks on a promise. It says so just before it waits; if
+    // the join below pushes before the wait has begun, the wait's own
+    // check of the queues starts the compensating worker instead.
+    let gate = Promise::<()>::new();
+    let g = gate.handle();
+    let (about_to_wait, told) = std::sync::mpsc::channel();
+    let blocked = pool
+        .submit(move || {
+            about_to_wait.send(()).unwrap();
+            *g.result().unwrap()
+        })
+        .unwrap();
+    told.recv().unwrap();
+    let inner = pool.clone();
+    let joined = pool
+        .submit(move || {
+            let started = std::sync::atomic::AtomicBool::new(false);
+            let (saw_b_start, ()) = inner.join(
+                || {
+                    // Bounded, so a regression fails instead of hanging:
+                    // far longer than any start of a worker.
+                    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+                    // Acquire: pairs with b's Release; only a flag.
+                    while !started.load(std::sync::atomic::Ordering::Acquire) {
+                        if std::time::Instant::now() > give_up {
+                            return false;
+                        }
+                        thread::yield_now();
+                    }
+                    true
+                },
+                || started.store(true, std::sync::atomic::Ordering::Release),
+            );
+            saw_b_start
+        })
+        .unwrap();
+    let saw = joined.join();
+    gate.set_result(()).unwrap();
+    blocked.join().unwrap();
+    assert_eq!(saw, Ok(true), "the join's second half never started");
+}

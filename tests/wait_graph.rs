@@ -80,10 +80,11 @@ fn a_join_half_waiting_on_its_joiners_task_is_refused_wherever_it_runs() {
 }
 
 /// Task X opens a scope whose task waits on X. `inline`: the body waits on
-/// the task's handle, which runs it on X's thread; otherwise the scope's
-/// end waits, and another thread runs it.
+/// the task's handle, which runs it on X's thread (one worker, so no other
+/// thread can steal it first); otherwise the scope's end waits, and another
+/// thread runs it.
 fn scoped_task_waits_on_its_scopes_task(inline: bool) -> Probe {
-    let pool = ThreadPool::new(2).unwrap();
+    let pool = ThreadPool::new(if inline { 1 } else { 2 }).unwrap();
     let inner = pool.clone();
     run_knowing_itself(&pool, move |me, home| {
         let mut out = None;

@@ -29,6 +29,7 @@ use crossbeam_deque::Worker;
 
 use super::pool::ThreadPool;
 use super::scope::value_or_resume;
+use super::submit;
 use super::task::JobRef;
 use super::worker;
 use crate::future::blocking::{Held, held, run_lent, running_depth};
@@ -220,7 +221,7 @@ impl ThreadPool {
         deque.push(entry);
         self.registry().note_produced();
         // A hint, not the submit protocol: if nobody takes `b`, we run it.
-        self.registry().sleep.hint_one();
+        submit::hint_after_join_push(self.registry());
         let ra = catch_unwind(AssertUnwindSafe(a));
         // Joins inside `a` took their entries off (or had them stolen), so
         // ours is on top unless a thief (or this thread, helping inside

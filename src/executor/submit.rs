@@ -8,11 +8,16 @@
 //!
 //! After the push, a worker is woken if none is searching, and if none can
 //! be woken while a pool thread is blocked in a wait, a compensating worker
-//! is started ([`notify_after_push`]).
+//! is started ([`notify_after_push`]). A join's second half gets a cheaper
+//! hint ([`hint_after_join_push`]), since its owner runs it if nobody does;
+//! but a pool thread blocked in a wait still gets its capacity back.
 
 use std::sync::Arc;
 
+use crate::sync::Ordering;
+
 use super::registry::Registry;
+use super::sleep::Notified;
 use super::task::TaskRef;
 use super::worker::{is_worker_of, push_local, spawn_compensating};
 
@@ -75,5 +80,24 @@ impl<'a> SubmitSlot<'a> {
 pub(crate) fn notify_after_push(registry: &Arc<Registry>) {
     if registry.wake_after_push() {
         spawn_compensating(registry);
+    }
+}
+
+/// After a join pushed its second half: wakes a sleeper if none searches,
+/// without the submit protocol's fence (the joiner runs the half itself if
+/// nobody takes it, so a missed wake costs that join its parallelism, never
+/// progress). But when nobody sleeps and a pool thread is blocked in a
+/// wait, the pool is short of the capacity it promises (`blocking.rs`):
+/// then the full protocol runs, and starts a compensating worker if none
+/// searches. Without this, a worker joining while the other was blocked ran
+/// every half itself, and a half that waits for its sibling to start (a
+/// pipeline stage) never started.
+pub(crate) fn hint_after_join_push(registry: &Arc<Registry>) {
+    // Relaxed: `blocked` only chooses the path; `wake_after_push` fences
+    // (SeqCst) before it reads `blocked` again for the decision.
+    if registry.sleep.hint_one() == Notified::NoSleeper
+        && registry.blocked.load(Ordering::Relaxed) > 0
+    {
+        notify_after_push(registry);
     }
 }
