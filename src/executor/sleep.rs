@@ -166,6 +166,31 @@ impl Sleep {
         (&self.sleepers[index / BITS], 1 << (index % BITS))
     }
 
+    /// Whether some core worker is neither asleep nor searching: running a
+    /// task, or blocked in a wait. What the spin rule asks (`idle.rs`): a
+    /// worker that runs may push or finish work any moment, and a pool
+    /// with one running is being fed.
+    ///
+    /// A hint, read only by an idle worker: relaxed loads, a word per 64
+    /// workers. Compensating workers searching count against it, so with
+    /// them about it errs towards "nobody", which only means a sleep.
+    pub(crate) fn any_running(&self) -> bool {
+        let workers = self.threads.len();
+        let mut asleep = 0;
+        for (w, word) in self.sleepers[..self.core_words].iter().enumerate() {
+            // Relaxed: a hint, ordered with nothing (see above).
+            let bits = word.load(Ordering::Relaxed);
+            // The last core word also holds compensating slots: mask them.
+            let core = match workers - w * BITS {
+                n if n >= BITS => usize::MAX,
+                n => (1 << n) - 1,
+            };
+            asleep += (bits & core).count_ones() as usize;
+        }
+        // Relaxed: as above.
+        asleep + self.searching.load(Ordering::Relaxed) < workers
+    }
+
     /// A worker woke by itself and starts searching for work.
     pub(crate) fn start_searching(&self) {
         self.searching.fetch_add(1, Ordering::SeqCst);
@@ -463,5 +488,34 @@ mod loom_models {
             push_two_and_join(&sleep, &queue, workers);
             assert_eq!(taken.load(Ordering::SeqCst), 2);
         });
+    }
+}
+
+// Plain reads of the counters, no protocol: off under loom.
+#[cfg(all(test, not(loom)))]
+mod hint_tests {
+    use super::*;
+
+    #[test]
+    fn any_running_counts_core_workers_neither_asleep_nor_searching() {
+        let sleep = Sleep::new(2, EXTRA_SLOTS);
+        assert!(
+            sleep.any_running(),
+            "two workers, neither asleep nor searching"
+        );
+        sleep.start_searching();
+        assert!(sleep.any_running(), "one searches, the other runs");
+        sleep.start_searching();
+        assert!(!sleep.any_running(), "both search");
+        sleep.stop_searching();
+        // Worker 0 asleep, and the compensating slot that shares its word
+        // (index 2): only the core bit counts, so worker 1 (searching)
+        // leaves nobody running...
+        sleep.sleepers[0].store(0b101, Ordering::Relaxed);
+        assert!(!sleep.any_running());
+        // ...and with worker 1 not searching, it runs: the compensating
+        // sleeper must not be taken for it.
+        sleep.stop_searching();
+        assert!(sleep.any_running());
     }
 }

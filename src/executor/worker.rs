@@ -341,7 +341,11 @@ impl Search {
     /// After an empty look: yields the core and says to look again while
     /// the worker spins (false), or says it should sleep now (true).
     fn spun_out(&mut self, registry: &Registry) -> bool {
-        if self.idle.keep_spinning(Instant::now(), registry.produced()) {
+        let running = || registry.sleep.any_running();
+        if self
+            .idle
+            .keep_spinning(Instant::now(), registry.produced(), running)
+        {
             idle_pause();
             return false;
         }
