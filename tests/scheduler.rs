@@ -216,7 +216,31 @@ fn compensating_workers_are_reused_not_churned() {
 /// sleeper: with the other worker blocked, nobody took the half.
 #[test]
 fn a_join_while_the_other_worker_is_blocked_gets_its_half_taken() {
-    let _dog = Watchdog::new("join beside a blocked worker", Duration::from_secs(120));
+    let dog = Watchdog::new("join beside a blocked worker", Duration::from_secs(200));
+    // The joining task may land on the compensating worker that the
+    // blocked one's wait started (it saw that task queued): a compensating
+    // worker has no join deque and runs both halves itself, by design. Such
+    // rounds prove nothing here and are run again; a round on a core
+    // worker must see its second half start.
+    let mut on_core = 0;
+    for round in 0..20 {
+        dog.stage(format!("round {round}"));
+        let (saw, on) = join_beside_a_blocked_worker();
+        if on.ends_with("-extra") {
+            continue;
+        }
+        assert!(saw, "the join's second half never started (joined on {on})");
+        on_core += 1;
+        if on_core == 3 {
+            return;
+        }
+    }
+    panic!("only {on_core} of 20 rounds joined on a core worker");
+}
+
+/// One round: whether the join's first half saw the second start, and the
+/// name of the thread that joined.
+fn join_beside_a_blocked_worker() -> (bool, String) {
     let pool = ThreadPool::new(2).unwrap();
     // One worker blocks on a promise. It says so just before it waits; if
     // the join below pushes before the wait has begun, the wait's own
@@ -234,12 +258,13 @@ fn a_join_while_the_other_worker_is_blocked_gets_its_half_taken() {
     let inner = pool.clone();
     let joined = pool
         .submit(move || {
+            let me = thread::current().name().unwrap_or("").to_owned();
             let started = std::sync::atomic::AtomicBool::new(false);
             let (saw_b_start, ()) = inner.join(
                 || {
                     // Bounded, so a regression fails instead of hanging:
                     // far longer than any start of a worker.
-                    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+                    let give_up = std::time::Instant::now() + Duration::from_secs(5);
                     // Acquire: pairs with b's Release; only a flag.
                     while !started.load(std::sync::atomic::Ordering::Acquire) {
                         if std::time::Instant::now() > give_up {
@@ -251,11 +276,11 @@ fn a_join_while_the_other_worker_is_blocked_gets_its_half_taken() {
                 },
                 || started.store(true, std::sync::atomic::Ordering::Release),
             );
-            saw_b_start
+            (saw_b_start, me)
         })
         .unwrap();
-    let saw = joined.join();
+    let outcome = joined.join().unwrap();
     gate.set_result(()).unwrap();
     blocked.join().unwrap();
-    assert_eq!(saw, Ok(true), "the join's second half never started");
+    outcome
 }

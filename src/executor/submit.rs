@@ -92,12 +92,23 @@ pub(crate) fn notify_after_push(registry: &Arc<Registry>) {
 /// searches. Without this, a worker joining while the other was blocked ran
 /// every half itself, and a half that waits for its sibling to start (a
 /// pipeline stage) never started.
+// Inlined into `join`, its one caller, with the rare path out of line:
+// called, it cost `join` 12 instructions more (callgrind: 611 against 599;
+// 591 before the check of `blocked`).
+#[inline(always)]
 pub(crate) fn hint_after_join_push(registry: &Arc<Registry>) {
     // Relaxed: `blocked` only chooses the path; `wake_after_push` fences
     // (SeqCst) before it reads `blocked` again for the decision.
     if registry.sleep.hint_one() == Notified::NoSleeper
         && registry.blocked.load(Ordering::Relaxed) > 0
     {
-        notify_after_push(registry);
+        keep_capacity_after_join_push(registry);
     }
+}
+
+/// [`hint_after_join_push`]'s rare path: a pool thread is blocked.
+#[cold]
+#[inline(never)]
+fn keep_capacity_after_join_push(registry: &Arc<Registry>) {
+    notify_after_push(registry);
 }
