@@ -26,19 +26,19 @@
 //! While another core worker is running (neither asleep nor searching:
 //! [`Sleep::any_running`]) the bar is lower: a quarter of recent gaps
 //! short, not half. A running worker is what makes short gaps: it may push
-//! work, and on a server its answer is what brings the next request. Gap
-//! length alone cannot tell a saturated closed loop (`wrk`: a request
-//! every 13-17 µs) from a fixed rate near the peak (every 23 µs at 80%);
-//! whether the pool is busy helps. The bar stays a score, not a bypass: a
-//! worker that spun whenever another ran, whatever its score, raised
-//! `wrk`'s peak (1.06-1.39x `spawn_blocking`, against 0.79-1.29x) but near
-//! the peak rate spun on while the other ran nearly always, and a spinner
-//! off its core still counts as searching, so submits woke nobody: at 94%
-//! of the peak its median went to 1.4-27 ms against 0.85-1.2 ms for the
-//! mutex pool. With the lowered bar, spins that keep running out bring the
-//! score under it, and the worker sleeps (issue 21; BENCHMARKS.md has the
-//! rounds). Either way it is one window per idle episode: a pool with one
-//! worker busy on a long task has the others sleep after a window each.
+//! work, and on a server its answer is what brings the next request. The
+//! bar stays a score, not a bypass: a worker that spun whenever another
+//! ran, whatever its score, raised `wrk`'s closed-loop peak (1.06-1.39x
+//! `spawn_blocking`, against 0.79-1.29x for the score alone) but near the
+//! peak rate the other worker runs nearly always, so the idle one spun on,
+//! and a spinner off its core still counts as searching, so submits woke
+//! nobody: at 94% of the peak its median was 1.4-27 ms. With the lowered
+//! bar, spins that keep running out bring the score under it and the
+//! worker sleeps: 0.92-0.99 ms there, against 1.0-5.6 ms for the score
+//! alone and 0.85-1.2 ms for a mutex pool (issue 21, 3 alternating rounds;
+//! under `wrk` it measures about what the score alone does). Either way it
+//! is one window per idle episode: a pool with one worker busy on a long
+//! task has the others sleep after a window each.
 //!
 //! Work made inside the pool is the exception: when tasks spawn or join,
 //! a spinner that catches nothing usually lost the race to the worker that
