@@ -208,13 +208,17 @@ impl IdleSpin {
 mod tests {
     use super::*;
 
+    /// One empty look with no push in the pool and no other worker running.
+    fn look(idle: &mut IdleSpin, now: Instant) -> bool {
+        idle.keep_spinning(now, &AtomicUsize::new(0), || false)
+    }
+
     /// Spins until `keep_spinning` says sleep, a window's worth of looks
     /// apart by the given step; returns how many looks it spun.
     fn spin_out(idle: &mut IdleSpin, start: Instant, step: Duration) -> u32 {
-        let none = AtomicUsize::new(0);
         let mut looks = 0;
         let mut now = start;
-        while idle.keep_spinning(now, &none, || false) {
+        while look(idle, now) {
             looks += 1;
             now += step;
             assert!(looks < 1_000, "a spin must end within its window");
@@ -232,7 +236,6 @@ mod tests {
 
     #[test]
     fn long_gaps_turn_the_spin_off_and_short_sleeps_turn_it_back_on() {
-        let none = AtomicUsize::new(0);
         let mut idle = IdleSpin::new();
         let t0 = Instant::now();
         // Spins that run out one after another: soon it sleeps at once.
@@ -248,11 +251,11 @@ mod tests {
         // Sleeps past the window keep it off.
         for _ in 0..100 {
             idle.slept(SPIN_WINDOW * 10);
-            assert!(!idle.keep_spinning(t0, &none, || false));
+            assert!(!look(&mut idle, t0));
         }
         // Sleeps shorter than the window: the load tightened; it spins again.
         let mut slept = 0;
-        while !idle.keep_spinning(t0, &none, || false) {
+        while !look(&mut idle, t0) {
             idle.slept(SPIN_WINDOW / 2);
             slept += 1;
             assert!(slept < 100, "short sleeps must bring the spin back");
@@ -261,26 +264,22 @@ mod tests {
 
     #[test]
     fn spins_that_find_work_keep_it_spinning() {
-        let none = AtomicUsize::new(0);
         let mut idle = IdleSpin::new();
         let t0 = Instant::now();
         for _ in 0..1_000 {
-            assert!(
-                idle.keep_spinning(t0, &none, || false),
-                "short gaps keep the spin"
-            );
+            assert!(look(&mut idle, t0), "short gaps keep the spin");
             idle.found_work();
         }
         // Mixed: one gap in three long still leaves most short; it spins.
         for i in 0..300 {
-            assert!(idle.keep_spinning(t0, &none, || false));
+            assert!(look(&mut idle, t0));
             if i % 3 == 0 {
-                assert!(!idle.keep_spinning(t0 + SPIN_WINDOW, &none, || false));
+                assert!(!look(&mut idle, t0 + SPIN_WINDOW));
             } else {
                 idle.found_work();
             }
         }
-        assert!(idle.keep_spinning(t0, &none, || false));
+        assert!(look(&mut idle, t0));
     }
 
     #[test]
@@ -309,33 +308,23 @@ mod tests {
 
     #[test]
     fn a_worker_that_woke_a_waiter_spins_for_the_reply_whatever_its_score() {
-        let none = AtomicUsize::new(0);
         let mut idle = IdleSpin::new();
         let t0 = Instant::now();
         for _ in 0..100 {
             idle.slept(SPIN_WINDOW * 10);
         }
-        assert!(
-            !idle.keep_spinning(t0, &none, || false),
-            "long gaps: sleep at once"
-        );
+        assert!(!look(&mut idle, t0), "long gaps: sleep at once");
         let score = idle.score;
         note_woke_waiter();
-        assert!(
-            idle.keep_spinning(t0, &none, || false),
-            "a woken waiter's reply is awaited"
-        );
-        assert!(
-            idle.keep_spinning(t0 + SPIN_WINDOW, &none, || false),
-            "for the longer window"
-        );
-        assert!(!idle.keep_spinning(t0 + REPLY_WINDOW, &none, || false));
+        assert!(look(&mut idle, t0), "a woken waiter's reply is awaited");
+        assert!(look(&mut idle, t0 + SPIN_WINDOW), "for the longer window");
+        assert!(!look(&mut idle, t0 + REPLY_WINDOW));
         assert_eq!(
             idle.score, score,
             "a reply spin that ran out teaches nothing"
         );
         // The flag is spent: the next gap is scored as usual.
-        assert!(!idle.keep_spinning(t0, &none, || false));
+        assert!(!look(&mut idle, t0));
     }
 
     #[test]
@@ -352,12 +341,9 @@ mod tests {
             idle.slept(SPIN_WINDOW * 10);
         }
         assert!(idle.score >= BUSY_SPIN_AT);
-        assert!(
-            !idle.keep_spinning(t0, &none, || false),
-            "nobody runs: sleep"
-        );
+        assert!(!look(&mut idle, t0), "nobody runs: sleep");
         assert!(idle.keep_spinning(t0, &none, || true), "another runs: spin");
-        assert!(idle.keep_spinning(t0 + SPIN_WINDOW / 2, &none, || false));
+        assert!(look(&mut idle, t0 + SPIN_WINDOW / 2));
         assert!(
             !idle.keep_spinning(t0 + SPIN_WINDOW, &none, || true),
             "for the window, no longer"
