@@ -342,10 +342,10 @@ impl Search {
     /// the worker spins (false), or says it should sleep now (true).
     fn spun_out(&mut self, registry: &Registry) -> bool {
         let running = || registry.sleep.any_running();
-        if self
-            .idle
-            .keep_spinning(Instant::now(), registry.produced(), running)
-        {
+        let now = Instant::now();
+        if self.idle.keep_spinning(now, registry.produced(), running) {
+            // On its core: submits may trust it (`sleep::STALE`).
+            registry.sleep.note_look(now);
             idle_pause();
             return false;
         }
