@@ -80,13 +80,24 @@ pub(crate) struct Sleep {
     core_words: usize,
     /// When a searcher last showed it is on a core (a look of a spin, or
     /// its wake), in microseconds since `epoch`; see [`STALE`].
-    looked: AtomicU64,
+    looked: Stamp,
     epoch: Instant,
     /// loom: whether submits trust searchers (models run both ways; a
     /// model has no clock to judge a stamp by).
     #[cfg(loom)]
     trust_searchers: bool,
 }
+
+/// `Sleep::looked`, on a cache line of its own: spinners write it as they
+/// look, and the fields beside it (`searching`, `extra_free`) are read by
+/// every submit, which would otherwise miss in cache on each look.
+#[repr(align(128))]
+struct Stamp(AtomicU64);
+
+/// A spinner rewrites its stamp only once it is this many microseconds old:
+/// a look comes about every microsecond, and a stamp that lags by this much
+/// is still far inside [`STALE`].
+const STAMP_STEP_US: u64 = 4;
 
 /// Clears the lowest set bit of `word` and returns its index, or `None` if
 /// no bit is set. `order` is that of the load and of the CAS.
@@ -148,7 +159,7 @@ impl Sleep {
             extra_free: AtomicUsize::new(all_free),
             all_free,
             core_words: workers.div_ceil(BITS),
-            looked: AtomicU64::new(0),
+            looked: Stamp(AtomicU64::new(0)),
             epoch: Instant::now(),
             #[cfg(loom)]
             trust_searchers: true,
@@ -364,8 +375,12 @@ impl Sleep {
     /// A searching worker looked for work at `now` (a look of its spin):
     /// it is on a core.
     pub(crate) fn note_look(&self, now: Instant) {
-        // Relaxed: a hint (see `STALE`); nothing is published with it.
-        self.looked.store(self.micros(now), Ordering::Relaxed);
+        let now = self.micros(now);
+        // Relaxed: a hint (see `STALE`); nothing is published with it. Read
+        // first, so that most looks leave the line shared.
+        if now.saturating_sub(self.looked.0.load(Ordering::Relaxed)) >= STAMP_STEP_US {
+            self.looked.0.store(now, Ordering::Relaxed);
+        }
     }
 
     /// `now` in microseconds since the pool's epoch.
@@ -380,7 +395,7 @@ impl Sleep {
     #[cfg(not(loom))]
     fn searchers_on_core(&self) -> bool {
         // Relaxed: a hint (see `STALE`).
-        let looked = self.looked.load(Ordering::Relaxed);
+        let looked = self.looked.0.load(Ordering::Relaxed);
         self.micros(Instant::now()).saturating_sub(looked) < STALE.as_micros() as u64
     }
 
@@ -612,7 +627,7 @@ mod hint_tests {
         assert_eq!(sleep.sleepers[0].load(Ordering::Relaxed), 0);
         assert_eq!(sleep.searching.load(Ordering::Relaxed), 2);
         assert!(
-            sleep.looked.load(Ordering::Relaxed) >= 3_600_000_000,
+            sleep.looked.0.load(Ordering::Relaxed) >= 3_600_000_000,
             "the wake stamps for the woken worker"
         );
         // Worker 0 asleep again, worker 1 searching, its look fresh.
@@ -622,7 +637,7 @@ mod hint_tests {
         assert_eq!(sleep.hint_one(), Notified::Searching, "a fresh searcher");
         assert_eq!(sleep.sleepers[0].load(Ordering::Relaxed), 0b01);
         // And stale again.
-        sleep.looked.store(0, Ordering::Relaxed);
+        sleep.looked.0.store(0, Ordering::Relaxed);
         assert_eq!(sleep.hint_one(), Notified::Woken);
     }
 
