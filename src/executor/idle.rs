@@ -23,8 +23,9 @@
 //! at its first empty look, at no cost to anyone, and the short sleeps that
 //! follow when the load tightens bring the spin back.
 //!
-//! While another core worker is running (neither asleep nor searching:
-//! [`Sleep::any_running`]) a worker spins one window whatever its score.
+//! While another core worker is running (neither asleep nor searching)
+//! and no other worker searches ([`Sleep::another_runs_unwatched`]), a
+//! worker spins one window whatever its score.
 //! A running worker is what makes short gaps: it may push work, and on a
 //! server its answer is what brings the next request. Under `wrk`'s closed
 //! loop that is the spin that saves the I/O thread a futex wake per
@@ -37,9 +38,10 @@
 //! waited for it. A submit now trusts a searcher only while it has looked
 //! lately (`sleep.rs`, `STALE`), and the same rule measured 0.83-1.6 ms
 //! there, with a mutex pool at 0.83-2.6 ms in the same rounds. Either way
-//! it is one window per idle episode: a pool with one worker busy on a
-//! long task has the others spin a window and sleep.
-
+//! it is one window per idle episode, and one searcher at a time: a pool
+//! with one worker busy on a long task has one other spin a window and
+//! the rest sleep at once.
+//!
 //! Work made inside the pool is the exception: when tasks spawn or join,
 //! a spinner that catches nothing usually lost the race to the worker that
 //! pushed the work and ran it itself, and sleeping would make that worker
@@ -134,11 +136,12 @@ impl IdleSpin {
     /// itself ran what this spin did not catch. That says nothing of the
     /// gaps between outside submits, so it teaches nothing.
     ///
-    /// `running` ([`Sleep::any_running`]) is asked only when the score says
-    /// sleep: while another worker runs, the worker spins anyway.
+    /// `running` ([`Sleep::another_runs_unwatched`]) is asked only when the
+    /// score says sleep: while another worker runs and no other searches,
+    /// the worker spins anyway.
     ///
     /// [`Registry::note_produced`]: super::registry::Registry::note_produced
-    /// [`Sleep::any_running`]: super::sleep::Sleep::any_running
+    /// [`Sleep::another_runs_unwatched`]: super::sleep::Sleep::another_runs_unwatched
     pub(crate) fn keep_spinning(
         &mut self,
         now: Instant,

@@ -341,7 +341,7 @@ impl Search {
     /// After an empty look: yields the core and says to look again while
     /// the worker spins (false), or says it should sleep now (true).
     fn spun_out(&mut self, registry: &Registry) -> bool {
-        let running = || registry.sleep.any_running();
+        let running = || registry.sleep.another_runs_unwatched();
         let now = Instant::now();
         if self.idle.keep_spinning(now, registry.produced(), running) {
             // On its core: submits may trust it (`sleep::STALE`).
