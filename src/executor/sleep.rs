@@ -24,7 +24,9 @@
 //! A searcher is trusted only while it shows it is on a core. A spinning
 //! worker stamps the time at each look, and a wake stamps it for the woken
 //! worker; a submit that finds searchers whose last stamp is older than
-//! [`STALE`] wakes a sleeper as if nobody searched. The scheduler may take
+//! [`STALE`] wakes a sleeper as if nobody searched, unless as many core
+//! workers are awake as the process has cores (a worker woken then would
+//! wait for a core behind them). The scheduler may take
 //! a spinner off its core (its yield handed the core to another thread
 //! and the slice went on), and a submit that trusted it would leave its
 //! task queued, with a worker asleep, until the spinner came back: issue
@@ -82,6 +84,11 @@ pub(crate) struct Sleep {
     /// its wake), in microseconds since `epoch`; see [`STALE`].
     looked: Stamp,
     epoch: Instant,
+    /// Cores the process may run on (`available_parallelism`): while as
+    /// many core workers are awake, a submit trusts the searchers without
+    /// judging their stamp (`Sleep::trusts_searchers`).
+    #[cfg_attr(loom, allow(dead_code))]
+    cores: usize,
     /// loom: whether submits trust searchers (models run both ways; a
     /// model has no clock to judge a stamp by).
     #[cfg(loom)]
@@ -161,6 +168,7 @@ impl Sleep {
             core_words: workers.div_ceil(BITS),
             looked: Stamp(AtomicU64::new(0)),
             epoch: Instant::now(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             #[cfg(loom)]
             trust_searchers: true,
         }
@@ -242,6 +250,13 @@ impl Sleep {
         if searching > 1 {
             return false;
         }
+        self.core_asleep() + searching < self.threads.len()
+    }
+
+    /// How many core workers sleep or are about to (their bit is set). A
+    /// hint: relaxed loads, read with nothing to order them against; the
+    /// callers decide only whether to spin or whether to trust searchers.
+    fn core_asleep(&self) -> usize {
         let workers = self.threads.len();
         let mut asleep = 0;
         for (w, word) in self.sleepers[..self.core_words].iter().enumerate() {
@@ -254,7 +269,7 @@ impl Sleep {
             };
             asleep += (bits & core).count_ones() as usize;
         }
-        asleep + searching < workers
+        asleep
     }
 
     /// A worker woke by itself and starts searching for work.
@@ -373,7 +388,7 @@ impl Sleep {
         if !any_bit(words) {
             return Notified::NoSleeper;
         }
-        if self.is_searching() && self.searchers_on_core() {
+        if self.is_searching() && self.trusts_searchers() {
             return Notified::Searching;
         }
         match self.wake_one(words) {
@@ -398,19 +413,31 @@ impl Sleep {
         now.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
-    /// Whether the searchers have shown within [`STALE`] that they are on
-    /// a core. Read only when someone searches and someone sleeps: the
-    /// clock read is then the price of deciding not to wake, against a
-    /// futex wake.
+    /// Whether a submit that finds someone searching and someone asleep
+    /// may leave its task to the searchers: while as many core workers are
+    /// awake as the process has cores, or while the searchers have shown
+    /// within [`STALE`] that they are on a core.
+    ///
+    /// The cores come first. A worker woken past a searcher the scheduler
+    /// put off its core is only worth its wake if it can get a core, and
+    /// with every core's worth of workers awake it would queue behind them.
+    /// And the stamp costs: a clock read and a line the spinners write,
+    /// paid by every submit while one worker sleeps and one searches,
+    /// which on a pool with more workers than cores is nearly every submit
+    /// (issue 21: submit+wait on 4 and 8 workers on 2 cores fell from
+    /// 1.01x-1.06x of 2 workers' speed to 0.75x-0.88x with the stamp alone,
+    /// and came back to 0.96x-1.10x with the cores first).
     #[cfg(not(loom))]
-    fn searchers_on_core(&self) -> bool {
-        // Relaxed: a hint (see `STALE`).
-        let looked = self.looked.0.load(Ordering::Relaxed);
-        self.micros(Instant::now()).saturating_sub(looked) < STALE.as_micros() as u64
+    fn trusts_searchers(&self) -> bool {
+        self.threads.len() - self.core_asleep() >= self.cores || {
+            // Relaxed: a hint (see `STALE`).
+            let looked = self.looked.0.load(Ordering::Relaxed);
+            self.micros(Instant::now()).saturating_sub(looked) < STALE.as_micros() as u64
+        }
     }
 
     #[cfg(loom)]
-    fn searchers_on_core(&self) -> bool {
+    fn trusts_searchers(&self) -> bool {
         self.trust_searchers
     }
 
@@ -626,6 +653,7 @@ mod hint_tests {
     #[test]
     fn a_submit_trusts_only_a_searcher_seen_on_its_core() {
         let mut sleep = Sleep::new(2, 0);
+        sleep.cores = 2; // a core free whenever a worker sleeps
         // The pool started an hour ago and nobody has looked since.
         sleep.epoch -= Duration::from_secs(3600);
         sleep.sleepers[0].store(0b01, Ordering::Relaxed); // worker 0 asleep
@@ -646,6 +674,27 @@ mod hint_tests {
         // And stale again.
         sleep.looked.0.store(0, Ordering::Relaxed);
         assert_eq!(sleep.hint_one(), Notified::Woken);
+    }
+
+    /// With as many core workers awake as there are cores, a stale
+    /// searcher is trusted (a worker woken past it would have no core);
+    /// with a core free, it is not.
+    #[test]
+    fn a_submit_trusts_stale_searchers_while_no_core_is_free() {
+        let mut sleep = Sleep::new(4, 0);
+        sleep.cores = 2;
+        // The pool started an hour ago and nobody has looked since.
+        sleep.epoch -= Duration::from_secs(3600);
+        // Workers 0 and 1 asleep, 2 searching, 3 running: two awake.
+        sleep.sleepers[0].store(0b0011, Ordering::Relaxed);
+        sleep.start_searching();
+        assert_eq!(sleep.hint_one(), Notified::Searching, "no core free");
+        assert_eq!(sleep.sleepers[0].load(Ordering::Relaxed), 0b0011);
+        // Worker 3 goes to sleep too: one awake, a core free.
+        sleep.sleepers[0].store(0b1011, Ordering::Relaxed);
+        assert_eq!(sleep.hint_one(), Notified::Woken, "a core free");
+        assert_eq!(sleep.sleepers[0].load(Ordering::Relaxed), 0b1010);
+        assert_eq!(sleep.searching.load(Ordering::Relaxed), 2);
     }
 
     #[test]
