@@ -753,39 +753,36 @@ fn latency(b: &mut Bench) {
     // measuring thread off the CPU.
     let base = Instant::now();
     let now = move || base.elapsed().as_nanos() as usize;
-    let measure = |gap: Option<Duration>, n: usize| -> Vec<f64> {
-        (0..n)
-            .map(|_| {
-                if let Some(g) = gap {
-                    std::thread::sleep(g); // let the workers park (cold)
-                }
-                let stamp = Arc::new(AtomicUsize::new(0));
-                let (s, main) = (stamp.clone(), std::thread::current());
-                let t0 = now();
-                let h = pool.submit(|| ()).unwrap();
-                let park = gap.is_some();
-                let _ = h.add_done_callback(move |_| {
-                    s.store(now(), Ordering::Release);
-                    if park {
-                        main.unpark();
-                    }
-                });
-                while stamp.load(Ordering::Acquire) == 0 {
-                    if park {
-                        std::thread::park();
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                }
-                (stamp.load(Ordering::Acquire) - t0) as f64
-            })
-            .collect()
+    // One sample: submit, attach the stamping callback, wait for the stamp.
+    let sample = |park: bool| -> f64 {
+        let stamp = Arc::new(AtomicUsize::new(0));
+        let (s, main) = (stamp.clone(), std::thread::current());
+        let t0 = now();
+        let h = pool.submit(|| ()).unwrap();
+        let _ = h.add_done_callback(move |_| {
+            s.store(now(), Ordering::Release);
+            if park {
+                main.unpark();
+            }
+        });
+        while stamp.load(Ordering::Acquire) == 0 {
+            if park {
+                std::thread::park();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        (stamp.load(Ordering::Acquire) - t0) as f64
     };
-    let mut hot = measure(None, samples);
+    let mut hot: Vec<f64> = (0..samples).map(|_| sample(false)).collect();
+    // Cold, and the floor: a parked thread is unparked and stamps the time.
+    // The two alternate sample by sample, each after a 2 ms sleep (the
+    // workers and the echo thread park), so both see the same machine: on
+    // a shared VM, measured one after the other, the floor and the pool
+    // drew different minutes and the ratio moved with them.
     let cold_samples = if b.quick { 200 } else { 1000 };
-    let mut cold = measure(Some(Duration::from_millis(2)), cold_samples);
-    // The floor: a parked thread is unparked and stamps the time.
-    let mut floor: Vec<f64> = {
+    let (mut cold, mut floor) = (Vec::new(), Vec::new());
+    {
         let go = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(AtomicUsize::new(0));
         let (g, s, main) = (go.clone(), seen.clone(), std::thread::current());
@@ -798,21 +795,21 @@ fn latency(b: &mut Bench) {
                 main.unpark();
             }
         });
-        let v = (1..=cold_samples)
-            .map(|i| {
-                std::thread::sleep(Duration::from_millis(2));
-                let t0 = now();
-                go.store(i, Ordering::Release);
-                echo.thread().unpark();
-                while seen.load(Ordering::Acquire) < t0 {
-                    std::thread::park();
-                }
-                (seen.load(Ordering::Acquire) - t0) as f64
-            })
-            .collect();
+        let gap = Duration::from_millis(2);
+        for i in 1..=cold_samples {
+            std::thread::sleep(gap); // let the workers park (cold)
+            cold.push(sample(true));
+            std::thread::sleep(gap);
+            let t0 = now();
+            go.store(i, Ordering::Release);
+            echo.thread().unpark();
+            while seen.load(Ordering::Acquire) < t0 {
+                std::thread::park();
+            }
+            floor.push((seen.load(Ordering::Acquire) - t0) as f64);
+        }
         echo.join().unwrap();
-        v
-    };
+    }
     let (hp50, hp99) = (percentile(&mut hot, 0.5), percentile(&mut hot, 0.99));
     let (cp50, cp99) = (percentile(&mut cold, 0.5), percentile(&mut cold, 0.99));
     let (fp50, fp99) = (percentile(&mut floor, 0.5), percentile(&mut floor, 0.99));
