@@ -68,6 +68,40 @@ fn a_submitted_future_awaits_a_promise_set_elsewhere() {
     assert_eq!(out.join(), Ok(Ok(42)));
 }
 
+/// A future woken by a task on another pool's worker goes back to its own
+/// pool: a worker pushes a wake to its own deque only for its own pool's
+/// futures (the wake of a future of this pool from one of its workers
+/// borrows the worker's reference to the pool; from anywhere else it must
+/// queue on the future's pool).
+#[test]
+fn a_future_woken_on_another_pools_worker_is_polled_on_its_own_pool() {
+    let pool = |name: &str| {
+        ThreadPool::builder()
+            .workers(1)
+            .thread_name(name)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (pool("pool-a"), pool("pool-b"));
+    let gate = Arc::new(Gate::default());
+    let polled_on = Arc::new(Mutex::new(Vec::new()));
+    let (g, names) = (gate.clone(), polled_on.clone());
+    let out = a
+        .submit_future(std::future::poll_fn(move |cx| {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            names.lock().unwrap().push(name);
+            Pin::new(&mut Wait(g.clone())).poll(cx)
+        }))
+        .unwrap();
+    gate.wait_polls(1);
+    let g = gate.clone();
+    b.submit(move || g.open()).unwrap().join().unwrap();
+    out.join().unwrap();
+    let names = polled_on.lock().unwrap();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("pool-a-")), "{names:?}");
+}
+
 /// A future that wakes itself must give its worker back between polls: a
 /// one-worker pool still runs the closure the future queued behind it.
 #[test]

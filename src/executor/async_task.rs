@@ -47,7 +47,7 @@ use super::metrics::Tally;
 use super::registry::Registry;
 use super::submit::SubmitSlot;
 use super::task::{Ran, Runnable, TaskRef, drop_guarded};
-use super::worker::count_panic;
+use super::worker::{count_panic, with_own_registry};
 use crate::error::TaskError;
 use crate::future::Promise;
 use crate::panics::{PanicOrigin, guard, panic_message};
@@ -227,8 +227,22 @@ struct AsyncTask<F: Future<Output = ()>> {
 impl<F: Future<Output = ()> + Send + 'static> AsyncTask<F> {
     /// Queues the task; the caller holds the poll right.
     fn schedule(self: Arc<Self>) {
-        let registry = self.registry.clone();
-        SubmitSlot::requeue(&registry).push(TaskRef::from_arc(self));
+        with_own_registry(Arc::as_ptr(&self.registry), |own| match own {
+            // On one of the pool's workers (a future woken by a task on the
+            // pool, its own poll included), the worker holds the registry
+            // while this thread runs. Cloning a reference here instead put
+            // a locked increment and decrement of the registry's count, a
+            // line every worker shares, on each such wake: 60% of the CPU
+            // of `compare`'s self-wake re-poll on 2 workers (`perf record`,
+            // issue 21).
+            Some(registry) => SubmitSlot::requeue_on_worker(registry).push(TaskRef::from_arc(self)),
+            // Elsewhere a worker may run the task, finish it and let the
+            // pool go before the push returns: the push keeps its own.
+            None => {
+                let registry = self.registry.clone();
+                SubmitSlot::requeue(&registry).push(TaskRef::from_arc(self));
+            }
+        })
     }
 
     /// Cancels the task if its future was never polled (the caller holds

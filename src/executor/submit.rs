@@ -57,6 +57,16 @@ impl<'a> SubmitSlot<'a> {
         }
     }
 
+    /// [`SubmitSlot::requeue`] from one of the pool's own workers, which
+    /// the caller has checked.
+    pub(crate) fn requeue_on_worker(registry: &'a Arc<Registry>) -> Self {
+        SubmitSlot {
+            registry,
+            local: true,
+            counted: false,
+        }
+    }
+
     /// Pushes to the calling worker's own deque when called from a worker
     /// of this pool, else to the injector; then wakes a worker if needed.
     pub(crate) fn push(self, task: TaskRef) {

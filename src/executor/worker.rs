@@ -229,6 +229,22 @@ pub(crate) fn is_worker_of(registry: &Registry) -> bool {
     with_context(|ctx| ctx.is_some_and(|c| std::ptr::eq(&*c.registry, registry)))
 }
 
+/// Runs `f` with the calling worker's own reference to the registry at
+/// `registry` (compared by address, never read through) if the calling
+/// thread is one of that pool's workers, else with `None`. The worker's
+/// context holds that reference for as long as the thread runs, so `f` may
+/// give away whatever else kept the pool alive.
+pub(crate) fn with_own_registry<R>(
+    registry: *const Registry,
+    f: impl FnOnce(Option<&Arc<Registry>>) -> R,
+) -> R {
+    with_context(|ctx| {
+        f(ctx
+            .map(|c| &c.registry)
+            .filter(|own| std::ptr::eq(Arc::as_ptr(own), registry)))
+    })
+}
+
 /// Reports a worker thread's end even if it unwinds, so shutdown never
 /// waits for a thread that is gone.
 struct ExitGuard {
