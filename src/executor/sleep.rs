@@ -424,9 +424,10 @@ impl Sleep {
     /// And the stamp costs: a clock read and a line the spinners write,
     /// paid by every submit while one worker sleeps and one searches,
     /// which on a pool with more workers than cores is nearly every submit
-    /// (issue 21: submit+wait on 4 and 8 workers on 2 cores fell from
-    /// 1.01x-1.06x of 2 workers' speed to 0.75x-0.88x with the stamp alone,
-    /// and came back to 0.96x-1.10x with the cores first).
+    /// (issue 21, alternating runs: submit+wait on 8 workers on 2 cores
+    /// fell from 1.01x-1.06x of 2 workers' speed to 0.75x-0.88x with the
+    /// stamp alone, and came back to 0.97x-0.98x with the cores first; 4
+    /// workers 0.99x-1.02x, 0.78x-1.09x and 0.96x-1.10x).
     #[cfg(not(loom))]
     fn trusts_searchers(&self) -> bool {
         self.threads.len() - self.core_asleep() >= self.cores || {
