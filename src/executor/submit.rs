@@ -50,19 +50,15 @@ impl<'a> SubmitSlot<'a> {
     /// future holds the pool open ([`Registry::try_hold`]), so workers are
     /// alive to run it even after shutdown.
     pub(crate) fn requeue(registry: &'a Arc<Registry>) -> Self {
-        SubmitSlot {
-            registry,
-            local: is_worker_of(registry),
-            counted: false,
-        }
+        Self::requeue_from(registry, is_worker_of(registry))
     }
 
-    /// [`SubmitSlot::requeue`] from one of the pool's own workers, which
-    /// the caller has checked.
-    pub(crate) fn requeue_on_worker(registry: &'a Arc<Registry>) -> Self {
+    /// [`SubmitSlot::requeue`] for a caller that already knows whether it
+    /// runs on one of the pool's own workers (`on_worker`).
+    pub(crate) fn requeue_from(registry: &'a Arc<Registry>, on_worker: bool) -> Self {
         SubmitSlot {
             registry,
-            local: true,
+            local: on_worker,
             counted: false,
         }
     }

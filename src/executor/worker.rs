@@ -226,7 +226,7 @@ pub(crate) fn count_panic() {
 
 /// Whether the calling thread is a worker of `registry`.
 pub(crate) fn is_worker_of(registry: &Registry) -> bool {
-    with_context(|ctx| ctx.is_some_and(|c| std::ptr::eq(&*c.registry, registry)))
+    with_own_registry(registry, |own| own.is_some())
 }
 
 /// Runs `f` with the calling worker's own reference to the registry at
