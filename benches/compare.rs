@@ -338,14 +338,17 @@ macro_rules! oneshot_round_trips {
 
 /// A spawn tree on our pool: every task spawns two children until the
 /// depth runs out (the root spawns from the calling thread).
-fn ours_tree(pool: ThreadPool, d: u32, count: Arc<AtomicUsize>) {
+/// One node of a spawn tree, on a worker: spawns its two children onto
+/// the pool running it (`concurrent_futures::spawn`, as `rayon::spawn`
+/// does below), so no task carries a pool handle.
+fn ours_tree(d: u32, count: Arc<AtomicUsize>) {
     if d == 0 {
         count.fetch_add(1, Ordering::Release);
         return;
     }
     for _ in 0..2 {
-        let (p, c) = (pool.clone(), count.clone());
-        pool.spawn(move || ours_tree(p, d - 1, c)).unwrap();
+        let c = count.clone();
+        concurrent_futures::spawn(move || ours_tree(d - 1, c)).unwrap();
     }
 }
 
@@ -353,7 +356,8 @@ fn ours_tree(pool: ThreadPool, d: u32, count: Arc<AtomicUsize>) {
 fn time_tree(pool: &ThreadPool, depth: u32, count: &Arc<AtomicUsize>) -> Duration {
     count.store(0, Ordering::Relaxed);
     time(|| {
-        ours_tree(pool.clone(), depth, count.clone());
+        let c = count.clone();
+        pool.spawn(move || ours_tree(depth, c)).unwrap();
         wait_count(count, 1 << depth);
     })
 }
@@ -493,21 +497,22 @@ fn throughput(b: &mut Bench) {
         theirs,
     );
 
-    // From inside workers: a chain, each task spawning its successor.
+    // From inside workers: a chain, each task spawning its successor onto
+    // the pool running it (no pool handle carried, as with rayon::spawn).
     let chain = b.n(200_000);
-    fn ours_chain(pool: ThreadPool, left: usize, done: Arc<AtomicUsize>) {
+    fn ours_chain(left: usize, done: Arc<AtomicUsize>) {
         if left == 0 {
             done.store(1, Ordering::Release);
             return;
         }
-        let p = pool.clone();
-        pool.spawn(move || ours_chain(p, left - 1, done)).unwrap();
+        concurrent_futures::spawn(move || ours_chain(left - 1, done)).unwrap();
     }
     let done = Arc::new(AtomicUsize::new(0));
     let ours = b.per_op(chain, || {
         done.store(0, Ordering::Relaxed);
         time(|| {
-            ours_chain(pool.clone(), chain, done.clone());
+            let d = done.clone();
+            pool.spawn(move || ours_chain(chain, d)).unwrap();
             wait_count(&done, 1);
         })
     });

@@ -3,7 +3,7 @@
 //! with two operation counts and prints the difference per operation, so
 //! start-up and thread creation cancel out.
 //!
-//! Usage: instructions (attach|drain|mutex_attach|mutex_drain|join|rayon_join|submit|spawn|floor|chain|repoll) N
+//! Usage: instructions (attach|drain|mutex_attach|mutex_drain|join|rayon_join|submit|spawn|floor|chain|chain_handle|rayon_chain|repoll) N
 
 mod baselines;
 
@@ -154,8 +154,43 @@ fn main() {
             drop(pool);
         }
         // A spawn from inside a worker + its run: a chain of N tasks, each
-        // spawning the next, on a one-worker pool (the main thread waits).
+        // spawning the next onto the pool running it, on a one-worker pool
+        // (the main thread waits).
         "chain" => {
+            fn link(left: usize, done: Promise<()>) {
+                if left == 0 {
+                    let _ = done.set_result(());
+                    return;
+                }
+                concurrent_futures::spawn(move || link(left - 1, done)).unwrap();
+            }
+            let pool = ThreadPool::new(1).unwrap();
+            let done = Promise::new();
+            let finished = done.handle();
+            pool.spawn(move || link(n, done)).unwrap();
+            finished.wait().unwrap();
+        }
+        // The same on `rayon::spawn`, its one-thread pool's ambient spawn.
+        "rayon_chain" => {
+            fn link(left: usize, done: Promise<()>) {
+                if left == 0 {
+                    let _ = done.set_result(());
+                    return;
+                }
+                rayon::spawn(move || link(left - 1, done));
+            }
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            let done = Promise::new();
+            let finished = done.handle();
+            pool.spawn(move || link(n, done));
+            finished.wait().unwrap();
+        }
+        // The chain with each task carrying a clone of the pool's handle
+        // for its successor (`ThreadPool::spawn`).
+        "chain_handle" => {
             fn link(pool: ThreadPool, left: usize, done: Promise<()>) {
                 if left == 0 {
                     let _ = done.set_result(());

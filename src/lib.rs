@@ -14,6 +14,8 @@
 //!   nothing attached to futures that never finish.
 //! - [`Strand`]: a serial context on the pool that owns a state, so
 //!   done-callbacks can update shared totals with `&mut` and no lock.
+//! - From code running on a pool's thread, [`spawn`] and [`submit`] queue
+//!   more work on that pool without a handle to it, as `rayon::spawn` does.
 //! - Futures on the pool: [`ThreadPool::submit_future`] and
 //!   [`ThreadPool::spawn_future`].
 //! - Tasks that borrow: [`ThreadPool::scope`] (a [`Scope`] whose tasks and
@@ -56,8 +58,8 @@ mod wait;
 
 pub use error::{AlreadyStarted, InvalidState, PanicMessage, TaskError, TimedOut};
 pub use executor::{
-    BuildError, Builder, MAX_WORKERS, MIN_STACK_SIZE, Map, Metrics, Scope, ScopedHandle,
-    ScopedJoin, ShutdownReport, Strand, SubmitError, ThreadPool,
+    BuildError, Builder, CurrentPoolError, MAX_WORKERS, MIN_STACK_SIZE, Map, Metrics, Scope,
+    ScopedHandle, ScopedJoin, ShutdownReport, Strand, SubmitError, ThreadPool, spawn, submit,
 };
 pub use future::{FutureHandle, Join, Promise, Registration, WaitAsync};
 #[cfg(feature = "futures")]

@@ -10,8 +10,8 @@
 #![cfg(not(loom))]
 
 use concurrent_futures::{
-    FutureHandle, Join, Promise, Registration, Strand, SubmitError, TaskError, ThreadPool,
-    WaitAsync,
+    CurrentPoolError, FutureHandle, Join, Promise, Registration, Strand, SubmitError, TaskError,
+    ThreadPool, WaitAsync,
 };
 
 #[test]
@@ -32,6 +32,7 @@ fn thread_safe_types_are_send_and_sync() {
     assert_send_sync::<Registration<String>>();
     assert_send_sync::<ThreadPool>();
     assert_send_sync::<SubmitError<fn()>>();
+    assert_send_sync::<CurrentPoolError<fn()>>();
     assert_send_sync::<TaskError>();
     // The strand's state is only ever touched by one drainer at a time, so
     // `S: Send` suffices: a `Send` but not `Sync` state is fine.

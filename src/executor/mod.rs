@@ -1,6 +1,7 @@
 //! The work-stealing executor.
 //!
 //! - [`pool`]: [`ThreadPool`] and its [`Builder`]: submit, shutdown, metrics.
+//! - [`current`]: spawning onto the pool that runs the caller.
 //! - [`map`]: the lazy, ordered, bounded `map`.
 //! - [`scope`]: scoped tasks that borrow, and `install`.
 //! - [`join`]: fork-join, a worker helping while it waits.
@@ -18,6 +19,7 @@
 
 pub(crate) mod async_task;
 pub(crate) mod blocking;
+pub(crate) mod current;
 pub(crate) mod deadlock;
 pub(crate) mod idle;
 pub(crate) mod join;
@@ -33,6 +35,7 @@ pub(crate) mod submit;
 pub(crate) mod task;
 pub(crate) mod worker;
 
+pub use current::{CurrentPoolError, spawn, submit};
 pub use map::Map;
 pub use metrics::Metrics;
 pub use pool::{

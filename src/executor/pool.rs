@@ -515,13 +515,7 @@ impl ThreadPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + Sync + 'static,
     {
-        // Claim a submit slot first, so that a refusal still has the closure.
-        let Some(slot) = submit::SubmitSlot::claim(self.registry()) else {
-            return Err(SubmitError::Shutdown(f));
-        };
-        let (task, shared) = TaskRef::new(f, self.registry().tag.0);
-        slot.push(task);
-        Ok(FutureHandle::from_shared(shared))
+        submit_on(self.registry(), f).map_err(SubmitError::Shutdown)
     }
 
     /// Like [`submit`](ThreadPool::submit), but refuses with
@@ -783,13 +777,53 @@ impl ThreadPool {
     }
 }
 
+/// Queues `f` on `registry`'s pool with a handle to its result; hands it
+/// back if the pool is shut down.
+pub(crate) fn submit_on<F, T>(registry: &Arc<Registry>, f: F) -> Result<FutureHandle<T>, F>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + Sync + 'static,
+{
+    submit_in(submit::SubmitSlot::claim(registry), f)
+}
+
+/// [`submit_on`] with the slot claimed (`None`: refused).
+pub(crate) fn submit_in<F, T>(
+    slot: Option<submit::SubmitSlot<'_>>,
+    f: F,
+) -> Result<FutureHandle<T>, F>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + Sync + 'static,
+{
+    // The slot is claimed first, so that a refusal still has the closure.
+    let Some(slot) = slot else {
+        return Err(f);
+    };
+    let (task, shared) = TaskRef::new(f, slot.registry().tag.0);
+    slot.push(task);
+    Ok(FutureHandle::from_shared(shared))
+}
+
 /// Schedules a fire-and-forget closure; hands it back if the pool is shut
 /// down. An `essential` one runs even if shutdown later cancels queued work.
 pub(crate) fn spawn_on<F>(registry: &Arc<Registry>, f: F, essential: bool) -> Result<(), F>
 where
     F: FnOnce() + Send + 'static,
 {
-    let Some(slot) = submit::SubmitSlot::claim(registry) else {
+    spawn_in(submit::SubmitSlot::claim(registry), f, essential)
+}
+
+/// [`spawn_on`] with the slot claimed (`None`: refused).
+pub(crate) fn spawn_in<F>(
+    slot: Option<submit::SubmitSlot<'_>>,
+    f: F,
+    essential: bool,
+) -> Result<(), F>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let Some(slot) = slot else {
         return Err(f);
     };
     slot.push(TaskRef::detached(f, essential));

@@ -33,7 +33,12 @@ pub(crate) struct SubmitSlot<'a> {
 impl<'a> SubmitSlot<'a> {
     /// Claims a slot; `None` if the pool is shut down.
     pub(crate) fn claim(registry: &'a Arc<Registry>) -> Option<Self> {
-        let local = is_worker_of(registry);
+        Self::claim_from(registry, is_worker_of(registry))
+    }
+
+    /// [`SubmitSlot::claim`] for a caller that already knows whether it
+    /// runs on one of the pool's own workers (`local`).
+    pub(crate) fn claim_from(registry: &'a Arc<Registry>, local: bool) -> Option<Self> {
         let open = if local {
             !registry.is_shutdown()
         } else {
@@ -61,6 +66,11 @@ impl<'a> SubmitSlot<'a> {
             local: on_worker,
             counted: false,
         }
+    }
+
+    /// The pool the slot is of.
+    pub(crate) fn registry(&self) -> &'a Arc<Registry> {
+        self.registry
     }
 
     /// Pushes to the calling worker's own deque when called from a worker

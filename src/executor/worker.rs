@@ -245,6 +245,12 @@ pub(crate) fn with_own_registry<R>(
     })
 }
 
+/// Runs `f` with the calling thread's own reference to the registry of the
+/// pool it works for (a core or compensating worker), else with `None`.
+pub(crate) fn with_current_registry<R>(f: impl FnOnce(Option<&Arc<Registry>>) -> R) -> R {
+    with_context(|ctx| f(ctx.map(|c| &c.registry)))
+}
+
 /// Reports a worker thread's end even if it unwinds, so shutdown never
 /// waits for a thread that is gone.
 struct ExitGuard {
