@@ -4,7 +4,7 @@
 //! models in `tests/loom.rs` and beside the code explore every interleaving
 //! of our own protocols. `Arc` stays std's in both builds: its reference
 //! counting is not one of our protocols, and loom's `Arc` cannot be unsized
-//! into the `Arc<dyn ..>` the executor queues.
+//! into the `Arc<Shared<T>>` (a `dyn Body<T>` inside) every handle holds.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{

@@ -358,11 +358,10 @@ impl<F: Future<Output = ()> + Send + 'static> Runnable for AsyncTask<F> {
         }
     }
 
-    fn cancel_from_drain(self: Arc<Self>) -> Option<Arc<dyn Runnable>> {
+    fn cancel_from_drain(self: Arc<Self>) -> Option<Arc<Self>> {
         // The shutting-down caller may be anyone (a task holding a lock
         // this future's `poll` takes): leave a started one to a worker.
         self.cancel_if_unpolled()
-            .map(|started| started as Arc<dyn Runnable>)
     }
 
     fn abandon(self: Arc<Self>) {

@@ -286,16 +286,14 @@ impl<'scope, 'env> Scope<'scope, 'env> {
             return Err(SubmitError::Shutdown(f));
         };
         // No future: just the closure and the scope's token.
-        let task: Arc<dyn Runnable + 'scope> = Arc::new(ScopedSpawn {
+        let task = Arc::new(ScopedSpawn {
             f: UnsafeCell::new(Some(f)),
             token: ScopeToken::new(&self.state),
         });
-        // SAFETY: only the trait object's lifetime bound changes. The scope
-        // outlives `'scope` only once the token has seen the task over, and
-        // after that the entry holds no closure (see `ScopedSpawn`).
-        let task =
-            unsafe { std::mem::transmute::<Arc<dyn Runnable + 'scope>, Arc<dyn Runnable>>(task) };
-        slot.push(TaskRef::from_arc(task));
+        // SAFETY: the scope outlives `'scope` only once the token has seen
+        // the task over, and after that the entry holds no closure (see
+        // `ScopedSpawn`).
+        slot.push(unsafe { TaskRef::from_arc_unchecked(task) });
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -148,7 +149,8 @@ pub(crate) fn addr_of<T>(core: &Core<T>) -> usize {
     (core as *const Core<T>).addr()
 }
 
-/// The type-erased face of a task, as the queues see it.
+/// What a reference-counted task does when its queue entry is taken (the
+/// entry holds one reference: [`TaskRef::from_arc`]).
 pub(crate) trait Runnable: Send + Sync {
     /// Runs the task if nobody started or cancelled it, telling `tally` how
     /// it ended before anything else learns it (see [`Tally`]).
@@ -162,7 +164,7 @@ pub(crate) trait Runnable: Send + Sync {
     /// must not run work meant for a worker. A task that must still run (a
     /// polled future, a strand drain, a routed callback) is handed back,
     /// for the caller to queue again for the workers.
-    fn cancel_from_drain(self: Arc<Self>) -> Option<Arc<dyn Runnable>> {
+    fn cancel_from_drain(self: Arc<Self>) -> Option<Arc<Self>> {
         self.cancel();
         None
     }
@@ -222,7 +224,101 @@ where
 }
 
 /// A queued task. Dropping it unrun resolves its future as abandoned.
-pub(crate) struct TaskRef(ManuallyDrop<Arc<dyn Runnable>>);
+///
+/// The address of the task's allocation and a table of the functions that
+/// consume it, made for its type and for how it is owned (rayon's `JobRef`
+/// and tokio's raw task do the same): 16 bytes, as `Arc<dyn Runnable>`
+/// was, and a task only its queue entry owns (fire and forget) can be a
+/// `Box`, with no reference count to take and drop. An `Arc`'s last drop
+/// costs two locked read-modify-writes (strong, then weak count), paid per
+/// spawned task for nothing: nobody else ever held a reference.
+pub(crate) struct TaskRef {
+    ptr: NonNull<()>,
+    vtable: &'static VTable,
+}
+
+// SAFETY: every constructor takes a task that may move to another thread
+// (`Runnable: Send + Sync` behind an `Arc`, `OwnedRunnable: Send` in a
+// `Box`), and the entry is the only way to reach the pointer it holds.
+unsafe impl Send for TaskRef {}
+
+/// How to consume a [`TaskRef`]'s pointer. Each function takes the entry's
+/// ownership (one `Arc` reference, or the `Box`) and must be called at most
+/// once per entry.
+struct VTable {
+    run: unsafe fn(NonNull<()>, Tally<'_>) -> Ran,
+    cancel: unsafe fn(NonNull<()>),
+    cancel_from_drain: unsafe fn(NonNull<()>) -> Option<TaskRef>,
+    abandon: unsafe fn(NonNull<()>),
+}
+
+/// The table for an `Arc<R>` entry.
+fn arc_vtable<R: Runnable>() -> &'static VTable {
+    /// # Safety (each)
+    /// `ptr` is an `Arc<R>` reference given up by `Arc::into_raw` in
+    /// [`TaskRef::from_arc_unchecked`], taken back once.
+    unsafe fn run<R: Runnable>(ptr: NonNull<()>, tally: Tally<'_>) -> Ran {
+        // SAFETY: see above.
+        unsafe { Arc::from_raw(ptr.as_ptr().cast::<R>()) }.run(tally)
+    }
+    unsafe fn cancel<R: Runnable>(ptr: NonNull<()>) {
+        // SAFETY: see above.
+        unsafe { Arc::from_raw(ptr.as_ptr().cast::<R>()) }.cancel()
+    }
+    unsafe fn cancel_from_drain<R: Runnable>(ptr: NonNull<()>) -> Option<TaskRef> {
+        // SAFETY: see above.
+        let task = unsafe { Arc::from_raw(ptr.as_ptr().cast::<R>()) };
+        // SAFETY: the same task, queued again under the contract it was
+        // first queued with (whatever it borrows outlives every entry).
+        task.cancel_from_drain()
+            .map(|again| unsafe { TaskRef::from_arc_unchecked(again) })
+    }
+    unsafe fn abandon<R: Runnable>(ptr: NonNull<()>) {
+        // SAFETY: see above.
+        unsafe { Arc::from_raw(ptr.as_ptr().cast::<R>()) }.abandon()
+    }
+    &VTable {
+        run: run::<R>,
+        cancel: cancel::<R>,
+        cancel_from_drain: cancel_from_drain::<R>,
+        abandon: abandon::<R>,
+    }
+}
+
+/// The table for a `Box<R>` entry.
+fn box_vtable<R: OwnedRunnable>() -> &'static VTable {
+    /// # Safety (each)
+    /// `ptr` is a `Box<R>` given up by `Box::into_raw` in
+    /// [`TaskRef::from_box`], taken back once.
+    unsafe fn take<R>(ptr: NonNull<()>) -> Box<R> {
+        // SAFETY: see above.
+        unsafe { Box::from_raw(ptr.as_ptr().cast::<R>()) }
+    }
+    unsafe fn run<R: OwnedRunnable>(ptr: NonNull<()>, tally: Tally<'_>) -> Ran {
+        // SAFETY: forwarded.
+        unsafe { take::<R>(ptr) }.run(tally)
+    }
+    unsafe fn cancel<R: OwnedRunnable>(ptr: NonNull<()>) {
+        // SAFETY: forwarded.
+        unsafe { take::<R>(ptr) }.cancel()
+    }
+    unsafe fn cancel_from_drain<R: OwnedRunnable>(ptr: NonNull<()>) -> Option<TaskRef> {
+        // SAFETY: forwarded.
+        let task = unsafe { take::<R>(ptr) };
+        if task.essential() {
+            return Some(TaskRef::from_box(task));
+        }
+        task.cancel();
+        None
+    }
+    &VTable {
+        run: run::<R>,
+        cancel: cancel::<R>,
+        cancel_from_drain: cancel_from_drain::<R>,
+        // Nothing waits on an owned task: dropped unrun, it is cancelled.
+        abandon: cancel::<R>,
+    }
+}
 
 impl TaskRef {
     /// Makes a task for `f` of the pool tagged `pool`: one allocation
@@ -239,8 +335,7 @@ impl TaskRef {
                 done: (),
             },
         });
-        let runnable: Arc<dyn Runnable> = cell.clone();
-        (TaskRef(ManuallyDrop::new(runnable)), cell)
+        (TaskRef::from_arc(cell.clone()), cell)
     }
 
     /// Makes a task whose closure may borrow for `'a`: like
@@ -265,18 +360,16 @@ impl TaskRef {
                 done,
             },
         });
-        let runnable: Arc<dyn Runnable + 'a> = cell.clone();
+        // SAFETY: the contract above is the entry's.
+        let entry = unsafe { TaskRef::from_arc_unchecked(cell.clone()) };
         let shared: Arc<Cell<T, dyn Body<T> + 'a>> = cell;
-        // SAFETY: the two casts change only the trait objects' lifetime
-        // bound (same layout, same vtables); the contract above is what
-        // makes the longer bound sound.
-        let (runnable, shared) = unsafe {
-            (
-                std::mem::transmute::<Arc<dyn Runnable + 'a>, Arc<dyn Runnable>>(runnable),
-                std::mem::transmute::<Arc<Cell<T, dyn Body<T> + 'a>>, Arc<Shared<T>>>(shared),
-            )
+        // SAFETY: the cast changes only the trait object's lifetime bound
+        // (same layout, same vtable); the contract above is what makes the
+        // longer bound sound.
+        let shared = unsafe {
+            std::mem::transmute::<Arc<Cell<T, dyn Body<T> + 'a>>, Arc<Shared<T>>>(shared)
         };
-        (TaskRef(ManuallyDrop::new(runnable)), shared)
+        (entry, shared)
     }
 
     /// Makes a task nobody holds a handle to (fire and forget): no future,
@@ -287,39 +380,66 @@ impl TaskRef {
     where
         F: FnOnce() + Send + 'static,
     {
-        let task: Arc<dyn Runnable> = Arc::new(Detached {
-            f: UnsafeCell::new(Some(f)),
-            essential,
-        });
-        TaskRef(ManuallyDrop::new(task))
+        TaskRef::from_box(Box::new(Detached { f, essential }))
     }
 
-    /// Queues an existing task again (an async task, woken): no allocation.
-    pub(crate) fn from_arc(task: Arc<dyn Runnable>) -> TaskRef {
-        TaskRef(ManuallyDrop::new(task))
+    /// Queues a reference-counted task (an async task, woken, queues itself
+    /// again this way: no allocation).
+    pub(crate) fn from_arc<R: Runnable + 'static>(task: Arc<R>) -> TaskRef {
+        // SAFETY: `'static`: the task borrows nothing.
+        unsafe { TaskRef::from_arc_unchecked(task) }
+    }
+
+    /// [`TaskRef::from_arc`] for a task that may borrow.
+    ///
+    /// # Safety
+    /// Whatever `R` borrows outlives every use of the entry: the entry's
+    /// consumer runs or drops the task while it is still valid (a scope
+    /// waits for its tasks; see [`TaskRef::scoped`]).
+    pub(crate) unsafe fn from_arc_unchecked<R: Runnable>(task: Arc<R>) -> TaskRef {
+        let ptr = Arc::into_raw(task).cast_mut().cast::<()>();
+        TaskRef {
+            // SAFETY: `Arc::into_raw` never gives null.
+            ptr: unsafe { NonNull::new_unchecked(ptr) },
+            vtable: arc_vtable::<R>(),
+        }
+    }
+
+    fn from_box<R: OwnedRunnable>(task: Box<R>) -> TaskRef {
+        TaskRef {
+            ptr: NonNull::from(Box::leak(task)).cast(),
+            vtable: box_vtable::<R>(),
+        }
     }
 
     /// Runs it (or skips it if cancelled or claimed by a waiter), counting
     /// its end in `tally`.
     pub(crate) fn run(self, tally: Tally<'_>) -> Ran {
-        self.into_arc().run(tally)
+        let (ptr, vtable) = self.into_raw();
+        // SAFETY: the entry's one consuming call.
+        unsafe { (vtable.run)(ptr, tally) }
     }
 
     /// Cancels it instead of running it (an essential task runs instead).
     pub(crate) fn cancel(self) {
-        self.into_arc().cancel();
+        let (ptr, vtable) = self.into_raw();
+        // SAFETY: the entry's one consuming call.
+        unsafe { (vtable.cancel)(ptr) }
     }
 
     /// Cancels it from shutdown's injector drain (see `Runnable`); a task
     /// that must still run on a worker comes back.
     pub(crate) fn cancel_from_drain(self) -> Option<TaskRef> {
-        self.into_arc().cancel_from_drain().map(TaskRef::from_arc)
+        let (ptr, vtable) = self.into_raw();
+        // SAFETY: the entry's one consuming call.
+        unsafe { (vtable.cancel_from_drain)(ptr) }
     }
 
-    fn into_arc(self) -> Arc<dyn Runnable> {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never used or dropped again.
-        unsafe { ManuallyDrop::take(&mut this.0) }
+    /// The pointer and its table, the entry forgotten (its one consuming
+    /// call is the caller's to make).
+    fn into_raw(self) -> (NonNull<()>, &'static VTable) {
+        let this = ManuallyDrop::new(self);
+        (this.ptr, this.vtable)
     }
 }
 
@@ -332,68 +452,56 @@ pub(crate) fn drop_guarded<R: ?Sized>(task: Arc<R>) {
 
 impl Drop for TaskRef {
     fn drop(&mut self) {
-        // SAFETY: in `drop`, the field is never used again.
-        unsafe { ManuallyDrop::take(&mut self.0) }.abandon();
+        // SAFETY: the entry's one consuming call: it is never used again.
+        unsafe { (self.vtable.abandon)(self.ptr) }
     }
+}
+
+/// What a task only its queue entry owns does when the entry is taken.
+pub(crate) trait OwnedRunnable: Send {
+    /// Runs the task, telling `tally` how it ended.
+    fn run(self: Box<Self>, tally: Tally<'_>) -> Ran;
+    /// Drops the closure unrun, guarded; an essential task runs instead.
+    fn cancel(self: Box<Self>);
+    /// Whether it must run even when shutdown cancels queued work.
+    fn essential(&self) -> bool;
 }
 
 /// A fire-and-forget task: only its closure, no future.
 struct Detached<F> {
-    f: UnsafeCell<Option<F>>,
+    f: F,
     essential: bool,
 }
 
-// SAFETY: the closure is taken by the one owner of the single queue entry
-// (there are no handles), and `F: Send` lets it move there.
-unsafe impl<F: Send> Sync for Detached<F> {}
-
-impl<F: FnOnce() + Send> Detached<F> {
-    fn take(&self) -> Option<F> {
-        // SAFETY: see the Sync impl: one queue entry, one consumer.
-        self.f.with_mut(|p| unsafe { (*p).take() })
-    }
-}
-
-impl<F: FnOnce() + Send + 'static> Runnable for Detached<F> {
-    fn run(self: Arc<Self>, tally: Tally<'_>) -> Ran {
-        let ran = match self.take() {
-            Some(f) => match catch_unwind(AssertUnwindSafe(f)) {
-                Ok(()) => Ran::Completed,
-                Err(payload) => {
-                    // Counted, not reported (`spawn`'s contract); the
-                    // payload's own drop is guarded.
-                    panic_message(payload);
-                    Ran::Panicked
-                }
-            },
-            None => Ran::Cancelled,
+impl<F: FnOnce() + Send> OwnedRunnable for Detached<F> {
+    fn run(self: Box<Self>, tally: Tally<'_>) -> Ran {
+        // Out of the box first: its memory is free again before the
+        // closure runs (a task spawning its successor reuses it).
+        let Detached { f, .. } = *self;
+        let ran = match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(()) => Ran::Completed,
+            Err(payload) => {
+                // Counted, not reported (`spawn`'s contract); the payload's
+                // own drop is guarded.
+                panic_message(payload);
+                Ran::Panicked
+            }
         };
         tally.finish(ran);
-        drop_guarded(self);
         ran
     }
 
-    fn cancel(self: Arc<Self>) {
+    fn cancel(self: Box<Self>) {
         if self.essential {
             self.run(Tally::NONE);
             return;
         }
-        if let Some(f) = self.take() {
-            guard(PanicOrigin::Drop, move || drop(f));
-        }
-        drop_guarded(self);
+        let Detached { f, .. } = *self;
+        guard(PanicOrigin::Drop, move || drop(f));
     }
 
-    fn cancel_from_drain(self: Arc<Self>) -> Option<Arc<dyn Runnable>> {
-        if self.essential {
-            return Some(self);
-        }
-        self.cancel();
-        None
-    }
-
-    fn abandon(self: Arc<Self>) {
-        self.cancel();
+    fn essential(&self) -> bool {
+        self.essential
     }
 }
 
