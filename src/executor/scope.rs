@@ -22,19 +22,19 @@ use std::any::Any;
 use std::future::IntoFuture;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::metrics::Tally;
 use super::pool::{SubmitError, ThreadPool};
 use super::submit::SubmitSlot;
-use super::task::{Finish, Ran, Runnable, TaskRef, drop_guarded};
+use super::task::{Finish, OwnedRunnable, Ran, TaskRef};
 use super::worker;
 use crate::error::TaskError;
 use crate::future::blocking::{Held, held, run_lent};
 use crate::future::{FutureHandle, Join, Registration, WaitAsync};
 use crate::panics::{PanicOrigin, guard};
-use crate::sync::{AtomicU8, AtomicUsize, Lifetime, Ordering, Thread, UnsafeCell};
+use crate::sync::{AtomicU8, AtomicUsize, Lifetime, Ordering, Thread};
 
 /// What a scope shares with its tasks. Lives on the stack of
 /// [`ThreadPool::scope`]; tasks reach it through a pointer that the count
@@ -285,45 +285,37 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         let Some(slot) = SubmitSlot::claim(self.pool.registry()) else {
             return Err(SubmitError::Shutdown(f));
         };
-        // No future: just the closure and the scope's token.
-        let task = Arc::new(ScopedSpawn {
-            f: UnsafeCell::new(Some(f)),
+        // No future: just the closure and the scope's token, owned by the
+        // one queue entry.
+        let task = Box::new(ScopedSpawn {
+            f: Some(f),
             token: ScopeToken::new(&self.state),
         });
         // SAFETY: the scope outlives `'scope` only once the token has seen
         // the task over, and after that the entry holds no closure (see
         // `ScopedSpawn`).
-        slot.push(unsafe { TaskRef::from_arc_unchecked(task) });
+        slot.push(unsafe { TaskRef::from_box_unchecked(task) });
         Ok(())
     }
 }
 
 /// A handle-less scoped task: the closure and the scope's token, no
-/// future. It is over in one step, when its one queue entry runs or drops
-/// it; its panic goes to the scope.
+/// future, owned by its one queue entry (a `Box`). It is over in one step,
+/// when that entry runs or drops it; its panic goes to the scope.
 struct ScopedSpawn<F> {
-    f: UnsafeCell<Option<F>>,
+    f: Option<F>,
     token: ScopeToken,
 }
 
-// SAFETY: the closure is touched only by the holder of the one queue entry
-// (there are no handles), and `F: Send` lets it move there.
-unsafe impl<F: Send> Sync for ScopedSpawn<F> {}
-
-impl<F> ScopedSpawn<F> {
-    fn take(&self) -> Option<F> {
-        // SAFETY: see the Sync impl: one queue entry, one consumer.
-        self.f.with_mut(|p| unsafe { (*p).take() })
-    }
-}
-
-impl<F: FnOnce() + Send> Runnable for ScopedSpawn<F> {
-    fn run(self: Arc<Self>, tally: Tally<'_>) -> Ran {
-        let Some(f) = self.take() else {
+impl<F: FnOnce() + Send> OwnedRunnable for ScopedSpawn<F> {
+    fn run(mut self: Box<Self>, tally: Tally<'_>) -> Ran {
+        let Some(f) = self.f.take() else {
             tally.finish(Ran::Cancelled);
             return Ran::Cancelled;
         };
-        let addr = Arc::as_ptr(&self).addr();
+        // The box stays allocated while the closure runs, so its address
+        // names this task alone in the wait-for graph.
+        let addr = std::ptr::from_ref::<Self>(&*self).addr();
         // SAFETY: the scope's owner waits until this task is over, which is
         // after the closure returns.
         let ran = match unsafe { run_lent(addr, self.token.lender(), true, f) } {
@@ -336,20 +328,18 @@ impl<F: FnOnce() + Send> Runnable for ScopedSpawn<F> {
         };
         tally.finish(ran);
         self.token.event(true);
-        drop_guarded(self);
         ran
     }
 
-    fn cancel(self: Arc<Self>) {
-        if let Some(f) = self.take() {
+    fn cancel(mut self: Box<Self>) {
+        if let Some(f) = self.f.take() {
             guard(PanicOrigin::Drop, move || drop(f));
             self.token.event(true);
         }
-        drop_guarded(self);
     }
 
-    fn abandon(self: Arc<Self>) {
-        self.cancel();
+    fn essential(&self) -> bool {
+        false
     }
 }
 

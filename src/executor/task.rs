@@ -306,7 +306,9 @@ fn box_vtable<R: OwnedRunnable>() -> &'static VTable {
         // SAFETY: forwarded.
         let task = unsafe { take::<R>(ptr) };
         if task.essential() {
-            return Some(TaskRef::from_box(task));
+            // SAFETY: the same task, queued again under the contract it was
+            // first queued with.
+            return Some(unsafe { TaskRef::from_box_unchecked(task) });
         }
         task.cancel();
         None
@@ -405,7 +407,16 @@ impl TaskRef {
         }
     }
 
-    fn from_box<R: OwnedRunnable>(task: Box<R>) -> TaskRef {
+    fn from_box<R: OwnedRunnable + 'static>(task: Box<R>) -> TaskRef {
+        // SAFETY: `'static`: the task borrows nothing.
+        unsafe { TaskRef::from_box_unchecked(task) }
+    }
+
+    /// [`TaskRef::from_box`] for a task that may borrow.
+    ///
+    /// # Safety
+    /// As for [`TaskRef::from_arc_unchecked`].
+    pub(crate) unsafe fn from_box_unchecked<R: OwnedRunnable>(task: Box<R>) -> TaskRef {
         TaskRef {
             ptr: NonNull::from(Box::leak(task)).cast(),
             vtable: box_vtable::<R>(),
