@@ -3,7 +3,7 @@
 //! with two operation counts and prints the difference per operation, so
 //! start-up and thread creation cancel out.
 //!
-//! Usage: instructions (attach|drain|mutex_attach|mutex_drain|join|rayon_join|submit|spawn|floor|chain|chain_handle|rayon_chain|repoll) N
+//! Usage: instructions (attach|drain|mutex_attach|mutex_drain|join|rayon_join|submit|spawn|floor|chain|chain_handle|rayon_chain|tree|rayon_tree|repoll|tokio_repoll) N
 
 mod baselines;
 
@@ -222,6 +222,93 @@ fn main() {
                 .unwrap();
             h.join().unwrap();
         }
+        // The same on tokio: a self-waking task on a one-worker
+        // multi-thread runtime (the main thread waits on its handle).
+        "tokio_repoll" => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            let mut left = n;
+            let h = rt.spawn(std::future::poll_fn(move |cx| {
+                if left == 0 {
+                    return std::task::Poll::Ready(());
+                }
+                left -= 1;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }));
+            rt.block_on(h).unwrap();
+        }
+        // A spawn tree of N tasks on a one-worker pool: task `i` spawns
+        // tasks `2i + 1` and `2i + 2` while they are below N (a heap's
+        // numbering), onto the pool running it; the last to finish sets
+        // the promise. One operation: one task spawned from a worker and
+        // run, in a tree's order.
+        "tree" => {
+            let pool = ThreadPool::new(1).unwrap();
+            let tree = Tree::new(n);
+            let finished = tree.done();
+            pool.spawn(move || tree_ours(0, tree)).unwrap();
+            finished.wait().unwrap();
+        }
+        "rayon_tree" => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            let tree = Tree::new(n);
+            let finished = tree.done();
+            pool.spawn(move || tree_rayon(0, tree));
+            finished.wait().unwrap();
+        }
         other => panic!("unknown workload {other}"),
     }
+}
+
+/// What every task of a spawn tree shares: its size, how many are left to
+/// finish, and the promise the last one sets.
+#[derive(Clone)]
+struct Tree(std::sync::Arc<(usize, std::sync::atomic::AtomicUsize, Promise<()>)>);
+
+impl Tree {
+    fn new(n: usize) -> Tree {
+        let left = std::sync::atomic::AtomicUsize::new(n);
+        Tree(std::sync::Arc::new((n, left, Promise::new())))
+    }
+
+    fn size(&self) -> usize {
+        self.0.0
+    }
+
+    fn done(&self) -> concurrent_futures::FutureHandle<()> {
+        self.0.2.handle()
+    }
+
+    /// Counts one task finished; the last sets the promise.
+    fn finish(&self) {
+        if self.0.1.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            let _ = self.0.2.set_result(());
+        }
+    }
+}
+
+fn tree_ours(i: usize, tree: Tree) {
+    for child in [2 * i + 1, 2 * i + 2] {
+        if child < tree.size() {
+            let t = tree.clone();
+            concurrent_futures::spawn(move || tree_ours(child, t)).unwrap();
+        }
+    }
+    tree.finish();
+}
+
+fn tree_rayon(i: usize, tree: Tree) {
+    for child in [2 * i + 1, 2 * i + 2] {
+        if child < tree.size() {
+            let t = tree.clone();
+            rayon::spawn(move || tree_rayon(child, t));
+        }
+    }
+    tree.finish();
 }
