@@ -79,10 +79,13 @@ impl<F> fmt::Display for CurrentPoolError<F> {
 impl<F> std::error::Error for CurrentPoolError<F> {}
 
 /// Schedules `f` on the pool whose thread calls this, without a handle
-/// (fire and forget), as [`ThreadPool::spawn`] does: from a worker, onto
-/// its own deque, where it runs next unless another worker steals it.
-/// Called from a task, a done-callback or a polled future running on a
-/// pool's thread. A panic in `f` is counted in [`Metrics::panicked`].
+/// (fire and forget), as [`ThreadPool::spawn`] does: onto the calling
+/// worker's own deque, where it runs in turn after what that worker queued
+/// before it, unless an idle worker steals it (a thread the pool started
+/// to keep its capacity while a worker waits has no deque: its work goes
+/// to the pool's shared queue). Called from a task, a done-callback or a
+/// polled future running on a pool's thread. A panic in `f` is counted in
+/// [`Metrics::panicked`].
 ///
 /// Refused, with `f` handed back, on a thread no pool runs
 /// ([`CurrentPoolError::NotInPool`]) and after the pool's shutdown
