@@ -235,14 +235,14 @@ impl<F: Future<Output = ()> + Send + 'static> AsyncTask<F> {
             // line every worker shares, on each such wake: 60% of the CPU
             // of `compare`'s self-wake re-poll on 2 workers (`perf record`,
             // issue 21).
-            Some(registry) => {
-                SubmitSlot::requeue_from(registry, true).push(TaskRef::from_arc(self))
+            Some((registry, on)) => {
+                SubmitSlot::requeue_from(registry, Some(on)).push(TaskRef::from_arc(self))
             }
             // Elsewhere a worker may run the task, finish it and let the
             // pool go before the push returns: the push keeps its own.
             None => {
                 let registry = self.registry.clone();
-                SubmitSlot::requeue_from(&registry, false).push(TaskRef::from_arc(self));
+                SubmitSlot::requeue_from(&registry, None).push(TaskRef::from_arc(self));
             }
         })
     }

@@ -115,10 +115,10 @@ pub fn spawn<F>(f: F) -> Result<(), CurrentPoolError<F>>
 where
     F: FnOnce() + Send + 'static,
 {
-    with_current_registry(|registry| match registry {
+    with_current_registry(|here| match here {
         None => Err(CurrentPoolError::NotInPool(f)),
         // Its own worker: no second look at the thread's context.
-        Some(registry) => spawn_in(SubmitSlot::claim_from(registry, true), f, false)
+        Some((registry, on)) => spawn_in(SubmitSlot::claim_from(registry, Some(on)), f, false)
             .map_err(CurrentPoolError::Shutdown),
     })
 }
@@ -147,10 +147,9 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + Sync + 'static,
 {
-    with_current_registry(|registry| match registry {
+    with_current_registry(|here| match here {
         None => Err(CurrentPoolError::NotInPool(f)),
-        Some(registry) => {
-            submit_in(SubmitSlot::claim_from(registry, true), f).map_err(CurrentPoolError::Shutdown)
-        }
+        Some((registry, on)) => submit_in(SubmitSlot::claim_from(registry, Some(on)), f)
+            .map_err(CurrentPoolError::Shutdown),
     })
 }

@@ -19,13 +19,15 @@ use crate::sync::Ordering;
 use super::registry::Registry;
 use super::sleep::Notified;
 use super::task::TaskRef;
-use super::worker::{is_worker_of, push_local, spawn_compensating};
+use super::worker::{OnWorker, on_worker_of, spawn_compensating};
 
 /// A claimed right to push one task (the pool counts it as in flight, so
 /// shutdown cannot strand it). Pushing consumes it.
 pub(crate) struct SubmitSlot<'a> {
     registry: &'a Arc<Registry>,
-    local: bool,
+    /// On one of the pool's own threads: where its pushes go, looked up
+    /// once with the claim.
+    local: Option<OnWorker>,
     /// An outside submit counted in flight (`begin_submit`), to end on push.
     counted: bool,
 }
@@ -33,13 +35,14 @@ pub(crate) struct SubmitSlot<'a> {
 impl<'a> SubmitSlot<'a> {
     /// Claims a slot; `None` if the pool is shut down.
     pub(crate) fn claim(registry: &'a Arc<Registry>) -> Option<Self> {
-        Self::claim_from(registry, is_worker_of(registry))
+        Self::claim_from(registry, on_worker_of(registry))
     }
 
     /// [`SubmitSlot::claim`] for a caller that already knows whether it
-    /// runs on one of the pool's own workers (`local`).
-    pub(crate) fn claim_from(registry: &'a Arc<Registry>, local: bool) -> Option<Self> {
-        let open = if local {
+    /// runs on one of the pool's own threads (`local`, from the worker's
+    /// context).
+    pub(crate) fn claim_from(registry: &'a Arc<Registry>, local: Option<OnWorker>) -> Option<Self> {
+        let open = if local.is_some() {
             !registry.is_shutdown()
         } else {
             registry.begin_submit()
@@ -47,7 +50,7 @@ impl<'a> SubmitSlot<'a> {
         open.then_some(SubmitSlot {
             registry,
             local,
-            counted: !local,
+            counted: local.is_none(),
         })
     }
 
@@ -55,15 +58,15 @@ impl<'a> SubmitSlot<'a> {
     /// future holds the pool open ([`Registry::try_hold`]), so workers are
     /// alive to run it even after shutdown.
     pub(crate) fn requeue(registry: &'a Arc<Registry>) -> Self {
-        Self::requeue_from(registry, is_worker_of(registry))
+        Self::requeue_from(registry, on_worker_of(registry))
     }
 
     /// [`SubmitSlot::requeue`] for a caller that already knows whether it
-    /// runs on one of the pool's own workers (`on_worker`).
-    pub(crate) fn requeue_from(registry: &'a Arc<Registry>, on_worker: bool) -> Self {
+    /// runs on one of the pool's own threads (`local`).
+    pub(crate) fn requeue_from(registry: &'a Arc<Registry>, local: Option<OnWorker>) -> Self {
         SubmitSlot {
             registry,
-            local: on_worker,
+            local,
             counted: false,
         }
     }
@@ -78,8 +81,8 @@ impl<'a> SubmitSlot<'a> {
     pub(crate) fn push(self, task: TaskRef) {
         let registry = self.registry;
         let task = match self.local {
-            true => push_local(task),
-            false => Err(task),
+            Some(on) => on.push(registry, task),
+            None => Err(task),
         };
         if let Err(task) = task {
             registry.injector.push(task);

@@ -17,6 +17,7 @@
 //! block again and again reuses the same threads.
 
 use std::cell::Cell;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,17 +166,34 @@ impl Context {
     }
 }
 
-/// Pushes `task` to the calling worker's own deque; gives it back if the
-/// thread has no deque (a compensating worker, or not a worker at all).
-pub(crate) fn push_local(task: TaskRef) -> Result<(), TaskRef> {
-    with_context(|ctx| {
-        let Some((ctx, local)) = ctx.and_then(|c| Some((c, c.local.as_ref()?))) else {
+/// The calling thread as one of a pool's own threads, found once per push
+/// (`submit.rs`): its own deque if it is a core worker, none if it is a
+/// compensating worker.
+///
+/// A raw pointer, as [`join_deque`]'s: the deque lives in the worker's
+/// context, on the stack of its loop, which outlives every task run on
+/// that thread, and the pointer is not `Send`, so only that thread uses it.
+/// Context::drop clears the thread-local before the deque goes, so nothing
+/// finds it then.
+#[derive(Clone, Copy)]
+pub(crate) struct OnWorker(Option<NonNull<Worker<TaskRef>>>);
+
+impl OnWorker {
+    fn of(ctx: &Context) -> OnWorker {
+        OnWorker(ctx.local.as_ref().map(NonNull::from))
+    }
+
+    /// Pushes `task` to the calling worker's own deque; gives it back if the
+    /// thread has none (a compensating worker).
+    pub(crate) fn push(self, registry: &Registry, task: TaskRef) -> Result<(), TaskRef> {
+        let Some(deque) = self.0 else {
             return Err(task);
         };
-        local.push(task);
-        ctx.registry.note_produced();
+        // SAFETY: see the type: this thread's live deque.
+        unsafe { deque.as_ref() }.push(task);
+        registry.note_produced();
         Ok(())
-    })
+    }
 }
 
 /// The calling thread's join deque, if it is a core worker of `registry`
@@ -226,29 +244,37 @@ pub(crate) fn count_panic() {
 
 /// Whether the calling thread is a worker of `registry`.
 pub(crate) fn is_worker_of(registry: &Registry) -> bool {
-    with_own_registry(registry, |own| own.is_some())
+    on_worker_of(registry).is_some()
+}
+
+/// The calling thread as a worker of `registry`, if it is one.
+pub(crate) fn on_worker_of(registry: &Registry) -> Option<OnWorker> {
+    with_own_registry(registry, |own| own.map(|(_, on)| on))
 }
 
 /// Runs `f` with the calling worker's own reference to the registry at
-/// `registry` (compared by address, never read through) if the calling
-/// thread is one of that pool's workers, else with `None`. The worker's
-/// context holds that reference for as long as the thread runs, so `f` may
-/// give away whatever else kept the pool alive.
+/// `registry` (compared by address, never read through) and where its
+/// pushes go, if the calling thread is one of that pool's workers, else
+/// with `None`. The worker's context holds that reference for as long as
+/// the thread runs, so `f` may give away whatever else kept the pool alive.
 pub(crate) fn with_own_registry<R>(
     registry: *const Registry,
-    f: impl FnOnce(Option<&Arc<Registry>>) -> R,
+    f: impl FnOnce(Option<(&Arc<Registry>, OnWorker)>) -> R,
 ) -> R {
     with_context(|ctx| {
         f(ctx
-            .map(|c| &c.registry)
-            .filter(|own| std::ptr::eq(Arc::as_ptr(own), registry)))
+            .filter(|c| std::ptr::eq(Arc::as_ptr(&c.registry), registry))
+            .map(|c| (&c.registry, OnWorker::of(c))))
     })
 }
 
 /// Runs `f` with the calling thread's own reference to the registry of the
-/// pool it works for (a core or compensating worker), else with `None`.
-pub(crate) fn with_current_registry<R>(f: impl FnOnce(Option<&Arc<Registry>>) -> R) -> R {
-    with_context(|ctx| f(ctx.map(|c| &c.registry)))
+/// pool it works for (a core or compensating worker) and where its pushes
+/// go, else with `None`.
+pub(crate) fn with_current_registry<R>(
+    f: impl FnOnce(Option<(&Arc<Registry>, OnWorker)>) -> R,
+) -> R {
+    with_context(|ctx| f(ctx.map(|c| (&c.registry, OnWorker::of(c)))))
 }
 
 /// Reports a worker thread's end even if it unwinds, so shutdown never
