@@ -30,6 +30,14 @@ RACE = ("a call submitted just before shutdown(cancel_futures=True) may be "
         "starts a thread inside submit, which happens to start the call first; "
         "neither promises it")
 
+RACE_ALL = ("all 50 calls submitted just before shutdown(cancel_futures=True) "
+            "may be cancelled before any worker took one: on 2 vCPUs the "
+            "kernel queues a woken worker behind the submitting thread, which "
+            "runs on into shutdown (19-32 of 40 runs of this test in one "
+            "process, at this commit and at 441ea85 alike); the stdlib's "
+            "submit starts a thread and waits for it to start, which lets it "
+            "take a call first; neither promises it")
+
 # test id (class.method) -> why it differs, by design.
 DIFFERENCES = {
     "FutureTests.test_cancel": CANCEL,
@@ -39,6 +47,7 @@ DIFFERENCES = {
     "ThreadPoolExecutorTest.test_saturation": THREADS,
     "ThreadPoolShutdownTest.test_threads_terminate": THREADS,
     "ThreadPoolShutdownTest.test_cancel_futures_wait_false": RACE,
+    "ThreadPoolShutdownTest.test_cancel_futures": RACE_ALL,
 }
 
 
