@@ -288,8 +288,8 @@ fn arc_vtable<R: Runnable>() -> &'static VTable {
 /// The table for a `Box<R>` entry.
 fn box_vtable<R: OwnedRunnable>() -> &'static VTable {
     /// # Safety (each)
-    /// `ptr` is a `Box<R>` given up by `Box::into_raw` in
-    /// [`TaskRef::from_box`], taken back once.
+    /// `ptr` is a `Box<R>` given up by `Box::leak` in
+    /// [`TaskRef::from_box_unchecked`], taken back once.
     unsafe fn take<R>(ptr: NonNull<()>) -> Box<R> {
         // SAFETY: see above.
         unsafe { Box::from_raw(ptr.as_ptr().cast::<R>()) }
