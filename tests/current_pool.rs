@@ -2,6 +2,9 @@
 //! runs the caller, without a handle to it.
 #![cfg(not(loom))]
 
+mod common;
+use common::occupy;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 
@@ -113,9 +116,7 @@ fn after_shutdown_a_running_task_gets_its_closure_back() {
 #[test]
 fn a_done_callback_on_a_worker_and_install_can_queue_work() {
     let pool = named("current-cb", 1);
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    let task = pool.submit(move || g.wait()).unwrap();
+    let (task, gate) = occupy(&pool);
     let (tx, rx) = mpsc::channel();
     // Attached while the task runs: the worker runs it when the task ends.
     let _ = task.add_done_callback(move |_| {
