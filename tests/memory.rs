@@ -244,4 +244,45 @@ fn waiters_that_give_up_keep_memory_bounded() {
         growth < 16 * 1024,
         "one cached block per slab pinned {growth} bytes"
     );
+
+    // 9. Fire-and-forget tasks live in the same blocks, made on the
+    // spawning thread and freed on the worker that ran them. After many,
+    // the pool's threads keep bounded caches (each, per size class, four
+    // slabs' blocks and the slab it carves)...
+    let pool = concurrent_futures::ThreadPool::new(2).unwrap();
+    let spawn_all = |n: usize| {
+        let ran = std::sync::Arc::new(AtomicUsize::new(0));
+        let all = Promise::<()>::new();
+        let done = all.handle();
+        let all = std::sync::Arc::new(std::sync::Mutex::new(Some(all)));
+        for i in 0..n {
+            let (ran, all) = (ran.clone(), all.clone());
+            pool.spawn(move || {
+                let _ = std::hint::black_box(i);
+                if ran.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                    let all = all.lock().unwrap().take().unwrap();
+                    all.set_result(()).unwrap();
+                }
+            })
+            .unwrap();
+        }
+        done.result().unwrap();
+    };
+    spawn_all(1_000); // warm up: the workers' thread-locals, the deques
+    let base = LIVE_BYTES.load(Ordering::Relaxed);
+    spawn_all(N / 10);
+    let growth = LIVE_BYTES.load(Ordering::Relaxed) - base;
+    assert!(
+        growth < 32 * 1024,
+        "{} spawned tasks left {growth} bytes behind",
+        N / 10
+    );
+    // ...and once the workers exit, theirs are given back.
+    pool.shutdown(true, false);
+    drop(pool);
+    let growth = LIVE_BYTES.load(Ordering::Relaxed) - base;
+    assert!(
+        growth < 8 * 1024,
+        "an exited pool's task blocks kept {growth} bytes"
+    );
 }

@@ -30,6 +30,7 @@ use super::pool::{SubmitError, ThreadPool};
 use super::submit::SubmitSlot;
 use super::task::{Finish, OwnedRunnable, Ran, TaskRef};
 use super::worker;
+use crate::blocks::BlockBox;
 use crate::error::TaskError;
 use crate::future::blocking::{Held, held, run_lent};
 use crate::future::{FutureHandle, Join, Registration, WaitAsync};
@@ -287,7 +288,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         };
         // No future: just the closure and the scope's token, owned by the
         // one queue entry.
-        let task = Box::new(ScopedSpawn {
+        let task = BlockBox::new(ScopedSpawn {
             f: Some(f),
             token: ScopeToken::new(&self.state),
         });
@@ -308,33 +309,33 @@ struct ScopedSpawn<F> {
 }
 
 impl<F: FnOnce() + Send> OwnedRunnable for ScopedSpawn<F> {
-    fn run(mut self: Box<Self>, tally: Tally<'_>) -> Ran {
-        let Some(f) = self.f.take() else {
+    fn run(mut this: BlockBox<Self>, tally: Tally<'_>) -> Ran {
+        let Some(f) = this.f.take() else {
             tally.finish(Ran::Cancelled);
             return Ran::Cancelled;
         };
         // The box stays allocated while the closure runs, so its address
         // names this task alone in the wait-for graph.
-        let addr = std::ptr::from_ref::<Self>(&*self).addr();
+        let addr = std::ptr::from_ref::<Self>(&*this).addr();
         // SAFETY: the scope's owner waits until this task is over, which is
         // after the closure returns.
-        let ran = match unsafe { run_lent(addr, self.token.lender(), true, f) } {
+        let ran = match unsafe { run_lent(addr, this.token.lender(), true, f) } {
             Ok(()) => Ran::Completed,
             Err(payload) => {
                 // SAFETY: the task is not over, so the scope is alive.
-                unsafe { (*self.token.scope).record_panic(payload) };
+                unsafe { (*this.token.scope).record_panic(payload) };
                 Ran::Panicked
             }
         };
         tally.finish(ran);
-        self.token.event(true);
+        this.token.event(true);
         ran
     }
 
-    fn cancel(mut self: Box<Self>) {
-        if let Some(f) = self.f.take() {
+    fn cancel(mut this: BlockBox<Self>) {
+        if let Some(f) = this.f.take() {
             guard(PanicOrigin::Drop, move || drop(f));
-            self.token.event(true);
+            this.token.event(true);
         }
     }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::metrics::Tally;
+use crate::blocks::BlockBox;
 use crate::error::TaskError;
 use crate::future::blocking::{Held, run_lent, wait_for_task};
 use crate::future::core::{Body, Cell, Core, Shared};
@@ -285,22 +286,22 @@ fn arc_vtable<R: Runnable>() -> &'static VTable {
     }
 }
 
-/// The table for a `Box<R>` entry.
+/// The table for a [`BlockBox<R>`] entry.
 fn box_vtable<R: OwnedRunnable>() -> &'static VTable {
     /// # Safety (each)
-    /// `ptr` is a `Box<R>` given up by `Box::leak` in
+    /// `ptr` is a `BlockBox<R>` given up by `BlockBox::into_raw` in
     /// [`TaskRef::from_box_unchecked`], taken back once.
-    unsafe fn take<R>(ptr: NonNull<()>) -> Box<R> {
+    unsafe fn take<R>(ptr: NonNull<()>) -> BlockBox<R> {
         // SAFETY: see above.
-        unsafe { Box::from_raw(ptr.as_ptr().cast::<R>()) }
+        unsafe { BlockBox::from_raw(ptr) }
     }
     unsafe fn run<R: OwnedRunnable>(ptr: NonNull<()>, tally: Tally<'_>) -> Ran {
         // SAFETY: forwarded.
-        unsafe { take::<R>(ptr) }.run(tally)
+        R::run(unsafe { take::<R>(ptr) }, tally)
     }
     unsafe fn cancel<R: OwnedRunnable>(ptr: NonNull<()>) {
         // SAFETY: forwarded.
-        unsafe { take::<R>(ptr) }.cancel()
+        R::cancel(unsafe { take::<R>(ptr) })
     }
     unsafe fn cancel_from_drain<R: OwnedRunnable>(ptr: NonNull<()>) -> Option<TaskRef> {
         // SAFETY: forwarded.
@@ -310,7 +311,7 @@ fn box_vtable<R: OwnedRunnable>() -> &'static VTable {
             // first queued with.
             return Some(unsafe { TaskRef::from_box_unchecked(task) });
         }
-        task.cancel();
+        R::cancel(task);
         None
     }
     &VTable {
@@ -382,7 +383,7 @@ impl TaskRef {
     where
         F: FnOnce() + Send + 'static,
     {
-        TaskRef::from_box(Box::new(Detached { f, essential }))
+        TaskRef::from_box(BlockBox::new(Detached { f, essential }))
     }
 
     /// Queues a reference-counted task (an async task, woken, queues itself
@@ -407,7 +408,7 @@ impl TaskRef {
         }
     }
 
-    fn from_box<R: OwnedRunnable + 'static>(task: Box<R>) -> TaskRef {
+    fn from_box<R: OwnedRunnable + 'static>(task: BlockBox<R>) -> TaskRef {
         // SAFETY: `'static`: the task borrows nothing.
         unsafe { TaskRef::from_box_unchecked(task) }
     }
@@ -416,9 +417,9 @@ impl TaskRef {
     ///
     /// # Safety
     /// As for [`TaskRef::from_arc_unchecked`].
-    pub(crate) unsafe fn from_box_unchecked<R: OwnedRunnable>(task: Box<R>) -> TaskRef {
+    pub(crate) unsafe fn from_box_unchecked<R: OwnedRunnable>(task: BlockBox<R>) -> TaskRef {
         TaskRef {
-            ptr: NonNull::from(Box::leak(task)).cast(),
+            ptr: BlockBox::into_raw(task),
             vtable: box_vtable::<R>(),
         }
     }
@@ -469,11 +470,11 @@ impl Drop for TaskRef {
 }
 
 /// What a task only its queue entry owns does when the entry is taken.
-pub(crate) trait OwnedRunnable: Send {
+pub(crate) trait OwnedRunnable: Send + Sized {
     /// Runs the task, telling `tally` how it ended.
-    fn run(self: Box<Self>, tally: Tally<'_>) -> Ran;
+    fn run(this: BlockBox<Self>, tally: Tally<'_>) -> Ran;
     /// Drops the closure unrun, guarded; an essential task runs instead.
-    fn cancel(self: Box<Self>);
+    fn cancel(this: BlockBox<Self>);
     /// Whether it must run even when shutdown cancels queued work.
     fn essential(&self) -> bool;
 }
@@ -485,10 +486,10 @@ struct Detached<F> {
 }
 
 impl<F: FnOnce() + Send> OwnedRunnable for Detached<F> {
-    fn run(self: Box<Self>, tally: Tally<'_>) -> Ran {
+    fn run(this: BlockBox<Self>, tally: Tally<'_>) -> Ran {
         // Out of the box first: its memory is free again before the
         // closure runs (a task spawning its successor reuses it).
-        let Detached { f, .. } = *self;
+        let Detached { f, .. } = BlockBox::into_inner(this);
         let ran = match catch_unwind(AssertUnwindSafe(f)) {
             Ok(()) => Ran::Completed,
             Err(payload) => {
@@ -502,12 +503,12 @@ impl<F: FnOnce() + Send> OwnedRunnable for Detached<F> {
         ran
     }
 
-    fn cancel(self: Box<Self>) {
-        if self.essential {
-            self.run(Tally::NONE);
+    fn cancel(this: BlockBox<Self>) {
+        if this.essential {
+            Self::run(this, Tally::NONE);
             return;
         }
-        let Detached { f, .. } = *self;
+        let Detached { f, .. } = BlockBox::into_inner(this);
         guard(PanicOrigin::Drop, move || drop(f));
     }
 

@@ -10,7 +10,6 @@
 //! installs how its threads wait.
 
 pub(crate) mod blocking;
-mod blocks;
 mod callback;
 pub(crate) mod core;
 mod handle;

@@ -25,7 +25,7 @@
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use super::blocks::{self, Home};
+use crate::blocks::{self, Home};
 use crate::sync::{AtomicU8, Ordering, UnsafeCell};
 
 /// Not yet consumed.
