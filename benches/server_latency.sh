@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # examples/server at fixed request rates, measured open loop by oha (a load
 # generator this project did not write) with latency correction: a request
-# is timed from when the schedule says it should have been sent, so a
-# stalled server cannot hide its queue (coordinated omission).
+# is timed from when oha's rate timer releases it, before it waits for a
+# free connection, so a stalled server cannot hide its queue (coordinated
+# omission). The timer is tokio's, which fires once a millisecond: requests
+# leave in bursts of a millisecond's worth, each timed from its burst.
 #
 # First each backend's peak is measured closed loop (oha, no rate limit);
 # the rates are then 25%, 50%, 80% and 95% of the *slowest* backend's peak,
