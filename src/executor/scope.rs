@@ -301,7 +301,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
 }
 
 /// A handle-less scoped task: the closure and the scope's token, no
-/// future, owned by its one queue entry (a `Box`). It is over in one step,
+/// future, owned by its one queue entry (a `BlockBox`). It is over in one step,
 /// when that entry runs or drops it; its panic goes to the scope.
 struct ScopedSpawn<F> {
     f: Option<F>,

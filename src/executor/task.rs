@@ -230,9 +230,12 @@ where
 /// consume it, made for its type and for how it is owned (rayon's `JobRef`
 /// and tokio's raw task do the same): 16 bytes, as `Arc<dyn Runnable>`
 /// was, and a task only its queue entry owns (fire and forget) can be a
-/// `Box`, with no reference count to take and drop. An `Arc`'s last drop
-/// costs two locked read-modify-writes (strong, then weak count), paid per
-/// spawned task for nothing: nobody else ever held a reference.
+/// [`BlockBox`], with no reference count to take and drop. An `Arc`'s last
+/// drop costs two locked read-modify-writes (strong, then weak count), paid
+/// per spawned task for nothing: nobody else ever held a reference. And a
+/// block, unlike `malloc`'s memory, is cheap to free on another thread
+/// than the one that made it, as a stolen task or one spawned from outside
+/// is (`blocks.rs`).
 pub(crate) struct TaskRef {
     ptr: NonNull<()>,
     vtable: &'static VTable,
@@ -240,11 +243,11 @@ pub(crate) struct TaskRef {
 
 // SAFETY: every constructor takes a task that may move to another thread
 // (`Runnable: Send + Sync` behind an `Arc`, `OwnedRunnable: Send` in a
-// `Box`), and the entry is the only way to reach the pointer it holds.
+// `BlockBox`), and the entry is the only way to reach the pointer it holds.
 unsafe impl Send for TaskRef {}
 
 /// How to consume a [`TaskRef`]'s pointer. Each function takes the entry's
-/// ownership (one `Arc` reference, or the `Box`) and must be called at most
+/// ownership (one `Arc` reference, or the `BlockBox`) and must be called at most
 /// once per entry.
 struct VTable {
     run: unsafe fn(NonNull<()>, Tally<'_>) -> Ran,
