@@ -121,9 +121,15 @@ fn take_lowest_bit(word: &AtomicUsize, order: Ordering) -> Option<usize> {
 }
 
 /// Whether some worker in `words` sleeps or is about to (its bit is set).
+/// On every push: one word (a pool of up to 64 workers with no
+/// compensating worker alive) is read without a loop.
+#[inline]
 fn any_bit(words: &[AtomicUsize]) -> bool {
     // SeqCst: see `Sleep::found_work` and `Sleep::notify_one`.
-    words.iter().any(|w| w.load(Ordering::SeqCst) != 0)
+    match words {
+        [word] => word.load(Ordering::SeqCst) != 0,
+        _ => words.iter().any(|w| w.load(Ordering::SeqCst) != 0),
+    }
 }
 
 /// What [`Sleep::notify_one`] found.
@@ -383,11 +389,22 @@ impl Sleep {
     /// may miss the push and the push miss the sleeper: that costs
     /// parallelism for one join, never progress. Saves a full fence per
     /// join.
+    ///
+    /// Inlined into each push, with the path that finds a sleeper out of
+    /// line: a busy pool has nobody asleep, and every push pays this check.
+    #[inline]
     pub(crate) fn hint_one(&self) -> Notified {
         let words = self.words();
         if !any_bit(words) {
             return Notified::NoSleeper;
         }
+        self.hint_sleeper(words)
+    }
+
+    /// [`Sleep::hint_one`] once someone sleeps: leave the task to a
+    /// searcher, or wake a sleeper.
+    #[inline(never)]
+    fn hint_sleeper(&self, words: &[AtomicUsize]) -> Notified {
         if self.is_searching() && self.trusts_searchers() {
             return Notified::Searching;
         }
