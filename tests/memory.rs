@@ -252,21 +252,18 @@ fn waiters_that_give_up_keep_memory_bounded() {
     let pool = concurrent_futures::ThreadPool::new(2).unwrap();
     let spawn_all = |n: usize| {
         let ran = std::sync::Arc::new(AtomicUsize::new(0));
-        let all = Promise::<()>::new();
-        let done = all.handle();
-        let all = std::sync::Arc::new(std::sync::Mutex::new(Some(all)));
+        let (all_ran, done) = std::sync::mpsc::channel();
         for i in 0..n {
-            let (ran, all) = (ran.clone(), all.clone());
+            let (ran, all_ran) = (ran.clone(), all_ran.clone());
             pool.spawn(move || {
                 let _ = std::hint::black_box(i);
                 if ran.fetch_add(1, Ordering::Relaxed) + 1 == n {
-                    let all = all.lock().unwrap().take().unwrap();
-                    all.set_result(()).unwrap();
+                    all_ran.send(()).unwrap();
                 }
             })
             .unwrap();
         }
-        done.result().unwrap();
+        done.recv().unwrap();
     };
     spawn_all(1_000); // warm up: the workers' thread-locals, the deques
     let base = LIVE_BYTES.load(Ordering::Relaxed);
