@@ -336,29 +336,71 @@ macro_rules! oneshot_round_trips {
     };
 }
 
-/// A spawn tree on our pool: every task spawns two children until the
-/// depth runs out (the root spawns from the calling thread).
-/// One node of a spawn tree, on a worker: spawns its two children onto
-/// the pool running it (`concurrent_futures::spawn`, as `rayon::spawn`
-/// does below), so no task carries a pool handle.
-fn ours_tree(d: u32, count: Arc<AtomicUsize>) {
+/// A spawn tree's leaves, counted, and the thread waiting for the last.
+///
+/// The waiter parks until the last leaf unparks it, as a user's wait
+/// does. It does not yield in a loop as the other rows' waiters do: on two
+/// cores a third runnable thread decides where the scheduler puts the two
+/// workers, side by side or stacked on one core, and that mode sticks for
+/// the process and moved each pool's tree by up to 3x against the other's
+/// (`benches/tree_modes.rs`, BENCHMARKS.md "What picks the spawn tree's
+/// mode").
+struct Leaves {
+    count: AtomicUsize,
+    all: usize,
+    waiter: std::thread::Thread,
+}
+
+impl Leaves {
+    /// `all` leaves to come, awaited by the calling thread.
+    fn new(all: usize) -> Arc<Self> {
+        Arc::new(Leaves {
+            count: AtomicUsize::new(0),
+            all,
+            waiter: std::thread::current(),
+        })
+    }
+
+    /// One leaf ran; the last wakes the waiter.
+    fn leaf(&self) {
+        // Release: pairs with `wait`'s Acquire, so the waiter sees the tree
+        // done (the unpark alone orders nothing).
+        if self.count.fetch_add(1, Ordering::Release) + 1 == self.all {
+            self.waiter.unpark();
+        }
+    }
+
+    /// Parks until every leaf ran (rechecking after a spurious wake).
+    fn wait(&self) {
+        while self.count.load(Ordering::Acquire) < self.all {
+            std::thread::park();
+        }
+    }
+}
+
+/// One node of a spawn tree on our pool, on a worker: spawns its two
+/// children onto the pool running it (`concurrent_futures::spawn`, as
+/// `rayon::spawn` does below), so no task carries a pool handle. Every
+/// child clones the shared `Leaves`, as in the tokio and rayon trees.
+fn ours_tree(d: u32, leaves: Arc<Leaves>) {
     if d == 0 {
-        count.fetch_add(1, Ordering::Release);
+        leaves.leaf();
         return;
     }
     for _ in 0..2 {
-        let c = count.clone();
+        let c = leaves.clone();
         concurrent_futures::spawn(move || ours_tree(d - 1, c)).unwrap();
     }
 }
 
-/// Times one spawn tree of `depth` on `pool`, until every leaf has run.
-fn time_tree(pool: &ThreadPool, depth: u32, count: &Arc<AtomicUsize>) -> Duration {
-    count.store(0, Ordering::Relaxed);
+/// Times one spawn tree of `depth` on `pool` (the root spawned from the
+/// calling thread), until every leaf has run.
+fn time_tree(pool: &ThreadPool, depth: u32) -> Duration {
+    let leaves = Leaves::new(1 << depth);
     time(|| {
-        let c = count.clone();
+        let c = leaves.clone();
         pool.spawn(move || ours_tree(depth, c)).unwrap();
-        wait_count(count, 1 << depth);
+        leaves.wait();
     })
 }
 
@@ -562,23 +604,23 @@ fn throughput(b: &mut Bench) {
     // A spawn tree: every task spawns two children until the depth runs out.
     let depth = if b.quick { 14 } else { 17 };
     let leaves = 1usize << depth;
-    let ours = b.per_op(2 * leaves, || time_tree(&pool, depth, &count));
-    fn tokio_tree(d: u32, count: Arc<AtomicUsize>) {
+    let ours = b.per_op(2 * leaves, || time_tree(&pool, depth));
+    fn tokio_tree(d: u32, leaves: Arc<Leaves>) {
         if d == 0 {
-            count.fetch_add(1, Ordering::Release);
+            leaves.leaf();
             return;
         }
         for _ in 0..2 {
-            let c = count.clone();
+            let c = leaves.clone();
             tokio::spawn(async move { tokio_tree(d - 1, c) });
         }
     }
     let theirs = b.per_op(2 * leaves, || {
-        count.store(0, Ordering::Relaxed);
+        let done = Leaves::new(leaves);
         time(|| {
-            let c = count.clone();
+            let c = done.clone();
             rt.spawn(async move { tokio_tree(depth, c) });
-            wait_count(&count, leaves);
+            done.wait();
         })
     });
     b.row(
@@ -587,22 +629,22 @@ fn throughput(b: &mut Bench) {
         ours,
         theirs,
     );
-    fn rayon_tree(d: u32, count: Arc<AtomicUsize>) {
+    fn rayon_tree(d: u32, leaves: Arc<Leaves>) {
         if d == 0 {
-            count.fetch_add(1, Ordering::Release);
+            leaves.leaf();
             return;
         }
         for _ in 0..2 {
-            let c = count.clone();
+            let c = leaves.clone();
             rayon::spawn(move || rayon_tree(d - 1, c));
         }
     }
     let theirs = b.per_op(2 * leaves, || {
-        count.store(0, Ordering::Relaxed);
+        let done = Leaves::new(leaves);
         time(|| {
-            let c = count.clone();
+            let c = done.clone();
             rayon_pool.install(|| rayon_tree(depth, c));
-            wait_count(&count, leaves);
+            done.wait();
         })
     });
     b.row(
@@ -1021,7 +1063,6 @@ fn oversubscribed(b: &mut Bench) {
     let n = b.n(1_000_000);
     let depth = if b.quick { 14 } else { 17 };
     let two = ThreadPool::new(WORKERS).unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
     for workers in [4, 8] {
         let many = ThreadPool::new(workers).unwrap();
         let (ours, theirs) = b.duel(
@@ -1037,8 +1078,8 @@ fn oversubscribed(b: &mut Bench) {
         );
         let (ours, theirs) = b.duel(
             2 << depth,
-            || time_tree(&many, depth, &count),
-            || time_tree(&two, depth, &count),
+            || time_tree(&many, depth),
+            || time_tree(&two, depth),
         );
         b.row(
             &format!("spawn tree 2^{depth} leaves, {workers} workers"),

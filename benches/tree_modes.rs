@@ -1,0 +1,206 @@
+//! Why `compare`'s spawn tree row moves: how many cores each pool's
+//! workers used in each run.
+//!
+//! `compare` times a spawn tree (every task spawns two children until 2^17
+//! leaves; each child clones the shared leaf counter's `Arc`) on our pool
+//! and on rayon's, two workers each, and both pools' times fall into two
+//! modes from run to run. This bench runs the same two trees in
+//! alternation and records, per run, the CPU time every worker thread
+//! spent (`/proc/self/task/*/schedstat`, Linux), so each run's time comes
+//! with the cores its workers used: about 2 when the two workers ran side
+//! by side on their own cores, about 1 when the scheduler stacked them on
+//! one core and they took turns. The summary gives each pool's median per
+//! mode, so the two pools can be compared mode for mode.
+//!
+//! The waiter yields in a loop until the last leaf, as `compare`'s does;
+//! `TREE_WAIT=park` parks it instead (the last leaf unparks it), to show
+//! whether the waiter's own CPU decides the mode.
+//!
+//! Run: `cargo bench --bench tree_modes` (about 10 s). `TREE_RUNS` sets
+//! the runs per pool (default 30).
+
+use concurrent_futures::ThreadPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+const DEPTH: u32 = 17;
+const LEAVES: usize = 1 << DEPTH;
+const WORKERS: usize = 2;
+
+/// The leaf counter, and the thread to unpark at the last leaf (parking
+/// waiter only).
+struct Done {
+    leaves: AtomicUsize,
+    waiter: Option<Thread>,
+}
+
+impl Done {
+    fn leaf(&self) {
+        if self.leaves.fetch_add(1, Ordering::Release) + 1 == LEAVES
+            && let Some(t) = &self.waiter
+        {
+            t.unpark();
+        }
+    }
+
+    fn wait(&self) {
+        while self.leaves.load(Ordering::Acquire) < LEAVES {
+            match self.waiter {
+                Some(_) => std::thread::park(),
+                None => std::thread::yield_now(),
+            }
+        }
+    }
+}
+
+/// `compare`'s tree on our pool.
+fn ours_tree(d: u32, done: Arc<Done>) {
+    if d == 0 {
+        done.leaf();
+        return;
+    }
+    for _ in 0..2 {
+        let c = done.clone();
+        concurrent_futures::spawn(move || ours_tree(d - 1, c)).unwrap();
+    }
+}
+
+/// `compare`'s tree on rayon.
+fn rayon_tree(d: u32, done: Arc<Done>) {
+    if d == 0 {
+        done.leaf();
+        return;
+    }
+    for _ in 0..2 {
+        let c = done.clone();
+        rayon::spawn(move || rayon_tree(d - 1, c));
+    }
+}
+
+/// Nanoseconds on a CPU so far of each thread of this process whose name
+/// starts with `prefix`, summed; `None` where the OS does not say.
+fn cpu_ns(prefix: &str) -> Option<u64> {
+    let mut sum = 0;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = entry.ok()?.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        // The first field of schedstat: time spent on a CPU, in ns.
+        let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+        sum += stat.split(' ').next()?.parse::<u64>().ok()?;
+    }
+    Some(sum)
+}
+
+/// One run's figures.
+#[derive(Clone, Copy)]
+struct Run {
+    /// Nanoseconds per task (2 * LEAVES tasks, as `compare` counts).
+    ns: f64,
+    /// The workers' CPU time over the wall time: the cores they used.
+    cores: Option<f64>,
+}
+
+/// Times one tree started by `start`, with the workers named `prefix`.
+fn run(prefix: &str, park: bool, start: impl FnOnce(Arc<Done>)) -> Run {
+    let done = Arc::new(Done {
+        leaves: AtomicUsize::new(0),
+        waiter: park.then(std::thread::current),
+    });
+    let cpu0 = cpu_ns(prefix);
+    let t0 = Instant::now();
+    start(done.clone());
+    done.wait();
+    let wall = t0.elapsed();
+    let cores = match (cpu0, cpu_ns(prefix)) {
+        (Some(a), Some(b)) => Some((b - a) as f64 / wall.as_nanos() as f64),
+        _ => None,
+    };
+    Run {
+        ns: wall.as_nanos() as f64 / (2 * LEAVES) as f64,
+        cores,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (!v.is_empty()).then(|| v[v.len() / 2])
+}
+
+/// The two modes: side by side (the workers used 1.5 cores or more) and
+/// taking turns (1.2 or less); runs between are counted apart.
+fn mode(r: &Run) -> Option<&'static str> {
+    match r.cores? {
+        c if c >= 1.5 => Some("side by side"),
+        c if c <= 1.2 => Some("taking turns"),
+        _ => None,
+    }
+}
+
+fn summary(name: &str, runs: &[Run]) {
+    let all = median(runs.iter().map(|r| r.ns).collect()).unwrap_or(f64::NAN);
+    print!("{name:<6} all {all:5.1} ns ({} runs)", runs.len());
+    for m in ["side by side", "taking turns"] {
+        let of: Vec<f64> = runs
+            .iter()
+            .filter(|r| mode(r) == Some(m))
+            .map(|r| r.ns)
+            .collect();
+        let n = of.len();
+        match median(of) {
+            Some(ns) => print!("; {m} {ns:5.1} ns ({n})"),
+            None => print!("; {m} - (0)"),
+        }
+    }
+    println!();
+}
+
+fn main() {
+    let runs: usize = std::env::var("TREE_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let park = std::env::var("TREE_WAIT").is_ok_and(|v| v == "park");
+    let ours = ThreadPool::builder()
+        .workers(WORKERS)
+        .thread_name("cf-tree")
+        .build()
+        .unwrap();
+    let theirs = rayon::ThreadPoolBuilder::new()
+        .num_threads(WORKERS)
+        .thread_name(|i| format!("rayon-tree-{i}"))
+        .build()
+        .unwrap();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    println!(
+        "spawn tree 2^{DEPTH} leaves, {WORKERS} workers each, waiter {}; ns per task, and the cores the workers used:",
+        if park { "parked" } else { "yielding" }
+    );
+    for i in 0..runs {
+        let x = run("cf-tree", park, |done| {
+            ours.spawn(move || ours_tree(DEPTH, done)).unwrap();
+        });
+        let y = run("rayon-tree", park, |done| {
+            theirs.install(|| rayon_tree(DEPTH, done));
+        });
+        let cores = |r: &Run| r.cores.map_or("?".into(), |c| format!("{c:.2}"));
+        println!(
+            "run {i:>2}: ours {:5.1} ns on {} cores; rayon {:5.1} ns on {} cores",
+            x.ns,
+            cores(&x),
+            y.ns,
+            cores(&y)
+        );
+        a.push(x);
+        b.push(y);
+        // Let both pools go idle between runs, as between `compare`'s rows.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("medians, all runs and by mode (side by side: >= 1.5 cores; taking turns: <= 1.2):");
+    summary("ours", &a);
+    summary("rayon", &b);
+}
