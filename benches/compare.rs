@@ -8,6 +8,7 @@
 //! only those.
 
 mod baselines;
+mod trees;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -18,6 +19,7 @@ use baselines::floor_pool::FloorPool;
 use baselines::mutex_future::MutexFuture;
 use baselines::mutex_pool::MutexPool;
 use concurrent_futures::{Promise, ReturnWhen, ThreadPool, as_completed, wait};
+use trees::Leaves;
 
 // ---------------------------------------------------------------------------
 // Counting allocator (allocations per task, bytes per pending task).
@@ -336,70 +338,14 @@ macro_rules! oneshot_round_trips {
     };
 }
 
-/// A spawn tree's leaves, counted, and the thread waiting for the last.
-///
-/// The waiter parks until the last leaf unparks it, as a user's wait
-/// does. It does not yield in a loop as the other rows' waiters do: on two
-/// cores a third runnable thread decides where the scheduler puts the two
-/// workers, side by side or stacked on one core, and that mode sticks for
-/// the process and moved each pool's tree by up to 3x against the other's
-/// (`benches/tree_modes.rs`, BENCHMARKS.md "What picks the spawn tree's
-/// mode").
-struct Leaves {
-    count: AtomicUsize,
-    all: usize,
-    waiter: std::thread::Thread,
-}
-
-impl Leaves {
-    /// `all` leaves to come, awaited by the calling thread.
-    fn new(all: usize) -> Arc<Self> {
-        Arc::new(Leaves {
-            count: AtomicUsize::new(0),
-            all,
-            waiter: std::thread::current(),
-        })
-    }
-
-    /// One leaf ran; the last wakes the waiter.
-    fn leaf(&self) {
-        // Release: pairs with `wait`'s Acquire, so the waiter sees the tree
-        // done (the unpark alone orders nothing).
-        if self.count.fetch_add(1, Ordering::Release) + 1 == self.all {
-            self.waiter.unpark();
-        }
-    }
-
-    /// Parks until every leaf ran (rechecking after a spurious wake).
-    fn wait(&self) {
-        while self.count.load(Ordering::Acquire) < self.all {
-            std::thread::park();
-        }
-    }
-}
-
-/// One node of a spawn tree on our pool, on a worker: spawns its two
-/// children onto the pool running it (`concurrent_futures::spawn`, as
-/// `rayon::spawn` does below), so no task carries a pool handle. Every
-/// child clones the shared `Leaves`, as in the tokio and rayon trees.
-fn ours_tree(d: u32, leaves: Arc<Leaves>) {
-    if d == 0 {
-        leaves.leaf();
-        return;
-    }
-    for _ in 0..2 {
-        let c = leaves.clone();
-        concurrent_futures::spawn(move || ours_tree(d - 1, c)).unwrap();
-    }
-}
-
 /// Times one spawn tree of `depth` on `pool` (the root spawned from the
-/// calling thread), until every leaf has run.
+/// calling thread), until every leaf has run, the caller parked
+/// ([`trees::Leaves`] says why it does not yield).
 fn time_tree(pool: &ThreadPool, depth: u32) -> Duration {
     let leaves = Leaves::new(1 << depth);
     time(|| {
         let c = leaves.clone();
-        pool.spawn(move || ours_tree(depth, c)).unwrap();
+        pool.spawn(move || trees::ours(depth, c)).unwrap();
         leaves.wait();
     })
 }
@@ -601,25 +547,16 @@ fn throughput(b: &mut Bench) {
         theirs,
     );
 
-    // A spawn tree: every task spawns two children until the depth runs out.
+    // A spawn tree (`trees`): every task spawns two children until the
+    // depth runs out; the waiter parks until the last leaf.
     let depth = if b.quick { 14 } else { 17 };
     let leaves = 1usize << depth;
     let ours = b.per_op(2 * leaves, || time_tree(&pool, depth));
-    fn tokio_tree(d: u32, leaves: Arc<Leaves>) {
-        if d == 0 {
-            leaves.leaf();
-            return;
-        }
-        for _ in 0..2 {
-            let c = leaves.clone();
-            tokio::spawn(async move { tokio_tree(d - 1, c) });
-        }
-    }
     let theirs = b.per_op(2 * leaves, || {
         let done = Leaves::new(leaves);
         time(|| {
             let c = done.clone();
-            rt.spawn(async move { tokio_tree(depth, c) });
+            rt.spawn(async move { trees::tokio(depth, c) });
             done.wait();
         })
     });
@@ -629,21 +566,11 @@ fn throughput(b: &mut Bench) {
         ours,
         theirs,
     );
-    fn rayon_tree(d: u32, leaves: Arc<Leaves>) {
-        if d == 0 {
-            leaves.leaf();
-            return;
-        }
-        for _ in 0..2 {
-            let c = leaves.clone();
-            rayon::spawn(move || rayon_tree(d - 1, c));
-        }
-    }
     let theirs = b.per_op(2 * leaves, || {
         let done = Leaves::new(leaves);
         time(|| {
             let c = done.clone();
-            rayon_pool.install(|| rayon_tree(depth, c));
+            rayon_pool.install(|| trees::rayon(depth, c));
             done.wait();
         })
     });

@@ -1,83 +1,35 @@
 //! Why `compare`'s spawn tree row moves: how many cores each pool's
 //! workers used in each run.
 //!
-//! `compare` times a spawn tree (every task spawns two children until 2^17
-//! leaves; each child clones the shared leaf counter's `Arc`) on our pool
-//! and on rayon's, two workers each, and both pools' times fall into two
-//! modes from run to run. This bench runs the same two trees in
-//! alternation and records, per run, the CPU time every worker thread
-//! spent (`/proc/self/task/*/schedstat`, Linux), so each run's time comes
-//! with the cores its workers used: about 2 when the two workers ran side
-//! by side on their own cores, about 1 when the scheduler stacked them on
-//! one core and they took turns. The summary gives each pool's median per
-//! mode, so the two pools can be compared mode for mode.
+//! `compare` times a spawn tree (`trees`: every task spawns two children
+//! until 2^17 leaves; each child clones the shared leaf counter's `Arc`)
+//! on our pool and on rayon's, two workers each, and with a yielding
+//! waiter both pools' times fell into two modes from run to run. This
+//! bench runs the same two trees in alternation and records, per run, the
+//! CPU time every worker thread spent (`/proc/self/task/*/schedstat`,
+//! Linux), so each run's time comes with the cores its workers used:
+//! about 2 when the two workers ran side by side on their own cores,
+//! about 1 when the scheduler stacked them on one core and they took
+//! turns. The summary gives each pool's median per mode, so the two pools
+//! can be compared mode for mode.
 //!
-//! The waiter yields in a loop until the last leaf, as `compare`'s does;
-//! `TREE_WAIT=park` parks it instead (the last leaf unparks it), to show
-//! whether the waiter's own CPU decides the mode.
+//! The waiter yields in a loop until the last leaf, as `compare`'s did
+//! until `2000fb0`; `TREE_WAIT=park` parks it instead (the last leaf
+//! unparks it), as `compare`'s does now.
 //!
-//! Run: `cargo bench --bench tree_modes` (about 10 s). `TREE_RUNS` sets
+//! Run: `cargo bench --bench tree_modes` (a few seconds). `TREE_RUNS` sets
 //! the runs per pool (default 30).
+
+mod trees;
 
 use concurrent_futures::ThreadPool;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::Thread;
 use std::time::{Duration, Instant};
+use trees::Leaves;
 
 const DEPTH: u32 = 17;
 const LEAVES: usize = 1 << DEPTH;
 const WORKERS: usize = 2;
-
-/// The leaf counter, and the thread to unpark at the last leaf (parking
-/// waiter only).
-struct Done {
-    leaves: AtomicUsize,
-    waiter: Option<Thread>,
-}
-
-impl Done {
-    fn leaf(&self) {
-        if self.leaves.fetch_add(1, Ordering::Release) + 1 == LEAVES
-            && let Some(t) = &self.waiter
-        {
-            t.unpark();
-        }
-    }
-
-    fn wait(&self) {
-        while self.leaves.load(Ordering::Acquire) < LEAVES {
-            match self.waiter {
-                Some(_) => std::thread::park(),
-                None => std::thread::yield_now(),
-            }
-        }
-    }
-}
-
-/// `compare`'s tree on our pool.
-fn ours_tree(d: u32, done: Arc<Done>) {
-    if d == 0 {
-        done.leaf();
-        return;
-    }
-    for _ in 0..2 {
-        let c = done.clone();
-        concurrent_futures::spawn(move || ours_tree(d - 1, c)).unwrap();
-    }
-}
-
-/// `compare`'s tree on rayon.
-fn rayon_tree(d: u32, done: Arc<Done>) {
-    if d == 0 {
-        done.leaf();
-        return;
-    }
-    for _ in 0..2 {
-        let c = done.clone();
-        rayon::spawn(move || rayon_tree(d - 1, c));
-    }
-}
 
 /// Nanoseconds on a CPU so far of each thread of this process whose name
 /// starts with `prefix`, summed; `None` where the OS does not say.
@@ -106,15 +58,15 @@ struct Run {
 }
 
 /// Times one tree started by `start`, with the workers named `prefix`.
-fn run(prefix: &str, park: bool, start: impl FnOnce(Arc<Done>)) -> Run {
-    let done = Arc::new(Done {
-        leaves: AtomicUsize::new(0),
-        waiter: park.then(std::thread::current),
-    });
+fn run(prefix: &str, park: bool, start: impl FnOnce(Arc<Leaves>)) -> Run {
+    let leaves = Leaves::new(LEAVES);
     let cpu0 = cpu_ns(prefix);
     let t0 = Instant::now();
-    start(done.clone());
-    done.wait();
+    start(leaves.clone());
+    match park {
+        true => leaves.wait(),
+        false => leaves.wait_yielding(),
+    }
     let wall = t0.elapsed();
     let cores = match (cpu0, cpu_ns(prefix)) {
         (Some(a), Some(b)) => Some((b - a) as f64 / wall.as_nanos() as f64),
@@ -181,11 +133,11 @@ fn main() {
         if park { "parked" } else { "yielding" }
     );
     for i in 0..runs {
-        let x = run("cf-tree", park, |done| {
-            ours.spawn(move || ours_tree(DEPTH, done)).unwrap();
+        let x = run("cf-tree", park, |leaves| {
+            ours.spawn(move || trees::ours(DEPTH, leaves)).unwrap();
         });
-        let y = run("rayon-tree", park, |done| {
-            theirs.install(|| rayon_tree(DEPTH, done));
+        let y = run("rayon-tree", park, |leaves| {
+            theirs.install(|| trees::rayon(DEPTH, leaves));
         });
         let cores = |r: &Run| r.cores.map_or("?".into(), |c| format!("{c:.2}"));
         println!(
