@@ -15,6 +15,11 @@
 //! - **body**: submit a task whose body stamps and unparks the measurer:
 //!   the wake and the task's start, without completion and callback.
 //!
+//! Each timed sample also says whether the woken thread started before its
+//! waker's `unpark` or `submit` call returned, that is, whether it
+//! preempted its waker at the wake (the woken thread runs on the waker's
+//! CPU here: see below).
+//!
 //! On Linux, untimed floor and body samples, drawn among the others, record
 //! whether the woken thread ran on the CPU its waker ran on
 //! (`/proc/thread-self/stat`; reading it before a timed sample changed
@@ -69,6 +74,22 @@ struct Clock(Instant);
 impl Clock {
     fn now(self) -> usize {
         self.0.elapsed().as_nanos() as usize
+    }
+}
+
+/// Counts of timed samples where the woken thread stamped before its
+/// waker's `unpark` or `submit` call returned: it preempted its waker
+/// (both on one CPU, as the placement samples show) or ran beside it.
+#[derive(Default)]
+struct Early {
+    early: usize,
+    all: usize,
+}
+
+impl Early {
+    fn note(&mut self, woken_stamp: usize, call_returned: usize) {
+        self.all += 1;
+        self.early += usize::from(woken_stamp < call_returned);
     }
 }
 
@@ -139,6 +160,8 @@ fn main() {
     let mut cb_inline = Series("  of which ran inline on the submitter", Vec::new());
     let mut body = Series("body: task body started", Vec::new());
     let (mut floor_place, mut body_place) = (Placement::default(), Placement::default());
+    let (mut floor_early, mut cb_early, mut body_early) =
+        (Early::default(), Early::default(), Early::default());
 
     // 0 floor, 1 callback, 2 body; 3 and 4: floor and body, untimed, for
     // where the woken thread ran.
@@ -171,6 +194,7 @@ fn main() {
                     floor_place.note(waker_cpu, echo_cpu.load(Ordering::Relaxed));
                 } else {
                     floor_unpark.1.push((t1 - t0) as f64);
+                    floor_early.note(seen.load(Ordering::Acquire), t1);
                     floor_echo
                         .1
                         .push((seen.load(Ordering::Acquire) - t0) as f64);
@@ -203,6 +227,7 @@ fn main() {
                 }
                 let t = (called.load(Ordering::Acquire) - t0) as f64;
                 cb_submit.1.push((t1 - t0) as f64);
+                cb_early.note(started.load(Ordering::Acquire), t1);
                 cb_body
                     .1
                     .push((started.load(Ordering::Acquire) - t0) as f64);
@@ -226,6 +251,7 @@ fn main() {
                         m.unpark();
                     })
                     .unwrap();
+                let t1 = clock.now();
                 while started.load(Ordering::Acquire) == 0 {
                     std::thread::park();
                 }
@@ -233,6 +259,7 @@ fn main() {
                     body_place.note(waker_cpu, where_ran.load(Ordering::Relaxed));
                 } else {
                     body.1.push((started.load(Ordering::Acquire) - t0) as f64);
+                    body_early.note(started.load(Ordering::Acquire), t1);
                 }
             }
         }
@@ -256,6 +283,16 @@ fn main() {
         &mut cb_inline,
     ] {
         s.print();
+    }
+    for (name, e) in [
+        ("floor: the echo thread", &floor_early),
+        ("callback: the task's body", &cb_early),
+        ("body: the task's body", &body_early),
+    ] {
+        println!(
+            "{name} started before its waker's call returned in {} of {} samples",
+            e.early, e.all
+        );
     }
     for (name, p) in [("floor", &floor_place), ("body", &body_place)] {
         match p.known {
