@@ -16,9 +16,10 @@
 //!   the wake and the task's start, without completion and callback.
 //!
 //! Each timed sample also says whether the woken thread started before its
-//! waker's `unpark` or `submit` call returned, that is, whether it
-//! preempted its waker at the wake (the woken thread runs on the waker's
-//! CPU here: see below).
+//! waker's `unpark` or `submit` call returned: it preempted its waker, or
+//! ran beside it on another CPU. For the callback samples it also counts
+//! those that started early and then ran the callback inline (the worker
+//! ran the task before the callback was attached).
 //!
 //! On Linux, untimed floor and body samples, drawn among the others, record
 //! whether the woken thread ran on the CPU its waker ran on
@@ -162,6 +163,8 @@ fn main() {
     let (mut floor_place, mut body_place) = (Placement::default(), Placement::default());
     let (mut floor_early, mut cb_early, mut body_early) =
         (Early::default(), Early::default(), Early::default());
+    // Callback samples that started early and then ran the callback inline.
+    let mut cb_early_inline = 0;
 
     // 0 floor, 1 callback, 2 body; 3 and 4: floor and body, untimed, for
     // where the woken thread ran.
@@ -228,6 +231,9 @@ fn main() {
                 let t = (called.load(Ordering::Acquire) - t0) as f64;
                 cb_submit.1.push((t1 - t0) as f64);
                 cb_early.note(started.load(Ordering::Acquire), t1);
+                let early = started.load(Ordering::Acquire) < t1;
+                let inline = on_worker.load(Ordering::Relaxed) != 1;
+                cb_early_inline += usize::from(early && inline);
                 cb_body
                     .1
                     .push((started.load(Ordering::Acquire) - t0) as f64);
@@ -294,6 +300,10 @@ fn main() {
             e.early, e.all
         );
     }
+    println!(
+        "callback: of those that started early, {cb_early_inline} ran the callback inline ({} ran inline in all)",
+        cb_inline.1.len()
+    );
     for (name, p) in [("floor", &floor_place), ("body", &body_place)] {
         match p.known {
             0 => println!("{name}: the woken thread's CPU is unknown on this OS"),

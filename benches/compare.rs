@@ -339,8 +339,8 @@ macro_rules! oneshot_round_trips {
 }
 
 /// Times one spawn tree of `depth` on `pool` (the root spawned from the
-/// calling thread), until every leaf has run, the caller parked
-/// ([`trees::Leaves`] says why it does not yield).
+/// calling thread), until every leaf has run, the caller parked (the
+/// `trees` module says why it does not yield).
 fn time_tree(pool: &ThreadPool, depth: u32) -> Duration {
     let leaves = Leaves::new(1 << depth);
     time(|| {
@@ -360,14 +360,20 @@ fn time_submit_wait(pool: &ThreadPool, n: usize) -> Duration {
     })
 }
 
-/// The CPU the process uses over one second while `pool` idles.
-fn idle_percent(pool: &ThreadPool) -> f64 {
+/// The CPU the process's threads other than the caller use over one
+/// second while `pool` idles (every pool alive counts: in the
+/// `oversubscribed` group, the 2-worker pool too), in percent of one
+/// core, and how it was counted.
+fn idle_percent(pool: &ThreadPool) -> (f64, &'static str) {
     pool.submit(|| ()).unwrap().wait().unwrap();
     std::thread::sleep(Duration::from_millis(100)); // let the workers park
-    let c0 = cpu_seconds();
+    let clock = CpuClock::pick();
+    let c0 = clock.seconds();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
-    100.0 * (cpu_seconds() - c0) / t0.elapsed().as_secs_f64()
+    // At least 0: a thread that exited meanwhile took its time with it.
+    let pct = (100.0 * (clock.seconds() - c0) / t0.elapsed().as_secs_f64()).max(0.0);
+    (pct, clock.name())
 }
 
 fn throughput(b: &mut Bench) {
@@ -964,40 +970,75 @@ fn memory(b: &mut Bench) {
     b.top.push(("bytes_per_pending_task".into(), bytes));
 }
 
-/// CPU seconds the process's other threads have used so far: their time on
-/// a CPU (`/proc/self/task/*/schedstat`, nanoseconds) where Linux keeps it,
-/// leaving out the calling thread, which only sleeps and reads these files;
-/// else the whole process's user + system ticks (`/proc/self/stat`, 10 ms
-/// steps: one tick in the second `idle_percent` measures reads as 1%).
-fn cpu_seconds() -> f64 {
-    let precise = || -> Option<f64> {
-        let me = std::fs::read_link("/proc/thread-self").ok()?;
-        let me = me.file_name()?.to_owned();
-        let mut ns = 0u64;
-        for entry in std::fs::read_dir("/proc/self/task").ok()? {
-            let entry = entry.ok()?;
-            if entry.file_name() == me {
-                continue;
-            }
-            let stat = std::fs::read_to_string(entry.path().join("schedstat")).ok()?;
-            ns += stat.split(' ').next()?.parse::<u64>().ok()?;
+/// How [`idle_percent`] counts CPU time, chosen once so that both of its
+/// readings come from the same source.
+#[derive(Clone, Copy)]
+enum CpuClock {
+    /// Each thread's time on a CPU (`/proc/self/task/*/schedstat`,
+    /// nanoseconds; exact for a parked thread), the calling thread left out:
+    /// it only sleeps and reads these files.
+    Threads,
+    /// The whole process's user + system ticks (`/proc/self/stat`), in
+    /// 10 ms steps: one tick in the measured second reads as 1%.
+    Ticks,
+}
+
+impl CpuClock {
+    /// Threads' run time where Linux keeps it, else ticks.
+    fn pick() -> Self {
+        match threads_cpu_seconds() {
+            Some(_) => CpuClock::Threads,
+            None => CpuClock::Ticks,
         }
-        Some(ns as f64 / 1e9)
-    };
-    precise().unwrap_or_else(|| {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let ticks: f64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0)
-            + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-        ticks / 100.0
-    })
+    }
+
+    /// CPU seconds so far, as this clock counts them.
+    fn seconds(self) -> f64 {
+        match self {
+            CpuClock::Threads => threads_cpu_seconds().unwrap_or(f64::NAN),
+            CpuClock::Ticks => {
+                let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+                let after = stat.rsplit(')').next().unwrap_or("");
+                let f: Vec<&str> = after.split_whitespace().collect();
+                let ticks: f64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0)
+                    + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+                ticks / 100.0
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            CpuClock::Threads => "threads' run time",
+            CpuClock::Ticks => "10 ms ticks",
+        }
+    }
+}
+
+/// CPU seconds the process's threads but the caller have used so far
+/// (see [`CpuClock::Threads`]); `None` where Linux does not say.
+fn threads_cpu_seconds() -> Option<f64> {
+    let me = std::fs::read_link("/proc/thread-self").ok()?;
+    let me = me.file_name()?.to_owned();
+    let mut ns = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        // A thread that exited meanwhile no longer counts.
+        let Ok(entry) = entry else { continue };
+        if entry.file_name() == me {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        ns += stat.split(' ').next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e9)
 }
 
 fn idle_cpu(b: &mut Bench) {
     let pool = ThreadPool::new(WORKERS).unwrap();
-    let pct = idle_percent(&pool);
-    println!("idle pool CPU over 1 s: {pct:.3}%");
+    let (pct, how) = idle_percent(&pool);
+    println!("idle pool CPU over 1 s: {pct:.3}% ({how})");
     b.top.push(("idle_cpu_percent".into(), pct));
 }
 
@@ -1035,8 +1076,8 @@ fn oversubscribed(b: &mut Bench) {
             ours,
             theirs,
         );
-        let pct = idle_percent(&many);
-        println!("idle {workers}-worker pool CPU over 1 s: {pct:.3}%");
+        let (pct, how) = idle_percent(&many);
+        println!("idle {workers}-worker pool CPU over 1 s: {pct:.3}% ({how})");
         b.top
             .push((format!("idle_cpu_percent_{workers}_workers"), pct));
     }

@@ -30,13 +30,28 @@ use trees::Leaves;
 const DEPTH: u32 = 17;
 const LEAVES: usize = 1 << DEPTH;
 const WORKERS: usize = 2;
+/// Our pool's thread names start with this.
+const OURS: &str = "cf-tree";
+/// Rayon's pool's thread names start with this.
+const RAYON: &str = "rayon-tree";
+/// A run whose workers used at least this many cores ran side by side.
+const SIDE_BY_SIDE: f64 = 1.5;
+/// A run whose workers used at most this many cores took turns on one.
+const TAKING_TURNS: f64 = 1.2;
+/// How long after a tree the second CPU reading waits, so that the workers
+/// have parked: the kernel brings a running thread's figure up to date
+/// only at its ticks and switches, a parked thread's is exact.
+const SETTLE: Duration = Duration::from_millis(5);
 
-/// Nanoseconds on a CPU so far of each thread of this process whose name
-/// starts with `prefix`, summed; `None` where the OS does not say.
+/// Nanoseconds on a CPU so far of the `WORKERS` threads of this process
+/// whose names start with `prefix`, summed; `None` where the OS does not
+/// say, or where it does not find exactly that many such threads.
 fn cpu_ns(prefix: &str) -> Option<u64> {
-    let mut sum = 0;
+    let (mut sum, mut found) = (0, 0);
     for entry in std::fs::read_dir("/proc/self/task").ok()? {
-        let path = entry.ok()?.path();
+        // A thread that exited meanwhile is not one of the pools' workers.
+        let Ok(entry) = entry else { continue };
+        let path = entry.path();
         let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
         if !name.starts_with(prefix) {
             continue;
@@ -44,8 +59,9 @@ fn cpu_ns(prefix: &str) -> Option<u64> {
         // The first field of schedstat: time spent on a CPU, in ns.
         let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
         sum += stat.split(' ').next()?.parse::<u64>().ok()?;
+        found += 1;
     }
-    Some(sum)
+    (found == WORKERS && sum > 0).then_some(sum)
 }
 
 /// One run's figures.
@@ -58,6 +74,9 @@ struct Run {
 }
 
 /// Times one tree started by `start`, with the workers named `prefix`.
+/// Both CPU readings are taken with the workers parked (the second after
+/// [`SETTLE`]), so they count the tree and the short look for more work
+/// each worker makes before it parks.
 fn run(prefix: &str, park: bool, start: impl FnOnce(Arc<Leaves>)) -> Run {
     let leaves = Leaves::new(LEAVES);
     let cpu0 = cpu_ns(prefix);
@@ -68,8 +87,9 @@ fn run(prefix: &str, park: bool, start: impl FnOnce(Arc<Leaves>)) -> Run {
         false => leaves.wait_yielding(),
     }
     let wall = t0.elapsed();
+    std::thread::sleep(SETTLE);
     let cores = match (cpu0, cpu_ns(prefix)) {
-        (Some(a), Some(b)) => Some((b - a) as f64 / wall.as_nanos() as f64),
+        (Some(a), Some(b)) => b.checked_sub(a).map(|d| d as f64 / wall.as_nanos() as f64),
         _ => None,
     };
     Run {
@@ -78,21 +98,24 @@ fn run(prefix: &str, park: bool, start: impl FnOnce(Arc<Leaves>)) -> Run {
     }
 }
 
+/// The median of `v`, or `None` if it is empty.
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
     (!v.is_empty()).then(|| v[v.len() / 2])
 }
 
-/// The two modes: side by side (the workers used 1.5 cores or more) and
-/// taking turns (1.2 or less); runs between are counted apart.
+/// The two modes: side by side (the workers used [`SIDE_BY_SIDE`] cores
+/// or more) and taking turns ([`TAKING_TURNS`] or less); runs between, and
+/// runs whose cores are unknown, are in neither.
 fn mode(r: &Run) -> Option<&'static str> {
     match r.cores? {
-        c if c >= 1.5 => Some("side by side"),
-        c if c <= 1.2 => Some("taking turns"),
+        c if c >= SIDE_BY_SIDE => Some("side by side"),
+        c if c <= TAKING_TURNS => Some("taking turns"),
         _ => None,
     }
 }
 
+/// Prints a pool's median over all runs and per mode, with run counts.
 fn summary(name: &str, runs: &[Run]) {
     let all = median(runs.iter().map(|r| r.ns).collect()).unwrap_or(f64::NAN);
     print!("{name:<6} all {all:5.1} ns ({} runs)", runs.len());
@@ -119,12 +142,12 @@ fn main() {
     let park = std::env::var("TREE_WAIT").is_ok_and(|v| v == "park");
     let ours = ThreadPool::builder()
         .workers(WORKERS)
-        .thread_name("cf-tree")
+        .thread_name(OURS)
         .build()
         .unwrap();
     let theirs = rayon::ThreadPoolBuilder::new()
         .num_threads(WORKERS)
-        .thread_name(|i| format!("rayon-tree-{i}"))
+        .thread_name(|i| format!("{RAYON}-{i}"))
         .build()
         .unwrap();
     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -133,10 +156,10 @@ fn main() {
         if park { "parked" } else { "yielding" }
     );
     for i in 0..runs {
-        let x = run("cf-tree", park, |leaves| {
+        let x = run(OURS, park, |leaves| {
             ours.spawn(move || trees::ours(DEPTH, leaves)).unwrap();
         });
-        let y = run("rayon-tree", park, |leaves| {
+        let y = run(RAYON, park, |leaves| {
             theirs.install(|| trees::rayon(DEPTH, leaves));
         });
         let cores = |r: &Run| r.cores.map_or("?".into(), |c| format!("{c:.2}"));
@@ -149,10 +172,10 @@ fn main() {
         );
         a.push(x);
         b.push(y);
-        // Let both pools go idle between runs, as between `compare`'s rows.
-        std::thread::sleep(Duration::from_millis(5));
     }
-    println!("medians, all runs and by mode (side by side: >= 1.5 cores; taking turns: <= 1.2):");
+    println!(
+        "medians, all runs and by mode (side by side: >= {SIDE_BY_SIDE} cores; taking turns: <= {TAKING_TURNS}):"
+    );
     summary("ours", &a);
     summary("rayon", &b);
 }

@@ -9,7 +9,6 @@
 //! puts the two workers, side by side or stacked on one core, and that
 //! mode sticks for the process (BENCHMARKS.md, "What picks the spawn
 //! tree's mode").
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +49,7 @@ impl Leaves {
 
     /// Yields in a loop until every leaf ran (the last leaf's unpark is
     /// then left over: a later park returns at once and rechecks).
+    #[allow(dead_code)] // `compare` only parks
     pub fn wait_yielding(&self) {
         while self.count.load(Ordering::Acquire) < self.all {
             std::thread::yield_now();
@@ -84,6 +84,7 @@ pub fn rayon(d: u32, leaves: Arc<Leaves>) {
 }
 
 /// One node of a tree on tokio (inside its runtime).
+#[allow(dead_code)] // `tree_modes` compares with rayon only
 pub fn tokio(d: u32, leaves: Arc<Leaves>) {
     if d == 0 {
         leaves.leaf();
