@@ -98,10 +98,16 @@ fn run(prefix: &str, park: bool, start: impl FnOnce(Arc<Leaves>)) -> Run {
     }
 }
 
-/// The median of `v`, or `None` if it is empty.
+/// The median of `v` (the mean of the middle two for an even count), or
+/// `None` if it is empty.
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
-    (!v.is_empty()).then(|| v[v.len() / 2])
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
 }
 
 /// The two modes: side by side (the workers used [`SIDE_BY_SIDE`] cores
@@ -150,18 +156,27 @@ fn main() {
         .thread_name(|i| format!("{RAYON}-{i}"))
         .build()
         .unwrap();
+    let time_ours = || {
+        run(OURS, park, |leaves| {
+            ours.spawn(move || trees::ours(DEPTH, leaves)).unwrap();
+        })
+    };
+    let time_rayon = || {
+        run(RAYON, park, |leaves| {
+            theirs.install(|| trees::rayon(DEPTH, leaves));
+        })
+    };
+    // One untimed tree each first: the workers name themselves once they
+    // start, and until then their CPU time cannot be told apart.
+    time_ours();
+    time_rayon();
     let (mut a, mut b) = (Vec::new(), Vec::new());
     println!(
         "spawn tree 2^{DEPTH} leaves, {WORKERS} workers each, waiter {}; ns per task, and the cores the workers used:",
         if park { "parked" } else { "yielding" }
     );
     for i in 0..runs {
-        let x = run(OURS, park, |leaves| {
-            ours.spawn(move || trees::ours(DEPTH, leaves)).unwrap();
-        });
-        let y = run(RAYON, park, |leaves| {
-            theirs.install(|| trees::rayon(DEPTH, leaves));
-        });
+        let (x, y) = (time_ours(), time_rayon());
         let cores = |r: &Run| r.cores.map_or("?".into(), |c| format!("{c:.2}"));
         println!(
             "run {i:>2}: ours {:5.1} ns on {} cores; rayon {:5.1} ns on {} cores",
