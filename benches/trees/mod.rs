@@ -5,10 +5,10 @@
 //! The waiter parks until the last leaf unparks it, as a user's wait
 //! does ([`Leaves::wait`]). `tree_modes` also waits by yielding in a loop
 //! ([`Leaves::wait_yielding`]), as `compare`'s trees did until `2000fb0`:
-//! on two cores that third runnable thread decides where the scheduler
-//! puts the two workers, side by side or stacked on one core, and that
-//! mode sticks for the process (BENCHMARKS.md, "What picks the spawn
-//! tree's mode").
+//! on two cores that third runnable thread makes where the scheduler puts
+//! the two workers, side by side or stacked on one core, a draw, and the
+//! mode tends to stick for the process (BENCHMARKS.md, "What picks the
+//! spawn tree's mode").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
