@@ -50,6 +50,11 @@ static GLOBAL: Counting = Counting;
 // Measurement.
 
 const WORKERS: usize = 2;
+/// The thread name prefix of the `throughput` group's pool (its spawn tree
+/// row reads their CPU time).
+const OUR_WORKERS: &str = "cf-compare";
+/// The same for that group's rayon pool.
+const RAYON_WORKERS: &str = "rayon-compare";
 
 struct Bench {
     quick: bool,
@@ -350,6 +355,54 @@ fn time_tree(pool: &ThreadPool, depth: u32) -> Duration {
     })
 }
 
+/// The cores a pool's workers used over a row's timed trees: their CPU
+/// time over the trees' wall time, read with the workers parked
+/// ([`trees::workers_cpu_ns`]). About 2: side by side; about 1: stacked on
+/// one core (BENCHMARKS.md, "What picks the spawn tree's mode").
+struct Cores {
+    prefix: &'static str,
+    workers: usize,
+    cpu_ns: std::cell::Cell<u64>,
+    wall_ns: std::cell::Cell<u64>,
+    known: std::cell::Cell<bool>,
+}
+
+impl Cores {
+    fn new(prefix: &'static str, workers: usize) -> Self {
+        Cores {
+            prefix,
+            workers,
+            cpu_ns: 0.into(),
+            wall_ns: 0.into(),
+            known: true.into(),
+        }
+    }
+
+    /// Runs `timed` (one tree, returning its time) between two readings,
+    /// the second after [`trees::SETTLE`], and adds both times up.
+    fn around(&self, timed: impl FnOnce() -> Duration) -> Duration {
+        let before = trees::workers_cpu_ns(self.prefix, self.workers);
+        let took = timed();
+        std::thread::sleep(trees::SETTLE);
+        let after = trees::workers_cpu_ns(self.prefix, self.workers);
+        match (before, after) {
+            (Some(a), Some(b)) if b >= a => {
+                self.cpu_ns.set(self.cpu_ns.get() + (b - a));
+                self.wall_ns
+                    .set(self.wall_ns.get() + took.as_nanos() as u64);
+            }
+            _ => self.known.set(false),
+        }
+        took
+    }
+
+    /// The cores used over every tree so far; `None` if any reading failed.
+    fn used(&self) -> Option<f64> {
+        (self.known.get() && self.wall_ns.get() > 0)
+            .then(|| self.cpu_ns.get() as f64 / self.wall_ns.get() as f64)
+    }
+}
+
 /// Times `n` submits with handles, then waits for every handle.
 fn time_submit_wait(pool: &ThreadPool, n: usize) -> Duration {
     time(|| {
@@ -378,10 +431,16 @@ fn idle_percent(pool: &ThreadPool) -> (f64, &'static str) {
 
 fn throughput(b: &mut Bench) {
     let n = b.n(1_000_000);
-    let pool = ThreadPool::new(WORKERS).unwrap();
+    // Named, so that the spawn tree rows can read their workers' CPU time.
+    let pool = ThreadPool::builder()
+        .workers(WORKERS)
+        .thread_name(OUR_WORKERS)
+        .build()
+        .unwrap();
     let ours = b.per_op(n, || time_submit_wait(&pool, n));
     let rayon_pool = rayon::ThreadPoolBuilder::new()
         .num_threads(WORKERS)
+        .thread_name(|i| format!("{RAYON_WORKERS}-{i}"))
         .build()
         .unwrap();
     let theirs = b.per_op(n, || oneshot_round_trips!(n, |job| rayon_pool.spawn(job)));
@@ -557,7 +616,8 @@ fn throughput(b: &mut Bench) {
     // depth runs out; the waiter parks until the last leaf.
     let depth = if b.quick { 14 } else { 17 };
     let leaves = 1usize << depth;
-    let ours = b.per_op(2 * leaves, || time_tree(&pool, depth));
+    let our_cores = Cores::new(OUR_WORKERS, WORKERS);
+    let ours = b.per_op(2 * leaves, || our_cores.around(|| time_tree(&pool, depth)));
     let theirs = b.per_op(2 * leaves, || {
         let done = Leaves::new(leaves);
         time(|| {
@@ -572,12 +632,15 @@ fn throughput(b: &mut Bench) {
         ours,
         theirs,
     );
+    let rayon_cores = Cores::new(RAYON_WORKERS, WORKERS);
     let theirs = b.per_op(2 * leaves, || {
-        let done = Leaves::new(leaves);
-        time(|| {
-            let c = done.clone();
-            rayon_pool.install(|| trees::rayon(depth, c));
-            done.wait();
+        rayon_cores.around(|| {
+            let done = Leaves::new(leaves);
+            time(|| {
+                let c = done.clone();
+                rayon_pool.install(|| trees::rayon(depth, c));
+                done.wait();
+            })
         })
     });
     b.row(
@@ -586,6 +649,17 @@ fn throughput(b: &mut Bench) {
         ours,
         theirs,
     );
+    // The mode each pool's tree ran in (about 2 cores: side by side; about
+    // 1: stacked), over the row's runs.
+    for (name, cores) in [("ours", &our_cores), ("rayon", &rayon_cores)] {
+        match cores.used() {
+            Some(c) => {
+                println!("spawn tree: {name} workers used {c:.2} cores");
+                b.top.push((format!("tree_cores_{name}"), c));
+            }
+            None => println!("spawn tree: {name} workers' cores unknown on this OS"),
+        }
+    }
 
     // Python's ThreadPoolExecutor, same task count, same machine.
     let py_n = b.n(200_000);

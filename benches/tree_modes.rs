@@ -24,8 +24,8 @@ mod trees;
 
 use concurrent_futures::ThreadPool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use trees::Leaves;
+use std::time::Instant;
+use trees::{Leaves, SETTLE};
 
 const DEPTH: u32 = 17;
 const LEAVES: usize = 1 << DEPTH;
@@ -38,32 +38,6 @@ const RAYON: &str = "rayon-tree";
 const SIDE_BY_SIDE: f64 = 1.5;
 /// A run whose workers used at most this many cores took turns on one.
 const TAKING_TURNS: f64 = 1.2;
-/// How long after a tree the second CPU reading waits, so that the workers
-/// have parked: the kernel brings a running thread's figure up to date
-/// only at its ticks and switches, a parked thread's is exact.
-const SETTLE: Duration = Duration::from_millis(5);
-
-/// Nanoseconds on a CPU so far of the `WORKERS` threads of this process
-/// whose names start with `prefix`, summed; `None` where the OS does not
-/// say, or where it does not find exactly that many such threads.
-fn cpu_ns(prefix: &str) -> Option<u64> {
-    let (mut sum, mut found) = (0, 0);
-    for entry in std::fs::read_dir("/proc/self/task").ok()? {
-        // A thread that exited meanwhile is not one of the pools' workers.
-        let Ok(entry) = entry else { continue };
-        let path = entry.path();
-        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if !name.starts_with(prefix) {
-            continue;
-        }
-        // The first field of schedstat: time spent on a CPU, in ns.
-        let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
-        sum += stat.split(' ').next()?.parse::<u64>().ok()?;
-        found += 1;
-    }
-    (found == WORKERS && sum > 0).then_some(sum)
-}
-
 /// One run's figures.
 #[derive(Clone, Copy)]
 struct Run {
@@ -79,7 +53,7 @@ struct Run {
 /// each worker makes before it parks.
 fn run(prefix: &str, park: bool, start: impl FnOnce(Arc<Leaves>)) -> Run {
     let leaves = Leaves::new(LEAVES);
-    let cpu0 = cpu_ns(prefix);
+    let cpu0 = trees::workers_cpu_ns(prefix, WORKERS);
     let t0 = Instant::now();
     start(leaves.clone());
     match park {
@@ -88,7 +62,7 @@ fn run(prefix: &str, park: bool, start: impl FnOnce(Arc<Leaves>)) -> Run {
     }
     let wall = t0.elapsed();
     std::thread::sleep(SETTLE);
-    let cores = match (cpu0, cpu_ns(prefix)) {
+    let cores = match (cpu0, trees::workers_cpu_ns(prefix, WORKERS)) {
         (Some(a), Some(b)) => b.checked_sub(a).map(|d| d as f64 / wall.as_nanos() as f64),
         _ => None,
     };

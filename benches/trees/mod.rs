@@ -13,6 +13,34 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::Thread;
+use std::time::Duration;
+
+/// How long after a tree a CPU reading waits, so that the workers have
+/// parked: the kernel brings a running thread's run time up to date only
+/// at its ticks and switches, a parked thread's is exact.
+pub const SETTLE: Duration = Duration::from_millis(5);
+
+/// Nanoseconds on a CPU so far of the `workers` threads of this process
+/// whose names start with `prefix`, summed (`/proc/self/task/*/schedstat`);
+/// `None` where the OS does not say, or where it does not find exactly
+/// that many such threads.
+pub fn workers_cpu_ns(prefix: &str, workers: usize) -> Option<u64> {
+    let (mut sum, mut found) = (0, 0);
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        // A thread that exited meanwhile is not one of the pool's workers.
+        let Ok(entry) = entry else { continue };
+        let path = entry.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        // The first field of schedstat: time spent on a CPU, in ns.
+        let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+        sum += stat.split(' ').next()?.parse::<u64>().ok()?;
+        found += 1;
+    }
+    (found == workers && sum > 0).then_some(sum)
+}
 
 /// A tree's leaves, counted, and the thread waiting for the last.
 pub struct Leaves {
