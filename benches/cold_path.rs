@@ -88,9 +88,12 @@ struct Early {
 }
 
 impl Early {
-    fn note(&mut self, woken_stamp: usize, call_returned: usize) {
+    /// Counts one sample; returns whether it started early.
+    fn note(&mut self, woken_stamp: usize, call_returned: usize) -> bool {
+        let early = woken_stamp < call_returned;
         self.all += 1;
-        self.early += usize::from(woken_stamp < call_returned);
+        self.early += usize::from(early);
+        early
     }
 }
 
@@ -230,8 +233,7 @@ fn main() {
                 }
                 let t = (called.load(Ordering::Acquire) - t0) as f64;
                 cb_submit.1.push((t1 - t0) as f64);
-                cb_early.note(started.load(Ordering::Acquire), t1);
-                let early = started.load(Ordering::Acquire) < t1;
+                let early = cb_early.note(started.load(Ordering::Acquire), t1);
                 let inline = on_worker.load(Ordering::Relaxed) != 1;
                 cb_early_inline += usize::from(early && inline);
                 cb_body

@@ -19,7 +19,6 @@ use baselines::floor_pool::FloorPool;
 use baselines::mutex_future::MutexFuture;
 use baselines::mutex_pool::MutexPool;
 use concurrent_futures::{Promise, ReturnWhen, ThreadPool, as_completed, wait};
-use trees::Leaves;
 
 // ---------------------------------------------------------------------------
 // Counting allocator (allocations per task, bytes per pending task).
@@ -347,18 +346,15 @@ macro_rules! oneshot_round_trips {
 /// calling thread), until every leaf has run, the caller parked (the
 /// `trees` module says why it does not yield).
 fn time_tree(pool: &ThreadPool, depth: u32) -> Duration {
-    let leaves = Leaves::new(1 << depth);
-    time(|| {
-        let c = leaves.clone();
-        pool.spawn(move || trees::ours(depth, c)).unwrap();
-        leaves.wait();
+    trees::time(1 << depth, false, |leaves| {
+        pool.spawn(move || trees::ours(depth, leaves)).unwrap();
     })
 }
 
 /// The cores a pool's workers used over a row's timed trees: their CPU
-/// time over the trees' wall time, read with the workers parked
-/// ([`trees::workers_cpu_ns`]). About 2: side by side; about 1: stacked on
-/// one core (BENCHMARKS.md, "What picks the spawn tree's mode").
+/// time over the trees' wall time ([`trees::time_with_cpu`]). About 2:
+/// side by side; about 1: stacked on one core (BENCHMARKS.md, "What picks
+/// the spawn tree's mode").
 struct Cores {
     prefix: &'static str,
     workers: usize,
@@ -378,20 +374,17 @@ impl Cores {
         }
     }
 
-    /// Runs `timed` (one tree, returning its time) between two readings,
-    /// the second after [`trees::SETTLE`], and adds both times up.
+    /// Runs `timed` (one tree, returning its time) and adds its wall time
+    /// and its workers' CPU time up.
     fn around(&self, timed: impl FnOnce() -> Duration) -> Duration {
-        let before = trees::workers_cpu_ns(self.prefix, self.workers);
-        let took = timed();
-        std::thread::sleep(trees::SETTLE);
-        let after = trees::workers_cpu_ns(self.prefix, self.workers);
-        match (before, after) {
-            (Some(a), Some(b)) if b >= a => {
-                self.cpu_ns.set(self.cpu_ns.get() + (b - a));
+        let (took, cpu) = trees::time_with_cpu(self.prefix, self.workers, timed);
+        match cpu {
+            Some(ns) => {
+                self.cpu_ns.set(self.cpu_ns.get() + ns);
                 self.wall_ns
                     .set(self.wall_ns.get() + took.as_nanos() as u64);
             }
-            _ => self.known.set(false),
+            None => self.known.set(false),
         }
         took
     }
@@ -619,11 +612,8 @@ fn throughput(b: &mut Bench) {
     let our_cores = Cores::new(OUR_WORKERS, WORKERS);
     let ours = b.per_op(2 * leaves, || our_cores.around(|| time_tree(&pool, depth)));
     let theirs = b.per_op(2 * leaves, || {
-        let done = Leaves::new(leaves);
-        time(|| {
-            let c = done.clone();
+        trees::time(leaves, false, |c| {
             rt.spawn(async move { trees::tokio(depth, c) });
-            done.wait();
         })
     });
     b.row(
@@ -635,11 +625,8 @@ fn throughput(b: &mut Bench) {
     let rayon_cores = Cores::new(RAYON_WORKERS, WORKERS);
     let theirs = b.per_op(2 * leaves, || {
         rayon_cores.around(|| {
-            let done = Leaves::new(leaves);
-            time(|| {
-                let c = done.clone();
+            trees::time(leaves, false, |c| {
                 rayon_pool.install(|| trees::rayon(depth, c));
-                done.wait();
             })
         })
     });
@@ -1094,18 +1081,7 @@ impl CpuClock {
 fn threads_cpu_seconds() -> Option<f64> {
     let me = std::fs::read_link("/proc/thread-self").ok()?;
     let me = me.file_name()?.to_owned();
-    let mut ns = 0u64;
-    for entry in std::fs::read_dir("/proc/self/task").ok()? {
-        // A thread that exited meanwhile no longer counts.
-        let Ok(entry) = entry else { continue };
-        if entry.file_name() == me {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("schedstat")) else {
-            continue;
-        };
-        ns += stat.split(' ').next()?.parse::<u64>().ok()?;
-    }
+    let (ns, _) = trees::threads_cpu_ns(|_, id| id != me)?;
     Some(ns as f64 / 1e9)
 }
 

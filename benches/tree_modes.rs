@@ -24,8 +24,7 @@ mod trees;
 
 use concurrent_futures::ThreadPool;
 use std::sync::Arc;
-use std::time::Instant;
-use trees::{Leaves, SETTLE};
+use trees::Leaves;
 
 const DEPTH: u32 = 17;
 const LEAVES: usize = 1 << DEPTH;
@@ -47,28 +46,13 @@ struct Run {
     cores: Option<f64>,
 }
 
-/// Times one tree started by `start`, with the workers named `prefix`.
-/// Both CPU readings are taken with the workers parked (the second after
-/// [`SETTLE`]), so they count the tree and the short look for more work
-/// each worker makes before it parks.
+/// Times one tree started by `start`, with the workers named `prefix`,
+/// and the cores they used ([`trees::time_with_cpu`]).
 fn run(prefix: &str, park: bool, start: impl FnOnce(Arc<Leaves>)) -> Run {
-    let leaves = Leaves::new(LEAVES);
-    let cpu0 = trees::workers_cpu_ns(prefix, WORKERS);
-    let t0 = Instant::now();
-    start(leaves.clone());
-    match park {
-        true => leaves.wait(),
-        false => leaves.wait_yielding(),
-    }
-    let wall = t0.elapsed();
-    std::thread::sleep(SETTLE);
-    let cores = match (cpu0, trees::workers_cpu_ns(prefix, WORKERS)) {
-        (Some(a), Some(b)) => b.checked_sub(a).map(|d| d as f64 / wall.as_nanos() as f64),
-        _ => None,
-    };
+    let (wall, cpu) = trees::time_with_cpu(prefix, WORKERS, || trees::time(LEAVES, !park, start));
     Run {
         ns: wall.as_nanos() as f64 / (2 * LEAVES) as f64,
-        cores,
+        cores: cpu.map(|ns| ns as f64 / wall.as_nanos() as f64),
     }
 }
 
