@@ -168,6 +168,43 @@ fn attach_mutex(threads: usize, k: usize) -> (Duration, Duration) {
     (attach, drain)
 }
 
+/// One thread attaches `each` callbacks to each of `futures` futures in
+/// turn; only the attaches are timed, each future completed (and its memory
+/// freed) before the next. `each` is small enough that the allocator keeps
+/// the freed memory, so no attach waits on a page fault.
+fn attach_ours_resident(futures: usize, each: usize) -> Duration {
+    let mut t = Duration::ZERO;
+    for _ in 0..futures {
+        let p = Promise::<u64>::new();
+        let h = p.handle();
+        t += time(|| {
+            for i in 0..each {
+                let _ = h.add_done_callback(move |v| {
+                    SINK.fetch_add(*v.unwrap() as usize + i, Ordering::Relaxed);
+                });
+            }
+        });
+        p.set_result(1).unwrap();
+    }
+    t
+}
+
+fn attach_mutex_resident(futures: usize, each: usize) -> Duration {
+    let mut t = Duration::ZERO;
+    for _ in 0..futures {
+        let f = MutexFuture::<u64>::new();
+        t += time(|| {
+            for i in 0..each {
+                f.add_done_callback(move |v| {
+                    SINK.fetch_add(*v as usize + i, Ordering::Relaxed);
+                });
+            }
+        });
+        f.set(1);
+    }
+    t
+}
+
 /// Every callback captures a word (as real callbacks capture state), so
 /// both designs allocate one closure per callback.
 fn callbacks(b: &mut Bench) {
@@ -186,6 +223,22 @@ fn callbacks(b: &mut Bench) {
             theirs,
         );
     }
+    // The same attach where the memory is the process's already: 100000
+    // callbacks on one future are 4.8 MB, which the allocator gives back to
+    // the kernel at each drain and takes again, one page fault per 4 KiB, at
+    // the next (BENCHMARKS.md, "Attach: the kernel's page faults").
+    let (futures, each) = (k / 1000, 1000);
+    let (ours, theirs) = b.duel(
+        futures * each,
+        || attach_ours_resident(futures, each),
+        || attach_mutex_resident(futures, each),
+    );
+    b.row(
+        &format!("attach, 1 thread x {each}, {futures} futures"),
+        "mutex future",
+        ours,
+        theirs,
+    );
     let (ours, theirs) = b.duel(k, || attach_ours(1, k).1, || attach_mutex(1, k).1);
     b.row(
         &format!("completion drain per callback ({k})"),
