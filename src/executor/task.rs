@@ -631,3 +631,91 @@ mod tests {
         assert_eq!(Rc::strong_count(&token), 1);
     }
 }
+
+#[cfg(all(test, loom))]
+mod model {
+    use std::sync::Arc;
+    // Plain std atomics for the probe: no loom switch point inside the
+    // closure, whose run is bookkept in a thread-local (`run_lent`).
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{Job, TaskRef, addr_of};
+    use crate::executor::metrics::Tally;
+    use crate::future::core::{Body, Cell, Core};
+    use crate::future::state::{Cancel, Start};
+
+    /// Counts its own drop.
+    struct Probe(Arc<AtomicUsize>);
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A pool task's closure is moved out once, by its owner of the moment,
+    /// with all three threads that can reach it racing: the queue entry's
+    /// holder running it, a waiter claiming it inline (as `Job::wait` does)
+    /// and a handle cancelling it. The closure's cell is loom's, so a take
+    /// not ordered after the claim that made its thread the owner is a
+    /// flagged race; the counts say the closure ran at most once, exactly
+    /// when somebody won the start, and its captures were dropped exactly
+    /// once. Fails if the holder takes the closure of a task another thread
+    /// started (`run`'s `AlreadyStarted` arm discarding it: a flagged
+    /// race), or if it leaves a cancelled task's closure behind (the
+    /// `Cancelled` arm not discarding it: never dropped).
+    #[test]
+    fn the_closure_is_taken_once_by_its_owner() {
+        loom::model(|| {
+            let (runs, drops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let probe = Probe(drops.clone());
+            let counter = runs.clone();
+            let cell = Arc::new(Cell {
+                core: Core::<u8>::of_pool(0),
+                body: Job::new(
+                    move || {
+                        let _probe = probe;
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        7u8
+                    },
+                    (),
+                ),
+            });
+            let entry = TaskRef::from_arc(cell.clone());
+            let holder = loom::thread::spawn(move || {
+                entry.run(Tally::NONE);
+            });
+            let handle = {
+                let cell = cell.clone();
+                loom::thread::spawn(move || {
+                    let won = cell.core.cancel_now() == Cancel::Cancelled;
+                    if won {
+                        Body::<u8>::cancelled(&cell.body);
+                    }
+                    won
+                })
+            };
+            // The inline claimant.
+            let claimed = cell.core.try_start() == Start::Started;
+            if claimed {
+                cell.body
+                    .execute(&cell.core, addr_of(&cell.core), Tally::NONE);
+            }
+            holder.join().unwrap();
+            let cancelled = handle.join().unwrap();
+            let ran = runs.load(Ordering::Relaxed);
+            assert!(ran <= 1, "the closure ran {ran} times");
+            assert_eq!(
+                ran == 1,
+                !cancelled,
+                "it ran exactly when nobody cancelled it"
+            );
+            assert!(!(claimed && cancelled), "claimed and cancelled both");
+            assert_eq!(
+                drops.load(Ordering::Relaxed),
+                1,
+                "its captures dropped once"
+            );
+        });
+    }
+}
