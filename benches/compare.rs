@@ -122,6 +122,23 @@ static SINK: AtomicUsize = AtomicUsize::new(0);
 // ---------------------------------------------------------------------------
 // 1. Callback attach and drain.
 
+/// The callback every attach row attaches to our future: it captures a
+/// word, as real callbacks capture state.
+#[inline]
+fn attach_ours_one(h: &concurrent_futures::FutureHandle<u64>, i: usize) {
+    let _ = h.add_done_callback(move |v| {
+        SINK.fetch_add(*v.unwrap() as usize + i, Ordering::Relaxed);
+    });
+}
+
+/// The same callback on the mutex future.
+#[inline]
+fn attach_mutex_one(f: &MutexFuture<u64>, i: usize) {
+    f.add_done_callback(move |v| {
+        SINK.fetch_add(*v as usize + i, Ordering::Relaxed);
+    });
+}
+
 fn attach_ours(threads: usize, k: usize) -> (Duration, Duration) {
     let p = Promise::<u64>::new();
     let start = Arc::new(Barrier::new(threads));
@@ -133,9 +150,7 @@ fn attach_ours(threads: usize, k: usize) -> (Duration, Duration) {
                 s.spawn(move || {
                     start.wait();
                     for i in 0..k {
-                        let _ = h.add_done_callback(move |v| {
-                            SINK.fetch_add(*v.unwrap() as usize + i, Ordering::Relaxed);
-                        });
+                        attach_ours_one(&h, i);
                     }
                 });
             }
@@ -156,9 +171,7 @@ fn attach_mutex(threads: usize, k: usize) -> (Duration, Duration) {
                 s.spawn(move || {
                     start.wait();
                     for i in 0..k {
-                        f.add_done_callback(move |v| {
-                            SINK.fetch_add(*v as usize + i, Ordering::Relaxed);
-                        });
+                        attach_mutex_one(&f, i);
                     }
                 });
             }
@@ -179,9 +192,7 @@ fn attach_ours_resident(futures: usize, each: usize) -> Duration {
         let h = p.handle();
         t += time(|| {
             for i in 0..each {
-                let _ = h.add_done_callback(move |v| {
-                    SINK.fetch_add(*v.unwrap() as usize + i, Ordering::Relaxed);
-                });
+                attach_ours_one(&h, i);
             }
         });
         p.set_result(1).unwrap();
@@ -195,9 +206,7 @@ fn attach_mutex_resident(futures: usize, each: usize) -> Duration {
         let f = MutexFuture::<u64>::new();
         t += time(|| {
             for i in 0..each {
-                f.add_done_callback(move |v| {
-                    SINK.fetch_add(*v as usize + i, Ordering::Relaxed);
-                });
+                attach_mutex_one(&f, i);
             }
         });
         f.set(1);
@@ -226,7 +235,7 @@ fn callbacks(b: &mut Bench) {
     // The same attach where the memory is the process's already: 100000
     // callbacks on one future are 4.8 MB, which the allocator gives back to
     // the kernel at each drain and takes again, one page fault per 4 KiB, at
-    // the next (BENCHMARKS.md, "Attach: the kernel's page faults").
+    // the next (BENCHMARKS.md, "The other misses", attach uncontended).
     let (futures, each) = (k / 1000, 1000);
     let (ours, theirs) = b.duel(
         futures * each,
@@ -319,11 +328,7 @@ fn many_futures_ours(n: usize) -> Duration {
             let h = p.handle();
             (p, h)
         },
-        |(_, h): &Pair, i: usize| {
-            let _ = h.add_done_callback(move |v| {
-                SINK.fetch_add(*v.unwrap() as usize + i, Ordering::Relaxed);
-            });
-        },
+        |(_, h): &Pair, i: usize| attach_ours_one(h, i),
         |(p, _): &Pair| p.set_result(1).unwrap()
     )
 }
@@ -332,11 +337,7 @@ fn many_futures_mutex(n: usize) -> Duration {
     many_futures!(
         n,
         MutexFuture::<u64>::new,
-        |f: &MutexFuture<u64>, i: usize| {
-            f.add_done_callback(move |v| {
-                SINK.fetch_add(*v as usize + i, Ordering::Relaxed);
-            });
-        },
+        |f: &MutexFuture<u64>, i: usize| attach_mutex_one(f, i),
         |f: &MutexFuture<u64>| f.set(1)
     )
 }
@@ -345,9 +346,7 @@ fn attach_ours_single(k: usize) -> Duration {
     let p = Promise::<u64>::new();
     let h = p.handle();
     for i in 0..k {
-        let _ = h.add_done_callback(move |v| {
-            SINK.fetch_add(*v.unwrap() as usize + i, Ordering::Relaxed);
-        });
+        attach_ours_one(&h, i);
     }
     time(|| p.set_result(1).unwrap())
 }
@@ -355,9 +354,7 @@ fn attach_ours_single(k: usize) -> Duration {
 fn attach_mutex_single(k: usize) -> Duration {
     let f = MutexFuture::<u64>::new();
     for i in 0..k {
-        f.add_done_callback(move |v| {
-            SINK.fetch_add(*v as usize + i, Ordering::Relaxed);
-        });
+        attach_mutex_one(&f, i);
     }
     time(|| f.set(1))
 }
