@@ -48,6 +48,18 @@ struct Shared {
     broken: OnceLock<()>,
 }
 
+/// The last clone may be a worker's, dropped after its last task without
+/// the GIL: the initializer and its arguments are released under it, so
+/// that they are freed then (see `Outcome`'s drop).
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some((f, args)) = self.initializer.take() {
+            gil::release(f);
+            gil::release(args);
+        }
+    }
+}
+
 thread_local! {
     /// The executor whose tasks this worker thread has set itself up for.
     static SERVING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };

@@ -171,7 +171,23 @@ pub(crate) fn value_of(
     deadline: Option<Instant>,
 ) -> PyResult<Py<PyAny>> {
     let outcome = outcome_of(py, handle, deadline)?;
-    let (raised, value) = outcome.get(py);
+    raise_or_return(py, outcome.get(py))
+}
+
+/// [`value_of`], with the value moved out of the outcome rather than
+/// copied: for a handle no other code reads (`map`'s), so that once the
+/// caller drops the value nothing else holds it.
+pub(crate) fn take_value_of(
+    py: Python<'_>,
+    handle: &FutureHandle<Outcome>,
+    deadline: Option<Instant>,
+) -> PyResult<Py<PyAny>> {
+    let outcome = outcome_of(py, handle, deadline)?;
+    raise_or_return(py, outcome.take(py))
+}
+
+/// The value, or the exception raised, as `get` or `take` returned them.
+fn raise_or_return(py: Python<'_>, (raised, value): (bool, Py<PyAny>)) -> PyResult<Py<PyAny>> {
     if raised {
         Err(PyErr::from_value(value.into_bound(py)))
     } else {

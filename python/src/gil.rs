@@ -93,6 +93,24 @@ pub(crate) fn would_deadlock() -> PyErr {
     )
 }
 
+/// Drops `obj` now: under the GIL if this thread holds it, else taking
+/// it, so that the object is freed when its last reference goes and not
+/// at some later GIL acquisition. `None` needs no GIL (it is never freed),
+/// and neither does a drop once the exit hook ran (taking the GIL then
+/// could race finalization): those are left to PyO3's pending list.
+pub(crate) fn release<T>(obj: Py<T>) {
+    // SAFETY: `Py_None` only takes the address of the `None` singleton,
+    // and `Py_IsInitialized` only reads a flag; neither needs the GIL.
+    let none = unsafe { ffi::Py_None() };
+    if obj.as_ptr() == none || exiting() || unsafe { ffi::Py_IsInitialized() } == 0 {
+        drop(obj);
+        return;
+    }
+    // On a thread that holds the GIL already this only counts one more
+    // holder.
+    Python::attach(move |_| drop(obj));
+}
+
 static EXITING: AtomicBool = AtomicBool::new(false);
 
 /// Marks the interpreter as exiting (our exit hook ran): no new submits,

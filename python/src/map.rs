@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyIterator, PyTuple, PyWeakrefReference};
 
 use crate::executor::{Call, Executor};
-use crate::future::value_of;
+use crate::future::take_value_of;
 use crate::gil;
 use crate::outcome::Outcome;
 
@@ -143,7 +143,8 @@ impl MapIter {
         let Some(handle) = slf.pending.pop_front() else {
             return Ok(None);
         };
-        let got = value_of(py, &handle, slf.deadline);
+        // Moved out: this iterator is the handle's only reader.
+        let got = take_value_of(py, &handle, slf.deadline);
         if got.is_err() {
             // As the stdlib's: the call timed out on is cancelled too.
             handle.cancel();

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::gil;
+
 /// What a call ended with. It sits behind a lock so that `__clear__` can
 /// take the object out of a future caught in a reference cycle (an
 /// exception whose traceback holds the future, say), and so that code
@@ -114,5 +116,30 @@ impl Outcome {
     /// Takes the held object out, breaking a cycle through it.
     pub fn clear(&self) -> Option<Py<PyAny>> {
         self.slot().value.take()
+    }
+
+    /// Whether the call raised, and the value or exception, moved out
+    /// (`None` once taken or cleared): for an owner no other code can
+    /// read the outcome through, such as `map`'s iterator.
+    pub fn take(&self, py: Python<'_>) -> (bool, Py<PyAny>) {
+        let mut slot = self.slot();
+        let value = slot.value.take().unwrap_or_else(|| py.None());
+        (slot.raised, value)
+    }
+}
+
+/// The outcome lives in the crate's future, which the worker that ran the
+/// call may be the last to let go of, after the caller took the value and
+/// dropped its own reference. A reference dropped without the GIL would be
+/// left to PyO3's pending list, applied at the next GIL acquisition through
+/// PyO3, which may never come: the value would outlive every reference
+/// Python holds to it (CPython's `test_free_reference` caught this in `map`).
+/// So the value is released here, under the GIL.
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        let slot = self.slot.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(value) = slot.value.take() {
+            gil::release(value);
+        }
     }
 }

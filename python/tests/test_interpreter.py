@@ -289,3 +289,63 @@ def test_blocking_calls_release_the_gil():
         stop.set()
         t.join()
     assert counted[0] > 1000
+
+
+class Payload:
+    pass
+
+
+def test_a_result_is_freed_when_a_worker_lets_go_of_it_last():
+    # The worker that ran a call holds the call's future until the future's
+    # done-callbacks have run. Here a callback holds it there while the
+    # caller takes the result and drops every reference it has, so the
+    # worker's reference is the last one: the result must be freed then,
+    # not at some later time the interpreter is entered from native code.
+    start, go, freed = threading.Event(), threading.Event(), threading.Event()
+    with of.ThreadPoolExecutor(1) as ex:
+        f = ex.submit(lambda: start.wait(10) and Payload())
+        f.add_done_callback(lambda _: go.wait(10))
+        start.set()
+        result = f.result(timeout=10)
+        assert isinstance(result, Payload)
+        ref = weakref.ref(result, lambda _: freed.set())
+        del result, f
+        # Nothing calls into the package from here on: such a call would
+        # apply PyO3's pending drops and hide a drop left there.
+        go.set()
+        assert freed.wait(10), "the result outlived every reference to it"
+        assert ref() is None
+
+
+def test_map_keeps_no_reference_to_a_result_it_yielded():
+    # CPython's test_free_reference, many times over: the race it found was
+    # the worker dropping the call's future after the iterator did.
+    with of.ThreadPoolExecutor(2) as ex:
+        for _ in range(200):
+            for obj in ex.map(lambda _: Payload(), range(10)):
+                ref = weakref.ref(obj)
+                del obj
+                gc.collect()
+                assert ref() is None
+
+
+def test_an_initializer_is_freed_when_a_worker_lets_go_of_it_last():
+    # A running call keeps the executor's shared state (the initializer
+    # with it) after the executor itself is dropped; the worker then lets
+    # go of it last, without the GIL, and must still free it at once.
+    class Init:
+        def __call__(self):
+            pass
+
+    go, freed = threading.Event(), threading.Event()
+    init = Init()
+    ref = weakref.ref(init, lambda _: freed.set())
+    ex = of.ThreadPoolExecutor(1, initializer=init)
+    del init
+    ex.submit(go.wait, 10)
+    del ex  # no shutdown: the queued call still runs
+    # From here on, nothing calls into the package: any such call would
+    # apply PyO3's pending drops and hide a drop left there.
+    go.set()
+    assert freed.wait(10), "the initializer outlived the executor and its calls"
+    assert ref() is None
