@@ -53,9 +53,8 @@ struct Shared {
 /// that they are freed then (see `Outcome`'s drop).
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Some((f, args)) = self.initializer.take() {
-            gil::release(f);
-            gil::release(args);
+        if let Some(initializer) = self.initializer.take() {
+            gil::drop_attached(initializer);
         }
     }
 }
@@ -101,6 +100,32 @@ pub(crate) struct Call {
     pub f: Py<PyAny>,
     pub args: Py<PyTuple>,
     pub kwargs: Option<Py<PyDict>>,
+}
+
+/// A call in the pool's queue. Run, it drops its references under the GIL
+/// it ran with. Dropped unrun (cancelled, or thrown away with a pool's
+/// queue), it is dropped by whoever holds the queue entry, often a worker
+/// without the GIL: it takes the GIL for that, so that its function and
+/// arguments are freed then, as the stdlib's worker frees a cancelled work
+/// item it pops (see `Outcome`'s drop).
+struct Queued(Option<Call>);
+
+impl Queued {
+    fn run(mut self, shared: &Shared) -> Outcome {
+        match self.0.take() {
+            Some(call) => call.run(shared),
+            // Only `run`, which consumes the entry, and `drop` take it.
+            None => unreachable!("a queued call runs once"),
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take() {
+            gil::drop_attached(call);
+        }
+    }
 }
 
 impl Call {
@@ -187,8 +212,9 @@ impl Started {
     fn spawn(&self, py: Python<'_>, call: Call) -> PyResult<FutureHandle<Outcome>> {
         self.refuse_new_work(py)?;
         let shared = self.shared.clone();
+        let queued = Queued(Some(call));
         self.pool
-            .submit(move || call.run(&shared))
+            .submit(move || queued.run(&shared))
             .map_err(|_| after_shutdown())
     }
 }

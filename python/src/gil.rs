@@ -95,20 +95,28 @@ pub(crate) fn would_deadlock() -> PyErr {
 
 /// Drops `obj` now: under the GIL if this thread holds it, else taking
 /// it, so that the object is freed when its last reference goes and not
-/// at some later GIL acquisition. `None` needs no GIL (it is never freed),
-/// and neither does a drop once the exit hook ran (taking the GIL then
-/// could race finalization): those are left to PyO3's pending list.
+/// at some later GIL acquisition (a reference PyO3 drops without the GIL
+/// waits on its pending list for that). `None` needs no GIL (it is never
+/// freed).
 pub(crate) fn release<T>(obj: Py<T>) {
-    // SAFETY: `Py_None` only takes the address of the `None` singleton,
-    // and `Py_IsInitialized` only reads a flag; neither needs the GIL.
-    let none = unsafe { ffi::Py_None() };
-    if obj.as_ptr() == none || exiting() || unsafe { ffi::Py_IsInitialized() } == 0 {
-        drop(obj);
-        return;
+    // SAFETY: `Py_None` only takes the address of the `None` singleton;
+    // no GIL needed.
+    if obj.as_ptr() == unsafe { ffi::Py_None() } {
+        return drop(obj);
     }
-    // On a thread that holds the GIL already this only counts one more
-    // holder.
-    Python::attach(move |_| drop(obj));
+    drop_attached(obj);
+}
+
+/// Drops `value`, which holds Python references, under the GIL (see
+/// [`release`]); on a thread that holds it already this only counts one
+/// more holder. Once the exit hook ran, taking the GIL could race
+/// finalization: the references are then left to PyO3's pending list.
+pub(crate) fn drop_attached<T>(value: T) {
+    // SAFETY: `Py_IsInitialized` only reads a flag.
+    if exiting() || unsafe { ffi::Py_IsInitialized() } == 0 {
+        return drop(value);
+    }
+    Python::attach(move |_| drop(value));
 }
 
 static EXITING: AtomicBool = AtomicBool::new(false);

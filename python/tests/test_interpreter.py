@@ -349,3 +349,23 @@ def test_an_initializer_is_freed_when_a_worker_lets_go_of_it_last():
     go.set()
     assert freed.wait(10), "the initializer outlived the executor and its calls"
     assert ref() is None
+
+
+def test_a_cancelled_calls_arguments_are_freed_when_a_worker_drops_it():
+    # A cancelled call stays in the queue until a worker pops it, as with
+    # the stdlib; the worker then drops it, without the GIL, and must free
+    # its arguments at once.
+    gate, freed = threading.Event(), threading.Event()
+    ex = of.ThreadPoolExecutor(1)
+    busy = ex.submit(gate.wait, 10)
+    arg = Payload()
+    ref = weakref.ref(arg, lambda _: freed.set())
+    queued = ex.submit(id, arg)
+    del arg
+    assert queued.cancel()
+    del busy, queued
+    # Nothing calls into the package from here on (see above).
+    gate.set()
+    assert freed.wait(10), "a cancelled call's argument outlived it"
+    assert ref() is None
+    ex.shutdown()
