@@ -109,14 +109,34 @@ pub(crate) fn release<T>(obj: Py<T>) {
 
 /// Drops `value`, which holds Python references, under the GIL (see
 /// [`release`]); on a thread that holds it already this only counts one
-/// more holder. Once the exit hook ran, taking the GIL could race
-/// finalization: the references are then left to PyO3's pending list.
+/// more holder. Through the exit hook's wait the interpreter is whole and
+/// the GIL is taken as ever (the hook waits with it released); once that
+/// wait is over, or was interrupted, the interpreter may finalize while a
+/// pool thread still runs, and the references are left to PyO3's pending
+/// list. `try_attach` also refuses while the interpreter finalizes, for a
+/// run whose exit hook never came (an earlier one raised).
 pub(crate) fn drop_attached<T>(value: T) {
-    // SAFETY: `Py_IsInitialized` only reads a flag.
-    if exiting() || unsafe { ffi::Py_IsInitialized() } == 0 {
+    if finalizing() {
         return drop(value);
     }
-    Python::attach(move |_| drop(value));
+    // Refused, the closure (with `value`) is dropped without the GIL.
+    let _ = Python::try_attach(move |_| drop(value));
+}
+
+static FINALIZING: AtomicBool = AtomicBool::new(false);
+
+/// Marks the end of the exit hook's wait for the pools (finished or
+/// interrupted): from now on the interpreter may finalize.
+pub(crate) fn set_finalizing() {
+    // Relaxed: a flag read on its own. A worker that misses it is one the
+    // hook was still waiting for, or one a finalizing interpreter refuses
+    // (`try_attach`).
+    FINALIZING.store(true, Ordering::Relaxed);
+}
+
+fn finalizing() -> bool {
+    // Relaxed: see `set_finalizing`.
+    FINALIZING.load(Ordering::Relaxed)
 }
 
 static EXITING: AtomicBool = AtomicBool::new(false);

@@ -125,7 +125,11 @@ fn cannot_join_current_thread() -> PyErr {
 pub(crate) fn _python_exit(py: Python<'_>) -> PyResult<()> {
     gil::set_exiting();
     let all = std::mem::take(&mut *pools());
-    if let Some(err) = all.iter().find_map(|(_, pool)| join(py, pool, false).err()) {
+    // What a worker lets go of during this wait is still dropped under the
+    // GIL (`gil::drop_attached`); after it, not.
+    let interrupted = all.iter().find_map(|(_, pool)| join(py, pool, false).err());
+    gil::set_finalizing();
+    if let Some(err) = interrupted {
         // Interrupted (Ctrl-C): the clones go back unjoined. Dropped here,
         // with the GIL held, the last clone of a pool still running would
         // wait for its workers, which need the GIL.
