@@ -224,14 +224,23 @@ enum Subject {
     Made(MadeFuture),
 }
 
-/// The address of a future made by `Future()`. Such a future's callbacks
-/// run only on a thread that holds a reference to it: inside one of its
-/// own methods (`set_result`, `set_exception`, `cancel`, or
-/// `add_done_callback` on a done future), whose caller holds it, and whose
-/// drain also runs the callbacks added meanwhile; the crate never hands a
-/// promise's callbacks to another thread. The one exception is the drop of
-/// its promise, inside the future's own deallocation, which completes it
-/// as [`TaskError::Abandoned`]: then the future is gone, and its callbacks
+/// The address of a future made by `Future()`. Every thread that can
+/// run such a future's callbacks holds a strong reference to it while it
+/// does:
+/// - a thread completing or cancelling it, or adding a callback to it,
+///   does so inside one of its methods (`set_result`, `set_exception`,
+///   `cancel`, the `_state` setter, `add_done_callback`), whose caller
+///   holds it; its drain also runs the callbacks added meanwhile;
+/// - a thread removing a callback (`wait` and `as_completed` in
+///   `waiting.rs`, which may compact the list and then run what was
+///   queued, or take over a drain with an attach of their own) holds the
+///   future in `ours` or `slots` until after `remove_done_callback`;
+/// - no promise's callbacks are handed to a pool (a strand routes only a
+///   task's, whose subject is held strongly).
+///
+/// The one exception is the drop of its promise, inside the future's own
+/// deallocation, which completes it as [`TaskError::Abandoned`] (nothing
+/// else does, for a promise): then the future is gone, and its callbacks
 /// are skipped, as the stdlib never runs a dropped future's callbacks.
 struct MadeFuture(NonNull<ffi::PyObject>);
 

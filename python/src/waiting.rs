@@ -142,6 +142,10 @@ pub(crate) fn wait(
             }
             Ok(())
         });
+        // A removal may run other callbacks of the future (a compaction
+        // that finds it done runs what was queued): `ours` keeps every
+        // future alive until after it, which a `Future()`'s callbacks
+        // rely on (future.rs, `MadeFuture`).
         for (h, r) in registrations {
             h.remove_done_callback(r);
         }
@@ -265,6 +269,9 @@ impl AsCompleted {
         }
     }
 
+    /// The slot's future is dropped only after its callback is removed: a
+    /// removal may run other callbacks of the future, which a `Future()`'s
+    /// callbacks rely on (future.rs, `MadeFuture`).
     fn detach_all(&mut self) {
         for (slot, reg) in self.slots.iter_mut().zip(self.registrations.iter_mut()) {
             if let (Some((_, h)), Some(r)) = (slot.as_ref(), reg.take()) {
