@@ -36,25 +36,12 @@ trap 'rm -f "$body"' EXIT
 head -c 256 /dev/zero | tr '\0' x >"$body"
 cores=$(nproc)
 
-# Starts the server with backend $1; sets $server (pid), $port and $log.
-start() {
-    log=$(mktemp)
-    target/release/examples/server --port 0 --workers 2 --rounds "$work" --backend "$1" >"$log" &
-    server=$!
-    until grep -q listening "$log"; do sleep 0.05; done
-    port=$(sed -n 's/^listening on http:\/\/127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$log")
-}
+# start_server and stop_server.
+source benches/server_common.sh
 
 # The server's CPU time so far, in clock ticks (user + system).
 ticks() {
     awk '{print $14 + $15}' "/proc/$server/stat"
-}
-
-stop() {
-    kill -INT "$server"
-    wait "$server"
-    grep -q "drained: true" "$log" || { echo "server did not drain"; cat "$log"; exit 1; }
-    rm -f "$log"
 }
 
 # oha against the running server for $duration s; extra flags in "$@".
@@ -85,9 +72,9 @@ PY
 read -r -a backends <<<"${BACKENDS:-pool spawn-blocking mutex}"
 slowest=
 for backend in "${backends[@]}"; do
-    start "$backend"
+    start_server "$backend" "$work"
     read -r rps _ _ _ client bad < <(load)
-    stop
+    stop_server
     [ "$bad" = 0 ] || { echo "$backend: $bad failed requests at peak"; exit 1; }
     printf 'peak backend=%-14s requests/s=%s client_cpu=%s%%\n' "$backend" "$rps" "$client"
     if [ -z "$slowest" ] || [ "$rps" -lt "$slowest" ]; then slowest=$rps; fi
@@ -104,11 +91,11 @@ for round in $(seq "$rounds"); do
     for rate in "${rates[@]}"; do
         pct=$((100 * rate / slowest))
         for backend in "${backends[@]}"; do
-            start "$backend"
+            start_server "$backend" "$work"
             before=$(ticks)
             read -r rps p50 p99 p999 client bad < <(load -q "$rate" --latency-correction)
             used=$(( $(ticks) - before ))
-            stop
+            stop_server
             # The server's share of the machine's cores while it was driven.
             srv=$(( 100 * used / ($(getconf CLK_TCK) * duration * cores) ))
             [ "$bad" = 0 ] || { echo "$backend: $bad failed requests"; exit 1; }

@@ -16,6 +16,7 @@ rounds=${1:-3}
 work=${2:-20}
 duration=${3:-5}
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)"; exit 1; }
+source benches/server_common.sh
 cargo build --release --quiet --example server
 script=$(mktemp --suffix=.lua)
 trap 'rm -f "$script"' EXIT
@@ -26,17 +27,10 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 LUA
 for round in $(seq "$rounds"); do
     for backend in pool spawn-blocking mutex; do
-        log=$(mktemp)
-        target/release/examples/server --port 0 --workers 2 --rounds "$work" --backend "$backend" >"$log" &
-        server=$!
-        until grep -q listening "$log"; do sleep 0.05; done
-        port=$(sed -n 's/^listening on http:\/\/127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$log")
+        start_server "$backend" "$work"
         out=$(wrk -t1 -c16 -d"${duration}s" --latency -s "$script" \
             "http://127.0.0.1:$port/digest?rounds=$work")
-        kill -INT "$server"
-        wait "$server"
-        grep -q "drained: true" "$log" || { echo "server $backend did not drain"; cat "$log"; exit 1; }
-        rm -f "$log"
+        stop_server
         if grep -q "Non-2xx" <<<"$out"; then
             echo "$backend: $(grep Non-2xx <<<"$out")"
             exit 1

@@ -1,0 +1,41 @@
+# Shared by the server benches (sourced, not run): start examples/server on
+# an ephemeral port and stop it, each bounded in time, so a server that
+# fails to start or to drain ends the run with its log instead of hanging.
+
+# Starts `target/release/examples/server` with backend $1 and hashing
+# rounds $2 (2 workers, port 0); sets $server (pid), $port and $log.
+# Fails if the server exits, or has not said it listens within 30 s.
+start_server() {
+    log=$(mktemp)
+    target/release/examples/server --port 0 --workers 2 --rounds "$2" --backend "$1" >"$log" 2>&1 &
+    server=$!
+    local waited=0
+    until grep -q listening "$log"; do
+        if ! kill -0 "$server" 2>/dev/null || [ "$waited" -ge 600 ]; then
+            echo "server $1 did not start"; cat "$log"; kill "$server" 2>/dev/null || true; exit 1
+        fi
+        sleep 0.05
+        waited=$((waited + 1))
+    done
+    port=$(sed -n 's/^listening on http:\/\/127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$log")
+}
+
+# Stops the server with SIGINT (a graceful shutdown) and fails unless it
+# drained its requests within 30 s.
+stop_server() {
+    kill -INT "$server"
+    local waited=0
+    while kill -0 "$server" 2>/dev/null && [ "$waited" -lt 600 ]; do
+        sleep 0.05
+        waited=$((waited + 1))
+    done
+    if kill -0 "$server" 2>/dev/null; then
+        kill -KILL "$server"
+        echo "server did not stop within 30 s"; cat "$log"; exit 1
+    fi
+    local status=0
+    wait "$server" || status=$?
+    [ "$status" = 0 ] || { echo "server exited with status $status"; cat "$log"; exit 1; }
+    grep -q "drained: true" "$log" || { echo "server did not drain"; cat "$log"; exit 1; }
+    rm -f "$log"
+}
