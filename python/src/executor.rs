@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use concurrent_futures::{FutureHandle, Strand, ThreadPool};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyFrozenSet, PyTuple, PyType};
@@ -33,8 +33,12 @@ pub(crate) fn _set_future_class(py: Python<'_>, class: Bound<'_, PyType>) -> PyR
     Ok(())
 }
 
-/// Numbers the default thread-name prefixes, as the stdlib's counter does.
-static EXECUTORS: AtomicU64 = AtomicU64::new(0);
+/// Numbers the default thread-name prefixes, as the stdlib's counter does
+/// (only executors given no prefix take a number).
+static UNNAMED: AtomicU64 = AtomicU64::new(0);
+
+/// Numbers every executor, for `SERVING` (0: none yet).
+static EXECUTORS: AtomicU64 = AtomicU64::new(1);
 
 const BROKEN: &str = "A thread initializer failed, the thread pool is not usable anymore";
 
@@ -66,12 +70,15 @@ thread_local! {
 
 impl Shared {
     /// A worker's first task: keep a thread state for the thread's life,
-    /// take the stdlib's thread name, run the initializer.
+    /// install `threading`'s trace and profile hooks and take the stdlib's
+    /// thread name, as a stdlib worker does when it starts; run the
+    /// initializer.
     fn set_up_thread(&self, py: Python<'_>) {
         gil::anchor(py);
         if SERVING.with(|s| s.replace(self.id)) == self.id {
             return;
         }
+        stdlib::install_thread_hooks(py);
         if let Some(name) = std::thread::current().name() {
             // `prefix-3` is the stdlib's `prefix_3`.
             let name = match name.rsplit_once('-') {
@@ -242,12 +249,12 @@ impl Executor {
     /// and later calls fail with `BrokenThreadPool`). With
     /// `serial_callbacks=True`, the done-callbacks of all this executor's
     /// futures run one at a time.
-    #[pyo3(signature = (max_workers=None, thread_name_prefix="", initializer=None, initargs=None, serial_callbacks=false))]
+    #[pyo3(signature = (max_workers=None, thread_name_prefix=None, initializer=None, initargs=None, serial_callbacks=false))]
     fn _start(
         &self,
         py: Python<'_>,
-        max_workers: Option<i64>,
-        thread_name_prefix: &str,
+        max_workers: Option<Bound<'_, PyAny>>,
+        thread_name_prefix: Option<Bound<'_, PyAny>>,
         initializer: Option<Py<PyAny>>,
         initargs: Option<Bound<'_, PyAny>>,
         serial_callbacks: bool,
@@ -255,8 +262,21 @@ impl Executor {
         if self.started.get().is_some() {
             return Err(PyRuntimeError::new_err("this executor was already started"));
         }
-        let max_workers = match max_workers {
-            Some(n) => n,
+        let max_workers = match max_workers.filter(|n| !n.is_none()) {
+            // Past an `i64` is past the crate's limit too: the crate's
+            // error, with the number asked for.
+            Some(n) => match n.extract::<i64>() {
+                Err(e) if e.is_instance_of::<PyOverflowError>(py) => {
+                    if n.gt(0)? {
+                        return Err(PyValueError::new_err(format!(
+                            "{n} workers asked for; a pool has at most {}",
+                            concurrent_futures::MAX_WORKERS
+                        )));
+                    }
+                    0
+                }
+                other => other?,
+            },
             None => {
                 // 3.13 counts the CPUs this process may use; 3.11 all.
                 let os = py.import("os")?;
@@ -281,19 +301,26 @@ impl Executor {
             None => PyTuple::empty(py),
             Some(a) => PyTuple::new(py, a.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
         };
-        let number = EXECUTORS.fetch_add(1, Ordering::Relaxed);
-        let prefix = if thread_name_prefix.is_empty() {
-            format!("ThreadPoolExecutor-{number}")
-        } else {
-            thread_name_prefix.to_owned()
+        // The stdlib's `thread_name_prefix or "ThreadPoolExecutor-%d"`: any
+        // true object names the threads as `str` gives it.
+        let prefix = match thread_name_prefix {
+            Some(p) if p.is_truthy()? => p.str()?.to_cow()?.into_owned(),
+            _ => format!(
+                "ThreadPoolExecutor-{}",
+                UNNAMED.fetch_add(1, Ordering::Relaxed)
+            ),
         };
         let future_class = FUTURE_CLASS
             .get(py)
             .ok_or_else(|| PyRuntimeError::new_err("import ordered_futures, not its _core"))?
             .clone_ref(py);
         let workers = usize::try_from(max_workers).unwrap_or(usize::MAX);
+        // No compensating workers: `max_workers` bounds the calls running
+        // at once, as the stdlib's does (a call blocked in `result()` holds
+        // its thread; one may still run the call it waits for inline).
         let pool = ThreadPool::builder()
             .workers(workers)
+            .max_blocking(0)
             .thread_name(prefix.clone())
             .build()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -302,7 +329,7 @@ impl Executor {
             pool,
             serial,
             shared: Arc::new(Shared {
-                id: number + 1,
+                id: EXECUTORS.fetch_add(1, Ordering::Relaxed),
                 initializer: initializer.map(|i| (i, initargs.unbind())),
                 broken: OnceLock::new(),
             }),

@@ -29,6 +29,7 @@ fn _set_main_thread(ident: u64) {
 
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    stdlib::init(m.py())?;
     m.add_class::<future::PyFuture>()?;
     m.add_class::<executor::Executor>()?;
     m.add_class::<map::MapIter>()?;

@@ -26,8 +26,9 @@ pub(crate) struct Stdlib {
 
 static STDLIB: PyOnceLock<Stdlib> = PyOnceLock::new();
 
-/// The stdlib objects, imported on first use.
-pub(crate) fn stdlib(py: Python<'_>) -> &Stdlib {
+/// Looks the stdlib objects up; the module's init calls it, so that a
+/// failure fails the import instead of a later call.
+pub(crate) fn init(py: Python<'_>) -> PyResult<()> {
     STDLIB
         .get_or_try_init(py, || -> PyResult<Stdlib> {
             let base = py.import("concurrent.futures._base")?;
@@ -52,7 +53,38 @@ pub(crate) fn stdlib(py: Python<'_>) -> &Stdlib {
                 finished: get(&base, "FINISHED")?,
             })
         })
-        .expect("concurrent.futures is importable in the interpreter that imported us")
+        .map(|_| ())
+}
+
+/// The stdlib objects.
+pub(crate) fn stdlib(py: Python<'_>) -> &Stdlib {
+    // Set by `init` in the module's init, which fails the import if it
+    // cannot: nothing of the package runs before it succeeded.
+    STDLIB
+        .get(py)
+        .expect("the module's init looked the stdlib objects up")
+}
+
+/// What a stdlib worker does as it starts (`Thread._bootstrap_inner`):
+/// installs `threading.settrace` / `threading.setprofile`'s hooks on this
+/// thread, so that tracers (coverage.py) and profilers see the calls it
+/// runs. Read each time, since they change; a failure is reported as
+/// unraisable and the thread runs untraced.
+pub(crate) fn install_thread_hooks(py: Python<'_>) {
+    let install = || -> PyResult<()> {
+        let threading = py.import("threading")?;
+        let sys = py.import("sys")?;
+        for (hook, setter) in [("_trace_hook", "settrace"), ("_profile_hook", "setprofile")] {
+            let hook = threading.getattr(hook)?;
+            if hook.is_truthy()? {
+                sys.call_method1(setter, (hook,))?;
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = install() {
+        e.write_unraisable(py, None);
+    }
 }
 
 /// An exception of class `class`, built with `args`.

@@ -10,7 +10,7 @@ use std::time::Instant;
 use concurrent_futures::{FutureHandle, Registration, TaskError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PySet;
+use pyo3::types::{PySet, PyString};
 
 use crate::future::PyFuture;
 use crate::gil;
@@ -82,22 +82,24 @@ impl Watch {
 /// released, Ctrl-C interrupts) until the condition holds or `timeout`
 /// seconds pass; returns `DoneAndNotDoneFutures(done, not_done)`.
 #[pyfunction]
-#[pyo3(signature = (fs, timeout=None, return_when="ALL_COMPLETED"))]
+#[pyo3(signature = (fs, timeout=None, return_when=None))]
 pub(crate) fn wait(
     py: Python<'_>,
     fs: &Bound<'_, PyAny>,
     timeout: Option<f64>,
-    return_when: &str,
+    return_when: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
-    let when = match return_when {
-        "FIRST_COMPLETED" => ReturnWhen::FirstCompleted,
-        "FIRST_EXCEPTION" => ReturnWhen::FirstException,
-        "ALL_COMPLETED" => ReturnWhen::AllCompleted,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "Invalid return condition: {other:?}"
-            )));
-        }
+    let return_when = match return_when {
+        Some(w) => w,
+        None => PyString::new(py, "ALL_COMPLETED").into_any(),
+    };
+    // Anything else is refused only once there is something to wait for,
+    // with the stdlib's error.
+    let when = match return_when.extract::<&str>() {
+        Ok("FIRST_COMPLETED") => Some(ReturnWhen::FirstCompleted),
+        Ok("FIRST_EXCEPTION") => Some(ReturnWhen::FirstException),
+        Ok("ALL_COMPLETED") => Some(ReturnWhen::AllCompleted),
+        _ => None,
     };
     let deadline = gil::deadline(timeout)?;
     let (set, ours) = collect(fs)?;
@@ -108,6 +110,12 @@ pub(crate) fn wait(
     };
     let pending: Vec<&FutureHandle<Outcome>> =
         ours.iter().map(|(_, h)| h).filter(|h| !h.done()).collect();
+    let Some(when) = when.or(pending.is_empty().then_some(ReturnWhen::AllCompleted)) else {
+        return Err(PyValueError::new_err(format!(
+            "Invalid return condition: {}",
+            return_when.repr()?
+        )));
+    };
     let met_now = match when {
         _ if pending.is_empty() => true,
         ReturnWhen::FirstCompleted => pending.len() < ours.len(),

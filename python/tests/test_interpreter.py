@@ -147,6 +147,40 @@ def test_a_forked_child_neither_crashes_nor_hangs():
     assert "parent None" in out.stdout
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_by_a_call_runs_none_of_the_parents_calls():
+    # The child goes on as the worker that forked it. Its waits there must
+    # not start a stand-in worker for the parent's pool, which would run the
+    # parent's queued calls a second time, in the child.
+    out = run_python(
+        "import os, warnings, ordered_futures as of\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "def job(tag):\n"
+        "    os.write(1, f'{tag} ran in {os.getpid()}\\n'.encode())\n"
+        "def forker():\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        with of.ThreadPoolExecutor(1) as fresh:\n"
+        "            fresh.submit(int).result()\n"
+        "        os.write(1, b'child done\\n')\n"
+        "        os._exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+        "print('parent', os.getpid(), flush=True)\n"
+        "ex = of.ThreadPoolExecutor(1)\n"
+        "ex.submit(forker)\n"
+        "for i in range(2):\n"
+        "    ex.submit(job, f'queued-{i}')\n"
+        "ex.shutdown()\n",
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    parent = lines[0].split()[1]
+    assert "child done" in lines
+    assert sorted(l for l in lines if "ran in" in l) == [
+        f"queued-0 ran in {parent}", f"queued-1 ran in {parent}"]
+
+
 def collected(make):
     ref = make()
     gc.collect()

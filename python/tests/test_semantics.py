@@ -148,6 +148,12 @@ def test_constructor_checks_like_the_stdlib():
     import os
     assert ex._max_workers == min(32, (os.cpu_count() or 1) + 4)
     ex.shutdown()
+    # Past a machine word is past the pool's limit: a ValueError, not an
+    # OverflowError.
+    with pytest.raises(ValueError, match="a pool has at most 32767"):
+        of.ThreadPoolExecutor(2**64)
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        of.ThreadPoolExecutor(-2**64)
 
 
 def test_thread_names_follow_the_stdlib():
@@ -157,6 +163,76 @@ def test_thread_names_follow_the_stdlib():
     with of.ThreadPoolExecutor(1) as ex:
         name = ex.submit(lambda: threading.current_thread().name).result()
     assert name.startswith("ThreadPoolExecutor-") and name.endswith("_0")
+
+
+def test_thread_name_prefix_takes_what_the_stdlib_takes():
+    # `thread_name_prefix or "ThreadPoolExecutor-%d"`, then "%s_%d": None
+    # and "" take a number, anything else is named by str().
+    def name_of(prefix):
+        with of.ThreadPoolExecutor(1, thread_name_prefix=prefix) as ex:
+            return ex.submit(lambda: threading.current_thread().name).result()
+
+    assert name_of(7) == "7_0"
+    first, second = name_of(None), name_of("")
+    assert first.startswith("ThreadPoolExecutor-") and second.startswith("ThreadPoolExecutor-")
+    # A named executor takes no number: the unnamed ones are consecutive.
+    number = lambda name: int(name[len("ThreadPoolExecutor-"):].split("_")[0])
+    name_of("named")
+    third = name_of(None)
+    assert number(second) == number(first) + 1 and number(third) == number(second) + 1
+
+
+def test_max_workers_bounds_the_calls_running_at_once():
+    # A call blocked in result() keeps its thread: no stand-in thread runs
+    # the next call meanwhile (the stdlib's bound, which programs use to
+    # serialise calls with max_workers=1).
+    gate, first_waits, second_started = of.Future(), threading.Event(), threading.Event()
+    overlapped = []
+
+    def first():
+        first_waits.set()
+        return gate.result(timeout=60)
+
+    def second():
+        overlapped.append(not gate.done())
+        second_started.set()
+
+    with of.ThreadPoolExecutor(1) as ex:
+        a, b = ex.submit(first), ex.submit(second)
+        assert first_waits.wait(timeout=60)
+        # A stand-in would start `second` at once; 0.5 s bounds the look.
+        assert not second_started.wait(timeout=0.5)
+        gate.set_result(1)
+        assert a.result(timeout=60) == 1 and b.result(timeout=60) is None
+    assert overlapped == [False]
+    assert threading.active_count() < 50
+
+
+def test_threading_trace_and_profile_hooks_reach_the_workers():
+    # As a stdlib worker installs them when it starts: coverage.py and
+    # profilers see the calls the workers run.
+    traced, profiled = [], []
+
+    def tracer(frame, event, arg):
+        if event == "call":
+            traced.append(frame.f_code.co_name)
+
+    def profiler(frame, event, arg):
+        if event == "call":
+            profiled.append(frame.f_code.co_name)
+
+    def work_seen_by_hooks():
+        return 1
+
+    threading.settrace(tracer)
+    threading.setprofile(profiler)
+    try:
+        with of.ThreadPoolExecutor(2) as ex:
+            assert ex.submit(work_seen_by_hooks).result() == 1
+    finally:
+        threading.settrace(None)
+        threading.setprofile(None)
+    assert "work_seen_by_hooks" in traced and "work_seen_by_hooks" in profiled
 
 
 def test_initializer_runs_once_per_thread_and_thread_locals_persist():
@@ -264,8 +340,14 @@ def test_wait_return_conditions():
         gate.set()
         done, not_done = of.wait([slow, fast, failed, fast])
         assert done == {slow, fast, failed} and not not_done
-        with pytest.raises(ValueError):
-            of.wait([fast], return_when="SOMETIMES")
+        # As the stdlib's: a bad condition is refused once there is
+        # something to wait for, with its message.
+        assert of.wait([fast], return_when="SOMETIMES").done == {fast}
+        pending = of.Future()
+        with pytest.raises(ValueError, match=r"^Invalid return condition: 'SOMETIMES'$"):
+            of.wait([fast, pending], return_when="SOMETIMES")
+        with pytest.raises(ValueError, match=r"^Invalid return condition: 3$"):
+            of.wait([pending], timeout=0, return_when=3)
 
 
 def test_as_completed_yields_done_first_then_in_completion_order():
