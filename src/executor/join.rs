@@ -227,8 +227,7 @@ impl ThreadPool {
         // ours is on top unless a thief (or this thread, helping inside
         // `a`) took it. Stealing takes the oldest first, so with ours gone
         // everything below went before it: a pop gives ours or nothing.
-        // Acquire: pairs with the Release of DONE by whoever ran it.
-        if job.state.load(Ordering::Acquire) & DONE == 0 {
+        if !stolen_done(&job.state) {
             match deque.pop() {
                 Some(top) if top.is(entry) => return then_b(ra, job.take_b()),
                 other => wait_for_stolen(other, &job.state, &job.waiter),
@@ -238,6 +237,15 @@ impl ThreadPool {
         job.life.end();
         (value_or_resume(ra), value_or_resume(rb))
     }
+}
+
+/// Whether whoever took the job has run `b`: the joiner's first look,
+/// after `a`. The loom model below makes it too, before it waits.
+#[inline(always)]
+fn stolen_done(state: &AtomicU8) -> bool {
+    // Acquire: pairs with the Release of DONE by whoever ran it, which
+    // publishes `out` to the `stolen_outcome` read that follows.
+    state.load(Ordering::Acquire) & DONE != 0
 }
 
 /// After the joiner's pop did not give its own entry back (`popped`: what
@@ -331,7 +339,7 @@ mod model {
 
     use loom::sync::atomic::AtomicBool;
 
-    use super::{StackJob, run_stolen, wait_for_thief};
+    use super::{StackJob, run_stolen, stolen_done, wait_for_thief};
     use crate::future::blocking::Held;
     use crate::sync::{AtomicU8, Lifetime, Ordering, UnsafeCell, join_all_when_finished};
 
@@ -340,13 +348,15 @@ mod model {
     }
 
     /// A thief runs a join's stolen half against its joiner, which looks
-    /// once, then parks (`WAITING`) or sees `DONE` first. The joiner reads
-    /// the outcome (loom's cells flag a read not ordered after the thief's
-    /// write) and then its frame ends (the job's `Lifetime`: flagged if
-    /// the thief may still touch the job). Fails if `DONE` loses its
-    /// Release, the CAS to `WAITING` its Release (the thief would read the
-    /// joiner's handle unordered), or `RELEASED` its Release or the
-    /// joiner's load of it its Acquire.
+    /// as `join_on` does after `a` (`stolen_done`), then waits: looks
+    /// once more, then parks (`WAITING`) or sees `DONE` first. The joiner
+    /// reads the outcome (loom's cells flag a read not ordered after the
+    /// thief's write) and then its frame ends (the job's `Lifetime`:
+    /// flagged if the thief may still touch the job). Fails if `DONE`
+    /// loses its Release, either load of `DONE` its Acquire, the CAS to
+    /// `WAITING` its Release (the thief would read the joiner's handle
+    /// unordered), or `RELEASED` its Release or the joiner's load of it
+    /// its Acquire.
     #[test]
     fn the_joiner_returns_after_the_thief_and_never_before() {
         loom::model(|| {
@@ -371,7 +381,9 @@ mod model {
                     finished.store(true, Ordering::Release);
                 }
             });
-            wait_for_thief(&job.state, &job.waiter);
+            if !stolen_done(&job.state) {
+                wait_for_thief(&job.state, &job.waiter);
+            }
             assert_eq!(job.stolen_outcome().ok(), Some(7));
             job.life.end();
             join_all_when_finished(vec![(finished, thief)]);

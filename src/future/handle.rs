@@ -38,9 +38,13 @@ use crate::error::TaskError;
 /// keeps routed callbacks ordered and one at a time.
 ///
 /// Cost: one list node per callback, holding the closure, taken from the
-/// attaching thread's cache of node blocks (no global allocation in steady
-/// state; a callback attached to a done future needs no node at all); one
-/// CAS to attach; completion runs and frees it with no further atomic
+/// attaching thread's cache of node blocks: at most one global allocation
+/// (a slab of 16 nodes) per 16 attaches, and none while the thread reuses
+/// nodes it freed itself; nodes freed on another thread, or more than a
+/// few slabs' worth pending at once, make new slabs; a node over 128
+/// bytes (a closure capturing more than about 80) comes from the global
+/// allocator (a callback attached to a done future needs no node at all);
+/// one CAS to attach; completion runs and frees it with no further atomic
 /// operation per callback (the list owns the node alone). A thread that
 /// attaches to a done future may run callbacks other threads attach
 /// meanwhile (that is what keeps them ordered and never concurrent).
