@@ -48,11 +48,11 @@ pub enum TaskError {
     /// [`install`](crate::ThreadPool::install)ed closure hold what their
     /// caller holds, on whatever thread they run. A cycle is followed
     /// through tasks blocked in such waits on every pool in the process.
+    /// Tasks blocked in module-level [`wait`](crate::wait) and
+    /// [`as_completed`](crate::as_completed) are followed too (a task
+    /// waiting on the caller of either is refused).
     /// Not seen: waits on a [`Promise`](crate::Promise)'s handle (nobody is
-    /// known to hold it), tasks blocked in module-level
-    /// [`wait`](crate::wait) or [`as_completed`](crate::as_completed)
-    /// (beyond the caller's own handle, which `wait` leaves out), and
-    /// waits through channels, locks or async tasks.
+    /// known to hold it), and through channels, locks or async tasks.
     WouldDeadlock,
     /// The pool was shut down before the work could be submitted
     /// (Python's `RuntimeError: cannot schedule new futures after shutdown`).

@@ -11,6 +11,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use crate::error::{TaskError, TimedOut};
+use crate::future::blocking::{on_pool_thread, watching};
 use crate::future::{FutureHandle, Registration};
 use crate::sync::WakerSlot;
 
@@ -81,9 +82,10 @@ impl<'a, T: Send + Sync + 'static> Watch<'a, T> {
         }
     }
 
-    /// The next index to finish, waiting until `deadline`.
+    /// The next index to finish, waiting until `deadline` (inside
+    /// [`watching`], which keeps the pool's capacity).
     fn next(&mut self, deadline: Option<Instant>) -> Option<usize> {
-        let i = recv(&self.rx, deadline)?;
+        let i = recv_here(&self.rx, deadline)?;
         // It ran: nothing to remove any more.
         self.registrations[i] = None;
         Some(i)
@@ -144,15 +146,15 @@ fn distinct<T>(handles: impl IntoIterator<Item = FutureHandle<T>>) -> Vec<Future
         .collect()
 }
 
-/// Receives the next finished index, blocking until `deadline` (keeping the
-/// pool's capacity when called from a pool task).
-fn recv(rx: &Receiver<usize>, deadline: Option<Instant>) -> Option<usize> {
-    crate::future::blocking::blocking(|| match deadline {
+/// Receives the next finished index, blocking until `deadline`, on a
+/// thread that already counts as waiting (see [`watching`]).
+fn recv_here(rx: &Receiver<usize>, deadline: Option<Instant>) -> Option<usize> {
+    match deadline {
         None => rx.recv().ok(),
         Some(d) => rx
             .recv_timeout(d.saturating_duration_since(Instant::now()))
             .ok(),
-    })
+    }
 }
 
 fn failed<T>(h: &FutureHandle<T>) -> bool {
@@ -166,7 +168,10 @@ fn failed<T>(h: &FutureHandle<T>) -> bool {
 /// Called from a pool task whose own handle is among `handles`, it does not
 /// wait for that one (it cannot finish while its task waits here, and
 /// Python would hang): it returns once the others meet `return_when`, with
-/// the caller's own handle in `not_done`.
+/// the caller's own handle in `not_done`. The same goes for handles of
+/// tasks that already wait (through blocked pool tasks) on the caller; and
+/// a task that starts waiting on the caller's handle while it waits here
+/// is refused with [`TaskError::WouldDeadlock`].
 ///
 /// Called from a pool task, the wait keeps the pool's capacity (a sleeping
 /// worker is woken or a compensating one started). The thread that calls
@@ -194,16 +199,11 @@ pub fn wait<T: Send + Sync + 'static>(
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     // Handles of tasks this thread is running cannot finish during the
     // wait: only the others are waited for.
-    let own = handles
+    let mut excluded: Vec<bool> = handles
         .iter()
-        .filter(|h| !h.done() && h.held_by_caller())
-        .count();
-    let reachable = handles.len() - own;
-    let stop_at = |i: usize, done: usize| match return_when {
-        ReturnWhen::FirstCompleted => true,
-        ReturnWhen::FirstException => failed(&handles[i]) || done == reachable,
-        ReturnWhen::AllCompleted => done == reachable,
-    };
+        .map(|h| !h.done() && h.held_by_caller())
+        .collect();
+    let reachable = excluded.iter().filter(|e| !**e).count();
     let expired = || deadline.is_some_and(|d| Instant::now() >= d);
     // Cheap first look: a zero timeout, or a condition already met, attaches
     // nothing.
@@ -214,16 +214,44 @@ pub fn wait<T: Send + Sync + 'static>(
         ReturnWhen::AllCompleted => already == reachable,
     };
     if !met_now && !expired() {
-        // Every handle's callback sends its index once (done ones at once),
-        // so counting messages is O(1) per completion.
-        let mut watch = Watch::new(&handles);
-        let mut done = 0;
-        while let Some(i) = watch.next(deadline) {
-            done += 1;
-            if stop_at(i, done) {
-                break;
+        // On a pool thread, the others still pending, as the wait-for graph
+        // names them: those whose tasks wait on this one (through blocked
+        // pool tasks) cannot finish either, and are left out too.
+        let pending: Vec<usize> = if on_pool_thread() {
+            (0..handles.len())
+                .filter(|&i| !excluded[i] && !handles[i].done())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let targets: Vec<usize> = pending.iter().map(|&i| handles[i].core_addr()).collect();
+        let all = return_when == ReturnWhen::AllCompleted;
+        watching(&targets, all, |stuck| {
+            for (&i, &s) in pending.iter().zip(stuck) {
+                excluded[i] |= s;
             }
-        }
+            // Every handle's callback sends its index once (done ones at
+            // once), so counting messages is O(1) per completion. `left`:
+            // the handles waited for whose message has not come.
+            let mut left = excluded.iter().filter(|e| !**e).count();
+            if left == 0 {
+                return;
+            }
+            let mut watch = Watch::new(&handles);
+            while let Some(i) = watch.next(deadline) {
+                if !excluded[i] {
+                    left -= 1;
+                }
+                let stop = match return_when {
+                    ReturnWhen::FirstCompleted => true,
+                    ReturnWhen::FirstException => failed(&handles[i]) || left == 0,
+                    ReturnWhen::AllCompleted => left == 0,
+                };
+                if stop {
+                    break;
+                }
+            }
+        });
     }
     let (done, not_done) = handles.into_iter().partition(|h| h.done());
     DoneAndNotDone { done, not_done }
@@ -240,7 +268,9 @@ pub fn wait<T: Send + Sync + 'static>(
 /// Iterated from a pool task whose own handle is among `handles`, it blocks
 /// once every other handle was yielded, as Python's does: that handle
 /// cannot finish while its task waits. Give it a `timeout`, or use
-/// [`wait`], which leaves the caller's own handle out.
+/// [`wait`], which leaves the caller's own handle out. A task that starts
+/// waiting on the caller's handle while `next` blocks is refused with
+/// [`TaskError::WouldDeadlock`].
 ///
 /// ```
 /// use concurrent_futures::{ThreadPool, as_completed};
@@ -282,6 +312,7 @@ pub fn as_completed<T: Send + Sync + 'static>(
         yielded: 0,
         total,
         timed_out: false,
+        watched: None,
     }
 }
 
@@ -312,6 +343,50 @@ pub struct AsCompleted<T> {
     yielded: usize,
     total: usize,
     timed_out: bool,
+    /// On a pool thread, once a `next` has blocked: the handles not yet
+    /// yielded, as the wait-for graph names them.
+    watched: Option<Watched>,
+}
+
+/// The addresses of the handles an [`AsCompleted`] has not yet yielded,
+/// kept as it yields (O(1) each), for the wait-for edge of a blocking
+/// `next`.
+struct Watched {
+    addrs: Vec<usize>,
+    /// The slot index of each address.
+    slot_of: Vec<usize>,
+    /// The position in `addrs` of each slot's address (of those listed).
+    at: Vec<usize>,
+}
+
+impl Watched {
+    fn new<T>(slots: &[Option<FutureHandle<T>>]) -> Watched {
+        let mut w = Watched {
+            addrs: Vec::new(),
+            slot_of: Vec::new(),
+            at: vec![usize::MAX; slots.len()],
+        };
+        for (i, h) in slots.iter().enumerate() {
+            if let Some(h) = h {
+                w.at[i] = w.addrs.len();
+                w.addrs.push(h.core_addr());
+                w.slot_of.push(i);
+            }
+        }
+        w
+    }
+
+    fn remove(&mut self, slot: usize) {
+        let p = std::mem::replace(&mut self.at[slot], usize::MAX);
+        if p == usize::MAX {
+            return;
+        }
+        self.addrs.swap_remove(p);
+        self.slot_of.swap_remove(p);
+        if let Some(&moved) = self.slot_of.get(p) {
+            self.at[moved] = p;
+        }
+    }
 }
 
 impl<T> std::fmt::Debug for AsCompleted<T> {
@@ -339,6 +414,9 @@ impl<T> AsCompleted<T> {
 
     fn take(&mut self, i: usize) -> FutureHandle<T> {
         self.yielded += 1;
+        if let Some(w) = &mut self.watched {
+            w.remove(i);
+        }
         self.slots[i]
             .take()
             .expect("each index is yielded once: handles are distinct")
@@ -369,7 +447,20 @@ impl<T> Iterator for AsCompleted<T> {
         if let Some(h) = self.next_ready() {
             return Some(Ok(h));
         }
-        Some(match recv(&self.rx, self.deadline) {
+        let arrived = match self.rx.try_recv() {
+            Ok(i) => Some(i),
+            // Nothing yet: block, as a wait for any one of the handles not
+            // yet yielded (an edge of the wait-for graph on a pool thread).
+            Err(_) => {
+                if self.watched.is_none() && on_pool_thread() {
+                    self.watched = Some(Watched::new(&self.slots));
+                }
+                let targets = self.watched.as_ref().map_or(&[][..], |w| &w.addrs[..]);
+                let (rx, deadline) = (&self.rx, self.deadline);
+                watching(targets, false, |_| recv_here(rx, deadline))
+            }
+        };
+        Some(match arrived {
             Some(i) => Ok(self.arrived(i)),
             None => Err(self.expire()),
         })

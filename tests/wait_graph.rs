@@ -11,11 +11,14 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 
 use common::Watchdog;
-use concurrent_futures::{FutureHandle, Promise, TaskError, ThreadPool};
+use concurrent_futures::{
+    FutureHandle, Promise, ReturnWhen, TaskError, ThreadPool, as_completed, wait,
+};
 
 /// What a probe reports: the outcome of its wait on its caller's task, and
 /// whether it ran on the caller's thread.
@@ -205,4 +208,109 @@ fn a_cycle_through_a_stolen_join_half_and_another_task_is_refused_once() {
         .filter(|r| ***r == Err(TaskError::WouldDeadlock))
         .count();
     assert_eq!(refused, 1, "b: {b_wait:?}, y: {y_wait:?}");
+}
+
+/// Task X on a one-worker pool submits `y`, which waits on X's handle, and
+/// watches `y` with `watch`. `y` cannot start until X blocks (X holds the
+/// only worker; the pool starts a compensating one when X blocks), so X's
+/// wait is in the wait-for graph when `y` waits: `y`'s wait is refused,
+/// `y` ends, and X's wait returns. Before module-level waits entered the
+/// graph both sides blocked for good.
+fn watched_task_waiting_on_its_watcher<W>(watch: W) -> (W::Output, Result<(), TaskError>)
+where
+    W: WatchOne,
+{
+    let pool = ThreadPool::new(1).unwrap();
+    let inner = pool.clone();
+    run_knowing_itself(&pool, move |me, _| {
+        let me = me.clone();
+        let y = inner.submit(move || me.wait()).unwrap();
+        let seen = watch.watch(y.clone());
+        (seen, y.result().unwrap().clone())
+    })
+}
+
+/// A way to wait on one handle (a closure cannot be generic over `T`).
+trait WatchOne: Send + 'static {
+    type Output: Clone + Send + Sync + 'static;
+    fn watch(self, y: FutureHandle<Result<(), TaskError>>) -> Self::Output;
+}
+
+struct WaitFor(ReturnWhen);
+impl WatchOne for WaitFor {
+    /// (done, not done)
+    type Output = (usize, usize);
+    fn watch(self, y: FutureHandle<Result<(), TaskError>>) -> (usize, usize) {
+        let r = wait([y], self.0, None);
+        (r.done.len(), r.not_done.len())
+    }
+}
+
+struct AsCompletedOne;
+impl WatchOne for AsCompletedOne {
+    /// How many items `as_completed` yielded, and whether each was a handle.
+    type Output = (usize, bool);
+    fn watch(self, y: FutureHandle<Result<(), TaskError>>) -> (usize, bool) {
+        let items: Vec<_> = as_completed([y], None).collect();
+        (items.len(), items.iter().all(Result::is_ok))
+    }
+}
+
+#[test]
+fn a_task_waiting_on_the_task_that_watches_it_is_refused() {
+    let _dog = Watchdog::new("module-level waits", Duration::from_secs(60));
+    for when in [
+        ReturnWhen::AllCompleted,
+        ReturnWhen::FirstCompleted,
+        ReturnWhen::FirstException,
+    ] {
+        assert_eq!(
+            watched_task_waiting_on_its_watcher(WaitFor(when)),
+            ((1, 0), Err(TaskError::WouldDeadlock)),
+            "{when:?}"
+        );
+    }
+    assert_eq!(
+        watched_task_waiting_on_its_watcher(AsCompletedOne),
+        ((1, true), Err(TaskError::WouldDeadlock))
+    );
+}
+
+/// The other order, on two workers: `y` may already wait on X when X
+/// calls `wait`. Then `y` cannot finish while X waits, and `wait` leaves
+/// it out, as it leaves out X's own handle: it returns at once with `y`
+/// not done, and `y` ends once X has. If X got there first, `y` is
+/// refused as above. Either way neither hangs, and the answers agree.
+#[test]
+fn a_wait_on_a_task_already_waiting_on_the_caller_leaves_it_out() {
+    let _dog = Watchdog::new("module-level wait, other order", Duration::from_secs(60));
+    let pool = ThreadPool::new(2).unwrap();
+    let (mut left_out, mut refused) = (0, 0);
+    for _ in 0..50 {
+        let inner = pool.clone();
+        let (r, y) = run_knowing_itself(&pool, move |me, _| {
+            let me = me.clone();
+            let about_to_wait = Arc::new(Barrier::new(2));
+            let a = about_to_wait.clone();
+            let y = inner
+                .submit(move || {
+                    a.wait();
+                    me.wait()
+                })
+                .unwrap();
+            about_to_wait.wait();
+            let r = wait([y.clone()], ReturnWhen::AllCompleted, None);
+            ((r.done.len(), r.not_done.len()), y)
+        });
+        match (r, y.join().unwrap()) {
+            ((0, 1), Ok(())) => left_out += 1,
+            ((1, 0), Err(TaskError::WouldDeadlock)) => refused += 1,
+            other => panic!("inconsistent: {other:?}"),
+        }
+    }
+    assert_eq!(
+        left_out + refused,
+        50,
+        "left out {left_out}, refused {refused}"
+    );
 }

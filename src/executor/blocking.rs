@@ -108,6 +108,13 @@ impl WaitHook for PoolWait {
         };
         Ok(self.keep_capacity(block))
     }
+
+    fn watching(&self, targets: &[usize], all: bool, block: &mut dyn FnMut(&[bool])) {
+        let mut holds = Vec::new();
+        running_snapshot(&mut holds);
+        let (_registered, stuck) = WAITS.watch(holds, targets, all);
+        self.keep_capacity(|| block(&stuck));
+    }
 }
 
 impl PoolWait {

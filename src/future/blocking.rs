@@ -36,6 +36,11 @@ pub(crate) trait WaitHook: Send + Sync {
         claim: &mut dyn FnMut() -> bool,
         block: &mut dyn FnMut() -> bool,
     ) -> Result<bool, TaskError>;
+
+    /// Runs `block`, a wait on the futures at `targets` (`all`: it needs
+    /// every one), on this thread; `block` is told which of them cannot
+    /// finish while it waits (see [`watching`]).
+    fn watching(&self, targets: &[usize], all: bool, block: &mut dyn FnMut(&[bool]));
 }
 
 thread_local! {
@@ -107,6 +112,12 @@ impl Drop for Installed {
     }
 }
 
+/// Whether this thread is a pool's (its waits go through a hook): only
+/// then is a [`watching`] wait's list of targets read.
+pub(crate) fn on_pool_thread() -> bool {
+    HOOK.try_with(|h| h.borrow().is_some()).unwrap_or(false)
+}
+
 fn hook() -> Option<Arc<dyn WaitHook>> {
     // Cloned out: no borrow is held across the wait, which runs user code.
     // `try_with`: a wait from a thread-local's destructor, after ours is
@@ -143,6 +154,25 @@ pub(crate) fn wait_for_task(
         Some(hook) => hook.wait_for_task(addr, pool, deadline, &mut claim, &mut block),
         None => Ok(block()),
     }
+}
+
+/// Runs `block`, a wait on the futures at `targets` (their cores'
+/// addresses; `all`: the wait needs every one, else any one), telling it
+/// which of them cannot finish while it waits: on a pool thread, those
+/// whose tasks wait (through a chain of blocked pool threads) on a task
+/// this thread holds. Meanwhile the wait is an edge of the pool's wait-for
+/// graph, so a later wait that would close a cycle through it is refused.
+/// Off a pool, nothing is known to be stuck and `block` just runs (told
+/// nothing: an empty slice).
+pub(crate) fn watching<R>(targets: &[usize], all: bool, block: impl FnOnce(&[bool]) -> R) -> R {
+    let Some(hook) = hook() else {
+        return block(&[]);
+    };
+    let (mut block, mut out) = (Some(block), None);
+    hook.watching(targets, all, &mut |stuck| {
+        out = block.take().map(|b| b(stuck))
+    });
+    out.expect("a wait hook runs its block exactly once")
 }
 
 /// Runs `f` as the work at `addr`, catching its panic: while it runs, waits

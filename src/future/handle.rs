@@ -81,10 +81,16 @@ impl<T> FutureHandle<T> {
         Arc::as_ptr(&self.shared).addr()
     }
 
+    /// The future's address as the wait-for graph names it (a task's is
+    /// the address its waits and its running frame use).
+    pub(crate) fn core_addr(&self) -> usize {
+        (self.core() as *const Core<T>).addr()
+    }
+
     /// Whether the calling thread is running this future's task (a wait
     /// for it here could never end).
     pub(crate) fn held_by_caller(&self) -> bool {
-        super::blocking::is_running_here((self.core() as *const Core<T>).addr())
+        super::blocking::is_running_here(self.core_addr())
     }
 
     /// Whether two handles refer to the same future.
