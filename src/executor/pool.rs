@@ -305,8 +305,15 @@ impl Builder {
     /// capacity (like Java's managed blocking). A compensating worker stays
     /// after its work is done, asleep, for 10 seconds, so a pool that
     /// blocks again and again reuses it instead of starting a thread. Default 512; 0 means none
-    /// (a blocked worker is not stood in for). Any value is accepted: the
-    /// OS refusing a thread only means no stand-in is started.
+    /// (a blocked worker is not stood in for: at most `workers` tasks run
+    /// at once, as in Python's executor). Then a task that blocks on other
+    /// work of the same pool which it cannot run itself (a scope's tasks
+    /// at the scope's end, a strand's closures, a task another worker
+    /// started) waits for a free worker, and if every worker is blocked
+    /// so, for good: the wait-for graph sees cycles of waits, not a pool
+    /// out of workers. A handle's wait on a task still queued runs it
+    /// inline, with or without stand-ins. Any value is accepted: the OS
+    /// refusing a thread only means no stand-in is started.
     ///
     /// ```
     /// // One worker, and a task that waits on another one running elsewhere:
