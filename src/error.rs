@@ -49,8 +49,9 @@ pub enum TaskError {
     /// caller holds, on whatever thread they run. A cycle is followed
     /// through tasks blocked in such waits on every pool in the process.
     /// Tasks blocked in module-level [`wait`](crate::wait) and
-    /// [`as_completed`](crate::as_completed) are followed too (a task
-    /// waiting on the caller of either is refused).
+    /// [`as_completed`](crate::as_completed) are followed too: a wait for
+    /// all of several is stuck if any one is, a wait for any one only if
+    /// all are, and a wait with a deadline never (it ends).
     /// Not seen: waits on a [`Promise`](crate::Promise)'s handle (nobody is
     /// known to hold it), and through channels, locks or async tasks.
     WouldDeadlock,

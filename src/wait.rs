@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use crate::error::{TaskError, TimedOut};
-use crate::future::blocking::{on_pool_thread, watching};
+use crate::future::blocking::{self, WaitOn, on_pool_thread};
 use crate::future::{FutureHandle, Registration};
 use crate::sync::WakerSlot;
 
@@ -83,7 +83,7 @@ impl<'a, T: Send + Sync + 'static> Watch<'a, T> {
     }
 
     /// The next index to finish, waiting until `deadline` (inside
-    /// [`watching`], which keeps the pool's capacity).
+    /// [`Watching::block`](crate::future::blocking::Watching::block), which keeps the pool's capacity).
     fn next(&mut self, deadline: Option<Instant>) -> Option<usize> {
         let i = recv_here(&self.rx, deadline)?;
         // It ran: nothing to remove any more.
@@ -147,7 +147,7 @@ fn distinct<T>(handles: impl IntoIterator<Item = FutureHandle<T>>) -> Vec<Future
 }
 
 /// Receives the next finished index, blocking until `deadline`, on a
-/// thread that already counts as waiting (see [`watching`]).
+/// thread that already counts as waiting (see [`Watching::block`](crate::future::blocking::Watching::block)).
 fn recv_here(rx: &Receiver<usize>, deadline: Option<Instant>) -> Option<usize> {
     match deadline {
         None => rx.recv().ok(),
@@ -169,9 +169,11 @@ fn failed<T>(h: &FutureHandle<T>) -> bool {
 /// wait for that one (it cannot finish while its task waits here, and
 /// Python would hang): it returns once the others meet `return_when`, with
 /// the caller's own handle in `not_done`. The same goes for handles of
-/// tasks that already wait (through blocked pool tasks) on the caller; and
-/// a task that starts waiting on the caller's handle while it waits here
-/// is refused with [`TaskError::WouldDeadlock`].
+/// tasks that already wait (through blocked pool tasks, with no deadline)
+/// on the caller. A task that starts waiting on the caller's handle while
+/// it waits here is refused with [`TaskError::WouldDeadlock`] if the
+/// caller could then never return: always under `AllCompleted`, under the
+/// others if none of the other handles can finish.
 ///
 /// Called from a pool task, the wait keeps the pool's capacity (a sleeping
 /// worker is woken or a compensating one started). The thread that calls
@@ -225,33 +227,42 @@ pub fn wait<T: Send + Sync + 'static>(
             Vec::new()
         };
         let targets: Vec<usize> = pending.iter().map(|&i| handles[i].core_addr()).collect();
-        let all = return_when == ReturnWhen::AllCompleted;
-        watching(&targets, all, |stuck| {
-            for (&i, &s) in pending.iter().zip(stuck) {
-                excluded[i] |= s;
-            }
-            // Every handle's callback sends its index once (done ones at
-            // once), so counting messages is O(1) per completion. `left`:
-            // the handles waited for whose message has not come.
-            let mut left = excluded.iter().filter(|e| !**e).count();
-            if left == 0 {
-                return;
-            }
-            let mut watch = Watch::new(&handles);
-            while let Some(i) = watch.next(deadline) {
-                if !excluded[i] {
-                    left -= 1;
+        // Every handle's callback sends its index once (done ones at once),
+        // so counting messages is O(1) per completion. Attached before the
+        // wait enters the graph: attaching may run other callbacks of these
+        // futures here, and a wait in one must not meet this one's edge.
+        let mut watch = Watch::new(&handles);
+        let on = WaitOn {
+            all: return_when == ReturnWhen::AllCompleted,
+            timed: deadline.is_some(),
+            stuck_listed: false,
+        };
+        let waiting = blocking::watch(&targets, on);
+        for (&i, &s) in pending.iter().zip(waiting.stuck()) {
+            excluded[i] |= s;
+        }
+        // The handles waited for whose message has not come.
+        let mut left = excluded.iter().filter(|e| !**e).count();
+        if left > 0 {
+            waiting.block(|| {
+                while let Some(i) = watch.next(deadline) {
+                    if !excluded[i] {
+                        left -= 1;
+                    }
+                    let stop = match return_when {
+                        ReturnWhen::FirstCompleted => true,
+                        ReturnWhen::FirstException => failed(&handles[i]) || left == 0,
+                        ReturnWhen::AllCompleted => left == 0,
+                    };
+                    if stop {
+                        break;
+                    }
                 }
-                let stop = match return_when {
-                    ReturnWhen::FirstCompleted => true,
-                    ReturnWhen::FirstException => failed(&handles[i]) || left == 0,
-                    ReturnWhen::AllCompleted => left == 0,
-                };
-                if stop {
-                    break;
-                }
-            }
-        });
+            });
+        }
+        // The edge goes first: removing the callbacks may run others.
+        drop(waiting);
+        drop(watch);
     }
     let (done, not_done) = handles.into_iter().partition(|h| h.done());
     DoneAndNotDone { done, not_done }
@@ -270,7 +281,8 @@ pub fn wait<T: Send + Sync + 'static>(
 /// cannot finish while its task waits. Give it a `timeout`, or use
 /// [`wait`], which leaves the caller's own handle out. A task that starts
 /// waiting on the caller's handle while `next` blocks is refused with
-/// [`TaskError::WouldDeadlock`].
+/// [`TaskError::WouldDeadlock`] if none of the handles left can finish
+/// (followed while at most 64 are left).
 ///
 /// ```
 /// use concurrent_futures::{ThreadPool, as_completed};
@@ -347,6 +359,12 @@ pub struct AsCompleted<T> {
     /// yielded, as the wait-for graph names them.
     watched: Option<Watched>,
 }
+
+/// Most handles an [`AsCompleted`] may have left for a blocking `next` to
+/// enter the wait-for graph: each such `next` lists them all (the check is
+/// linear in them), so a long sequence enters it only for its last
+/// `FOLLOWED` handles.
+const FOLLOWED: usize = 64;
 
 /// The addresses of the handles an [`AsCompleted`] has not yet yielded,
 /// kept as it yields (O(1) each), for the wait-for edge of a blocking
@@ -452,12 +470,18 @@ impl<T> Iterator for AsCompleted<T> {
             // Nothing yet: block, as a wait for any one of the handles not
             // yet yielded (an edge of the wait-for graph on a pool thread).
             Err(_) => {
-                if self.watched.is_none() && on_pool_thread() {
+                let left = self.total - self.yielded;
+                if self.watched.is_none() && left <= FOLLOWED && on_pool_thread() {
                     self.watched = Some(Watched::new(&self.slots));
                 }
                 let targets = self.watched.as_ref().map_or(&[][..], |w| &w.addrs[..]);
-                let (rx, deadline) = (&self.rx, self.deadline);
-                watching(targets, false, |_| recv_here(rx, deadline))
+                let on = WaitOn {
+                    all: false,
+                    timed: self.deadline.is_some(),
+                    stuck_listed: true,
+                };
+                let waiting = blocking::watch(targets, on);
+                waiting.block(|| recv_here(&self.rx, self.deadline))
             }
         };
         Some(match arrived {

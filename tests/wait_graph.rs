@@ -314,3 +314,131 @@ fn a_wait_on_a_task_already_waiting_on_the_caller_leaves_it_out() {
         "left out {left_out}, refused {refused}"
     );
 }
+
+/// A thread in a timed wait resumes at its deadline, so it proves nothing:
+/// X's `wait` for a task that waits on X with a timeout waits for it (it
+/// ends at its deadline, or is refused if X got there first), where a
+/// graph that took timed waits for good left it out at once.
+#[test]
+fn a_task_in_a_timed_wait_on_the_caller_is_waited_for() {
+    let _dog = Watchdog::new("timed waits", Duration::from_secs(60));
+    let pool = ThreadPool::new(2).unwrap();
+    for _ in 0..5 {
+        let inner = pool.clone();
+        let (r, y) = run_knowing_itself(&pool, move |me, _| {
+            let me = me.clone();
+            let about_to_wait = Arc::new(Barrier::new(2));
+            let a = about_to_wait.clone();
+            let y = inner
+                .submit(move || {
+                    a.wait();
+                    me.wait_timeout(Duration::from_millis(100))
+                })
+                .unwrap();
+            about_to_wait.wait();
+            let r = wait([y.clone()], ReturnWhen::AllCompleted, None);
+            ((r.done.len(), r.not_done.len()), y)
+        });
+        assert_eq!(r, (1, 0));
+        let y = y.join().unwrap();
+        assert!(
+            y == Err(TaskError::Timeout) || y == Err(TaskError::WouldDeadlock),
+            "{y:?}"
+        );
+    }
+}
+
+/// And the other way: X in a `wait` with a timeout resumes at its deadline,
+/// so a task that then waits on X is not refused: it waits for X.
+#[test]
+fn a_wait_on_a_task_in_a_timed_wait_is_not_refused() {
+    let _dog = Watchdog::new("timed module wait", Duration::from_secs(60));
+    let pool = ThreadPool::new(1).unwrap();
+    let inner = pool.clone();
+    let (r, y) = run_knowing_itself(&pool, move |me, _| {
+        let me = me.clone();
+        // Queued behind X (one worker): it starts once X blocks.
+        let y = inner.submit(move || me.wait()).unwrap();
+        let r = wait(
+            [y.clone()],
+            ReturnWhen::AllCompleted,
+            Some(Duration::from_millis(100)),
+        );
+        ((r.done.len(), r.not_done.len()), y)
+    });
+    assert_eq!(r, (0, 1));
+    assert_eq!(y.join(), Ok(Ok(())));
+}
+
+/// A wait for any one of several is stuck only if none can finish: X
+/// waits for the first of `y` (which waits on X) and a promise that the
+/// test sets, so `y`'s wait on X is not refused.
+#[test]
+fn a_wait_for_any_with_a_way_out_lets_its_waiters_wait() {
+    let _dog = Watchdog::new("first completed", Duration::from_secs(60));
+    let pool = ThreadPool::new(1).unwrap();
+    let inner = pool.clone();
+    let p = Promise::<Result<(), TaskError>>::new();
+    let (ph, (tx, rx)) = (p.handle(), std::sync::mpsc::channel());
+    let h = thread::spawn(move || {
+        run_knowing_itself(&pool, move |me, _| {
+            let me = me.clone();
+            let y = inner
+                .submit(move || {
+                    tx.send(()).unwrap();
+                    me.wait()
+                })
+                .unwrap();
+            let r = wait([y.clone(), ph], ReturnWhen::FirstCompleted, None);
+            (r.done.len(), y)
+        })
+    });
+    rx.recv().unwrap(); // y runs: X is blocked in its wait
+    p.set_result(Ok(())).unwrap();
+    let (done, y) = h.join().unwrap();
+    assert_eq!(done, 1);
+    assert_eq!(y.join(), Ok(Ok(())));
+}
+
+/// `as_completed` blocked on a task that waits on its caller stays in the
+/// graph, so a second task that then waits on the caller is refused. If
+/// the first task came second, it is the one refused; a second task that
+/// waited before the caller blocked waits for it. Every order ends, with
+/// answers that agree. (Which order a round takes is the scheduler's; the
+/// unit test `a_stuck_target_still_listed_keeps_the_waiter_in_the_graph`
+/// checks the first one edge by edge.)
+#[test]
+fn as_completed_blocked_on_a_stuck_task_keeps_its_edge() {
+    let _dog = Watchdog::new("as_completed edge", Duration::from_secs(60));
+    let pool = ThreadPool::new(2).unwrap();
+    let dead = Err(TaskError::WouldDeadlock);
+    for _ in 0..5 {
+        let inner = pool.clone();
+        let (items, y1, y2) = run_knowing_itself(&pool, move |me, _| {
+            let about_to_wait = Arc::new(Barrier::new(2));
+            let a = about_to_wait.clone();
+            let m = me.clone();
+            let y1 = inner
+                .submit(move || {
+                    a.wait();
+                    m.wait()
+                })
+                .unwrap();
+            about_to_wait.wait();
+            let m = me.clone();
+            let y2 = inner.submit(move || m.wait()).unwrap();
+            let items: Vec<bool> = as_completed([y1.clone()], Some(Duration::from_millis(200)))
+                .map(|i| i.is_ok())
+                .collect();
+            (items, y1, y2)
+        });
+        match (items.as_slice(), y1.join(), y2.join()) {
+            // y1 waited first: as_completed times out; y2 is refused if it
+            // came after the caller blocked, else it waited for the caller.
+            ([false], Ok(Ok(())), Ok(_)) => {}
+            // as_completed blocked first: y1 is refused and yielded.
+            ([true], Ok(first), Ok(Ok(()))) => assert_eq!(first, dead),
+            other => panic!("inconsistent: {other:?}"),
+        }
+    }
+}

@@ -18,13 +18,14 @@
 //! re-enter code that holds a lock the waiter holds (rayon's re-entrancy
 //! problem).
 
+use std::any::Any;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::deadlock::WAITS;
+use super::deadlock::{WAITS, Wait};
 use super::registry::Registry;
 use crate::error::TaskError;
-use crate::future::blocking::{WaitHook, running_depth, running_snapshot};
+use crate::future::blocking::{WaitHook, WaitOn, running_depth, running_snapshot};
 
 /// A number naming one live pool, carried by its tasks (in two bytes of
 /// their future that were padding) so that a waiter runs a task inline only
@@ -103,17 +104,22 @@ impl WaitHook for PoolWait {
         }
         let mut holds = Vec::new();
         running_snapshot(&mut holds);
-        let Some(_registered) = WAITS.register(holds, addr) else {
+        let Some(_registered) = WAITS.register(holds, addr, deadline.is_some()) else {
             return Err(TaskError::WouldDeadlock);
         };
         Ok(self.keep_capacity(block))
     }
 
-    fn watching(&self, targets: &[usize], all: bool, block: &mut dyn FnMut(&[bool])) {
+    fn watch(&self, targets: &[usize], wait: WaitOn) -> (Vec<bool>, Option<Box<dyn Any>>) {
         let mut holds = Vec::new();
         running_snapshot(&mut holds);
-        let (_registered, stuck) = WAITS.watch(holds, targets, all);
-        self.keep_capacity(|| block(&stuck));
+        let on = Wait {
+            targets,
+            all: wait.all,
+            timed: wait.timed,
+        };
+        let (edge, stuck) = WAITS.watch(holds, on, wait.stuck_listed);
+        (stuck, edge.map(|e| Box::new(e) as Box<dyn Any>))
     }
 }
 

@@ -1,35 +1,47 @@
 //! Refusing waits that can never end: a task waiting on itself, or on a
 //! task that (transitively) waits on it, across every pool in the process.
 //!
-//! Each blocked worker thread records the tasks it holds (the one it runs
-//! and any it runs inline inside it) and the task it waits for. Before a
-//! worker blocks, it follows the chain "task -> thread holding it -> task
-//! that thread waits for" from the awaited task; reaching a task it holds
-//! itself is a cycle, and the wait is refused with
-//! [`TaskError::WouldDeadlock`](crate::TaskError::WouldDeadlock).
+//! Each blocked pool thread records the tasks it holds (the one it runs
+//! and any it runs inline inside it) and what it waits for: one future (a
+//! handle's wait, `all`), or several, needing all of them (module-level
+//! `wait(ALL_COMPLETED)`) or any one (`FIRST_COMPLETED`,
+//! `FIRST_EXCEPTION`, `as_completed`). Before a thread blocks, it asks
+//! which of the futures it is about to wait for could never finish if it
+//! never resumed: a future it holds cannot; one held by a blocked thread
+//! can only once that thread resumes; a thread resumes once what its edge
+//! needs can finish, and always if its wait has a deadline. Those that can
+//! finish are the least fixpoint of these rules (`stuck`), so every future
+//! called stuck really is: a handle's wait on one is refused with
+//! [`TaskError::WouldDeadlock`](crate::TaskError::WouldDeadlock), and
+//! module-level `wait` leaves such futures out.
 //!
 //! There is one graph for the process ([`WAITS`]), not one per pool: a
 //! server's CPU pool and I/O pool can wait on each other's tasks, and a
 //! cycle through both must be seen. Task addresses are unique in the
-//! process while the tasks live (a held or awaited task is alive).
+//! process while the tasks live (a held or awaited task is alive: every
+//! waiter keeps the handles it waits on for as long as its edge stands).
 //!
 //! The graph is a `Mutex`-guarded list consulted only on this slow path,
 //! by a thread that is about to park anyway: check and insert happen under
 //! one lock, so two threads closing a cycle at once cannot both miss it.
 //! Addresses are compared, never dereferenced.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// One blocked thread: what it holds and what it waits for.
+/// One blocked thread's wait: what it holds and what it waits for.
 struct Edge {
-    thread: std::thread::ThreadId,
+    /// Names the edge for its removal.
+    id: u64,
     holds: Vec<usize>,
-    /// The futures it waits for (one for a handle's wait; several for
-    /// module-level `wait` and `as_completed`).
+    /// The futures it waits for.
     waits_for: Vec<usize>,
-    /// Whether it needs every one of them (`wait(ALL_COMPLETED)`, a
-    /// handle's wait) or resumes once any one is done.
+    /// Whether it needs every one of them, or resumes once any one is done.
     all: bool,
+    /// Whether it resumes whatever happens to them: its wait has a
+    /// deadline, or (a long `as_completed`) its targets are not listed.
+    resumes: bool,
 }
 
 /// The wait-for graph of blocked pool threads.
@@ -38,108 +50,142 @@ pub(crate) struct WaitGraph(Mutex<Vec<Edge>>);
 /// The process's wait-for graph, shared by every pool.
 pub(crate) static WAITS: WaitGraph = WaitGraph(Mutex::new(Vec::new()));
 
+/// Numbers edges (unique in the process: a counter of 64 bits).
+static EDGES: AtomicU64 = AtomicU64::new(0);
+
 /// A registered wait; removes its edge when dropped.
 pub(crate) struct Registered<'a> {
     graph: &'a WaitGraph,
+    id: u64,
 }
 
-/// Whether the future at `from` cannot finish until a thread holding
-/// `holds` resumes: it is one of `holds`, or it is held by a blocked
-/// thread that cannot resume before then (waiting for all of its targets,
-/// one of which cannot finish; or for any one, none of which can).
-///
-/// A `true` is a proof, so a wait is never refused that could end.
-/// `known` records each future's answer once found, so a future two
-/// targets lead to is worked out once. A future met again while its own
-/// answer is being worked out would be a cycle that does not pass through
-/// `holds`; the graph refuses every edge that closes a cycle, so none is
-/// there, and such a future would count as able to finish.
-fn cannot_finish(
-    edges: &[Edge],
-    from: usize,
-    holds: &[usize],
-    known: &mut Vec<(usize, Option<bool>)>,
-) -> bool {
-    if holds.contains(&from) {
-        return true;
+/// What a waiter is about to wait for.
+pub(crate) struct Wait<'t> {
+    /// The futures, by address.
+    pub(crate) targets: &'t [usize],
+    /// Whether it needs all of them (else any one).
+    pub(crate) all: bool,
+    /// Whether its wait has a deadline.
+    pub(crate) timed: bool,
+}
+
+/// Which of `targets` could never finish if a thread holding `holds`
+/// never resumed (see the module's rules).
+fn stuck(edges: &[Edge], holds: &[usize], targets: &[usize]) -> Vec<bool> {
+    // The edge of the blocked thread holding each future. A thread has one
+    // edge at a time (nothing it runs while it waits waits in turn); were
+    // there two, the newer would be the wait it is in.
+    let mut holder: HashMap<usize, usize> = HashMap::new();
+    for (i, e) in edges.iter().enumerate() {
+        for &h in &e.holds {
+            holder
+                .entry(h)
+                .and_modify(|j| {
+                    if edges[*j].id < e.id {
+                        *j = i;
+                    }
+                })
+                .or_insert(i);
+        }
     }
-    if let Some(&(_, answer)) = known.iter().find(|(a, _)| *a == from) {
-        return answer.unwrap_or(false); // `None`: still being worked out
-    }
-    let Some(edge) = edges.iter().find(|e| e.holds.contains(&from)) else {
-        return false; // running, queued or done: not held by a blocked thread
+    let mut resumes: Vec<bool> = edges.iter().map(|e| e.resumes).collect();
+    let can_finish = |f: usize, resumes: &[bool]| {
+        !holds.contains(&f) && holder.get(&f).is_none_or(|&i| resumes[i])
     };
-    known.push((from, None));
-    let mut targets = edge.waits_for.iter();
-    let answer = if edge.all {
-        targets.any(|&t| cannot_finish(edges, t, holds, known))
-    } else {
-        !edge.waits_for.is_empty() && targets.all(|&t| cannot_finish(edges, t, holds, known))
-    };
-    if let Some(entry) = known.iter_mut().find(|(a, _)| *a == from) {
-        entry.1 = Some(answer);
+    // Least fixpoint: each pass marks the threads that can resume given
+    // those marked so far; at most one pass per edge adds one.
+    loop {
+        let mut changed = false;
+        for (i, e) in edges.iter().enumerate() {
+            if resumes[i] {
+                continue;
+            }
+            let mut targets = e.waits_for.iter();
+            let can = if e.all {
+                targets.all(|&t| can_finish(t, &resumes))
+            } else {
+                targets.any(|&t| can_finish(t, &resumes))
+            };
+            if can {
+                resumes[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
     }
-    answer
+    targets.iter().map(|&t| !can_finish(t, &resumes)).collect()
 }
 
 impl WaitGraph {
-    /// Records that the caller, holding `holds`, waits for `target`, unless
-    /// that closes a cycle (then `None`).
-    pub(crate) fn register(&self, holds: Vec<usize>, target: usize) -> Option<Registered<'_>> {
+    /// Records that the caller, holding `holds`, waits for `target`
+    /// (`timed`: with a deadline), unless `target` could never finish
+    /// while it waits (then `None`).
+    pub(crate) fn register(
+        &self,
+        holds: Vec<usize>,
+        target: usize,
+        timed: bool,
+    ) -> Option<Registered<'_>> {
         let mut edges = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if cannot_finish(&edges, target, &holds, &mut Vec::new()) {
+        if stuck(&edges, &holds, &[target])[0] {
             return None;
         }
-        edges.push(Edge {
-            thread: std::thread::current().id(),
-            holds,
-            waits_for: vec![target],
-            all: true,
-        });
-        Some(Registered { graph: self })
+        Some(self.push(&mut edges, holds, vec![target], true, timed))
     }
 
-    /// For a wait on several futures (`all`: it needs every one): which
-    /// of `targets` cannot finish while the caller, holding `holds`, waits
-    /// (`stuck`, in the same order), and the caller's edge to the others,
-    /// which it waits for (none if it waits for nothing). Check and insert
-    /// are under one lock, as for [`register`](Self::register).
+    /// For a wait on several futures: which of them could never finish
+    /// while the caller, holding `holds`, waits (`stuck`, in `wait`'s
+    /// order), and the caller's edge, listing the others (`stuck_listed`:
+    /// all of them), or none if that leaves nothing to wait for. Check and
+    /// insert are under one lock, as for [`register`](Self::register).
     pub(crate) fn watch(
         &self,
         holds: Vec<usize>,
-        targets: &[usize],
-        all: bool,
+        wait: Wait<'_>,
+        stuck_listed: bool,
     ) -> (Option<Registered<'_>>, Vec<bool>) {
         let mut edges = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mut known = Vec::new();
-        let stuck: Vec<bool> = targets
-            .iter()
-            .map(|&t| cannot_finish(&edges, t, &holds, &mut known))
-            .collect();
-        let waits_for: Vec<usize> = targets
+        let stuck = stuck(&edges, &holds, wait.targets);
+        let waits_for: Vec<usize> = wait
+            .targets
             .iter()
             .zip(&stuck)
-            .filter(|(_, s)| !**s)
+            .filter(|(_, s)| stuck_listed || !**s)
             .map(|(t, _)| *t)
             .collect();
         if waits_for.is_empty() {
             return (None, stuck);
         }
+        let edge = self.push(&mut edges, holds, waits_for, wait.all, wait.timed);
+        (Some(edge), stuck)
+    }
+
+    fn push(
+        &self,
+        edges: &mut Vec<Edge>,
+        holds: Vec<usize>,
+        waits_for: Vec<usize>,
+        all: bool,
+        resumes: bool,
+    ) -> Registered<'_> {
+        let id = EDGES.fetch_add(1, Ordering::Relaxed); // a name only
         edges.push(Edge {
-            thread: std::thread::current().id(),
+            id,
             holds,
             waits_for,
             all,
+            resumes,
         });
-        (Some(Registered { graph: self }), stuck)
+        Registered { graph: self, id }
     }
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         let mut edges = self.graph.0.lock().unwrap_or_else(|e| e.into_inner());
-        let me = std::thread::current().id();
-        if let Some(i) = edges.iter().position(|e| e.thread == me) {
+        if let Some(i) = edges.iter().position(|e| e.id == self.id) {
             edges.swap_remove(i);
         }
     }
@@ -149,23 +195,39 @@ impl Drop for Registered<'_> {
 mod tests {
     use std::sync::{Arc, Barrier, Mutex};
 
-    use super::WaitGraph;
+    use super::{Wait, WaitGraph};
 
-    /// On another thread, registers a wait of `holds` for `targets` (`all`
-    /// or any) in `graph` and keeps it until `leave` is passed.
+    /// What a blocked thread waits for, in these tests.
+    #[derive(Clone, Copy)]
+    enum On {
+        All,
+        Any,
+        Timed,
+    }
+
+    fn wait(targets: &[usize], on: On) -> Wait<'_> {
+        Wait {
+            targets,
+            all: !matches!(on, On::Any),
+            timed: matches!(on, On::Timed),
+        }
+    }
+
+    /// On another thread, registers a wait of `holds` for `targets` in
+    /// `graph` (every target listed) and keeps it until `leave` is passed.
     fn blocked_elsewhere<'s>(
         s: &'s std::thread::Scope<'s, '_>,
         graph: &'s WaitGraph,
         holds: Vec<usize>,
         targets: Vec<usize>,
-        all: bool,
+        on: On,
         leave: &'s Barrier,
     ) {
         let entered = Arc::new(Barrier::new(2));
         let e = entered.clone();
         s.spawn(move || {
-            let (registered, stuck) = graph.watch(holds, &targets, all);
-            assert!(registered.is_some() && !stuck.contains(&true));
+            let (registered, _) = graph.watch(holds, wait(&targets, on), true);
+            assert!(registered.is_some());
             e.wait();
             leave.wait();
         });
@@ -178,14 +240,15 @@ mod tests {
         let leave = Barrier::new(2);
         std::thread::scope(|s| {
             // Task 1 waits for 10 (ours) and 3: it needs both.
-            blocked_elsewhere(s, &graph, vec![1], vec![10, 3], true, &leave);
-            let (edge, stuck) = graph.watch(vec![10], &[1, 2], true);
+            blocked_elsewhere(s, &graph, vec![1], vec![10, 3], On::All, &leave);
+            let (edge, stuck) = graph.watch(vec![10], wait(&[1, 2], On::All), false);
             assert_eq!(stuck, [true, false]);
             assert!(edge.is_some(), "it still waits for 2");
             drop(edge);
-            // A handle's wait on 1 is refused.
-            assert!(graph.register(vec![10], 1).is_none());
-            assert!(graph.register(vec![11], 1).is_some());
+            // A handle's wait on 1 is refused, timed or not.
+            assert!(graph.register(vec![10], 1, false).is_none());
+            assert!(graph.register(vec![10], 1, true).is_none());
+            assert!(graph.register(vec![11], 1, false).is_some());
             leave.wait();
         });
     }
@@ -196,12 +259,12 @@ mod tests {
         let leave = Barrier::new(3);
         std::thread::scope(|s| {
             // Task 1 waits for any of 10 (ours) and 3: 3 may finish.
-            blocked_elsewhere(s, &graph, vec![1], vec![10, 3], false, &leave);
-            let (_, stuck) = graph.watch(vec![10], &[1], true);
+            blocked_elsewhere(s, &graph, vec![1], vec![10, 3], On::Any, &leave);
+            let (_, stuck) = graph.watch(vec![10], wait(&[1], On::All), false);
             assert_eq!(stuck, [false]);
             // Now task 3 waits for 10 as well: nothing 1 waits for can end.
-            blocked_elsewhere(s, &graph, vec![3], vec![10], true, &leave);
-            let (edge, stuck) = graph.watch(vec![10], &[1, 3], false);
+            blocked_elsewhere(s, &graph, vec![3], vec![10], On::All, &leave);
+            let (edge, stuck) = graph.watch(vec![10], wait(&[1, 3], On::Any), false);
             assert_eq!(stuck, [true, true]);
             assert!(edge.is_none(), "nothing left to wait for");
             leave.wait();
@@ -209,17 +272,58 @@ mod tests {
     }
 
     #[test]
-    fn a_wait_that_would_close_a_cycle_is_told_so() {
+    fn a_thread_in_a_timed_wait_resumes() {
         let graph = WaitGraph(Mutex::new(Vec::new()));
         let leave = Barrier::new(2);
         std::thread::scope(|s| {
-            // Task 1 waits for 2; the thread running 2 now looks at 1.
-            blocked_elsewhere(s, &graph, vec![1], vec![2], true, &leave);
-            let (edge, stuck) = graph.watch(vec![2], &[1, 3], false);
-            assert_eq!(stuck, [true, false]);
-            assert!(edge.is_some(), "it still waits for 3");
-            drop(edge);
-            assert!(graph.register(vec![2], 1).is_none());
+            // Task 1 waits for 10 (ours), but with a deadline: it ends.
+            blocked_elsewhere(s, &graph, vec![1], vec![10], On::Timed, &leave);
+            let (_, stuck) = graph.watch(vec![10], wait(&[1], On::All), false);
+            assert_eq!(stuck, [false]);
+            assert!(graph.register(vec![10], 1, false).is_some());
+            leave.wait();
+        });
+    }
+
+    #[test]
+    fn a_cycle_with_a_way_out_is_not_stuck_and_one_without_is() {
+        let graph = WaitGraph(Mutex::new(Vec::new()));
+        let leave = Barrier::new(3);
+        std::thread::scope(|s| {
+            // 1 waits for any of 2 and 5 (5 is free); 2 waits for 1.
+            blocked_elsewhere(s, &graph, vec![1], vec![2, 5], On::Any, &leave);
+            blocked_elsewhere(s, &graph, vec![2], vec![1], On::All, &leave);
+            let (_, stuck) = graph.watch(vec![10], wait(&[1, 2], On::All), false);
+            assert_eq!(stuck, [false, false], "5 lets 1 go on, and 2 after it");
+            // A thread holding 5 would close it: 1 and 2 wait, through
+            // each other, on 5 alone.
+            let (_, stuck) = graph.watch(vec![5], wait(&[1, 2], On::All), false);
+            assert_eq!(stuck, [true, true]);
+            leave.wait();
+        });
+    }
+
+    #[test]
+    fn a_stuck_target_still_listed_keeps_the_waiter_in_the_graph() {
+        let graph = WaitGraph(Mutex::new(Vec::new()));
+        let leave = Barrier::new(3);
+        std::thread::scope(|s| {
+            // 1 waits for 10; 10's thread then blocks on 1 anyway (as
+            // `as_completed` does), listed: a third wait on 10 is refused.
+            blocked_elsewhere(s, &graph, vec![1], vec![10], On::All, &leave);
+            let entered = Arc::new(Barrier::new(2));
+            let e = entered.clone();
+            let g = &graph;
+            let l = &leave;
+            s.spawn(move || {
+                let (edge, stuck) = g.watch(vec![10], wait(&[1], On::Any), true);
+                assert_eq!(stuck, [true]);
+                assert!(edge.is_some());
+                e.wait();
+                l.wait();
+            });
+            entered.wait();
+            assert!(graph.register(vec![20], 10, false).is_none());
             leave.wait();
         });
     }

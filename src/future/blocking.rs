@@ -14,6 +14,7 @@
 //! So the dependency runs one way: the executor uses the future, never the
 //! reverse.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -37,10 +38,22 @@ pub(crate) trait WaitHook: Send + Sync {
         block: &mut dyn FnMut() -> bool,
     ) -> Result<bool, TaskError>;
 
-    /// Runs `block`, a wait on the futures at `targets` (`all`: it needs
-    /// every one), on this thread; `block` is told which of them cannot
-    /// finish while it waits (see [`watching`]).
-    fn watching(&self, targets: &[usize], all: bool, block: &mut dyn FnMut(&[bool]));
+    /// Enters this thread's wait on the futures at `targets` in the
+    /// pool's wait-for graph (see [`watch`]): which of them cannot finish
+    /// while it waits, and its edge, which stands until the guard drops.
+    fn watch(&self, targets: &[usize], wait: WaitOn) -> (Vec<bool>, Option<Box<dyn Any>>);
+}
+
+/// How a wait on several futures waits (see [`watch`]).
+#[derive(Clone, Copy)]
+pub(crate) struct WaitOn {
+    /// It needs every one of them (else any one).
+    pub(crate) all: bool,
+    /// It has a deadline.
+    pub(crate) timed: bool,
+    /// Its edge lists the futures that cannot finish too: it blocks on
+    /// them anyway (`as_completed`), where `wait` leaves them out.
+    pub(crate) stuck_listed: bool,
 }
 
 thread_local! {
@@ -113,7 +126,7 @@ impl Drop for Installed {
 }
 
 /// Whether this thread is a pool's (its waits go through a hook): only
-/// then is a [`watching`] wait's list of targets read.
+/// then is a [`watch`]'s list of targets read.
 pub(crate) fn on_pool_thread() -> bool {
     HOOK.try_with(|h| h.borrow().is_some()).unwrap_or(false)
 }
@@ -156,23 +169,58 @@ pub(crate) fn wait_for_task(
     }
 }
 
-/// Runs `block`, a wait on the futures at `targets` (their cores'
-/// addresses; `all`: the wait needs every one, else any one), telling it
-/// which of them cannot finish while it waits: on a pool thread, those
-/// whose tasks wait (through a chain of blocked pool threads) on a task
-/// this thread holds. Meanwhile the wait is an edge of the pool's wait-for
-/// graph, so a later wait that would close a cycle through it is refused.
-/// Off a pool, nothing is known to be stuck and `block` just runs (told
-/// nothing: an empty slice).
-pub(crate) fn watching<R>(targets: &[usize], all: bool, block: impl FnOnce(&[bool]) -> R) -> R {
-    let Some(hook) = hook() else {
-        return block(&[]);
-    };
-    let (mut block, mut out) = (Some(block), None);
-    hook.watching(targets, all, &mut |stuck| {
-        out = block.take().map(|b| b(stuck))
-    });
-    out.expect("a wait hook runs its block exactly once")
+/// A wait on several futures, entered in the wait-for graph of the
+/// caller's pool while it lasts ([`watch`]).
+pub(crate) struct Watching {
+    hook: Option<Arc<dyn WaitHook>>,
+    stuck: Vec<bool>,
+    /// The edge; dropped with the guard.
+    _edge: Option<Box<dyn Any>>,
+}
+
+/// Enters a wait on the futures at `targets` (their cores' addresses) in
+/// the wait-for graph of the caller's pool, and says which of them cannot
+/// finish while the caller waits: on a pool thread, those whose tasks wait
+/// (through blocked pool threads) on a task the caller holds. While the
+/// guard lives, a wait that would need the caller to resume first is
+/// refused. Call it with nothing that could run user code between it and
+/// the block (attach callbacks before, remove them after the guard): a
+/// wait in such code would be a second edge of the thread. Off a pool
+/// nothing is known (the slice is empty) and nothing is entered.
+pub(crate) fn watch(targets: &[usize], wait: WaitOn) -> Watching {
+    match hook() {
+        None => Watching {
+            hook: None,
+            stuck: Vec::new(),
+            _edge: None,
+        },
+        Some(hook) => {
+            let (stuck, edge) = hook.watch(targets, wait);
+            Watching {
+                hook: Some(hook),
+                stuck,
+                _edge: edge,
+            }
+        }
+    }
+}
+
+impl Watching {
+    /// Which targets cannot finish (empty off a pool).
+    pub(crate) fn stuck(&self) -> &[bool] {
+        &self.stuck
+    }
+
+    /// Runs `block`, the wait itself, keeping the pool's capacity (as
+    /// [`blocking`]).
+    pub(crate) fn block<R>(&self, block: impl FnOnce() -> R) -> R {
+        let Some(hook) = &self.hook else {
+            return block();
+        };
+        let (mut block, mut out) = (Some(block), None);
+        hook.blocking(&mut || out = block.take().map(|b| b()));
+        out.expect("a wait hook runs its block exactly once")
+    }
 }
 
 /// Runs `f` as the work at `addr`, catching its panic: while it runs, waits
