@@ -72,6 +72,10 @@ pub(crate) struct Wait<'t> {
 /// Which of `targets` could never finish if a thread holding `holds`
 /// never resumed (see the module's rules).
 fn stuck(edges: &[Edge], holds: &[usize], targets: &[usize]) -> Vec<bool> {
+    if edges.is_empty() {
+        // Nobody else blocks (the usual case): only what the caller holds.
+        return targets.iter().map(|t| holds.contains(t)).collect();
+    }
     // The edge of the blocked thread holding each future. A thread has one
     // edge at a time (nothing it runs while it waits waits in turn); were
     // there two, the newer would be the wait it is in.
