@@ -276,6 +276,31 @@ fn a_task_waiting_on_the_task_that_watches_it_is_refused() {
     );
 }
 
+/// From task X (`me`), submits a task that calls `wait_on_me(me)`, and
+/// returns once that task is about to: it may or may not be blocked in it
+/// yet (the order the tests below take either way).
+fn submit_waiting_on<R, T>(
+    pool: &ThreadPool,
+    me: &FutureHandle<R>,
+    wait_on_me: impl FnOnce(&FutureHandle<R>) -> T + Send + 'static,
+) -> FutureHandle<T>
+where
+    R: Send + Sync + 'static,
+    T: Send + Sync + 'static,
+{
+    let me = me.clone();
+    let about_to_wait = Arc::new(Barrier::new(2));
+    let a = about_to_wait.clone();
+    let y = pool
+        .submit(move || {
+            a.wait();
+            wait_on_me(&me)
+        })
+        .unwrap();
+    about_to_wait.wait();
+    y
+}
+
 /// The other order, on two workers: `y` may already wait on X when X
 /// calls `wait`. Then `y` cannot finish while X waits, and `wait` leaves
 /// it out, as it leaves out X's own handle: it returns at once with `y`
@@ -289,16 +314,7 @@ fn a_wait_on_a_task_already_waiting_on_the_caller_leaves_it_out() {
     for _ in 0..50 {
         let inner = pool.clone();
         let (r, y) = run_knowing_itself(&pool, move |me, _| {
-            let me = me.clone();
-            let about_to_wait = Arc::new(Barrier::new(2));
-            let a = about_to_wait.clone();
-            let y = inner
-                .submit(move || {
-                    a.wait();
-                    me.wait()
-                })
-                .unwrap();
-            about_to_wait.wait();
+            let y = submit_waiting_on(&inner, me, |me| me.wait());
             let r = wait([y.clone()], ReturnWhen::AllCompleted, None);
             ((r.done.len(), r.not_done.len()), y)
         });
@@ -326,16 +342,7 @@ fn a_task_in_a_timed_wait_on_the_caller_is_waited_for() {
     for _ in 0..5 {
         let inner = pool.clone();
         let (r, y) = run_knowing_itself(&pool, move |me, _| {
-            let me = me.clone();
-            let about_to_wait = Arc::new(Barrier::new(2));
-            let a = about_to_wait.clone();
-            let y = inner
-                .submit(move || {
-                    a.wait();
-                    me.wait_timeout(Duration::from_millis(100))
-                })
-                .unwrap();
-            about_to_wait.wait();
+            let y = submit_waiting_on(&inner, me, |me| me.wait_timeout(Duration::from_millis(100)));
             let r = wait([y.clone()], ReturnWhen::AllCompleted, None);
             ((r.done.len(), r.not_done.len()), y)
         });
@@ -415,16 +422,7 @@ fn as_completed_blocked_on_a_stuck_task_keeps_its_edge() {
     for _ in 0..5 {
         let inner = pool.clone();
         let (items, y1, y2) = run_knowing_itself(&pool, move |me, _| {
-            let about_to_wait = Arc::new(Barrier::new(2));
-            let a = about_to_wait.clone();
-            let m = me.clone();
-            let y1 = inner
-                .submit(move || {
-                    a.wait();
-                    m.wait()
-                })
-                .unwrap();
-            about_to_wait.wait();
+            let y1 = submit_waiting_on(&inner, me, |me| me.wait());
             let m = me.clone();
             let y2 = inner.submit(move || m.wait()).unwrap();
             let items: Vec<bool> = as_completed([y1.clone()], Some(Duration::from_millis(200)))
