@@ -439,3 +439,63 @@ fn one_worker_runs_outside_submits_in_submission_order() {
         assert_eq!(*log.lock().unwrap(), (0..200).collect::<Vec<_>>());
     }
 }
+
+/// One worker: A runs, B is submitted from outside, then A submits C.
+/// Returns the order B and C ran in.
+fn outside_then_inside(shared_queue: bool) -> Vec<&'static str> {
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .shared_queue(shared_queue)
+        .build()
+        .unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let gate = Arc::new(Barrier::new(2));
+    let (p, o, g) = (pool.clone(), order.clone(), gate.clone());
+    let a = pool
+        .submit(move || {
+            g.wait();
+            p.submit(move || o.lock().unwrap().push("c")).unwrap()
+        })
+        .unwrap();
+    let o = order.clone();
+    let b = pool.submit(move || o.lock().unwrap().push("b")).unwrap();
+    gate.wait();
+    a.join().unwrap().join().unwrap();
+    b.join().unwrap();
+    order.lock().unwrap().clone()
+}
+
+#[test]
+fn a_shared_queue_runs_tasks_in_the_order_they_were_submitted() {
+    // By default a worker's own submit goes to its deque, ahead of outside
+    // work; with the shared queue, in submission order.
+    assert_eq!(outside_then_inside(false), ["c", "b"]);
+    assert_eq!(outside_then_inside(true), ["b", "c"]);
+}
+
+#[test]
+fn without_stand_ins_a_shared_queue_lets_earlier_work_finish_first() {
+    // C waits on what B (submitted earlier, from outside) sets. One worker
+    // and no stand-ins: C ahead of B would wait for good.
+    let _dog = common::Watchdog::new("shared queue", Duration::from_secs(60));
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .max_blocking(0)
+        .shared_queue(true)
+        .build()
+        .unwrap();
+    let promise = Arc::new(concurrent_futures::Promise::<u8>::new());
+    let gate = Arc::new(Barrier::new(2));
+    let (p, g, h) = (pool.clone(), gate.clone(), promise.handle());
+    let a = pool
+        .submit(move || {
+            g.wait();
+            p.submit(move || *h.result().unwrap()).unwrap()
+        })
+        .unwrap();
+    let set = promise.clone();
+    let b = pool.submit(move || set.set_result(7).unwrap()).unwrap();
+    gate.wait();
+    assert_eq!(a.join().unwrap().join(), Ok(7));
+    b.join().unwrap();
+}

@@ -78,7 +78,6 @@ impl Shared {
         if SERVING.with(|s| s.replace(self.id)) == self.id {
             return;
         }
-        stdlib::install_thread_hooks(py);
         if let Some(name) = std::thread::current().name() {
             // `prefix-3` is the stdlib's `prefix_3`.
             let name = match name.rsplit_once('-') {
@@ -89,6 +88,9 @@ impl Shared {
                 let _ = thread.setattr("name", name);
             }
         }
+        // After the name, as the stdlib's worker is named before it starts:
+        // the hooks see the calls, not our set-up.
+        stdlib::install_thread_hooks(py);
         if let Some((init, args)) = &self.initializer
             && let Err(e) = init.bind(py).call1(args.bind(py))
         {
@@ -317,10 +319,14 @@ impl Executor {
         let workers = usize::try_from(max_workers).unwrap_or(usize::MAX);
         // No compensating workers: `max_workers` bounds the calls running
         // at once, as the stdlib's does (a call blocked in `result()` holds
-        // its thread; one may still run the call it waits for inline).
+        // its thread; one may still run the call it waits for inline). One
+        // queue, as the stdlib's: a call submitted from a worker cannot
+        // overtake one submitted before it from outside, which, with no
+        // stand-ins, could leave it waiting on that one for good.
         let pool = ThreadPool::builder()
             .workers(workers)
             .max_blocking(0)
+            .shared_queue(true)
             .thread_name(prefix.clone())
             .build()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use concurrent_futures::{FutureHandle, Registration, TaskError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PySet, PyString};
+use pyo3::types::PySet;
 
 use crate::future::PyFuture;
 use crate::gil;
@@ -82,17 +82,13 @@ impl Watch {
 /// released, Ctrl-C interrupts) until the condition holds or `timeout`
 /// seconds pass; returns `DoneAndNotDoneFutures(done, not_done)`.
 #[pyfunction]
-#[pyo3(signature = (fs, timeout=None, return_when=None))]
-pub(crate) fn wait(
-    py: Python<'_>,
-    fs: &Bound<'_, PyAny>,
+#[pyo3(signature = (fs, timeout, return_when))]
+pub(crate) fn wait<'py>(
+    py: Python<'py>,
+    fs: &Bound<'py, PyAny>,
     timeout: Option<f64>,
-    return_when: Option<Bound<'_, PyAny>>,
+    return_when: Bound<'py, PyAny>,
 ) -> PyResult<Py<PyAny>> {
-    let return_when = match return_when {
-        Some(w) => w,
-        None => PyString::new(py, "ALL_COMPLETED").into_any(),
-    };
     // Anything else is refused only once there is something to wait for,
     // with the stdlib's error.
     let when = match return_when.extract::<&str>() {

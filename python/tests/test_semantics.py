@@ -208,6 +208,45 @@ def test_max_workers_bounds_the_calls_running_at_once():
     assert threading.active_count() < 50
 
 
+def _submitted_in_order(**kw):
+    """One worker: A runs, B is submitted from outside, then A submits C,
+    which waits on a future B sets. Returns the run order and C's result."""
+    order, gate, box = [], threading.Event(), []
+    flag = of.Future()
+    with of.ThreadPoolExecutor(1, **kw) as ex:
+        def a():
+            order.append("A")
+            gate.wait(timeout=60)
+            box.append(ex.submit(lambda: (order.append("C"), flag.result(timeout=60))[1]))
+        first = ex.submit(a)
+        ex.submit(lambda: (order.append("B"), flag.set_result(1)))
+        gate.set()
+        first.result(timeout=60)
+        return order, box[0].result(timeout=60)
+
+
+def test_calls_start_in_the_order_they_were_submitted():
+    # The stdlib's executor has one queue: C, submitted from a worker after
+    # B was submitted from outside, starts after B. A call that overtook B
+    # would wait on it with no worker to run it (no stand-ins).
+    assert _submitted_in_order() == (["A", "B", "C"], 1)
+
+
+def test_a_call_waiting_on_a_serial_callback_of_an_earlier_call_gets_it():
+    # The serial context's job runs on the pool: it must not queue behind a
+    # call waiting for what it sets (the stdlib runs the callback inline).
+    flag, box, gate = of.Future(), [], threading.Event()
+    with of.ThreadPoolExecutor(1, serial_callbacks=True) as ex:
+        def a():
+            gate.wait(timeout=60)
+            box.append(ex.submit(flag.result, 60))
+        first = ex.submit(a)
+        first.add_done_callback(lambda f: flag.set_result(1))
+        gate.set()
+        first.result(timeout=60)
+        assert box[0].result(timeout=60) == 1
+
+
 def test_threading_trace_and_profile_hooks_reach_the_workers():
     # As a stdlib worker installs them when it starts: coverage.py and
     # profilers see the calls the workers run.
@@ -348,6 +387,8 @@ def test_wait_return_conditions():
             of.wait([fast, pending], return_when="SOMETIMES")
         with pytest.raises(ValueError, match=r"^Invalid return condition: 3$"):
             of.wait([pending], timeout=0, return_when=3)
+        with pytest.raises(ValueError, match=r"^Invalid return condition: None$"):
+            of.wait([pending], timeout=0, return_when=None)
 
 
 def test_as_completed_yields_done_first_then_in_completion_order():

@@ -190,6 +190,7 @@ pub struct Builder {
     stack_size: Option<usize>,
     max_queued: Option<usize>,
     max_blocking: usize,
+    shared_queue: bool,
     panic_hook: Option<crate::panics::Hook>,
 }
 
@@ -201,6 +202,7 @@ impl fmt::Debug for Builder {
             .field("stack_size", &self.stack_size)
             .field("max_queued", &self.max_queued)
             .field("max_blocking", &self.max_blocking)
+            .field("shared_queue", &self.shared_queue)
             .field("panic_hook", &self.panic_hook.is_some())
             .finish()
     }
@@ -214,6 +216,7 @@ impl Default for Builder {
             stack_size: None,
             max_queued: None,
             max_blocking: 512,
+            shared_queue: false,
             panic_hook: None,
         }
     }
@@ -328,6 +331,47 @@ impl Builder {
         self
     }
 
+    /// Whether [`submit`](ThreadPool::submit), [`try_submit`](ThreadPool::try_submit)
+    /// and [`spawn`](ThreadPool::spawn) called on the pool's own workers
+    /// queue on the pool's shared queue too, so that tasks start in the
+    /// order they were submitted, whichever thread submitted them, as with
+    /// Python's executor (one queue). Default `false`: a worker's own
+    /// submits go to its deque and run ahead of work submitted from
+    /// outside (warm caches, no contention). Either way scopes, `join`,
+    /// strands, routed callbacks and the ambient
+    /// [`spawn`](crate::spawn)/[`submit`](crate::submit) keep to the
+    /// worker's deque.
+    ///
+    /// With it, a task that a worker's task submits cannot overtake one
+    /// submitted earlier from outside, which matters to a pool without
+    /// stand-ins ([`max_blocking`](Builder::max_blocking)`(0)`) whose
+    /// tasks wait on each other in submission order.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Barrier, Mutex};
+    /// use concurrent_futures::ThreadPool;
+    ///
+    /// let pool = ThreadPool::builder().workers(1).shared_queue(true).build().unwrap();
+    /// let order = Arc::new(Mutex::new(Vec::new()));
+    /// let gate = Arc::new(Barrier::new(2));
+    /// let (p, o, g) = (pool.clone(), order.clone(), gate.clone());
+    /// let a = pool.submit(move || {
+    ///     g.wait(); // `b` is queued from outside by now
+    ///     let o2 = o.clone();
+    ///     p.submit(move || o2.lock().unwrap().push("c")).unwrap()
+    /// }).unwrap();
+    /// let o = order.clone();
+    /// let b = pool.submit(move || o.lock().unwrap().push("b")).unwrap();
+    /// gate.wait();
+    /// a.join().unwrap().join().unwrap();
+    /// b.join().unwrap();
+    /// assert_eq!(*order.lock().unwrap(), ["b", "c"]);
+    /// ```
+    pub fn shared_queue(mut self, on: bool) -> Self {
+        self.shared_queue = on;
+        self
+    }
+
     /// Reports panics of done-callbacks that run on this pool's workers
     /// (including callbacks routed to the pool and strand closures) to
     /// `hook` instead of the process-wide hook of
@@ -388,6 +432,7 @@ impl Builder {
             stack_size: self.stack_size,
             max_queued: self.max_queued,
             max_blocking: self.max_blocking,
+            shared_queue: self.shared_queue,
             panic_hook: self.panic_hook,
         };
         let (registry, locals) = Registry::new(config);
@@ -522,7 +567,7 @@ impl ThreadPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + Sync + 'static,
     {
-        submit_on(self.registry(), f).map_err(SubmitError::Shutdown)
+        submit_in(public_slot(self.registry()), f).map_err(SubmitError::Shutdown)
     }
 
     /// Like [`submit`](ThreadPool::submit), but refuses with
@@ -568,7 +613,7 @@ impl ThreadPool {
     where
         F: FnOnce() + Send + 'static,
     {
-        spawn_on(self.registry(), f, false).map_err(SubmitError::Shutdown)
+        spawn_in(public_slot(self.registry()), f, false).map_err(SubmitError::Shutdown)
     }
 
     /// Runs `future` on the pool's workers and returns a handle to its
@@ -784,17 +829,18 @@ impl ThreadPool {
     }
 }
 
-/// Queues `f` on `registry`'s pool with a handle to its result; hands it
-/// back if the pool is shut down.
-pub(crate) fn submit_on<F, T>(registry: &Arc<Registry>, f: F) -> Result<FutureHandle<T>, F>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + Sync + 'static,
-{
-    submit_in(submit::SubmitSlot::claim(registry), f)
+/// The slot of a public `submit` or `spawn`: on the shared queue if the
+/// pool was built with [`Builder::shared_queue`], else where the caller is.
+fn public_slot(registry: &Arc<Registry>) -> Option<submit::SubmitSlot<'_>> {
+    if registry.config.shared_queue {
+        submit::SubmitSlot::claim_from(registry, None)
+    } else {
+        submit::SubmitSlot::claim(registry)
+    }
 }
 
-/// [`submit_on`] with the slot claimed (`None`: refused).
+/// Queues `f` in `slot` (claimed first: `None`, refused) with a handle to
+/// its result; hands it back if the pool is shut down.
 pub(crate) fn submit_in<F, T>(
     slot: Option<submit::SubmitSlot<'_>>,
     f: F,

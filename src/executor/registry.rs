@@ -31,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) stack_size: Option<usize>,
     pub(crate) max_queued: Option<usize>,
     pub(crate) max_blocking: usize,
+    /// Public submits from workers go to the shared queue too.
+    pub(crate) shared_queue: bool,
     /// Reports panics of callbacks and strand closures run on this pool's
     /// workers; `None`: the process-wide hook.
     pub(crate) panic_hook: Option<crate::panics::Hook>,
@@ -555,6 +557,7 @@ mod loom_models {
             stack_size: None,
             max_queued: None,
             max_blocking,
+            shared_queue: false,
             panic_hook: None,
         })
         .0
