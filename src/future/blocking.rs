@@ -141,9 +141,15 @@ fn hook() -> Option<Arc<dyn WaitHook>> {
 /// Runs `block`, a blocking wait, the way the calling thread must: on a
 /// pool thread the pool keeps its capacity meanwhile.
 pub(crate) fn blocking<R>(block: impl FnOnce() -> R) -> R {
-    let Some(hook) = hook() else {
-        return block();
-    };
+    match hook() {
+        Some(hook) => block_through(&*hook, block),
+        None => block(),
+    }
+}
+
+/// Runs `block` through `hook`'s [`WaitHook::blocking`], returning its
+/// value.
+fn block_through<R>(hook: &dyn WaitHook, block: impl FnOnce() -> R) -> R {
     let (mut block, mut out) = (Some(block), None);
     hook.blocking(&mut || out = block.take().map(|b| b()));
     out.expect("a wait hook runs its block exactly once")
@@ -214,12 +220,10 @@ impl Watching {
     /// Runs `block`, the wait itself, keeping the pool's capacity (as
     /// [`blocking`]).
     pub(crate) fn block<R>(&self, block: impl FnOnce() -> R) -> R {
-        let Some(hook) = &self.hook else {
-            return block();
-        };
-        let (mut block, mut out) = (Some(block), None);
-        hook.blocking(&mut || out = block.take().map(|b| b()));
-        out.expect("a wait hook runs its block exactly once")
+        match &self.hook {
+            Some(hook) => block_through(&**hook, block),
+            None => block(),
+        }
     }
 }
 
