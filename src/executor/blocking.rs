@@ -22,7 +22,7 @@ use std::any::Any;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::deadlock::{WAITS, Wait};
+use super::deadlock::WAITS;
 use super::registry::Registry;
 use crate::error::TaskError;
 use crate::future::blocking::{WaitHook, WaitOn, running_depth, running_snapshot};
@@ -113,12 +113,7 @@ impl WaitHook for PoolWait {
     fn watch(&self, targets: &[usize], wait: WaitOn) -> (Vec<bool>, Option<Box<dyn Any>>) {
         let mut holds = Vec::new();
         running_snapshot(&mut holds);
-        let on = Wait {
-            targets,
-            all: wait.all,
-            timed: wait.timed,
-        };
-        let (edge, stuck) = WAITS.watch(holds, on, wait.stuck_listed);
+        let (edge, stuck) = WAITS.watch(holds, targets, wait);
         (stuck, edge.map(|e| Box::new(e) as Box<dyn Any>))
     }
 }

@@ -30,6 +30,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::future::blocking::WaitOn;
+
 /// One blocked thread's wait: what it holds and what it waits for.
 struct Edge {
     /// Names the edge for its removal.
@@ -57,16 +59,6 @@ static EDGES: AtomicU64 = AtomicU64::new(0);
 pub(crate) struct Registered<'a> {
     graph: &'a WaitGraph,
     id: u64,
-}
-
-/// What a waiter is about to wait for.
-pub(crate) struct Wait<'t> {
-    /// The futures, by address.
-    pub(crate) targets: &'t [usize],
-    /// Whether it needs all of them (else any one).
-    pub(crate) all: bool,
-    /// Whether its wait has a deadline.
-    pub(crate) timed: bool,
 }
 
 /// Which of `targets` could never finish if a thread holding `holds`
@@ -139,30 +131,30 @@ impl WaitGraph {
         Some(self.push(&mut edges, holds, vec![target], true, timed))
     }
 
-    /// For a wait on several futures: which of them could never finish
-    /// while the caller, holding `holds`, waits (`stuck`, in `wait`'s
-    /// order), and the caller's edge, listing the others (`stuck_listed`:
-    /// all of them), or none if that leaves nothing to wait for. Check and
-    /// insert are under one lock, as for [`register`](Self::register).
+    /// For a wait on several futures (`targets`, waited for as `on` says):
+    /// which of them could never finish while the caller, holding `holds`,
+    /// waits (`stuck`, in `targets`' order), and the caller's edge, listing
+    /// the others (with `on.stuck_listed`, all of them), or none if that
+    /// leaves nothing to wait for. Check and insert are under one lock, as
+    /// for [`register`](Self::register).
     pub(crate) fn watch(
         &self,
         holds: Vec<usize>,
-        wait: Wait<'_>,
-        stuck_listed: bool,
+        targets: &[usize],
+        on: WaitOn,
     ) -> (Option<Registered<'_>>, Vec<bool>) {
         let mut edges = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let stuck = stuck(&edges, &holds, wait.targets);
-        let waits_for: Vec<usize> = wait
-            .targets
+        let stuck = stuck(&edges, &holds, targets);
+        let waits_for: Vec<usize> = targets
             .iter()
             .zip(&stuck)
-            .filter(|(_, s)| stuck_listed || !**s)
+            .filter(|(_, s)| on.stuck_listed || !**s)
             .map(|(t, _)| *t)
             .collect();
         if waits_for.is_empty() {
             return (None, stuck);
         }
-        let edge = self.push(&mut edges, holds, waits_for, wait.all, wait.timed);
+        let edge = self.push(&mut edges, holds, waits_for, on.all, on.timed);
         (Some(edge), stuck)
     }
 
@@ -199,7 +191,7 @@ impl Drop for Registered<'_> {
 mod tests {
     use std::sync::{Arc, Barrier, Mutex};
 
-    use super::{Wait, WaitGraph};
+    use super::{WaitGraph, WaitOn};
 
     /// What a blocked thread waits for, in these tests.
     #[derive(Clone, Copy)]
@@ -209,11 +201,12 @@ mod tests {
         Timed,
     }
 
-    fn wait(targets: &[usize], on: On) -> Wait<'_> {
-        Wait {
-            targets,
+    /// `on`, with its stuck targets listed in its edge or not.
+    fn wait(on: On, stuck_listed: bool) -> WaitOn {
+        WaitOn {
             all: !matches!(on, On::Any),
             timed: matches!(on, On::Timed),
+            stuck_listed,
         }
     }
 
@@ -230,7 +223,7 @@ mod tests {
         let entered = Arc::new(Barrier::new(2));
         let e = entered.clone();
         s.spawn(move || {
-            let (registered, _) = graph.watch(holds, wait(&targets, on), true);
+            let (registered, _) = graph.watch(holds, &targets, wait(on, true));
             assert!(registered.is_some());
             e.wait();
             leave.wait();
@@ -245,7 +238,7 @@ mod tests {
         std::thread::scope(|s| {
             // Task 1 waits for 10 (ours) and 3: it needs both.
             blocked_elsewhere(s, &graph, vec![1], vec![10, 3], On::All, &leave);
-            let (edge, stuck) = graph.watch(vec![10], wait(&[1, 2], On::All), false);
+            let (edge, stuck) = graph.watch(vec![10], &[1, 2], wait(On::All, false));
             assert_eq!(stuck, [true, false]);
             assert!(edge.is_some(), "it still waits for 2");
             drop(edge);
@@ -264,11 +257,11 @@ mod tests {
         std::thread::scope(|s| {
             // Task 1 waits for any of 10 (ours) and 3: 3 may finish.
             blocked_elsewhere(s, &graph, vec![1], vec![10, 3], On::Any, &leave);
-            let (_, stuck) = graph.watch(vec![10], wait(&[1], On::All), false);
+            let (_, stuck) = graph.watch(vec![10], &[1], wait(On::All, false));
             assert_eq!(stuck, [false]);
             // Now task 3 waits for 10 as well: nothing 1 waits for can end.
             blocked_elsewhere(s, &graph, vec![3], vec![10], On::All, &leave);
-            let (edge, stuck) = graph.watch(vec![10], wait(&[1, 3], On::Any), false);
+            let (edge, stuck) = graph.watch(vec![10], &[1, 3], wait(On::Any, false));
             assert_eq!(stuck, [true, true]);
             assert!(edge.is_none(), "nothing left to wait for");
             leave.wait();
@@ -282,7 +275,7 @@ mod tests {
         std::thread::scope(|s| {
             // Task 1 waits for 10 (ours), but with a deadline: it ends.
             blocked_elsewhere(s, &graph, vec![1], vec![10], On::Timed, &leave);
-            let (_, stuck) = graph.watch(vec![10], wait(&[1], On::All), false);
+            let (_, stuck) = graph.watch(vec![10], &[1], wait(On::All, false));
             assert_eq!(stuck, [false]);
             assert!(graph.register(vec![10], 1, false).is_some());
             leave.wait();
@@ -297,11 +290,11 @@ mod tests {
             // 1 waits for any of 2 and 5 (5 is free); 2 waits for 1.
             blocked_elsewhere(s, &graph, vec![1], vec![2, 5], On::Any, &leave);
             blocked_elsewhere(s, &graph, vec![2], vec![1], On::All, &leave);
-            let (_, stuck) = graph.watch(vec![10], wait(&[1, 2], On::All), false);
+            let (_, stuck) = graph.watch(vec![10], &[1, 2], wait(On::All, false));
             assert_eq!(stuck, [false, false], "5 lets 1 go on, and 2 after it");
             // A thread holding 5 would close it: 1 and 2 wait, through
             // each other, on 5 alone.
-            let (_, stuck) = graph.watch(vec![5], wait(&[1, 2], On::All), false);
+            let (_, stuck) = graph.watch(vec![5], &[1, 2], wait(On::All, false));
             assert_eq!(stuck, [true, true]);
             leave.wait();
         });
@@ -320,7 +313,7 @@ mod tests {
             let g = &graph;
             let l = &leave;
             s.spawn(move || {
-                let (edge, stuck) = g.watch(vec![10], wait(&[1], On::Any), true);
+                let (edge, stuck) = g.watch(vec![10], &[1], wait(On::Any, true));
                 assert_eq!(stuck, [true]);
                 assert!(edge.is_some());
                 e.wait();
