@@ -70,9 +70,9 @@ thread_local! {
 
 impl Shared {
     /// A worker's first task: keep a thread state for the thread's life,
-    /// install `threading`'s trace and profile hooks and take the stdlib's
-    /// thread name, as a stdlib worker does when it starts; run the
-    /// initializer.
+    /// take the stdlib's thread name and install `threading`'s trace and
+    /// profile hooks, in that order, as a stdlib worker does when it
+    /// starts; run the initializer.
     fn set_up_thread(&self, py: Python<'_>) {
         gil::anchor(py);
         if SERVING.with(|s| s.replace(self.id)) == self.id {
