@@ -13,7 +13,9 @@ The ratio is baseline time / our time: above 1 means we are faster.
 
 With --latency, reads the output of benches/server_latency.sh instead and
 prints its table: per rate and backend, p50 / p99 / p99.9 and the server's
-and the client's CPU as ranges over the rounds.
+and the client's CPU as ranges over the rounds; then, per rate, which
+backend had the lowest p50 and p99 in each round (the floor, `inline`, is
+not counted) and how far each stood above the floor that round.
 
     bash benches/server_latency.sh > /tmp/lat.txt
     python3 benches/report.py --latency /tmp/lat.txt
@@ -28,6 +30,10 @@ def span(values, fmt):
     if fmt(lo) == fmt(hi):
         return fmt(lo)
     return f"{fmt(lo)}-{fmt(hi)}"
+
+
+# Backends that are references, not contenders (server_latency.sh's FLOOR).
+FLOORS = {"inline"}
 
 
 def latency(path):
@@ -60,14 +66,26 @@ def latency(path):
         print(f"| {pct}% ({rate:,}/s) | {backend} | " + " | ".join(cells) + " |")
     print(f"\n({n} rounds; ranges min-max)\n")
     # Which backend was best in each round, per rate: ranges hide pairing.
+    # The floor (the server offloading nothing) is no contender; each
+    # backend's distance above it, round by round, is its offload's cost.
     for rate in sorted({k[0] for k in keys}):
-        backends = [k for k in keys if k[0] == rate]
+        backends = [k for k in keys if k[0] == rate and k[2] not in FLOORS]
+        floors = [k for k in keys if k[0] == rate and k[2] in FLOORS]
         for col, name in ((1, "p50"), (2, "p99")):
             best = []
             for r in range(n):
                 scored = [(rows[k][r][col], k[2]) for k in backends if len(rows[k]) > r]
                 best.append(min(scored)[1])
             print(f"- {rate:,}/s, lowest {name} by round: {', '.join(best)}")
+            for f in floors:
+                above = [
+                    f"{k[2]} " + "/".join(
+                        f"{rows[k][r][col] - rows[f][r][col]:+d}"
+                        for r in range(min(len(rows[k]), len(rows[f])))
+                    )
+                    for k in backends
+                ]
+                print(f"  {name} above the floor ({f[2]}), µs by round: {', '.join(above)}")
 
 
 def main():

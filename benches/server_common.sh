@@ -39,3 +39,15 @@ stop_server() {
     grep -q "drained: true" "$log" || { echo "server did not drain"; cat "$log"; exit 1; }
     rm -f "$log"
 }
+
+# The arguments after the round number $1, rotated by $1 - 1, one a line:
+# the backends take turns at going first, so what drifts within a round
+# (the machine is shared) does not land on the same backend every round.
+in_turn() {
+    local round=$1 i k
+    shift
+    for ((i = 0; i < $#; i++)); do
+        k=$(((i + round - 1) % $# + 1))
+        printf '%s\n' "${!k}"
+    done
+}

@@ -8,10 +8,15 @@
 #
 # First each backend's peak is measured closed loop (oha, no rate limit);
 # the rates are then 25%, 50%, 80% and 95% of the *slowest* backend's peak,
-# the same for all three. Every rate runs every backend in turn, for ROUNDS
-# rounds, so drift on a noisy machine hits all alike. One line per run:
-# p50 / p99 / p99.9 in microseconds, the rate achieved, and the share of
-# the machine's cores the client itself used (client and server share
+# the same for all three. The floor (FLOOR, default `inline`: the server
+# doing the work on its I/O thread, offloading nothing) runs at each rate
+# too and is left out of the slowest peak: it is what a request costs with
+# no hand-off at all, so each backend's distance above it is what its
+# offload costs. FLOOR= (empty) skips it. Every rate runs every backend and
+# the floor in turn, for ROUNDS rounds, each round starting with the next
+# one (in_turn), so drift on a noisy machine hits all alike. One line per
+# run: p50 / p99 / p99.9 in microseconds, the rate achieved, and the share
+# of the machine's cores the client itself used (client and server share
 # them here).
 #
 #   bash benches/server_latency.sh [ROUNDS] [DURATION] [WORK_ROUNDS]
@@ -70,13 +75,15 @@ PY
 }
 
 read -r -a backends <<<"${BACKENDS:-pool spawn-blocking mutex}"
+floor=${FLOOR-inline}
 slowest=
-for backend in "${backends[@]}"; do
+for backend in "${backends[@]}" $floor; do
     start_server "$backend" "$work"
     read -r rps _ _ _ client bad < <(load)
     stop_server
     [ "$bad" = 0 ] || { echo "$backend: $bad failed requests at peak"; exit 1; }
     printf 'peak backend=%-14s requests/s=%s client_cpu=%s%%\n' "$backend" "$rps" "$client"
+    [ "$backend" = "$floor" ] && continue
     if [ -z "$slowest" ] || [ "$rps" -lt "$slowest" ]; then slowest=$rps; fi
 done
 echo "slowest peak: $slowest requests/s"
@@ -90,7 +97,7 @@ fi
 for round in $(seq "$rounds"); do
     for rate in "${rates[@]}"; do
         pct=$((100 * rate / slowest))
-        for backend in "${backends[@]}"; do
+        for backend in $(in_turn "$round" "${backends[@]}" $floor); do
             start_server "$backend" "$work"
             before=$(ticks)
             read -r rps p50 p99 p999 client bad < <(load -q "$rate" --latency-correction)

@@ -4,7 +4,10 @@
 # loadgen. Each backend in turn, alternating for ROUNDS rounds, on loopback,
 # with a bounded run (DURATION seconds, 16 connections, one wrk thread).
 # wrk cannot check answers (loadgen does); every non-2xx answer it counts
-# is printed, and the run fails if there is one.
+# is printed, and the run fails if there is one. After the three backends
+# each round runs the floor (FLOOR, default `inline`: the work done on the
+# I/O thread, no offload; FLOOR= skips it), what the server answers when
+# no request pays a hand-off.
 #
 #   bash benches/server_wrk.sh [ROUNDS] [WORK_ROUNDS] [DURATION]
 #
@@ -26,7 +29,7 @@ wrk.body = string.rep("x", 256)
 wrk.headers["Content-Type"] = "application/octet-stream"
 LUA
 for round in $(seq "$rounds"); do
-    for backend in pool spawn-blocking mutex; do
+    for backend in $(in_turn "$round" pool spawn-blocking mutex ${FLOOR-inline}); do
         start_server "$backend" "$work"
         out=$(wrk -t1 -c16 -d"${duration}s" --latency -s "$script" \
             "http://127.0.0.1:$port/digest?rounds=$work")

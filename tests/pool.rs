@@ -499,3 +499,46 @@ fn without_stand_ins_a_shared_queue_lets_earlier_work_finish_first() {
     assert_eq!(a.join().unwrap().join(), Ok(7));
     b.join().unwrap();
 }
+
+/// The calling thread's scheduling policy, from `/proc` (field 41 of its
+/// `stat`; 0 is `SCHED_OTHER`, 3 `SCHED_BATCH`).
+#[cfg(target_os = "linux")]
+fn policy_of_this_thread() -> u32 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // Fields from the third on follow the parenthesised name.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace()
+        .nth(41 - 3)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn batch_scheduling_puts_every_worker_under_sched_batch() {
+    for (on, expected) in [(false, 0), (true, 3)] {
+        let pool = ThreadPool::builder()
+            .workers(2)
+            .batch_scheduling(on)
+            .build()
+            .unwrap();
+        // Both workers at once, so neither answers for the other.
+        let both = Arc::new(Barrier::new(2));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let both = both.clone();
+                pool.submit(move || {
+                    both.wait();
+                    policy_of_this_thread()
+                })
+                .unwrap()
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join(), Ok(expected), "batch_scheduling({on})");
+        }
+        // The caller's own thread is untouched.
+        assert_eq!(policy_of_this_thread(), 0);
+    }
+}

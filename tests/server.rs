@@ -55,7 +55,12 @@ fn digest_hex(body: &[u8], rounds: u32) -> String {
 
 #[test]
 fn every_backend_answers_with_the_digest() {
-    for backend in [Backend::Pool, Backend::SpawnBlocking, Backend::Mutex] {
+    for backend in [
+        Backend::Pool,
+        Backend::SpawnBlocking,
+        Backend::Mutex,
+        Backend::Inline,
+    ] {
         let server = start(backend);
         let mut c = Client::connect(server.addr).unwrap();
         for (i, body) in [&b"hello"[..], b"", &[7u8; 4096]].into_iter().enumerate() {

@@ -47,12 +47,17 @@ pub const MAX_PARTS: usize = 16;
 /// Where the CPU-bound work runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// This crate's work-stealing pool; the handler awaits the handle.
+    /// This crate's work-stealing pool, its workers under `SCHED_BATCH`
+    /// (`Builder::batch_scheduling`); the handler awaits the handle.
     Pool,
     /// `tokio::task::spawn_blocking`, capped at the same thread count.
     SpawnBlocking,
     /// A `Mutex<VecDeque>` + `Condvar` pool; a oneshot carries the result.
     Mutex,
+    /// No offload: the work runs on the I/O thread itself. A reference for
+    /// the benches (what a request costs with no hand-off at all), not a
+    /// way to serve: a long request stalls every connection.
+    Inline,
 }
 
 impl std::str::FromStr for Backend {
@@ -62,8 +67,9 @@ impl std::str::FromStr for Backend {
             "pool" => Ok(Backend::Pool),
             "spawn-blocking" => Ok(Backend::SpawnBlocking),
             "mutex" => Ok(Backend::Mutex),
+            "inline" => Ok(Backend::Inline),
             _ => Err(format!(
-                "unknown backend {s:?}: pool, spawn-blocking or mutex"
+                "unknown backend {s:?}: pool, spawn-blocking, mutex or inline"
             )),
         }
     }
@@ -126,6 +132,7 @@ enum Offload {
     Pool(ThreadPool),
     SpawnBlocking,
     Mutex(MutexPool),
+    Inline,
 }
 
 impl Offload {
@@ -135,11 +142,17 @@ impl Offload {
                 ThreadPool::builder()
                     .workers(config.workers)
                     .thread_name("digest")
+                    // The workers share the cores with the I/O thread that
+                    // feeds them: woken, they wait for it instead of
+                    // preempting it (docs/BENCHMARKS.md, "The same server
+                    // flat out").
+                    .batch_scheduling(true)
                     .build()
                     .map_err(|e| e.to_string())?,
             ),
             Backend::SpawnBlocking => Offload::SpawnBlocking,
             Backend::Mutex => Offload::Mutex(MutexPool::new(config.workers, false)),
+            Backend::Inline => Offload::Inline,
         })
     }
 
@@ -192,6 +205,7 @@ impl Offload {
                 });
                 rx.await.map_err(|e| e.to_string())
             }
+            Offload::Inline => Ok(digest_parts(&body, rounds, parts, sequential)),
         }
     }
 }
@@ -369,7 +383,7 @@ pub async fn serve(
         Offload::Pool(pool) => Some(pool.shutdown_timeout(drain, false)),
         // The mutex pool joins its threads when the last connection lets
         // go of the state; spawn_blocking's threads end with the runtime.
-        Offload::Mutex(_) | Offload::SpawnBlocking => None,
+        Offload::Mutex(_) | Offload::SpawnBlocking | Offload::Inline => None,
     };
     Ok(ServeReport {
         served: state.served.load(Ordering::Relaxed),

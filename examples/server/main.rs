@@ -9,7 +9,10 @@
 //! `--backend` picks where the work runs: `pool` (this crate), `spawn-blocking`
 //! (`tokio::task::spawn_blocking`, capped at `--workers` threads) or `mutex`
 //! (a `Mutex` + `Condvar` pool), so the three can be compared under the
-//! same load (`examples/loadgen.rs`; docs/BENCHMARKS.md). Ctrl-C stops
+//! same load (`examples/loadgen.rs`; docs/BENCHMARKS.md). `inline` does the
+//! work on the I/O thread itself, offloading nothing: the benches' floor,
+//! what a request costs with no hand-off, not a way to serve (one long
+//! request stalls every connection). Ctrl-C stops
 //! accepting, answers every in-flight request, closes the connections and
 //! shuts the pool down; the server prints what it served and exits.
 
@@ -20,7 +23,7 @@ use std::time::Duration;
 use app::{Backend, Config};
 
 const USAGE: &str = "usage: server [--port P (0: any free one)] [--workers N] [--rounds R] \
-                     [--backend pool|spawn-blocking|mutex]";
+                     [--backend pool|spawn-blocking|mutex|inline]";
 
 /// A line on stdout; a closed stdout (the reader went away) is no reason
 /// to stop serving.

@@ -27,6 +27,7 @@ pub(crate) mod map;
 pub(crate) mod metrics;
 pub(crate) mod pool;
 pub(crate) mod registry;
+pub(crate) mod sched_policy;
 pub(crate) mod schedule;
 pub(crate) mod scope;
 pub(crate) mod sleep;

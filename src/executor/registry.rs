@@ -33,6 +33,8 @@ pub(crate) struct Config {
     pub(crate) max_blocking: usize,
     /// Public submits from workers go to the shared queue too.
     pub(crate) shared_queue: bool,
+    /// Workers ask for `SCHED_BATCH` at their start (`sched_policy.rs`).
+    pub(crate) batch_scheduling: bool,
     /// Reports panics of callbacks and strand closures run on this pool's
     /// workers; `None`: the process-wide hook.
     pub(crate) panic_hook: Option<crate::panics::Hook>,
@@ -491,8 +493,14 @@ impl Registry {
             builder = builder.stack_size(size);
         }
         let registry = self.clone();
+        let batch = self.config.batch_scheduling;
         let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            builder.spawn(move || body(registry))
+            builder.spawn(move || {
+                if batch {
+                    super::sched_policy::batch_this_thread();
+                }
+                body(registry)
+            })
         }))
         .unwrap_or_else(|payload| {
             let message = crate::panics::panic_message(payload);
@@ -555,6 +563,7 @@ mod loom_models {
             workers,
             name_prefix: String::new(),
             stack_size: None,
+            batch_scheduling: false,
             max_queued: None,
             max_blocking,
             shared_queue: false,
