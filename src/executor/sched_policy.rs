@@ -8,7 +8,7 @@
 //! kernel puts the woken worker on the submitter's core (on the VM
 //! docs/BENCHMARKS.md measures, nearly always), a normal worker preempts
 //! the submitter at once, runs its task, sleeps, and the submitter's next
-//! submit wakes it again: issue 21 counted 150,000-258,000 involuntary
+//! submit wakes it again: issue 21 counted 147,000-258,000 involuntary
 //! switches of the I/O thread in a 5 s `wrk` run in the slow runs, and
 //! under 7,100 with batch workers. Elsewhere, a no-op.
 
