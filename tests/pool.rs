@@ -542,3 +542,37 @@ fn batch_scheduling_puts_every_worker_under_sched_batch() {
         assert_eq!(policy_of_this_thread(), 0);
     }
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn batch_scheduling_reaches_the_compensating_workers_too() {
+    let _dog = common::Watchdog::new("batch stand-in", Duration::from_secs(60));
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .batch_scheduling(true)
+        .build()
+        .unwrap();
+    // The only worker blocks on a promise the pool cannot run, so the
+    // task queued next can only run on a compensating worker.
+    let gate = concurrent_futures::Promise::<()>::new();
+    let g = gate.handle();
+    let (about_to_wait, told) = mpsc::channel();
+    let blocked = pool
+        .submit(move || {
+            about_to_wait.send(()).unwrap();
+            *g.result().unwrap()
+        })
+        .unwrap();
+    told.recv().unwrap();
+    let stand_in = pool
+        .submit(|| {
+            let name = std::thread::current().name().map(str::to_owned);
+            (name, policy_of_this_thread())
+        })
+        .unwrap();
+    let (name, policy) = stand_in.join().unwrap();
+    assert!(name.as_deref().unwrap().ends_with("-extra"), "{name:?}");
+    assert_eq!(policy, 3);
+    gate.set_result(()).unwrap();
+    blocked.join().unwrap();
+}
