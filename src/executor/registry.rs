@@ -493,10 +493,9 @@ impl Registry {
             builder = builder.stack_size(size);
         }
         let registry = self.clone();
-        let batch = self.config.batch_scheduling;
         let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             builder.spawn(move || {
-                if batch {
+                if registry.config.batch_scheduling {
                     super::sched_policy::batch_this_thread();
                 }
                 body(registry)
@@ -563,10 +562,10 @@ mod loom_models {
             workers,
             name_prefix: String::new(),
             stack_size: None,
-            batch_scheduling: false,
             max_queued: None,
             max_blocking,
             shared_queue: false,
+            batch_scheduling: false,
             panic_hook: None,
         })
         .0
