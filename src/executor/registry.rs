@@ -153,7 +153,12 @@ impl Registry {
             injector: Injector::new(),
             stealers: locals.iter().map(|d| d.tasks.stealer()).collect(),
             join_stealers: locals.iter().map(|d| d.joins.stealer()).collect(),
-            sleep: Sleep::new(config.workers, config.max_blocking),
+            // Under `SCHED_BATCH` a woken worker waits for its waker's
+            // core, so a submit never leaves its task to one (`Sleep::untrusting`).
+            sleep: match config.batch_scheduling {
+                true => Sleep::untrusting(config.workers, config.max_blocking),
+                false => Sleep::new(config.workers, config.max_blocking),
+            },
             state: Padded(AtomicUsize::new(0)),
             cancel: Padded(AtomicUsize::new(0)),
             produced: Padded(AtomicUsize::new(0)),

@@ -382,7 +382,12 @@ impl Search {
         registry.sleep.start_searching();
         Search {
             searching: true,
-            idle: IdleSpin::new(),
+            // Under `SCHED_BATCH` a spin competes with the thread that
+            // feeds the worker and spares it nothing (`IdleSpin::replies_only`).
+            idle: match registry.config.batch_scheduling {
+                true => IdleSpin::replies_only(),
+                false => IdleSpin::new(),
+            },
         }
     }
 
