@@ -60,6 +60,10 @@
 //! a future it spins for [`REPLY_WINDOW`] whatever its score, and that spin
 //! teaches nothing if it runs out.
 //!
+//! A worker under `SCHED_BATCH` keeps only the reply spin
+//! ([`IdleSpin::replies_only`]): under that policy its wake-up costs the
+//! submitter no preemption, which is what every other spin was for.
+//!
 //! The window is time, not a number of looks: a look and a yield cost
 //! different amounts on different machines, and what a spin competes with,
 //! a futex hand-off, is itself measured in time.
@@ -139,10 +143,11 @@ impl IdleSpin {
     /// is the CPU it takes from the threads that feed it, which are then
     /// never preempted to give it back. A reply spin stays: the waiter it
     /// awaits runs under the normal policy and takes the core from it at
-    /// once. (Issue 21, the example server under `wrk`, alternating: a
-    /// build that spun only for replies answered more than the pool that
-    /// spun, both under the policy, in 4 of 6 rounds, and 6 of 6 for a
-    /// build with no reply spin either.)
+    /// once. (Issue 21, the example server under `wrk`, alternating, all
+    /// under the policy: a build that spun only for replies answered more
+    /// than the pool that spun in 4 of 6 rounds, one with no reply spin
+    /// either in 10 of 12; with [`Sleep::untrusting`] too, docs/BENCHMARKS.md,
+    /// "A worker that preempted the I/O thread".)
     pub(crate) fn replies_only() -> Self {
         IdleSpin {
             replies_only: true,

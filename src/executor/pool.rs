@@ -392,6 +392,14 @@ impl Builder {
     /// hand-written pool gains as much from the same policy: it is a
     /// scheduler's setting, offered here as one call.
     ///
+    /// The workers' idle rules follow the policy: a worker that runs dry
+    /// sleeps at once instead of spinning (it spins only for the reply of
+    /// a thread blocked on a result it just delivered), and a submit wakes
+    /// a sleeping worker whenever there is one instead of leaving its task
+    /// to a worker already awake, which under this policy may be waiting
+    /// for the submitter's own core (docs/design.md, "Whom a wake-up
+    /// preempts").
+    ///
     /// The cost: a task submitted by a thread that then keeps its core
     /// busy may wait for the tick (1-4 ms) where no other core is free.
     /// Leave it off where the submitter's next moment matters less than the

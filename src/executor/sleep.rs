@@ -34,7 +34,8 @@
 //! exactly that, against about 1 ms for a mutex pool. The stamp is a hint
 //! outside the protocol: a stale searcher still re-checks the queues
 //! before it sleeps, so trusting one never loses a task, and waking past
-//! one only wakes a worker more.
+//! one only wakes a worker more. A pool whose workers run under
+//! `SCHED_BATCH` trusts no searcher at all ([`Sleep::untrusting`]).
 //!
 //! Slots: one per core worker (`0..workers`), then up to [`EXTRA_SLOTS`]
 //! for compensating workers, which claim a free slot when they start and
@@ -187,9 +188,12 @@ impl Sleep {
     /// the kernel puts a woken thread, on the VM BENCHMARKS.md measures)
     /// gets the core only when the submitter blocks, while a wake costs
     /// the submitter only its `futex` call. Issue 21, the example server,
-    /// alternating with the same pool trusting searchers (and spinning):
-    /// under `wrk` more requests in 5 of 6 rounds. Under loom, as when
-    /// every searcher's stamp is stale.
+    /// with [`IdleSpin::replies_only`](super::idle::IdleSpin::replies_only),
+    /// alternating with the pool that trusted searchers and spun: more
+    /// requests under `wrk` in 5 of 6 rounds, a lower median at 95% of
+    /// the peak rate in 4 of 6 (docs/BENCHMARKS.md, "A worker that
+    /// preempted the I/O thread"). Under loom, as when every searcher's
+    /// stamp is stale.
     pub(crate) fn untrusting(workers: usize, extras: usize) -> Self {
         Sleep {
             trust_searchers: false,
