@@ -155,6 +155,12 @@ impl IdleSpin {
         }
     }
 
+    /// Whether this worker spins only for replies.
+    #[cfg(all(test, not(loom), not(miri)))]
+    pub(crate) fn is_replies_only(&self) -> bool {
+        self.replies_only
+    }
+
     /// After an empty look at `now`: true to look again (the caller yields
     /// first), false to sleep now. A spin that has run its window counts as
     /// a long gap, unless `produced` ([`Registry::note_produced`]) says a

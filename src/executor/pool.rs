@@ -398,7 +398,9 @@ impl Builder {
     /// a sleeping worker whenever there is one instead of leaving its task
     /// to a worker already awake, which under this policy may be waiting
     /// for the submitter's own core (docs/design.md, "Whom a wake-up
-    /// preempts").
+    /// preempts"). They follow the option wherever it can ask for the
+    /// policy (Linux), even where the kernel refuses it; elsewhere the
+    /// option changes nothing.
     ///
     /// The cost: a task submitted by a thread that then keeps its core
     /// busy may wait for the tick (1-4 ms) where no other core is free.

@@ -40,6 +40,15 @@ pub(crate) struct Config {
     pub(crate) panic_hook: Option<crate::panics::Hook>,
 }
 
+impl Config {
+    /// Whether the workers take the idle rules of `SCHED_BATCH` (no spin
+    /// but the reply spin, no trust in searchers): asked for, on a system
+    /// that has the policy. Elsewhere the option does nothing at all.
+    pub(crate) fn batch_rules(&self) -> bool {
+        self.batch_scheduling && super::sched_policy::AVAILABLE
+    }
+}
+
 /// Shared pool state.
 pub(crate) struct Registry {
     pub(crate) injector: Injector<TaskRef>,
@@ -155,7 +164,7 @@ impl Registry {
             join_stealers: locals.iter().map(|d| d.joins.stealer()).collect(),
             // Under `SCHED_BATCH` a woken worker waits for its waker's
             // core, so a submit never leaves its task to one (`Sleep::untrusting`).
-            sleep: match config.batch_scheduling {
+            sleep: match config.batch_rules() {
                 true => Sleep::untrusting(config.workers, config.max_blocking),
                 false => Sleep::new(config.workers, config.max_blocking),
             },

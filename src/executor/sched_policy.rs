@@ -12,6 +12,11 @@
 //! switches of the I/O thread in a 5 s `wrk` run in the slow runs, and
 //! under 7,100 with batch workers. Elsewhere, a no-op.
 
+/// Whether [`batch_this_thread`] asks for anything here: Linux, outside
+/// loom and Miri. Where it does not, the option leaves the pool's idle
+/// rules alone too (`Config::batch_rules`).
+pub(crate) const AVAILABLE: bool = cfg!(all(target_os = "linux", not(loom), not(miri)));
+
 /// Asks for `SCHED_BATCH` for the calling thread, if it runs under the
 /// normal policy: a thread the process made real-time (or idle) keeps its
 /// policy. Best effort: a refusal (a seccomp filter, say) leaves the thread

@@ -473,6 +473,13 @@ impl Sleep {
         self.trust_searchers
     }
 
+    /// Whether submits may trust searchers at all (false for
+    /// [`Sleep::untrusting`]).
+    #[cfg(all(test, not(loom), not(miri)))]
+    pub(crate) fn trusts_at_all(&self) -> bool {
+        self.trust_searchers
+    }
+
     /// Whether a worker is searching (awake, looking for work).
     pub(crate) fn is_searching(&self) -> bool {
         self.searching.load(Ordering::SeqCst) != 0

@@ -384,7 +384,7 @@ impl Search {
             searching: true,
             // Under `SCHED_BATCH` a spin competes with the thread that
             // feeds the worker and spares it nothing (`IdleSpin::replies_only`).
-            idle: match registry.config.batch_scheduling {
+            idle: match registry.config.batch_rules() {
                 true => IdleSpin::replies_only(),
                 false => IdleSpin::new(),
             },
@@ -522,5 +522,44 @@ pub(crate) fn spawn_compensating(registry: &Arc<Registry>) {
     let name = format!("{}-extra", registry.config.name_prefix);
     if registry.spawn_thread(name, run_compensating).is_err() {
         registry.extra.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+// Wiring, not a protocol: off under loom, and under Miri, whose `--lib`
+// run keeps to Stacked Borrows, which crossbeam's deques break.
+#[cfg(all(test, not(loom), not(miri)))]
+mod tests {
+    use super::*;
+    use crate::executor::registry::Config;
+
+    fn registry(batch_scheduling: bool) -> Arc<Registry> {
+        Registry::new(Config {
+            workers: 2,
+            name_prefix: String::new(),
+            stack_size: None,
+            max_queued: None,
+            max_blocking: 0,
+            shared_queue: false,
+            batch_scheduling,
+            panic_hook: None,
+        })
+        .0
+    }
+
+    /// The option takes both idle rules of `SCHED_BATCH` where the policy
+    /// exists (no spin but for replies, no trust in searchers), and
+    /// neither where it is off or the system has no such policy.
+    #[test]
+    fn batch_scheduling_takes_the_batch_idle_rules_where_the_policy_exists() {
+        for on in [false, true] {
+            let reg = registry(on);
+            let expected = on && crate::executor::sched_policy::AVAILABLE;
+            assert_eq!(reg.config.batch_rules(), expected);
+            assert_eq!(reg.sleep.trusts_at_all(), !expected, "option {on}");
+            let search = Search::start(&reg);
+            assert_eq!(search.idle.is_replies_only(), expected, "option {on}");
+        }
+        #[cfg(target_os = "linux")]
+        assert!(registry(true).config.batch_rules(), "Linux has the policy");
     }
 }
