@@ -408,8 +408,8 @@ impl Builder {
     /// task's start. And work that tasks fan out inside the pool (`join`,
     /// a scope) loses the spin that caught it: the example server's
     /// requests cut in 4 parts answered less with the option's idle rules
-    /// than without them in 11 of 12 rounds (35,495-51,326 requests/s
-    /// against 42,589-52,674, both under the policy). It suits a pool fed
+    /// than without them in 14 of 18 rounds (35,495-53,650 requests/s
+    /// against 42,431-52,674, both under the policy). It suits a pool fed
     /// from outside. A thread the process already made real-time keeps its
     /// policy, and a refused request (a seccomp filter) leaves the normal
     /// one; elsewhere than Linux this does nothing.
