@@ -399,8 +399,10 @@ impl Builder {
     /// to a worker already awake, which under this policy may be waiting
     /// for the submitter's own core (docs/design.md, "Whom a wake-up
     /// preempts"). They follow the option wherever it can ask for the
-    /// policy (Linux), even where the kernel refuses it; elsewhere the
-    /// option changes nothing.
+    /// policy (Linux), even where the kernel refuses it (a seccomp filter:
+    /// the workers then keep the normal policy); a thread the process
+    /// already made real-time keeps its policy. Elsewhere the option
+    /// changes nothing.
     ///
     /// The cost: a task submitted by a thread that then keeps its core
     /// busy may wait for the tick (1-4 ms) where no other core is free.
@@ -410,9 +412,7 @@ impl Builder {
     /// requests cut in 4 parts answered less with the option's idle rules
     /// than without them in 14 of 18 rounds (35,495-53,650 requests/s
     /// against 42,431-52,674, both under the policy). It suits a pool fed
-    /// from outside. A thread the process already made real-time keeps its
-    /// policy, and a refused request (a seccomp filter) leaves the normal
-    /// one; elsewhere than Linux this does nothing.
+    /// from outside.
     ///
     /// ```
     /// let pool = concurrent_futures::ThreadPool::builder()

@@ -49,6 +49,25 @@ impl Config {
     }
 }
 
+/// A pool's config for the tests: `workers` core workers, at most
+/// `max_blocking` compensating ones, every option off. For the loom models
+/// here and the unit tests of `worker.rs` (off under Miri).
+#[cfg(all(test, any(loom, not(miri))))]
+impl Config {
+    pub(crate) fn for_tests(workers: usize, max_blocking: usize) -> Config {
+        Config {
+            workers,
+            name_prefix: String::new(),
+            stack_size: None,
+            max_queued: None,
+            max_blocking,
+            shared_queue: false,
+            batch_scheduling: false,
+            panic_hook: None,
+        }
+    }
+}
+
 /// Shared pool state.
 pub(crate) struct Registry {
     pub(crate) injector: Injector<TaskRef>,
@@ -509,7 +528,7 @@ impl Registry {
         let registry = self.clone();
         let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             builder.spawn(move || {
-                if registry.config.batch_scheduling {
+                if registry.config.batch_rules() {
                     super::sched_policy::batch_this_thread();
                 }
                 body(registry)
@@ -572,17 +591,7 @@ mod loom_models {
     }
 
     fn registry_of(workers: usize, max_blocking: usize) -> Arc<Registry> {
-        Registry::new(Config {
-            workers,
-            name_prefix: String::new(),
-            stack_size: None,
-            max_queued: None,
-            max_blocking,
-            shared_queue: false,
-            batch_scheduling: false,
-            panic_hook: None,
-        })
-        .0
+        Registry::new(Config::for_tests(workers, max_blocking)).0
     }
 
     // These two stand in a loom atomic for the queue (crossbeam's reads are

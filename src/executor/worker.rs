@@ -534,14 +534,8 @@ mod tests {
 
     fn registry(batch_scheduling: bool) -> Arc<Registry> {
         Registry::new(Config {
-            workers: 2,
-            name_prefix: String::new(),
-            stack_size: None,
-            max_queued: None,
-            max_blocking: 0,
-            shared_queue: false,
             batch_scheduling,
-            panic_hook: None,
+            ..Config::for_tests(2, 0)
         })
         .0
     }
