@@ -118,6 +118,65 @@ fn a_scoped_task_waiting_on_its_scopes_task_is_refused_wherever_it_runs() {
     );
 }
 
+/// Probes with timed waits on `x` until one is refused.
+fn probe_until_refused(x: &FutureHandle<()>) {
+    while x.wait_timeout(Duration::from_millis(1)) == Err(TaskError::Timeout) {}
+}
+
+/// Task X lends two scoped tasks to other threads, so both hold X: S1
+/// blocks on task Y, then S2 on task Z, which can finish. Y's wait on X
+/// closes X -> S1 -> Y -> X, and is refused although the newest wait among
+/// X's holders, S2's, has a way out: X finishes only once every thread
+/// holding it resumes. (The graph once consulted only that newest wait.)
+/// Probes order the waits: Y's first is refused once S1 waits on Y, Z's
+/// once S2 waits on Z; the std barriers between them add no edges.
+#[test]
+fn a_cycle_through_one_of_two_lent_tasks_is_refused_whatever_the_other_waits_on() {
+    let _dog = Watchdog::new("two lent tasks", Duration::from_secs(60));
+    let pool = ThreadPool::new(5).unwrap();
+    let x_handle = Promise::<FutureHandle<()>>::new();
+    let release = Promise::<()>::new();
+    let (s1_waits, s2_waits) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    let (x_of_z, released, s2_in) = (x_handle.handle(), release.handle(), s2_waits.clone());
+    let z = pool
+        .submit(move || {
+            probe_until_refused(x_of_z.result().unwrap());
+            s2_in.wait();
+            released.wait().unwrap();
+        })
+        .unwrap();
+    let (x_of_y, s1_in) = (x_handle.handle(), s1_waits.clone());
+    let y = pool
+        .submit(move || {
+            let x = x_of_y.result().unwrap();
+            probe_until_refused(x);
+            s1_in.wait(); // lets S2 wait on Z
+            s2_waits.wait();
+            x.wait_timeout(Duration::from_millis(100))
+        })
+        .unwrap();
+    let (inner, y_of_s1) = (pool.clone(), y.clone());
+    let x = pool
+        .submit(move || {
+            inner.scope(|s| {
+                s.spawn(|| {
+                    let _ = y_of_s1.wait();
+                })
+                .unwrap();
+                s.spawn(|| {
+                    s1_waits.wait();
+                    z.wait().unwrap();
+                })
+                .unwrap();
+            })
+        })
+        .unwrap();
+    x_handle.set_result(x.clone()).unwrap();
+    assert_eq!(y.join(), Ok(Err(TaskError::WouldDeadlock)));
+    release.set_result(()).unwrap();
+    assert_eq!(x.join(), Ok(()));
+}
+
 /// Two one-worker pools named `a` and `b`.
 fn two_pools() -> (ThreadPool, ThreadPool) {
     let named = |n: &str| {

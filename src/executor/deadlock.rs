@@ -68,25 +68,24 @@ fn stuck(edges: &[Edge], holds: &[usize], targets: &[usize]) -> Vec<bool> {
         // Nobody else blocks (the usual case): only what the caller holds.
         return targets.iter().map(|t| holds.contains(t)).collect();
     }
-    // The edge of the blocked thread holding each future. A thread has one
-    // edge at a time (nothing it runs while it waits waits in turn); were
-    // there two, the newer would be the wait it is in.
-    let mut holder: HashMap<usize, usize> = HashMap::new();
+    // The edges of the blocked threads holding each future. Several threads
+    // can hold one task: its own, and each running work it lent out and
+    // waits for (a scope's tasks, a stolen `join` half, an `install`ed
+    // closure). It finishes only once every one of them resumes: its
+    // thread waits for the lent work, and the lent work waits where it
+    // blocked.
+    let mut holders: HashMap<usize, Vec<usize>> = HashMap::new();
     for (i, e) in edges.iter().enumerate() {
         for &h in &e.holds {
-            holder
-                .entry(h)
-                .and_modify(|j| {
-                    if edges[*j].id < e.id {
-                        *j = i;
-                    }
-                })
-                .or_insert(i);
+            holders.entry(h).or_default().push(i);
         }
     }
     let mut resumes: Vec<bool> = edges.iter().map(|e| e.resumes).collect();
     let can_finish = |f: usize, resumes: &[bool]| {
-        !holds.contains(&f) && holder.get(&f).is_none_or(|&i| resumes[i])
+        !holds.contains(&f)
+            && holders
+                .get(&f)
+                .is_none_or(|edges| edges.iter().all(|&i| resumes[i]))
     };
     // Least fixpoint: each pass marks the threads that can resume given
     // those marked so far; at most one pass per edge adds one.
@@ -297,6 +296,26 @@ mod tests {
             let (_, stuck) = graph.watch(vec![5], &[1, 2], wait(On::All, false));
             assert_eq!(stuck, [true, true]);
             leave.wait();
+        });
+    }
+
+    #[test]
+    fn a_task_held_by_two_threads_is_stuck_if_either_never_resumes() {
+        let graph = WaitGraph(Mutex::new(Vec::new()));
+        let leave = Barrier::new(3);
+        std::thread::scope(|s| {
+            // Task 1 lent two scoped tasks, 11 and 12, to other threads:
+            // both hold 1. 11 waits for 20; then 12 waits for 30, which is
+            // free. A wait on 1 from a thread holding 20 closes 1 -> 11 ->
+            // 20 -> 1, whichever of 11 and 12 blocked last.
+            blocked_elsewhere(s, &graph, vec![11, 1], vec![20], On::All, &leave);
+            blocked_elsewhere(s, &graph, vec![12, 1], vec![30], On::All, &leave);
+            // Nothing stops 1 for a thread holding neither 20 nor 30, but
+            // one holding 30 stops it through 12 instead.
+            let allowed = [(20, false), (20, true), (40, false), (30, false)]
+                .map(|(held, timed)| graph.register(vec![held], 1, timed).is_some());
+            leave.wait(); // before asserting: a failure must not hang the threads
+            assert_eq!(allowed, [false, false, true, false]);
         });
     }
 
