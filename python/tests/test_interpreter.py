@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import weakref
 
 import pytest
@@ -17,50 +16,117 @@ import pytest
 import ordered_futures as of
 
 
-def interrupt_main_after(delay, sent):
-    def fire():
-        sent.append(time.monotonic())
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-    t = threading.Timer(delay, fire)
+needs_pthread_kill = pytest.mark.skipif(
+    not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+
+
+@contextlib.contextmanager
+def once_main_is_inside(name, action):
+    """Around a block in the main thread: another thread runs `action()`
+    once the main thread is inside the builtin call `name`, never before.
+    A profile hook sees the call's "c_call" event, just before the call;
+    `action` runs once the main thread's innermost frame is the caller's
+    again, past the hook: nothing but native code runs from there into the
+    call, and the thread looking holds the GIL, so the call has started
+    and let go of the GIL. `action` does not run if the block ends first."""
+    main = threading.main_thread().ident
+    entered, ended = threading.Event(), threading.Event()
+    lock = threading.Lock()
+    caller = []
+
+    def hook(frame, event, arg):
+        if event == "c_call" and not caller and getattr(arg, "__name__", None) == name:
+            caller.append(frame)
+            entered.set()
+
+    def run():
+        entered.wait()
+        while caller and not ended.is_set() and sys._current_frames().get(main) is not caller[0]:
+            pass  # the main thread is still in the hook
+        with lock:
+            if not ended.is_set():
+                action()
+
+    t = threading.Thread(target=run)
     t.start()
-    return t
+    previous = sys.getprofile()
+    sys.setprofile(hook)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
+        with lock:
+            ended.set()
+        entered.set()
+        t.join()
 
 
+@contextlib.contextmanager
+def sigint_once_main_calls(name, unblock):
+    """SIGINT to the main thread once it is inside the builtin call `name`
+    (see `once_main_is_inside`). If the block has not ended 10 s after the
+    signal (the call ignored it), `unblock()` lets the call finish, so the
+    test fails instead of hanging. Yields a dict that says whether the
+    signal was sent and whether the block outlived those 10 s."""
+    seen = {"sent": False, "hung": False}
+    sent, ended = threading.Event(), threading.Event()
+
+    def interrupt():
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        seen["sent"] = True
+        sent.set()
+
+    def watch():
+        sent.wait()
+        if not ended.wait(10):
+            seen["hung"] = True
+            unblock()
+
+    w = threading.Thread(target=watch)
+    w.start()
+    try:
+        with once_main_is_inside(name, interrupt):
+            yield seen
+    finally:
+        ended.set()
+        sent.set()
+        w.join()
+
+
+@needs_pthread_kill
 @pytest.mark.parametrize("how", ["result", "exception", "wait", "as_completed", "map"])
-def test_ctrl_c_interrupts_a_blocking_call_within_100ms(how):
+def test_ctrl_c_interrupts_a_blocking_call(how):
     never = threading.Event()
     ex = of.ThreadPoolExecutor(1)
     f = ex.submit(never.wait)
-    sent = []
-    timer = interrupt_main_after(0.05, sent)
+    call = {"as_completed": "next", "map": "next"}.get(how, how)
     with pytest.raises(KeyboardInterrupt):
-        if how == "result":
-            f.result()
-        elif how == "exception":
-            f.exception()
-        elif how == "wait":
-            of.wait([f])
-        elif how == "as_completed":
-            list(of.as_completed([f]))
-        else:
-            list(ex.map(lambda _: never.wait(), [1]))
-    late = time.monotonic() - sent[0]
-    timer.join()
+        with sigint_once_main_calls(call, never.set) as seen:
+            if how == "result":
+                f.result()
+            elif how == "exception":
+                f.exception()
+            elif how == "wait":
+                of.wait([f])
+            elif how == "as_completed":
+                next(of.as_completed([f]))
+            else:
+                next(ex.map(lambda _: never.wait(), [1]))
     never.set()
     ex.shutdown()
-    assert late < 0.1, late
+    assert seen == {"sent": True, "hung": False}
 
 
+@needs_pthread_kill
 def test_ctrl_c_interrupts_shutdown_wait_and_the_calls_still_finish():
     gate = threading.Event()
     ex = of.ThreadPoolExecutor(1)
     f = ex.submit(gate.wait)
-    sent = []
-    timer = interrupt_main_after(0.05, sent)
     with pytest.raises(KeyboardInterrupt):
-        ex.shutdown(wait=True)
-    assert time.monotonic() - sent[0] < 0.1
-    timer.join()
+        with sigint_once_main_calls("shutdown", gate.set) as seen:
+            ex.shutdown(wait=True)
+    assert seen == {"sent": True, "hung": False}
+    assert not f.done()  # the interrupted wait did not wait the call out
     gate.set()
     assert f.result() is True
     ex.shutdown(wait=True)
@@ -123,7 +189,9 @@ def test_a_forked_child_neither_crashes_nor_hangs():
         "import os, sys, warnings, ordered_futures as of\n"
         "warnings.simplefilter('ignore', DeprecationWarning)\n"
         "ex = of.ThreadPoolExecutor(2)\n"
-        "pending = ex.submit(__import__('time').sleep, 0.2)\n"
+        "import threading\n"
+        "gate = threading.Event()\n"
+        "pending = ex.submit(gate.wait)\n"
         "assert ex.submit(pow, 2, 5).result() == 32\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
@@ -137,6 +205,8 @@ def test_a_forked_child_neither_crashes_nor_hangs():
         "    sys.exit(0)\n"
         "_, status = os.waitpid(pid, 0)\n"
         "print('child status', os.waitstatus_to_exitcode(status), flush=True)\n"
+        "print('pending at fork', not pending.done(), flush=True)\n"
+        "gate.set()\n"
         "print('parent', pending.result(), flush=True)\n",
         timeout=60,
     )
@@ -144,7 +214,8 @@ def test_a_forked_child_neither_crashes_nor_hangs():
     assert "child refused: this executor was created before os.fork()" in out.stdout
     assert "child fresh pool: 9" in out.stdout
     assert "child status 0" in out.stdout
-    assert "parent None" in out.stdout
+    assert "pending at fork True" in out.stdout
+    assert "parent True" in out.stdout
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -277,6 +348,20 @@ def test_asyncio_interop():
         assert asyncio.run(main()) == (6, 4, 8, 4, True)
 
 
+class CallsOnAppend(list):
+    """A future's `_waiters` that calls `fn(waiter)` when the stdlib's
+    `wait` installs its waiter: with the futures' conditions held, after
+    it read their states."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def append(self, waiter):
+        super().append(waiter)
+        self.fn(waiter)
+
+
 def test_the_stdlib_wait_and_as_completed_accept_our_futures():
     gate = threading.Event()
     with of.ThreadPoolExecutor(2) as ex:
@@ -286,9 +371,12 @@ def test_the_stdlib_wait_and_as_completed_accept_our_futures():
         slow = ex.submit(gate.wait)
         done, not_done = cf.wait(fs + [slow], timeout=0.05)
         assert set(fs) <= done and not_done == {slow}
-        threading.Timer(0.05, gate.set).start()
+        # `slow` finishes once the stdlib's wait has read its state and
+        # installed its waiter: the wait must learn it from the waiter.
+        slow._waiters  # made on first use
+        slow.__dict__["_waiters"] = CallsOnAppend(lambda waiter: gate.set())
         done, not_done = cf.wait([slow], return_when=cf.FIRST_COMPLETED)
-        assert done == {slow}
+        assert done == {slow} and not not_done
         assert sorted(f.result() for f in cf.as_completed(fs)) == [2**i for i in range(50)]
 
 
@@ -303,27 +391,14 @@ def test_our_wait_hands_foreign_futures_to_the_stdlib():
 
 
 def test_blocking_calls_release_the_gil():
-    # A thread that only counts while the main thread waits in result():
-    # it can only make progress if the wait released the GIL.
-    stop = threading.Event()
-    counted = []
-
-    def count():
-        n = 0
-        while not stop.is_set():
-            n += 1
-        counted.append(n)
-
-    gate = threading.Event()
+    # The call result() waits for ends only once another thread has run
+    # Python code while the main thread was inside result(), which it can
+    # do only if result() let go of the GIL. Kept, result() times out.
+    inside = threading.Event()
     with of.ThreadPoolExecutor(1) as ex:
-        f = ex.submit(gate.wait)
-        t = threading.Thread(target=count)
-        t.start()
-        threading.Timer(0.2, gate.set).start()
-        f.result()
-        stop.set()
-        t.join()
-    assert counted[0] > 1000
+        f = ex.submit(inside.wait, 60)
+        with once_main_is_inside("result", inside.set):
+            assert f.result(timeout=10) is True
 
 
 class Payload:

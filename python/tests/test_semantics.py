@@ -2,6 +2,7 @@
 them (3.11), on our types."""
 import concurrent.futures as cf
 import concurrent.futures.thread
+import os
 import threading
 import time
 
@@ -75,7 +76,8 @@ def test_timeouts():
     t0 = time.monotonic()
     with pytest.raises(cf.TimeoutError):
         f.result(timeout=0.05)
-    assert time.monotonic() - t0 >= 0.05
+    # It waited out its timeout (up to the clock's resolution).
+    assert time.monotonic() - t0 >= 0.05 - time.get_clock_info("monotonic").resolution
     with pytest.raises(cf.TimeoutError):
         f.exception(timeout=0)
     with pytest.raises(cf.TimeoutError):
@@ -145,8 +147,10 @@ def test_constructor_checks_like_the_stdlib():
     with pytest.raises(TypeError, match="initializer must be a callable"):
         of.ThreadPoolExecutor(1, initializer=3)
     ex = of.ThreadPoolExecutor()
-    import os
-    assert ex._max_workers == min(32, (os.cpu_count() or 1) + 4)
+    # As the package counts (the stdlib's formula): the CPUs this process
+    # may use where Python tells them (3.13+), else all of them.
+    cpus = getattr(os, "process_cpu_count", os.cpu_count)()
+    assert ex._max_workers == min(32, (cpus or 1) + 4)
     ex.shutdown()
     # Past a machine word is past the pool's limit: a ValueError, not an
     # OverflowError.
@@ -345,25 +349,42 @@ def test_map_timeout_counts_from_the_call():
         gate.set()
 
 
-def test_map_buffersize_bounds_the_calls_in_flight():
-    started = []
-    lock = threading.Lock()
+def test_map_buffersize_bounds_the_inputs_taken_ahead_of_the_consumer():
+    # As the stdlib's (3.14): `buffersize` inputs are taken (and their calls
+    # queued) at once, then one more each time a result is asked for, and
+    # no more: not when calls finish, only when the consumer asks.
+    n, size = 20, 3
+    taken = []
+    gate = threading.Event()
+
+    def inputs():
+        for i in range(n):
+            taken.append(i)
+            yield i
 
     def f(i):
-        with lock:
-            started.append(i)
+        assert gate.wait(60)
         return i
 
-    with of.ThreadPoolExecutor(2) as ex:
-        it = ex.map(f, range(100), buffersize=3)
-        time.sleep(0.05)
-        assert len(started) <= 3
-        assert next(it) == 0
-        assert list(it) == list(range(1, 100))
-    with pytest.raises(ValueError):
-        of.ThreadPoolExecutor(1).map(abs, [1], buffersize=0)
-    with pytest.raises(TypeError):
-        of.ThreadPoolExecutor(1).map(abs, [1], buffersize=1.5)
+    with of.ThreadPoolExecutor(1) as ex:
+        try:
+            it = ex.map(f, inputs(), buffersize=size)
+            assert len(taken) == size  # the calls block: none has finished
+        finally:
+            gate.set()
+        # One worker, one queue: this runs after the buffered calls finished.
+        assert ex.submit(int).result(timeout=60) == 0
+        assert len(taken) == size
+        for k in range(n):
+            assert next(it) == k
+            assert len(taken) == min(n, size + k + 1)
+        with pytest.raises(StopIteration):
+            next(it)
+    with of.ThreadPoolExecutor(1) as ex:
+        with pytest.raises(ValueError):
+            ex.map(abs, [1], buffersize=0)
+        with pytest.raises(TypeError):
+            ex.map(abs, [1], buffersize=1.5)
 
 
 def test_wait_return_conditions():
@@ -485,22 +506,52 @@ def test_shutdown_wait_from_its_own_thread_raises_instead_of_hanging():
     ex.shutdown(wait=True)
 
 
+class CallsOnAppend(list):
+    """A future's `_waiters` that calls `fn(waiter)` when the stdlib's
+    `wait` installs its waiter: with the futures' conditions held, after
+    it read their states."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def append(self, waiter):
+        super().append(waiter)
+        self.fn(waiter)
+
+
 def test_the_stdlib_wait_counts_a_future_finishing_mid_call_once():
     # f is done natively but its callbacks are still running (one blocks)
-    # when the stdlib's wait first looks at it. Counted done then, it must
-    # not be counted again when its callbacks finish: wait(ALL) has to go
-    # on waiting for g until the timeout.
-    f, g = of.Future(), of.Future()
-    release = threading.Event()
-    f.add_done_callback(lambda _: release.wait())
+    # when the stdlib's wait first looks at it; they finish only once the
+    # wait has installed its waiter. Counted done at the look, f must not
+    # be counted again when its callbacks finish: wait(ALL) has to go on
+    # waiting for g, which is set only after f's callbacks all ran.
+    f, g = of.Future(), cf.Future()
+    in_callback, release = threading.Event(), threading.Event()
+    f.add_done_callback(lambda _: (in_callback.set(), release.wait(60)))
     setter = threading.Thread(target=f.set_result, args=(1,))
     setter.start()
-    while not f.done():
-        time.sleep(0.001)
-    threading.Timer(0.05, release.set).start()
-    t0 = time.monotonic()
-    done, not_done = cf.wait([f, g], timeout=0.5)
-    waited = time.monotonic() - t0
-    setter.join()
-    assert done == {f} and not_done == {g}
-    assert waited >= 0.45, waited
+    assert in_callback.wait(60)
+    assert f.done()
+    waiters = []
+
+    def installed(waiter):
+        waiters.append(waiter)
+        release.set()
+
+    g._waiters = CallsOnAppend(installed)
+    early = []
+
+    def finish_g():
+        assert release.wait(60)
+        setter.join(60)  # every callback of f has run
+        early.append(waiters[0].event.is_set())
+        g.set_result(2)
+
+    finisher = threading.Thread(target=finish_g)
+    finisher.start()
+    done, not_done = cf.wait([f, g], timeout=60)
+    finisher.join()
+    assert len(waiters) == 1
+    assert early == [False], "wait(ALL) was woken with g still pending"
+    assert done == {f, g} and not not_done
