@@ -192,19 +192,31 @@ fn cancel_vs_start() {
     });
 }
 
+/// A timed wait racing the completion: under loom its deadline passes only
+/// once it has slept with its node pushed (`wait.rs`, `Clock`), so the
+/// model explores the give-up (`try_remove`, `note_removed`) against the
+/// drain. Both outcomes must be reached, or the model proved nothing.
 #[test]
 fn timed_wait_vs_complete() {
+    static OUTCOMES: [std::sync::atomic::AtomicUsize; 2] =
+        [const { std::sync::atomic::AtomicUsize::new(0) }; 2];
     model(|| {
         let p = Promise::new();
         let h = p.handle();
         let waiter = thread::spawn(move || {
-            let done = h.wait_timeout(Duration::from_nanos(1)).is_ok();
+            let done = h.wait_timeout(Duration::from_secs(3600)).is_ok();
             (done, h.done())
         });
         p.set_result(7).unwrap();
         let (reported, actually) = waiter.join().unwrap();
         assert!(!reported || actually, "a wait that reports done saw done");
+        OUTCOMES[usize::from(reported)].fetch_add(1, Ordering::Relaxed);
     });
+    let [timed_out, done] = OUTCOMES.each_ref().map(|n| n.load(Ordering::Relaxed));
+    assert!(
+        timed_out > 0 && done > 0,
+        "timed out {timed_out}, done {done}"
+    );
 }
 
 #[test]

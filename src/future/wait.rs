@@ -16,8 +16,10 @@ use super::stack::Pushed;
 use crate::sync::{Thread, WakerSlot};
 
 /// Spins before parking: a hand-off that is about to happen costs tens of
-/// nanoseconds spinning against microseconds parked.
-const SPINS: u32 = 64;
+/// nanoseconds spinning against microseconds parked. None under loom, where
+/// each spin is a yield that lets the completer finish first: the models
+/// then never reached the waiter node, the park or the timeout's removal.
+const SPINS: u32 = if cfg!(loom) { 0 } else { 64 };
 
 /// A blocked thread.
 struct ThreadWaiter(Thread);
@@ -53,16 +55,18 @@ impl<T> Core<T> {
         if self.is_done() {
             return true;
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        let mut clock = Clock::default();
+        if deadline.is_some_and(|d| clock.passed(d)) {
             return false; // a zero timeout only looks
         }
+        #[cfg_attr(loom, allow(clippy::reversed_empty_ranges))] // none under loom
         for _ in 0..SPINS {
             crate::sync::spin_hint();
             if self.is_done() {
                 return true;
             }
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| clock.passed(d)) {
             return false;
         }
         let (list, mine) = NodeRef::new(ThreadWaiter(crate::sync::current_thread()));
@@ -79,8 +83,7 @@ impl<T> Core<T> {
             match deadline {
                 None => crate::sync::park(),
                 Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
+                    if clock.passed(deadline) {
                         if mine.try_remove() {
                             self.waiters().note_removed(&());
                             return self.is_done();
@@ -88,9 +91,43 @@ impl<T> Core<T> {
                         // A completer took the node: the future is done.
                         continue;
                     }
-                    crate::sync::park_timeout(deadline - now);
+                    clock.park_until(deadline);
                 }
             }
+        }
+    }
+}
+
+/// A timed wait's clock: the real one, or under loom one that moves only
+/// when the waiter sleeps, so a model's deadline (loom cannot wait out a
+/// real one: its timed park is a yield) passes after the waiter pushed its
+/// node, and the model explores the give-up racing the completer.
+#[derive(Default)]
+struct Clock {
+    /// Under loom: the waiter has slept in a timed park.
+    #[cfg(loom)]
+    slept: bool,
+}
+
+impl Clock {
+    /// Whether `deadline` has passed.
+    #[cfg(not(loom))]
+    fn passed(&self, deadline: Instant) -> bool {
+        Instant::now() >= deadline
+    }
+
+    /// Whether `deadline` has passed: once the waiter has slept.
+    #[cfg(loom)]
+    fn passed(&self, _deadline: Instant) -> bool {
+        self.slept
+    }
+
+    /// Parks until `deadline` at most.
+    fn park_until(&mut self, deadline: Instant) {
+        crate::sync::park_timeout(deadline.saturating_duration_since(Instant::now()));
+        #[cfg(loom)]
+        {
+            self.slept = true;
         }
     }
 }
