@@ -26,9 +26,13 @@ fn a_task_submitted_while_a_compensating_worker_exits_runs() {
         "a_task_submitted_while_a_compensating_worker_exits_runs",
         Duration::from_secs(240),
     );
+    // No keep-alive: each round's compensating worker exits as soon as it
+    // finds nothing (with the default 10 s, round 0's would sleep through
+    // the test and every later round would only wake it).
     let pool = ThreadPool::builder()
         .workers(1)
         .max_blocking(1)
+        .keep_alive(Duration::ZERO)
         .build()
         .unwrap();
     for round in 0..rounds {

@@ -190,6 +190,7 @@ pub struct Builder {
     stack_size: Option<usize>,
     max_queued: Option<usize>,
     max_blocking: usize,
+    keep_alive: Duration,
     shared_queue: bool,
     batch_scheduling: bool,
     panic_hook: Option<crate::panics::Hook>,
@@ -203,6 +204,7 @@ impl fmt::Debug for Builder {
             .field("stack_size", &self.stack_size)
             .field("max_queued", &self.max_queued)
             .field("max_blocking", &self.max_blocking)
+            .field("keep_alive", &self.keep_alive)
             .field("shared_queue", &self.shared_queue)
             .field("batch_scheduling", &self.batch_scheduling)
             .field("panic_hook", &self.panic_hook.is_some())
@@ -218,6 +220,7 @@ impl Default for Builder {
             stack_size: None,
             max_queued: None,
             max_blocking: 512,
+            keep_alive: super::worker::KEEP_ALIVE,
             shared_queue: false,
             batch_scheduling: false,
             panic_hook: None,
@@ -309,7 +312,8 @@ impl Builder {
     /// Most compensating workers alive at once. A worker that blocks on a
     /// task running elsewhere is compensated by one, so the pool keeps its
     /// capacity (like Java's managed blocking). A compensating worker stays
-    /// after its work is done, asleep, for 10 seconds, so a pool that
+    /// after its work is done, asleep, for [`keep_alive`](Builder::keep_alive)
+    /// (10 seconds by default), so a pool that
     /// blocks again and again reuses it instead of starting a thread. Default 512; 0 means none
     /// (a blocked worker is not stood in for: at most `workers` tasks run
     /// at once, as in Python's executor). Then a task that blocks on other
@@ -331,6 +335,31 @@ impl Builder {
     /// ```
     pub fn max_blocking(mut self, n: usize) -> Self {
         self.max_blocking = n;
+        self
+    }
+
+    /// How long an idle compensating worker (see
+    /// [`max_blocking`](Builder::max_blocking)) stays, asleep, for a submit
+    /// to wake it before its thread exits. Default 10 seconds, as tokio's
+    /// blocking pool keeps its idle threads. Shorter gives threads back
+    /// sooner to a pool that blocks seldom; `Duration::ZERO` ends a
+    /// compensating worker as soon as it finds no work. Core workers never
+    /// exit before shutdown.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = concurrent_futures::ThreadPool::builder()
+    ///     .workers(1)
+    ///     .keep_alive(Duration::from_millis(500))
+    ///     .build()
+    ///     .unwrap();
+    /// let p = pool.clone();
+    /// // The wait below is stood in for; the stand-in exits 0.5 s after.
+    /// assert_eq!(pool.submit(move || p.submit(|| 7).unwrap().join()).unwrap().join(), Ok(Ok(7)));
+    /// ```
+    pub fn keep_alive(mut self, idle: Duration) -> Self {
+        self.keep_alive = idle;
         self
     }
 
@@ -487,6 +516,7 @@ impl Builder {
             stack_size: self.stack_size,
             max_queued: self.max_queued,
             max_blocking: self.max_blocking,
+            keep_alive: self.keep_alive,
             shared_queue: self.shared_queue,
             batch_scheduling: self.batch_scheduling,
             panic_hook: self.panic_hook,

@@ -31,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) stack_size: Option<usize>,
     pub(crate) max_queued: Option<usize>,
     pub(crate) max_blocking: usize,
+    /// How long an idle compensating worker sleeps before it exits.
+    pub(crate) keep_alive: std::time::Duration,
     /// Public submits from workers go to the shared queue too.
     pub(crate) shared_queue: bool,
     /// Workers ask for `SCHED_BATCH` at their start (`sched_policy.rs`).
@@ -61,6 +63,7 @@ impl Config {
             stack_size: None,
             max_queued: None,
             max_blocking,
+            keep_alive: super::worker::KEEP_ALIVE,
             shared_queue: false,
             batch_scheduling: false,
             panic_hook: None,

@@ -13,8 +13,9 @@
 //! A worker that blocks in a wait keeps the pool's capacity
 //! (`blocking.rs`): with no sleeper to wake, a compensating worker starts.
 //! It searches and sleeps like any worker, in a sleep slot of its own, and
-//! exits after [`KEEP_ALIVE`] asleep without work, so a pool whose workers
-//! block again and again reuses the same threads.
+//! exits after its pool's keep-alive (by default [`KEEP_ALIVE`]) asleep
+//! without work, so a pool whose workers block again and again reuses the
+//! same threads.
 
 use std::cell::Cell;
 use std::ptr::NonNull;
@@ -476,16 +477,18 @@ fn run_compensating(registry: Arc<Registry>) {
         if !reg.may_exit() && !search.spun_out(reg) {
             continue;
         }
-        if search.park(|parked| reg.idle_extra(slot.index, parked.checked_add(KEEP_ALIVE))) {
+        if search
+            .park(|parked| reg.idle_extra(slot.index, parked.checked_add(reg.config.keep_alive)))
+        {
             exit.extra.set(false);
             return;
         }
     }
 }
 
-/// How long an idle compensating worker stays, asleep in its slot, for a
-/// submit to wake it before it exits (tokio's blocking pool keeps idle
-/// threads as long). A pool whose workers block again and again reuses
+/// How long an idle compensating worker stays by default, asleep in its
+/// slot, for a submit to wake it before it exits (tokio's blocking pool
+/// keeps idle threads as long; `Builder::keep_alive`). A pool whose workers block again and again reuses
 /// the same threads instead of starting one per block.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
