@@ -207,6 +207,9 @@ fn scoped_tasks_and_joins_borrow_stack_data() {
     let (a, ()) = pool.install(|| {
         pool.join(
             || {
+                // A join's wake is a hint that may miss a worker going to
+                // sleep (weak memory here, too); a submit's is not.
+                pool.spawn(|| ()).unwrap();
                 gate.wait();
                 1
             },

@@ -80,13 +80,17 @@ fn waiters_that_give_up_keep_memory_bounded() {
     assert!(growth < 4096, "dropped async waiters leaked {growth} bytes");
 
     // 3. Timed waits that really park and time out (fewer: each sleeps).
-    let timed = if cfg!(miri) { 20 } else { 5_000 };
+    // 200 µs outlasts the wait's spin on any CPU (64 pauses: up to ~10 µs
+    // where a pause is slow), so each wait pushes its node and removes it;
+    // a 1 µs one expired during the spin on such CPUs and tested nothing.
+    let timed = if cfg!(miri) { 20 } else { 2_000 };
+    let tick = Duration::from_micros(200);
     for _ in 0..100 {
-        assert!(handle.wait_timeout(Duration::from_micros(1)).is_err());
+        assert!(handle.wait_timeout(tick).is_err());
     }
     let base = LIVE_BYTES.load(Ordering::Relaxed);
     for _ in 0..timed {
-        assert!(handle.wait_timeout(Duration::from_micros(1)).is_err());
+        assert!(handle.wait_timeout(tick).is_err());
     }
     let growth = LIVE_BYTES.load(Ordering::Relaxed) - base;
     assert!(growth < 4096, "timed-out waits leaked {growth} bytes");
@@ -101,7 +105,8 @@ fn waiters_that_give_up_keep_memory_bounded() {
     assert!(growth < 4096, "removed callbacks leaked {growth} bytes");
 
     // 5. wait / as_completed that time out on a pending handle (wait with a
-    // tiny timeout, so it really attaches and detaches its callback). A
+    // short timeout, past the spin, so it really attaches and detaches its
+    // callback). A
     // removed callback's closure (here holding a channel) is dropped at the
     // next compaction, so a bounded amount stays alive: warm up past that,
     // then check the memory does not grow with the number of calls.
@@ -110,7 +115,7 @@ fn waiters_that_give_up_keep_memory_bounded() {
             let r = concurrent_futures::wait(
                 [handle.clone()],
                 concurrent_futures::ReturnWhen::FirstCompleted,
-                Some(Duration::from_micros(1)),
+                Some(tick),
             );
             assert_eq!(r.not_done.len(), 1);
             let mut it = concurrent_futures::as_completed([handle.clone()], Some(Duration::ZERO));

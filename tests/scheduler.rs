@@ -263,17 +263,16 @@ fn join_beside_a_blocked_worker() -> (bool, String) {
     let joined = pool
         .submit(move || {
             let me = thread::current().name().unwrap_or("").to_owned();
+            if me.ends_with("-extra") {
+                return (false, me); // runs both halves itself: not this test
+            }
             let started = std::sync::atomic::AtomicBool::new(false);
             let (saw_b_start, ()) = inner.join(
                 || {
-                    // Bounded, so a regression fails instead of hanging:
-                    // far longer than any start of a worker.
-                    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+                    // Unbounded: a regression hangs here, and the watchdog
+                    // fails the test, whatever the machine's speed.
                     // Acquire: pairs with b's Release; only a flag.
                     while !started.load(std::sync::atomic::Ordering::Acquire) {
-                        if std::time::Instant::now() > give_up {
-                            return false;
-                        }
                         thread::yield_now();
                     }
                     true

@@ -312,8 +312,11 @@ fn a_join_whose_second_half_is_stolen_waits_for_it() {
     for round in 0..20u32 {
         let (a, ()) = pool.install(|| {
             pool.join(
-                // `a` cannot finish until `b` runs: `b` must be stolen.
+                // `a` cannot finish until `b` runs: `b` must be stolen. A
+                // join's wake is a hint that may miss a worker going to
+                // sleep; a submit's is not, so one first (a no-op task).
                 || {
+                    pool.spawn(|| ()).unwrap();
                     gate.wait();
                     round
                 },

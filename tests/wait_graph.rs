@@ -54,6 +54,11 @@ fn join_half_waits_on_its_joiner(steal: bool) -> Probe {
         let started = AtomicBool::new(false);
         let ((), p) = inner.join(
             || {
+                // A join's wake is a hint that may miss a worker going to
+                // sleep; a submit's is not, so one first (a no-op task).
+                if steal {
+                    inner.spawn(|| ()).unwrap();
+                }
                 // Acquire/Release: only a flag; b's wait is what is tested.
                 while steal && !started.load(Ordering::Acquire) {
                     thread::yield_now();
