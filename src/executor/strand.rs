@@ -10,7 +10,7 @@ use super::registry::Registry;
 use super::schedule::Schedule;
 use crate::error::TaskError;
 use crate::future::{FutureHandle, Promise};
-use crate::panics::{PanicOrigin, guard};
+use crate::panics::{PanicOrigin, guard, panic_message};
 use crate::sync::UnsafeCell;
 
 /// Jobs a drain runs before it yields its worker to other tasks.
@@ -112,7 +112,11 @@ impl<S: Send + 'static> Strand<S> {
         }
     }
 
-    /// Queues `f` and returns a handle to its result.
+    /// Queues `f` and returns a handle to its result. A panic in `f` is
+    /// the handle's outcome, [`TaskError::Panicked`](crate::TaskError::Panicked)
+    /// with its message, as for a pool's [`submit`](ThreadPool::submit),
+    /// and is not reported to the callback-panic hook (a [`post`](Self::post)ed
+    /// closure's is: nobody else would see it).
     ///
     /// ```
     /// # use concurrent_futures::{Strand, ThreadPool};
@@ -127,15 +131,10 @@ impl<S: Send + 'static> Strand<S> {
     {
         let promise = Promise::new();
         let handle = promise.handle();
-        self.post(move |s| match catch_unwind(AssertUnwindSafe(|| f(s))) {
-            Ok(value) => {
-                let _ = promise.set_result(value);
-            }
-            // The promise drops: the handle resolves as abandoned, and the
-            // panic goes to the hook like any strand closure's.
-            Err(payload) => {
-                crate::panics::report(PanicOrigin::StrandClosure, payload);
-            }
+        self.post(move |s| {
+            let outcome = catch_unwind(AssertUnwindSafe(|| f(s)))
+                .map_err(|payload| TaskError::Panicked(panic_message(payload)));
+            let _ = promise.complete(outcome);
         });
         handle
     }
