@@ -321,8 +321,10 @@ impl Builder {
     /// at the scope's end, a strand's closures, a task another worker
     /// started) waits for a free worker, and if every worker is blocked
     /// so, for good: the wait-for graph sees cycles of waits, not a pool
-    /// out of workers. A handle's wait on a task still queued runs it
-    /// inline, with or without stand-ins. Any value is accepted: the OS
+    /// out of workers. A handle's untimed wait on a task of the same pool
+    /// still queued runs it inline, with or without stand-ins, up to 64
+    /// tasks deep on one thread; past that, or for a timed wait, it blocks
+    /// like any other. Any value is accepted: the OS
     /// refusing a thread only means no stand-in is started.
     ///
     /// ```
@@ -434,7 +436,9 @@ impl Builder {
     /// changes nothing.
     ///
     /// The cost: a task submitted by a thread that then keeps its core
-    /// busy may wait for the tick (1-4 ms) where no other core is free.
+    /// busy may wait until that thread blocks or its time slice ends (the
+    /// kernel's to set: typically milliseconds, by its version and
+    /// configuration) where no other core is free.
     /// Leave it off where the submitter's next moment matters less than the
     /// task's start. And work that tasks fan out inside the pool (`join`,
     /// a scope) loses the spin that caught it: the example server's
@@ -575,8 +579,9 @@ impl Drop for Owner {
 /// Submits from outside go to a shared injector queue; submits from inside
 /// a task go to the worker's own deque; idle workers steal, then park
 /// after a brief spin (no CPU used while idle). Cloning gives another handle
-/// to the same pool; the pool shuts down (waiting for queued work) when the
-/// last clone is dropped.
+/// to the same pool; the pool shuts down (waiting for queued work, except
+/// where [`shutdown`](ThreadPool::shutdown) says it cannot) when the last
+/// clone is dropped.
 ///
 /// ```
 /// use concurrent_futures::ThreadPool;
@@ -853,7 +858,11 @@ impl ThreadPool {
     /// that returns, or of a future that finishes, ends done or cancelled.
     ///
     /// Called from one of the pool's own tasks, it does not wait (it would
-    /// wait on itself). Calling it again is harmless.
+    /// wait on itself). That is told by the calling thread: work that one
+    /// of this pool's tasks waits on but that runs on another pool's thread
+    /// (an [`install`](ThreadPool::install), a scope or a `join` on that
+    /// pool) waits, and so waits for good for the task waiting on it; call
+    /// it with `wait: false` there. Calling it again is harmless.
     ///
     /// ```
     /// use concurrent_futures::ThreadPool;
