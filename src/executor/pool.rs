@@ -325,7 +325,10 @@ impl Builder {
     /// still queued runs it inline, with or without stand-ins, up to 64
     /// tasks deep on one thread; past that, or for a timed wait, it blocks
     /// like any other. Any value is accepted: the OS
-    /// refusing a thread only means no stand-in is started.
+    /// refusing a thread only means no stand-in is started. A stand-in is
+    /// started by the thread whose submit or wait needs it, so it inherits
+    /// that thread's CPU affinity (and a real-time policy), where the core
+    /// workers have the building thread's.
     ///
     /// ```
     /// // One worker, and a task that waits on another one running elsewhere:
@@ -429,10 +432,13 @@ impl Builder {
     /// a sleeping worker whenever there is one instead of leaving its task
     /// to a worker already awake, which under this policy may be waiting
     /// for the submitter's own core (docs/design.md, "Whom a wake-up
-    /// preempts"). They follow the option wherever it can ask for the
-    /// policy (Linux), even where the kernel refuses it (a seccomp filter:
-    /// the workers then keep the normal policy); a thread the process
-    /// already made real-time keeps its policy. Elsewhere the option
+    /// preempts"). They follow the policy, not the option: `build` first
+    /// asks for it from a throwaway thread, and where the kernel refuses it
+    /// (a seccomp filter) or the building thread is real-time (its workers
+    /// inherit that policy and keep it), the pool keeps the normal policy
+    /// and the normal idle rules, as with the option off. A building
+    /// thread under `SCHED_IDLE` gives workers that never preempt either:
+    /// they keep that policy and take the rules. Off Linux the option
     /// changes nothing.
     ///
     /// The cost: a task submitted by a thread that then keeps its core

@@ -35,7 +35,8 @@ pub(crate) struct Config {
     pub(crate) keep_alive: std::time::Duration,
     /// Public submits from workers go to the shared queue too.
     pub(crate) shared_queue: bool,
-    /// Workers ask for `SCHED_BATCH` at their start (`sched_policy.rs`).
+    /// Workers ask for `SCHED_BATCH` at their start (`sched_policy.rs`):
+    /// asked for, and (once the registry is built) found to take.
     pub(crate) batch_scheduling: bool,
     /// Reports panics of callbacks and strand closures run on this pool's
     /// workers; `None`: the process-wide hook.
@@ -173,7 +174,11 @@ fn steal_round<T>(
 }
 
 impl Registry {
-    pub(crate) fn new(config: Config) -> (Arc<Registry>, Vec<Deques>) {
+    pub(crate) fn new(mut config: Config) -> (Arc<Registry>, Vec<Deques>) {
+        // The idle rules of `SCHED_BATCH` only where the workers will run
+        // under it: not where the kernel refuses it, nor under a real-time
+        // builder, whose policy they inherit and keep.
+        config.batch_scheduling = config.batch_scheduling && super::sched_policy::takes();
         let locals: Vec<_> = (0..config.workers)
             .map(|_| Deques {
                 tasks: Worker::new_fifo(),

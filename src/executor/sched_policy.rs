@@ -14,31 +14,46 @@
 
 /// Whether [`batch_this_thread`] asks for anything here: Linux, outside
 /// loom and Miri. Where it does not, the option leaves the pool's idle
-/// rules alone too (`Config::batch_rules`).
+/// rules alone too (`Config::batch_rules`), as it does where the policy is
+/// refused ([`takes`]).
 pub(crate) const AVAILABLE: bool = cfg!(all(target_os = "linux", not(loom), not(miri)));
 
 /// Asks for `SCHED_BATCH` for the calling thread, if it runs under the
 /// normal policy: a thread the process made real-time (or idle) keeps its
 /// policy. Best effort: a refusal (a seccomp filter, say) leaves the thread
-/// as it was, as if the option were off.
+/// as it was. Returns whether the thread now runs under a policy whose
+/// wake-ups never preempt (`SCHED_BATCH`, or `SCHED_IDLE`, which it kept).
 #[cfg(all(target_os = "linux", not(loom), not(miri)))]
-pub(crate) fn batch_this_thread() {
+pub(crate) fn batch_this_thread() -> bool {
+    let quiet = |policy| policy == libc::SCHED_BATCH || policy == libc::SCHED_IDLE;
     // SAFETY: `sched_getscheduler(0)` reads the calling thread's policy
     // and touches no memory of ours.
     let policy = unsafe { libc::sched_getscheduler(0) };
     if policy != libc::SCHED_OTHER {
-        return;
+        return quiet(policy);
     }
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` is a valid `sched_param` that outlives the call,
-    // which only reads it; priority 0 is the one `SCHED_BATCH` takes. Its
-    // result is ignored on purpose (best effort, above).
-    unsafe {
-        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
-    }
+    // which only reads it; priority 0 is the one `SCHED_BATCH` takes.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) == 0 }
 }
 
 /// Elsewhere (and under loom and Miri, which cannot make the call):
-/// nothing to ask for.
+/// nothing to ask for, and no such policy.
 #[cfg(not(all(target_os = "linux", not(loom), not(miri))))]
-pub(crate) fn batch_this_thread() {}
+pub(crate) fn batch_this_thread() -> bool {
+    false
+}
+
+/// Whether a worker the calling thread starts now would run under a policy
+/// whose wake-ups never preempt, once it asked for `SCHED_BATCH`: asked by
+/// a throwaway thread, which inherits the caller's policy as a worker does
+/// and meets the same filters. False where there is no such policy (then
+/// no thread is started).
+pub(crate) fn takes() -> bool {
+    AVAILABLE
+        && std::thread::Builder::new()
+            .name("sched-probe".into())
+            .spawn(batch_this_thread)
+            .is_ok_and(|probe| probe.join().unwrap_or(false))
+}

@@ -543,20 +543,52 @@ mod tests {
         .0
     }
 
-    /// The option takes both idle rules of `SCHED_BATCH` where the policy
-    /// exists (no spin but for replies, no trust in searchers), and
-    /// neither where it is off or the system has no such policy.
+    /// Whether the pool took each idle rule of `SCHED_BATCH`: no spin but
+    /// for replies, and no trust in searchers.
+    fn batch_rules_taken(reg: &Registry) -> [bool; 3] {
+        [
+            reg.config.batch_rules(),
+            !reg.sleep.trusts_at_all(),
+            Search::start(reg).idle.is_replies_only(),
+        ]
+    }
+
+    /// The option takes both idle rules of `SCHED_BATCH` where the workers
+    /// will run under it, and neither where it is off or the system has
+    /// no such policy.
     #[test]
     fn batch_scheduling_takes_the_batch_idle_rules_where_the_policy_exists() {
+        let takes = crate::executor::sched_policy::takes();
         for on in [false, true] {
-            let reg = registry(on);
-            let expected = on && crate::executor::sched_policy::AVAILABLE;
-            assert_eq!(reg.config.batch_rules(), expected);
-            assert_eq!(reg.sleep.trusts_at_all(), !expected, "option {on}");
-            let search = Search::start(&reg);
-            assert_eq!(search.idle.is_replies_only(), expected, "option {on}");
+            let expected = on && takes;
+            assert_eq!(
+                batch_rules_taken(&registry(on)),
+                [expected; 3],
+                "option {on}"
+            );
         }
-        #[cfg(target_os = "linux")]
-        assert!(registry(true).config.batch_rules(), "Linux has the policy");
+    }
+
+    /// Where the policy does not take, the option keeps the normal idle
+    /// rules: here under a real-time builder, whose workers would inherit
+    /// its policy and keep it (a refused call ends the same way). Needs
+    /// the privilege to make a thread real-time; where that is refused,
+    /// it says so and checks nothing.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_batch_pool_where_the_policy_does_not_take_keeps_the_normal_idle_rules() {
+        std::thread::spawn(|| {
+            let param = libc::sched_param { sched_priority: 1 };
+            // SAFETY: `param` is a valid `sched_param` that outlives the
+            // call, which only reads it; it changes only this thread, which
+            // builds a registry (no workers) and exits.
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+                eprintln!("SCHED_FIFO refused here: nothing to check");
+                return;
+            }
+            assert_eq!(batch_rules_taken(&registry(true)), [false; 3]);
+        })
+        .join()
+        .unwrap();
     }
 }
