@@ -111,6 +111,9 @@ pub(crate) struct Slab {
     /// The block size and count, which fix the slab's layout.
     block: u32,
     blocks: u32,
+    /// Under loom, checks that every giver's use happens before the free
+    /// (zero-sized otherwise: the head stays 16 bytes).
+    lifetime: crate::sync::Lifetime,
 }
 
 impl Slab {
@@ -136,6 +139,7 @@ impl Slab {
                 live: AtomicUsize::new(blocks),
                 block: block as u32,
                 blocks: blocks as u32,
+                lifetime: crate::sync::Lifetime::new(),
             })
         };
         // SAFETY: the blocks follow the head inside the allocation.
@@ -164,6 +168,7 @@ impl Slab {
     pub(crate) unsafe fn give_back(slab: *const Slab, n: usize) {
         // SAFETY: the caller's blocks keep the slab allocated.
         let s = unsafe { &*slab };
+        s.lifetime.touch(); // our last use of the slab's blocks
         // Release: our uses of the blocks happen before the free; pairs with
         // the Acquire load of the giver that frees (as `Arc` does).
         if s.live.fetch_sub(n, Ordering::Release) != n {
@@ -172,6 +177,7 @@ impl Slab {
         // Acquire: pairs with every other giver's Release. A load rather
         // than a fence, which ThreadSanitizer cannot see.
         s.live.load(Ordering::Acquire);
+        s.lifetime.end();
         let layout = Self::layout(s.block as usize, s.blocks as usize);
         unpoison(slab.cast(), layout.size());
         // SAFETY: the count reached zero: no block is in use or cached, and
@@ -527,7 +533,9 @@ mod model {
 
     /// Two threads give back the two blocks of one slab at once: exactly
     /// one frees it (loom's allocator reports a leak or a double free), and
-    /// the other's last use of its block happens before the free.
+    /// the other's last use of its block happens before the free (the
+    /// slab's `Lifetime`: loom sees no raw-pointer write, so it reports a
+    /// free not ordered after a giver's touch).
     #[test]
     fn slab_is_freed_once_by_the_last_giver() {
         struct Shared(NonNull<Slab>);

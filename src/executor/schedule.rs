@@ -43,46 +43,86 @@ impl Schedule {
 mod loom_models {
     use super::Schedule;
     use crate::sync::{AtomicUsize, Ordering};
-    use loom::sync::Mutex;
+    use loom::cell::UnsafeCell;
     use loom::thread;
-    use std::collections::VecDeque;
     use std::sync::Arc;
 
-    /// Two posters, drains started as the flag says: every job runs exactly
-    /// once, in per-poster order, never two at a time.
+    /// Two posters of two jobs each, drains started as the flag says: every
+    /// job runs exactly once, in per-poster order, never two at a time.
+    ///
+    /// As in `Strand`, the jobs' shared state (here the record of what
+    /// ran) is a cell that only the flag's owner touches, so the flag's
+    /// hand-off is all that orders one drainer's jobs after the last's:
+    /// weakening either swap is a causality violation. The queue orders
+    /// only each job's push before its take (one slot per job, Release /
+    /// Acquire; how far each poster's jobs were taken, Relaxed), as the
+    /// strand's injector does, and the overlap count is Relaxed: neither
+    /// supplies an order of its own.
     #[test]
     fn strand_scheduled_flag() {
         loom::model(|| {
             struct S {
                 flag: Schedule,
-                queue: Mutex<VecDeque<(usize, usize)>>,
+                /// Poster `p`'s job `i` in `slots[p][i]`: 0 empty, else 1.
+                slots: [[AtomicUsize; 2]; 2],
+                /// How many of poster `p`'s jobs were taken (written by the
+                /// flag's owner only).
+                taken: [AtomicUsize; 2],
                 running: AtomicUsize,
-                ran: Mutex<Vec<(usize, usize)>>,
+                ran: UnsafeCell<Vec<(usize, usize)>>,
+            }
+            // SAFETY: `ran` is touched only by the flag's owner (the
+            // property under test; loom checks every access), and read by
+            // the model once every poster is joined.
+            unsafe impl Sync for S {}
+            impl S {
+                /// The next job of some poster, taken (flag owner only).
+                fn take(&self) -> Option<(usize, usize)> {
+                    (0..2).find_map(|p| {
+                        // Relaxed: the flag's hand-off orders the owners.
+                        let i = self.taken[p].load(Ordering::Relaxed);
+                        // Acquire: pairs with the push's Release.
+                        (i < 2 && self.slots[p][i].load(Ordering::Acquire) != 0).then(|| {
+                            self.taken[p].store(i + 1, Ordering::Relaxed);
+                            (p, i)
+                        })
+                    })
+                }
+                fn is_empty(&self) -> bool {
+                    (0..2).all(|p| {
+                        let i = self.taken[p].load(Ordering::Relaxed);
+                        i == 2 || self.slots[p][i].load(Ordering::Acquire) == 0
+                    })
+                }
             }
             fn drain(s: &S) {
                 loop {
-                    while let Some(job) = s.queue.lock().unwrap().pop_front() {
-                        assert_eq!(s.running.fetch_add(1, Ordering::SeqCst), 0, "overlap");
-                        s.ran.lock().unwrap().push(job);
-                        s.running.fetch_sub(1, Ordering::SeqCst);
+                    while let Some(job) = s.take() {
+                        // Relaxed: a count, not an order (see above).
+                        assert_eq!(s.running.fetch_add(1, Ordering::Relaxed), 0, "overlap");
+                        // SAFETY: see `Sync`.
+                        s.ran.with_mut(|ran| unsafe { (*ran).push(job) });
+                        s.running.fetch_sub(1, Ordering::Relaxed);
                     }
-                    if !s.flag.release(|| s.queue.lock().unwrap().is_empty()) {
+                    if !s.flag.release(|| s.is_empty()) {
                         return;
                     }
                 }
             }
             let s = Arc::new(S {
                 flag: Schedule::default(),
-                queue: Mutex::new(VecDeque::new()),
+                slots: Default::default(),
+                taken: Default::default(),
                 running: AtomicUsize::new(0),
-                ran: Mutex::new(Vec::new()),
+                ran: UnsafeCell::new(Vec::new()),
             });
             let posters: Vec<_> = (0..2)
                 .map(|p| {
                     let s = s.clone();
                     thread::spawn(move || {
                         for i in 0..2 {
-                            s.queue.lock().unwrap().push_back((p, i));
+                            // Release: the job before its take.
+                            s.slots[p][i].store(1, Ordering::Release);
                             if s.flag.claim_after_push() {
                                 drain(&s); // the "drain task", run here
                             }
@@ -93,7 +133,8 @@ mod loom_models {
             for p in posters {
                 p.join().unwrap();
             }
-            let ran = s.ran.lock().unwrap().clone();
+            // SAFETY: every poster, and so every drainer, is joined.
+            let ran = s.ran.with(|ran| unsafe { (*ran).clone() });
             assert_eq!(ran.len(), 4, "{ran:?}");
             for p in 0..2 {
                 let mine: Vec<_> = ran.iter().filter(|j| j.0 == p).map(|j| j.1).collect();
