@@ -9,7 +9,7 @@
 #![cfg(not(loom))]
 
 mod common;
-use common::{Watchdog, assert_all_workers_alive, occupy};
+use common::{Watchdog, assert_all_workers_alive, occupy, spawn_parked};
 
 use std::panic::{AssertUnwindSafe, catch_unwind, panic_any};
 use std::pin::Pin;
@@ -223,7 +223,7 @@ fn a_panicking_wake_does_not_break_completion() {
     });
     let blocked = {
         let h = handle.clone();
-        thread::spawn(move || h.wait())
+        spawn_parked(move || h.wait())
     };
     let set = catch_unwind(AssertUnwindSafe(|| promise.set_result(7)));
     assert!(matches!(set, Ok(Ok(()))), "set_result unwound");
@@ -294,7 +294,7 @@ fn a_waker_panicking_on_drop_during_compaction_loses_no_waiter() {
     assert!(poll_once(waiting.as_mut(), &waker).is_pending());
     let blocked = {
         let h = handle.clone();
-        thread::spawn(move || h.wait())
+        spawn_parked(move || h.wait())
     };
     promise.set_result(3).unwrap();
     assert_eq!(blocked.join().unwrap(), Ok(()));

@@ -118,3 +118,35 @@ pub fn join_sum(pool: &ThreadPool, v: &[u64], grain: usize) -> u64 {
     let (a, b) = pool.join(|| join_sum(pool, l, grain), || join_sum(pool, r, grain));
     a + b
 }
+
+/// Runs `wait` on a new thread, and returns once that thread sleeps in the
+/// kernel (Linux: its state in `/proc` reads `S`) or has finished, so what
+/// completes the wait finds the waiter parked, not about to park. Elsewhere
+/// (and under Miri, which has no `/proc`) it returns once the thread has
+/// started: the wait may still be ahead.
+pub fn spawn_parked<T: Send + 'static>(
+    wait: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let (started, tid) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        #[cfg(all(target_os = "linux", not(miri)))]
+        // SAFETY: `gettid` only reads the calling thread's id.
+        let _ = started.send(unsafe { libc::gettid() });
+        #[cfg(not(all(target_os = "linux", not(miri))))]
+        let _ = started.send(0);
+        wait()
+    });
+    let tid = tid.recv().unwrap();
+    if cfg!(all(target_os = "linux", not(miri))) {
+        let path = format!("/proc/self/task/{tid}/stat");
+        // The state is the field after the command's closing parenthesis.
+        let asleep = || {
+            std::fs::read_to_string(&path)
+                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('S')))
+        };
+        while !asleep() && !waiter.is_finished() {
+            thread::yield_now();
+        }
+    }
+    waiter
+}
