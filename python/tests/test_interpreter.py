@@ -14,6 +14,7 @@ import weakref
 import pytest
 
 import ordered_futures as of
+from helpers import CallsOnAppend
 
 
 needs_pthread_kill = pytest.mark.skipif(
@@ -346,20 +347,6 @@ def test_asyncio_interop():
                 await slow
             return a, b, c, d, queued.cancelled()
         assert asyncio.run(main()) == (6, 4, 8, 4, True)
-
-
-class CallsOnAppend(list):
-    """A future's `_waiters` that calls `fn(waiter)` when the stdlib's
-    `wait` installs its waiter: with the futures' conditions held, after
-    it read their states."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def append(self, waiter):
-        super().append(waiter)
-        self.fn(waiter)
 
 
 def test_the_stdlib_wait_and_as_completed_accept_our_futures():

@@ -9,6 +9,7 @@ import time
 import pytest
 
 import ordered_futures as of
+from helpers import CallsOnAppend
 
 
 def test_the_stdlib_names_are_the_stdlib_objects():
@@ -504,20 +505,6 @@ def test_shutdown_wait_from_its_own_thread_raises_instead_of_hanging():
     with pytest.raises(RuntimeError):
         ex.submit(int)  # it did shut down
     ex.shutdown(wait=True)
-
-
-class CallsOnAppend(list):
-    """A future's `_waiters` that calls `fn(waiter)` when the stdlib's
-    `wait` installs its waiter: with the futures' conditions held, after
-    it read their states."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def append(self, waiter):
-        super().append(waiter)
-        self.fn(waiter)
 
 
 def test_the_stdlib_wait_counts_a_future_finishing_mid_call_once():
