@@ -359,9 +359,7 @@ impl Builder {
     ///     .keep_alive(Duration::from_millis(500))
     ///     .build()
     ///     .unwrap();
-    /// let p = pool.clone();
-    /// // The wait below is stood in for; the stand-in exits 0.5 s after.
-    /// assert_eq!(pool.submit(move || p.submit(|| 7).unwrap().join()).unwrap().join(), Ok(Ok(7)));
+    /// assert_eq!(pool.submit(|| 7).unwrap().join(), Ok(7));
     /// ```
     pub fn keep_alive(mut self, idle: Duration) -> Self {
         self.keep_alive = idle;
