@@ -150,14 +150,18 @@ class ThreadPoolExecutor(_core.Executor, _cf.ThreadPoolExecutor):
 
     ``max_workers`` threads (default ``min(32, os.cpu_count() + 4)``) are
     started at once and take the GIL only to run Python code.
-    ``initializer(*initargs)`` runs at the start of each thread; if it
-    raises, the executor is broken: pending and later calls fail with
-    ``BrokenThreadPool``.
+    ``initializer(*initargs)`` runs once on each thread, before its first
+    call; if it raises, the executor is broken: pending and later calls
+    fail with ``BrokenThreadPool``.
 
     ``serial_callbacks=True`` runs every done-callback of this executor's
     futures one at a time (on a serial context of the pool, with no lock),
-    so callbacks may update shared state safely, on a GIL build and on a
-    free-threaded one alike.
+    so callbacks may update shared state safely (on a GIL build; a
+    free-threaded one is designed for, not tested). Such callbacks are pool
+    work: a callback that a running call waits on (through an ``Event``,
+    a lock) needs a free worker, and waits for good if every worker is
+    blocked so, where the stdlib would have run it on the completing or
+    adding thread.
     """
 
     def __init__(self, max_workers=None, thread_name_prefix="", initializer=None,

@@ -246,8 +246,8 @@ impl Executor {
 
     /// Starts a pool of `max_workers` threads (default `min(32,
     /// os.cpu_count() + 4)`, with `os.process_cpu_count()` where it exists,
-    /// as 3.13 does), all at once. `initializer(*initargs)` runs at the
-    /// start of each thread; if it raises, the executor is broken (pending
+    /// as 3.13 does), all at once. `initializer(*initargs)` runs once on
+    /// each thread, before its first call; if it raises, the executor is broken (pending
     /// and later calls fail with `BrokenThreadPool`). With
     /// `serial_callbacks=True`, the done-callbacks of all this executor's
     /// futures run one at a time.

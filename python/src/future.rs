@@ -355,8 +355,10 @@ impl PyFuture {
         Ok(outcome_of(py, &self.handle, gil::deadline(timeout)?)?.value_if(py, true))
     }
 
-    /// Attaches `fn`, called as `fn(future)` once the future is done (at
-    /// once, on this thread, if it already is). The callbacks of a future
+    /// Attaches `fn`, called as `fn(future)` once the future is done (if
+    /// it already is: at once, on this thread, unless another thread is
+    /// still running the future's callbacks, which then runs it after them;
+    /// with `serial_callbacks=True`, on the executor's serial context). The callbacks of a future
     /// run exactly once, in the order they were added, never two at a
     /// time, even when one is added while the future completes. With an
     /// executor's `serial_callbacks=True`, no two callbacks of any of its
