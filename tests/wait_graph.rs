@@ -151,8 +151,13 @@ fn a_cycle_through_one_of_two_lent_tasks_is_refused_whatever_the_other_waits_on(
         })
         .unwrap();
     let (x_of_y, s1_in) = (x_handle.handle(), s1_waits.clone());
+    // Y has started before S1 waits on it, so S1's wait blocks (it would
+    // run a queued Y inline, and the graph would never see the cycle).
+    let y_started = Arc::new(AtomicBool::new(false));
+    let started = y_started.clone();
     let y = pool
         .submit(move || {
+            started.store(true, Ordering::Release);
             let x = x_of_y.result().unwrap();
             probe_until_refused(x);
             s1_in.wait(); // lets S2 wait on Z
@@ -165,6 +170,10 @@ fn a_cycle_through_one_of_two_lent_tasks_is_refused_whatever_the_other_waits_on(
         .submit(move || {
             inner.scope(|s| {
                 s.spawn(|| {
+                    // Acquire: pairs with Y's Release; only a flag.
+                    while !y_started.load(Ordering::Acquire) {
+                        thread::yield_now();
+                    }
                     let _ = y_of_s1.wait();
                 })
                 .unwrap();

@@ -430,7 +430,8 @@ impl Builder {
     /// a sleeping worker whenever there is one instead of leaving its task
     /// to a worker already awake, which under this policy may be waiting
     /// for the submitter's own core (docs/design.md, "Whom a wake-up
-    /// preempts"). They follow the policy, not the option: `build` first
+    /// preempts"). They follow the policy as the building thread finds it,
+    /// not the option: `build` first
     /// asks for it from a throwaway thread, and where the kernel refuses it
     /// (a seccomp filter) or the building thread is real-time (its workers
     /// inherit that policy and keep it), the pool keeps the normal policy

@@ -49,11 +49,33 @@ pub(crate) fn batch_this_thread() -> bool {
 /// whose wake-ups never preempt, once it asked for `SCHED_BATCH`: asked by
 /// a throwaway thread, which inherits the caller's policy as a worker does
 /// and meets the same filters. False where there is no such policy (then
-/// no thread is started).
+/// no thread is started). Where no thread can start just now, the caller's
+/// own policy answers: the normal one or a quiet one, yes; real-time, no.
 pub(crate) fn takes() -> bool {
     AVAILABLE
-        && std::thread::Builder::new()
+        && match std::thread::Builder::new()
             .name("sched-probe".into())
             .spawn(batch_this_thread)
-            .is_ok_and(|probe| probe.join().unwrap_or(false))
+        {
+            Ok(probe) => probe.join().unwrap_or(false),
+            Err(_) => callers_policy_allows(),
+        }
+}
+
+/// Whether the calling thread's policy is one a worker started by it would
+/// leave for `SCHED_BATCH` (the normal one) or keep as a quiet one.
+#[cfg(all(target_os = "linux", not(loom), not(miri)))]
+fn callers_policy_allows() -> bool {
+    // SAFETY: as in `batch_this_thread`: reads the calling thread's policy.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    matches!(
+        policy,
+        libc::SCHED_OTHER | libc::SCHED_BATCH | libc::SCHED_IDLE
+    )
+}
+
+/// Elsewhere: no such policy.
+#[cfg(not(all(target_os = "linux", not(loom), not(miri))))]
+fn callers_policy_allows() -> bool {
+    false
 }

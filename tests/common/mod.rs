@@ -122,8 +122,9 @@ pub fn join_sum(pool: &ThreadPool, v: &[u64], grain: usize) -> u64 {
 /// Runs `wait` on a new thread, and returns once that thread sleeps in the
 /// kernel (Linux: its state in `/proc` reads `S`) or has finished, so what
 /// completes the wait finds the waiter parked, not about to park. Elsewhere
-/// (and under Miri, which has no `/proc`) it returns once the thread has
-/// started: the wait may still be ahead.
+/// (and under Miri, which has no `/proc`, or where the thread's entry
+/// cannot be read) it returns once the thread has started: the wait may
+/// still be ahead.
 pub fn spawn_parked<T: Send + 'static>(
     wait: impl FnOnce() -> T + Send + 'static,
 ) -> thread::JoinHandle<T> {
@@ -139,10 +140,13 @@ pub fn spawn_parked<T: Send + 'static>(
     let tid = tid.recv().unwrap();
     if cfg!(all(target_os = "linux", not(miri))) {
         let path = format!("/proc/self/task/{tid}/stat");
-        // The state is the field after the command's closing parenthesis.
+        // The state is the field after the command's closing parenthesis;
+        // an entry that cannot be read (no `/proc`, another PID namespace)
+        // cannot tell, and ends the look.
         let asleep = || {
-            std::fs::read_to_string(&path)
-                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('S')))
+            std::fs::read_to_string(&path).map_or(true, |s| {
+                s.rsplit_once(") ").is_none_or(|(_, r)| r.starts_with('S'))
+            })
         };
         while !asleep() && !waiter.is_finished() {
             thread::yield_now();
