@@ -45,10 +45,11 @@ pub(crate) struct Config {
 
 impl Config {
     /// Whether the workers take the idle rules of `SCHED_BATCH` (no spin
-    /// but the reply spin, no trust in searchers): asked for, on a system
-    /// that has the policy. Elsewhere the option does nothing at all.
+    /// but the reply spin, no trust in searchers): the option, once
+    /// [`Registry::new`] has kept it only where the policy takes (which
+    /// needs a system that has it: elsewhere the option does nothing).
     pub(crate) fn batch_rules(&self) -> bool {
-        self.batch_scheduling && super::sched_policy::AVAILABLE
+        self.batch_scheduling
     }
 }
 

@@ -13,10 +13,10 @@
 //! under 7,100 with batch workers. Elsewhere, a no-op.
 
 /// Whether [`batch_this_thread`] asks for anything here: Linux, outside
-/// loom and Miri. Where it does not, the option leaves the pool's idle
-/// rules alone too (`Config::batch_rules`), as it does where the policy is
-/// refused ([`takes`]).
-pub(crate) const AVAILABLE: bool = cfg!(all(target_os = "linux", not(loom), not(miri)));
+/// loom and Miri. Where it does not, [`takes`] says no without starting a
+/// thread, so the option leaves the pool's idle rules alone too
+/// (`Config::batch_rules`), as it does where the policy is refused.
+const AVAILABLE: bool = cfg!(all(target_os = "linux", not(loom), not(miri)));
 
 /// Asks for `SCHED_BATCH` for the calling thread, if it runs under the
 /// normal policy: a thread the process made real-time (or idle) keeps its
@@ -25,12 +25,11 @@ pub(crate) const AVAILABLE: bool = cfg!(all(target_os = "linux", not(loom), not(
 /// wake-ups never preempt (`SCHED_BATCH`, or `SCHED_IDLE`, which it kept).
 #[cfg(all(target_os = "linux", not(loom), not(miri)))]
 pub(crate) fn batch_this_thread() -> bool {
-    let quiet = |policy| policy == libc::SCHED_BATCH || policy == libc::SCHED_IDLE;
     // SAFETY: `sched_getscheduler(0)` reads the calling thread's policy
     // and touches no memory of ours.
     let policy = unsafe { libc::sched_getscheduler(0) };
     if policy != libc::SCHED_OTHER {
-        return quiet(policy);
+        return is_quiet(policy);
     }
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` is a valid `sched_param` that outlives the call,
@@ -68,10 +67,13 @@ pub(crate) fn takes() -> bool {
 fn callers_policy_allows() -> bool {
     // SAFETY: as in `batch_this_thread`: reads the calling thread's policy.
     let policy = unsafe { libc::sched_getscheduler(0) };
-    matches!(
-        policy,
-        libc::SCHED_OTHER | libc::SCHED_BATCH | libc::SCHED_IDLE
-    )
+    policy == libc::SCHED_OTHER || is_quiet(policy)
+}
+
+/// Whether `policy`'s wake-ups never preempt: `SCHED_BATCH`, `SCHED_IDLE`.
+#[cfg(all(target_os = "linux", not(loom), not(miri)))]
+fn is_quiet(policy: libc::c_int) -> bool {
+    policy == libc::SCHED_BATCH || policy == libc::SCHED_IDLE
 }
 
 /// Elsewhere: no such policy.

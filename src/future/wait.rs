@@ -56,7 +56,7 @@ impl<T> Core<T> {
             return true;
         }
         let mut clock = Clock::default();
-        if deadline.is_some_and(|d| clock.passed(d)) {
+        if deadline.is_some_and(|d| clock.left(d).is_none()) {
             return false; // a zero timeout only looks
         }
         #[cfg_attr(loom, allow(clippy::reversed_empty_ranges))] // none under loom
@@ -66,7 +66,7 @@ impl<T> Core<T> {
                 return true;
             }
         }
-        if deadline.is_some_and(|d| clock.passed(d)) {
+        if deadline.is_some_and(|d| clock.left(d).is_none()) {
             return false;
         }
         let (list, mine) = NodeRef::new(ThreadWaiter(crate::sync::current_thread()));
@@ -82,17 +82,16 @@ impl<T> Core<T> {
             }
             match deadline {
                 None => crate::sync::park(),
-                Some(deadline) => {
-                    if clock.passed(deadline) {
+                Some(deadline) => match clock.left(deadline) {
+                    Some(left) => clock.park(left),
+                    None => {
                         if mine.try_remove() {
                             self.waiters().note_removed(&());
                             return self.is_done();
                         }
                         // A completer took the node: the future is done.
-                        continue;
                     }
-                    clock.park_until(deadline);
-                }
+                },
             }
         }
     }
@@ -110,21 +109,25 @@ struct Clock {
 }
 
 impl Clock {
-    /// Whether `deadline` has passed.
+    /// The time left until `deadline`, or `None` once it has passed (one
+    /// read of the clock).
     #[cfg(not(loom))]
-    fn passed(&self, deadline: Instant) -> bool {
-        Instant::now() >= deadline
+    fn left(&self, deadline: Instant) -> Option<std::time::Duration> {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
     }
 
-    /// Whether `deadline` has passed: once the waiter has slept.
+    /// Under loom the deadline passes once the waiter has slept; the time
+    /// left is nothing a timed park reads there.
     #[cfg(loom)]
-    fn passed(&self, _deadline: Instant) -> bool {
-        self.slept
+    fn left(&self, _deadline: Instant) -> Option<std::time::Duration> {
+        (!self.slept).then_some(std::time::Duration::ZERO)
     }
 
-    /// Parks until `deadline` at most.
-    fn park_until(&mut self, deadline: Instant) {
-        crate::sync::park_timeout(deadline.saturating_duration_since(Instant::now()));
+    /// Parks for `left` at most (the time [`left`](Self::left) gave).
+    fn park(&mut self, left: std::time::Duration) {
+        crate::sync::park_timeout(left);
         #[cfg(loom)]
         {
             self.slept = true;
