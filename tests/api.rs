@@ -305,6 +305,85 @@ fn strand_after_pool_shutdown_runs_on_the_poster() {
 }
 
 #[test]
+fn a_dispatch_while_another_thread_drains_queues_behind_it_and_returns() {
+    // Thread A dispatches to an idle strand and drains it; its closure
+    // holds the strand until B has dispatched 300 closures, each of which
+    // must queue and return. They then run on A, after A's, in order, and
+    // all before A's dispatch returns: past the drain's budget A keeps
+    // draining, as the pool's only worker is busy and could not.
+    let pool = ThreadPool::new(1).unwrap();
+    let (free_tx, free) = std::sync::mpsc::channel::<()>();
+    let busy = pool.submit(move || free.recv().unwrap()).unwrap();
+    let strand = Strand::new(&pool, Vec::new());
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (leave, leave_rx) = std::sync::mpsc::channel::<()>();
+    let a = std::thread::spawn({
+        let strand = strand.clone();
+        move || {
+            let me = std::thread::current().id();
+            strand.dispatch(move |log: &mut Vec<(usize, bool)>| {
+                entered_tx.send(()).unwrap();
+                leave_rx.recv().unwrap();
+                log.push((0, std::thread::current().id() == me));
+            });
+        }
+    });
+    entered
+        .recv_timeout(Duration::from_secs(60))
+        .expect("A's dispatch to an idle strand did not run its closure");
+    let ran = Arc::new(AtomicUsize::new(0));
+    for i in 1..=300 {
+        let ran = ran.clone();
+        strand.dispatch(move |log| {
+            ran.fetch_add(1, Ordering::Relaxed);
+            log.push((i, false));
+        });
+    }
+    assert_eq!(
+        ran.load(Ordering::Relaxed),
+        0,
+        "a dispatch waited for its closure"
+    );
+    leave.send(()).unwrap();
+    a.join().unwrap();
+    assert_eq!(
+        ran.load(Ordering::Relaxed),
+        300,
+        "A returned before the queue was empty"
+    );
+    free_tx.send(()).unwrap();
+    busy.join().unwrap();
+    let log = strand.submit(|log| log.clone()).join().unwrap();
+    let expected: Vec<_> = (0..=300).map(|i| (i, i == 0)).collect();
+    assert_eq!(log, expected);
+}
+
+#[test]
+fn a_dispatched_done_callback_needs_no_free_worker() {
+    // The only worker waits for what the callback sends; the main thread
+    // completes the future, so the callback runs here. Posted instead
+    // (`Strand::add_done_callback`), it would queue behind the worker.
+    let pool = ThreadPool::new(1).unwrap();
+    let strand = Strand::new(&pool, 0u32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let waiter = pool
+        .submit(move || {
+            started_tx.send(()).unwrap();
+            rx.recv_timeout(Duration::from_secs(60))
+        })
+        .unwrap();
+    started.recv().unwrap();
+    let promise = Promise::new();
+    strand.dispatch_done_callback(&promise.handle(), move |n, r| {
+        *n += *r.unwrap();
+        tx.send(*n).unwrap();
+    });
+    promise.set_result(5).unwrap();
+    assert_eq!(waiter.join(), Ok(Ok(5)));
+}
+
+#[test]
 fn callbacks_routed_to_the_pool_never_run_on_the_completing_thread() {
     let pool = ThreadPool::builder()
         .workers(1)

@@ -81,6 +81,30 @@ fn strands_map_wait_and_routed_callbacks() {
         tx.send(v.len()).unwrap();
     });
     assert_eq!(rx.recv(), Ok(7));
+    // Dispatches drain on their own threads, racing a post's pool drain
+    // and a dispatched callback run by the worker that completes it.
+    let other = {
+        let strand = strand.clone();
+        std::thread::spawn(move || {
+            for _ in 0..3 {
+                strand.dispatch(|v| v.push(-1));
+            }
+        })
+    };
+    let h = pool.submit(|| 9u64).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    strand.dispatch_done_callback(&h, move |v, r| {
+        v.push(*r.unwrap() as i32);
+        tx.send(()).unwrap();
+    });
+    strand.post(|v| v.push(-2));
+    strand.dispatch(|v| v.push(-3));
+    other.join().unwrap();
+    rx.recv().unwrap();
+    let v = strand.submit(|v| v.clone()).join().unwrap();
+    assert_eq!(v.len(), 13);
+    let mine: Vec<_> = v[7..].iter().filter(|&&x| x < -1).collect();
+    assert_eq!(mine, [&-2, &-3]);
     let out: Vec<_> = pool.map(|x: u8| x + 1, 0..5).chunksize(2).collect();
     assert_eq!(out, (1..6).map(Ok).collect::<Vec<_>>());
     let hs: Vec<_> = (0..4u8).map(|i| pool.submit(move || i).unwrap()).collect();

@@ -1,5 +1,5 @@
 //! Stress: ten million tiny tasks, and a million strand posts from several
-//! threads. Run in release (`cargo test --release --test pool_stress`);
+//! threads (and a million more, posts and dispatches mixed). Run in release (`cargo test --release --test pool_stress`);
 //! the debug run uses a tenth of the counts.
 #![cfg(not(loom))]
 
@@ -42,6 +42,21 @@ fn ten_million_tiny_tasks_complete_exactly_once() {
 
 #[test]
 fn a_million_strand_posts_from_several_threads() {
+    strand_stress(|_, _| false);
+}
+
+/// Runs of 1,000 posts and 1,000 dispatches in turn, out of step between
+/// the threads: drains on the pool and on dispatching threads hand the
+/// flag to each other.
+#[test]
+fn a_million_strand_posts_and_dispatches_mixed() {
+    strand_stress(|t, seq| (t + seq / 1000) % 2 == 1);
+}
+
+/// Four threads queue 250,000 closures each, dispatching where
+/// `dispatch(thread, seq)` says and posting elsewhere: each runs once, in
+/// its thread's order, never two at a time.
+fn strand_stress(dispatch: fn(usize, usize) -> bool) {
     const THREADS: usize = 4;
     let per_thread = 250_000 / SCALE;
     let pool = ThreadPool::new(2).unwrap();
@@ -74,7 +89,7 @@ fn a_million_strand_posts_from_several_threads() {
                 for seq in 1..=per_thread {
                     let (running, overlap, disorder) =
                         (running.clone(), overlap.clone(), disorder.clone());
-                    strand.post(move |s: &mut State| {
+                    let job = move |s: &mut State| {
                         if running.fetch_add(1, Ordering::SeqCst) != 0 {
                             overlap.store(true, Ordering::SeqCst);
                         }
@@ -84,7 +99,12 @@ fn a_million_strand_posts_from_several_threads() {
                         s.last[t] = seq;
                         s.count += 1;
                         running.fetch_sub(1, Ordering::SeqCst);
-                    });
+                    };
+                    if dispatch(t, seq) {
+                        strand.dispatch(job);
+                    } else {
+                        strand.post(job);
+                    }
                 }
             })
         })

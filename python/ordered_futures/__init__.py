@@ -155,13 +155,14 @@ class ThreadPoolExecutor(_core.Executor, _cf.ThreadPoolExecutor):
     fail with ``BrokenThreadPool``.
 
     ``serial_callbacks=True`` runs every done-callback of this executor's
-    futures one at a time (on a serial context of the pool, with no lock),
-    so callbacks may update shared state safely (on a GIL build; a
-    free-threaded one is designed for, not tested). Such callbacks are pool
-    work: a callback that a running call waits on (through an ``Event``,
-    a lock) needs a free worker, and waits for good if every worker is
-    blocked so, where the stdlib would have run it on the completing or
-    adding thread.
+    futures one at a time (through a serial context, with no lock), so
+    callbacks may update shared state safely (on a GIL build; a
+    free-threaded one is designed for, not tested). Each runs as the
+    stdlib's does, on the thread that completes its future (or adds it to
+    a done one), unless another thread is running the executor's callbacks
+    at that moment: then on that thread, after the ones before it. None is
+    pool work, so a call may wait on what a callback does while every
+    worker is busy.
     """
 
     def __init__(self, max_workers=None, thread_name_prefix="", initializer=None,

@@ -250,7 +250,8 @@ impl Executor {
     /// each thread, before its first call; if it raises, the executor is broken (pending
     /// and later calls fail with `BrokenThreadPool`). With
     /// `serial_callbacks=True`, the done-callbacks of all this executor's
-    /// futures run one at a time.
+    /// futures run one at a time, each on the thread that completes its
+    /// future or on the thread running the executor's callbacks then.
     #[pyo3(signature = (max_workers=None, thread_name_prefix=None, initializer=None, initargs=None, serial_callbacks=false))]
     fn _start(
         &self,

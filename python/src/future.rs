@@ -355,22 +355,23 @@ impl PyFuture {
         Ok(outcome_of(py, &self.handle, gil::deadline(timeout)?)?.value_if(py, true))
     }
 
-    /// Attaches `fn`, called as `fn(future)` once the future is done (if
-    /// it already is: at once, on this thread, unless another thread is
-    /// still running the future's callbacks, which then runs it after them;
-    /// with `serial_callbacks=True`, on the executor's serial context). The callbacks of a future
+    /// Attaches `fn`, called as `fn(future)` once the future is done, on
+    /// the thread that completes it (if it already is: at once, on this
+    /// thread, unless another thread is still running the future's
+    /// callbacks, which then runs it after them). The callbacks of a future
     /// run exactly once, in the order they were added, never two at a
     /// time, even when one is added while the future completes. With an
     /// executor's `serial_callbacks=True`, no two callbacks of any of its
-    /// futures run at a time (and a callback added to a done future runs on
-    /// that serial context, after this returns). An exception `fn` raises
+    /// futures run at a time: one that comes due while another thread is
+    /// running the executor's callbacks runs on that thread, after those
+    /// before it (so possibly after this returns). An exception `fn` raises
     /// is logged to the `concurrent.futures` logger; the others still run.
     fn add_done_callback(slf: &Bound<'_, Self>, r#fn: Py<PyAny>) {
         let me = slf.get();
         let future = Subject::of(slf);
         match &me.serial {
             Some(strand) => {
-                strand.add_done_callback(&me.handle, move |_, o| run_callback(future, o, r#fn))
+                strand.dispatch_done_callback(&me.handle, move |_, o| run_callback(future, o, r#fn))
             }
             None => {
                 let _ = me

@@ -220,6 +220,37 @@ def test_a_forked_child_neither_crashes_nor_hangs():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_serial_callback_of_a_call_cancelled_in_a_forked_child_runs_there():
+    # As the stdlib's: the thread that completes the future runs its
+    # callbacks, here the child's only thread (the serial context's idle
+    # at the fork, so the child takes it).
+    out = run_python(
+        "import os, sys, warnings, threading, ordered_futures as of\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "ex = of.ThreadPoolExecutor(1, serial_callbacks=True)\n"
+        "gate = threading.Event()\n"
+        "busy = ex.submit(gate.wait)\n"
+        "queued = ex.submit(pow, 2, 3)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    queued.add_done_callback(lambda f: print('child callback', f.cancelled(), flush=True))\n"
+        "    print('child cancel', queued.cancel(), flush=True)\n"
+        "    ex.shutdown()\n"
+        "    sys.exit(0)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print('child status', os.waitstatus_to_exitcode(status), flush=True)\n"
+        "gate.set()\n"
+        "print('parent', busy.result(), queued.result(), flush=True)\n"
+        "ex.shutdown()\n",
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "child callback True\nchild cancel True" in out.stdout
+    assert "child status 0" in out.stdout
+    assert "parent True 8" in out.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_child_forked_by_a_call_runs_none_of_the_parents_calls():
     # The child goes on as the worker that forked it. Its waits there must
     # not start a stand-in worker for the parent's pool, which would run the

@@ -252,6 +252,44 @@ def test_a_call_waiting_on_a_serial_callback_of_an_earlier_call_gets_it():
         assert box[0].result(timeout=60) == 1
 
 
+def test_a_serial_callback_that_every_busy_worker_waits_on_still_runs():
+    # As the stdlib runs a callback on the thread that completes the
+    # future: here the main thread cancels a queued call while both workers
+    # wait on what that call's callback sets. Run as pool work, the
+    # callback would need a free worker, and there is none.
+    release = threading.Event()
+    both_waiting = threading.Barrier(3)
+
+    def blocked():
+        both_waiting.wait(timeout=60)
+        return release.wait(timeout=30)
+
+    with of.ThreadPoolExecutor(2, serial_callbacks=True) as ex:
+        calls = [ex.submit(blocked) for _ in range(2)]
+        both_waiting.wait(timeout=60)
+        queued = ex.submit(int)
+        queued.add_done_callback(lambda f: release.set())
+        assert queued.cancel()
+        assert [c.result(timeout=60) for c in calls] == [True, True]
+
+
+def test_a_serial_callback_added_to_a_done_future_runs_inside_the_add():
+    # The stdlib's rule, kept with serial_callbacks: the serial context is
+    # idle, so the adding thread runs the callback before the add returns.
+    # The future is one this thread completed (a cancel), so no worker is
+    # still running its callbacks (a late add would join that run).
+    gate = threading.Event()
+    with of.ThreadPoolExecutor(1, serial_callbacks=True) as ex:
+        busy = ex.submit(gate.wait, 60)
+        f = ex.submit(int)
+        assert f.cancel()
+        ran = []
+        f.add_done_callback(lambda f: ran.append(threading.current_thread()))
+        assert ran == [threading.current_thread()]
+        gate.set()
+        assert busy.result(timeout=60)
+
+
 def test_threading_trace_and_profile_hooks_reach_the_workers():
     # As a stdlib worker installs them when it starts: coverage.py and
     # profilers see the calls the workers run.

@@ -35,6 +35,8 @@ unsafe impl<S: Send> Sync for Inner<S> {}
 /// A serial context on a [`ThreadPool`]: closures posted to it run one at a
 /// time, in post order, on pool workers, with no lock (a lock-free queue and
 /// a scheduled flag). It owns a state `S` that each closure gets as `&mut S`.
+/// A closure [`dispatch`](Self::dispatch)ed to an idle strand runs on the
+/// dispatching thread instead, in the same order.
 ///
 /// This answers "can my done-callbacks update shared totals safely?": route
 /// them to a strand with [`Strand::add_done_callback`] and they mutate the
@@ -112,6 +114,46 @@ impl<S: Send + 'static> Strand<S> {
         }
     }
 
+    /// Runs `f` on this thread now if the strand is idle, else queues it
+    /// behind the closures already posted, for the drain under way.
+    ///
+    /// Where the strand was idle, this thread drains it: it runs `f`, then
+    /// whatever other threads post meanwhile, and returns once the queue is
+    /// empty. It never hands the drain to the pool, so where every closure
+    /// of a strand is dispatched, none needs a free worker: each runs here
+    /// or on the thread already draining. That is what a done-callback that
+    /// a busy worker waits on needs (see
+    /// [`dispatch_done_callback`](Self::dispatch_done_callback)). A
+    /// [`post`](Self::post)ed closure waits for a worker, and so does a
+    /// closure dispatched while a posted one's drain is still queued on the
+    /// pool (it queues behind it).
+    ///
+    /// Order and exclusion are those of `post`: closures run one at a time,
+    /// in the order they were queued, whichever thread runs them. A closure
+    /// that dispatches to its own strand queues its closure behind itself.
+    /// A dispatched closure runs on whichever thread drains, so what it
+    /// calls that depends on the thread (the ambient
+    /// [`spawn`](crate::spawn), thread-locals) sees that thread, not the
+    /// strand's pool.
+    /// A panicking closure is reported as a posted one is, and the drain
+    /// goes on.
+    ///
+    /// ```
+    /// use concurrent_futures::{Strand, ThreadPool};
+    /// let pool = ThreadPool::new(1).unwrap();
+    /// let log = Strand::new(&pool, Vec::new());
+    /// let here = std::thread::current().id();
+    /// // The strand is idle: the closure runs before `dispatch` returns.
+    /// log.dispatch(move |v| v.push(std::thread::current().id() == here));
+    /// assert_eq!(log.submit(|v| v.clone()).join(), Ok(vec![true]));
+    /// ```
+    pub fn dispatch(&self, f: impl FnOnce(&mut S) + Send + 'static) {
+        self.inner.queue.push(Box::new(f));
+        if self.inner.schedule.claim_after_push() {
+            drain_jobs(&self.inner, Drainer::Caller);
+        }
+    }
+
     /// Queues `f` and returns a handle to its result. A panic in `f` is
     /// the handle's outcome, [`TaskError::Panicked`](crate::TaskError::Panicked)
     /// with its message, as for a pool's [`submit`](ThreadPool::submit),
@@ -176,6 +218,48 @@ impl<S: Send + 'static> Strand<S> {
             strand.post(move |s| f(s, reader.outcome_ref()));
         });
     }
+
+    /// Attaches a done-callback to `handle` that is
+    /// [`dispatch`](Self::dispatch)ed to this strand when the future
+    /// completes: it runs on the completing thread if the strand is idle
+    /// then (on this thread, before this returns, if the future is done
+    /// and the strand idle), else on the thread draining the strand. As
+    /// the callbacks of a future without a strand, it needs no free worker,
+    /// so a task may wait on what it does while every worker is busy.
+    ///
+    /// ```
+    /// use concurrent_futures::{Promise, Strand, ThreadPool};
+    /// let pool = ThreadPool::new(1).unwrap();
+    /// let seen = Strand::new(&pool, Vec::new());
+    /// let promise = Promise::new();
+    /// promise.set_result(7).unwrap(); // its callbacks ran here: none
+    /// // Done, no thread running its callbacks, and the strand idle: the
+    /// // callback runs here, inside the call.
+    /// seen.dispatch_done_callback(&promise.handle(), |v, r| v.push(*r.unwrap()));
+    /// assert_eq!(seen.submit(|v| v.clone()).join(), Ok(vec![7]));
+    /// ```
+    pub fn dispatch_done_callback<T, F>(&self, handle: &FutureHandle<T>, f: F)
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce(&mut S, Result<&T, &TaskError>) + Send + 'static,
+    {
+        let strand = self.clone();
+        let reader = handle.clone();
+        let _ = handle.add_done_callback(move |_| {
+            strand.dispatch(move |s| f(s, reader.outcome_ref()));
+        });
+    }
+}
+
+/// Who runs a drain, which decides what it does past its budget.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drainer {
+    /// A pool task: past its budget it yields the worker to other tasks.
+    Pool,
+    /// The thread that dispatched: it drains until the queue is empty, as
+    /// a hand-off to the pool would make the queued closures wait for a
+    /// free worker.
+    Caller,
 }
 
 /// Starts a drain on the pool, or here if the pool refuses. The drain is
@@ -191,11 +275,11 @@ fn schedule_drain<S: Send + 'static>(inner: Arc<Inner<S>>) {
 /// the strand: if that was the last reference, the state's `Drop` runs
 /// here, under a guard.
 fn drain<S: Send + 'static>(inner: Arc<Inner<S>>) {
-    drain_jobs(&inner);
+    drain_jobs(&inner, Drainer::Pool);
     guard(PanicOrigin::Drop, move || drop(inner));
 }
 
-fn drain_jobs<S: Send + 'static>(inner: &Arc<Inner<S>>) {
+fn drain_jobs<S: Send + 'static>(inner: &Arc<Inner<S>>, drainer: Drainer) {
     loop {
         for _ in 0..BUDGET {
             let Some(job) = inner.queue.steal().success() else {
@@ -211,6 +295,9 @@ fn drain_jobs<S: Send + 'static>(inner: &Arc<Inner<S>>) {
             }
         }
         if !inner.queue.is_empty() {
+            if drainer == Drainer::Caller {
+                continue;
+            }
             // Over budget: yield the worker, keep the flag, continue later.
             // If the pool refuses (shut down), keep draining here.
             let registry = inner.registry.clone();
