@@ -48,7 +48,7 @@ pub enum TaskError {
     /// [`install`](crate::ThreadPool::install)ed closure hold what their
     /// caller holds, on whatever thread they run. A cycle is followed
     /// through tasks blocked in such waits on every pool in the process.
-    /// Tasks blocked in module-level [`wait`](crate::wait) and
+    /// Tasks blocked in module-level [`wait`](fn@crate::wait) and
     /// [`as_completed`](crate::as_completed) are followed too: a wait for
     /// all of several is stuck if any one is, a wait for any one only if
     /// all are, and a wait with a deadline never (it ends).

@@ -10,11 +10,11 @@
 //!   attached while completion is running them. Block on it
 //!   ([`result`](FutureHandle::result), [`join`](FutureHandle::join)), or
 //!   `.await` it from async code.
-//! - [`wait`] and [`as_completed`]: Python's module functions, leaving
+//! - [`wait`](fn@wait) and [`as_completed`]: Python's module functions, leaving
 //!   nothing attached to futures that never finish.
 //! - [`Strand`]: a serial context on the pool that owns a state, so
 //!   done-callbacks can update shared totals with `&mut` and no lock.
-//! - From code running on a pool's thread, [`spawn`] and [`submit`] queue
+//! - From code running on a pool's thread, [`spawn`] and [`submit`](fn@submit) queue
 //!   more work on that pool without a handle to it, as `rayon::spawn` does.
 //! - Futures on the pool: [`ThreadPool::submit_future`] and
 //!   [`ThreadPool::spawn_future`].

@@ -27,7 +27,7 @@
 //! poll is given borrows the queue's reference: a wake allocates nothing of
 //! its own and a poll takes no reference count.
 //!
-//! A live future holds the pool open ([`Registry::hold`]) until it is
+//! A live future holds the pool open ([`Registry::hold_open`]) until it is
 //! dropped: after shutdown the workers stay to poll it, a wake queues it as
 //! before (`SubmitSlot::requeue` is never refused), and `shutdown(wait)`
 //! returns once every such future has finished, as Python's waits for

@@ -7,7 +7,7 @@
 //! - [`join`]: fork-join, a worker helping while it waits.
 //! - [`registry`]: what the pool shares with its workers (queues, state).
 //! - [`worker`]: the worker loops (core and compensating), their context.
-//! - [`submit`]: queueing a task and waking a worker for it.
+//! - [`submit`](mod@submit): queueing a task and waking a worker for it.
 //! - [`blocking`]: how a pool thread waits (inline, or keeping capacity).
 //! - [`sleep`]: parking idle workers without lost wakeups.
 //! - [`idle`]: whether a worker that ran dry spins first or sleeps at once.

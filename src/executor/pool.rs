@@ -374,7 +374,7 @@ impl Builder {
     /// submits go to its deque and run ahead of work submitted from
     /// outside (warm caches, no contention). Either way scopes, `join`,
     /// strands, routed callbacks and the ambient
-    /// [`spawn`](crate::spawn)/[`submit`](crate::submit) keep to the
+    /// [`spawn`](crate::spawn)/[`submit`](fn@crate::submit) keep to the
     /// worker's deque.
     ///
     /// With it, a task that a worker's task submits cannot overtake one

@@ -527,7 +527,7 @@ impl ThreadPool {
     ///   compensating one started while this one waits.
     /// - The scope's tasks hold what its caller holds: a wait in one of them
     ///   on the task that opened the scope is refused with
-    ///   [`TaskError::WouldDeadlock`](crate::TaskError::WouldDeadlock),
+    ///   [`TaskError::WouldDeadlock`],
     ///   whichever thread runs it.
     /// - A panic in a task with a handle is carried to its handle, as for
     ///   [`submit`](ThreadPool::submit). A panic in `f` itself, or else the
@@ -584,7 +584,7 @@ impl ThreadPool {
     ///
     /// `f` holds what its caller holds: inside `f`, a wait on the task that
     /// called `install` is refused with
-    /// [`TaskError::WouldDeadlock`](crate::TaskError::WouldDeadlock), as it
+    /// [`TaskError::WouldDeadlock`], as it
     /// is for a scope's tasks and a `join`'s halves.
     ///
     /// ```

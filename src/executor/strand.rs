@@ -155,7 +155,7 @@ impl<S: Send + 'static> Strand<S> {
     }
 
     /// Queues `f` and returns a handle to its result. A panic in `f` is
-    /// the handle's outcome, [`TaskError::Panicked`](crate::TaskError::Panicked)
+    /// the handle's outcome, [`TaskError::Panicked`]
     /// with its message, as for a pool's [`submit`](ThreadPool::submit),
     /// and is not reported to the callback-panic hook (a [`post`](Self::post)ed
     /// closure's is: nobody else would see it).

@@ -517,7 +517,7 @@ impl Drop for ExtraSlot<'_> {
 
 /// Starts a compensating worker if the bound allows. The caller pushed its
 /// task and issued a SeqCst fence since (`Sleep::notify_one`): see
-/// [`Registry::retire_extra`].
+/// [`Registry::retire_extra_with`].
 pub(crate) fn spawn_compensating(registry: &Arc<Registry>) {
     if !registry.claim_extra() {
         return;
