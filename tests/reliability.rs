@@ -360,11 +360,16 @@ fn shutdown_twice_or_from_inside_the_pool_never_deadlocks() {
         (stopper.join(), behind.join()),
         (Ok(()), Err(TaskError::Cancelled))
     );
-    // shutdown_timeout from inside: returns at once, "not finished".
+    // shutdown_timeout from inside: returns at once, "not finished", and
+    // says why; a shutdown that did wait says it could.
     let pool = ThreadPool::new(1).unwrap();
     let p = pool.clone();
-    let h = pool.submit(move || p.shutdown_timeout(Duration::MAX, false).finished);
-    assert_eq!(h.unwrap().join(), Ok(false));
+    let h = pool.submit(move || {
+        let r = p.shutdown_timeout(Duration::MAX, false);
+        (r.finished, r.would_deadlock)
+    });
+    assert_eq!(h.unwrap().join(), Ok((false, true)));
+    assert!(!pool.shutdown_timeout(Duration::MAX, false).would_deadlock);
     // The last clone dropped inside a task: the pool shuts down from inside.
     let pool = ThreadPool::new(1).unwrap();
     let (release, p) = (hold_workers(&pool), pool.clone());

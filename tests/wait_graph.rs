@@ -124,7 +124,7 @@ fn a_scoped_task_waiting_on_its_scopes_task_is_refused_wherever_it_runs() {
 }
 
 /// Probes with timed waits on `x` until one is refused.
-fn probe_until_refused(x: &FutureHandle<()>) {
+fn probe_until_refused<R>(x: &FutureHandle<R>) {
     while x.wait_timeout(Duration::from_millis(1)) == Err(TaskError::Timeout) {}
 }
 
@@ -248,6 +248,135 @@ fn an_install_on_another_pool_waiting_on_its_callers_task_is_refused() {
     let (outcome, on_caller) =
         run_knowing_itself(&a, move |me, home| b.install(|| probe(me, home)));
     assert_eq!((outcome, on_caller), (Err(TaskError::WouldDeadlock), false));
+}
+
+/// Work lent to another pool (an `install`, a scoped task there) holds its
+/// caller's task: a shutdown of the caller's pool there, or the drop of its
+/// last clone, would wait for that task, which waits for the work. Neither
+/// waits (each used to, for good); the pool finishes once the task does.
+#[test]
+fn lent_work_shutting_down_its_callers_pool_does_not_wait_for_it() {
+    let _dog = Watchdog::new("shutdown from lent work", Duration::from_secs(60));
+    let (a, b) = two_pools();
+    let (a2, b2) = (a.clone(), b.clone());
+    let x = a
+        .submit(move || {
+            let forever = Duration::from_secs(3600);
+            let installed = b2.install(|| a2.shutdown_timeout(forever, false));
+            let scoped = b2.scope(|s| {
+                s.submit(|| a2.shutdown_timeout(forever, false))
+                    .unwrap()
+                    .join()
+                    .unwrap()
+            });
+            [installed, scoped].map(|r| (r.finished, r.running, r.would_deadlock))
+        })
+        .unwrap();
+    assert_eq!(x.join(), Ok([(false, 1, true), (false, 1, true)]));
+    a.shutdown(true, false);
+    assert_eq!(a.metrics().threads, 0);
+}
+
+/// The same for the drop of the pool's last clone, which shuts it down
+/// and waits.
+#[test]
+fn lent_work_dropping_its_callers_last_pool_clone_does_not_wait_for_it() {
+    let _dog = Watchdog::new("last clone dropped in lent work", Duration::from_secs(60));
+    let (a, b) = two_pools();
+    let a2 = a.clone();
+    let (dropped_tx, dropped) = std::sync::mpsc::channel::<()>();
+    let x = a
+        .submit(move || {
+            dropped.recv().unwrap();
+            b.install(move || drop(a2));
+        })
+        .unwrap();
+    drop(a);
+    dropped_tx.send(()).unwrap();
+    assert_eq!(x.join(), Ok(()));
+}
+
+/// Task X of pool `a` waits on Y of pool `b`, which then shuts `a` down:
+/// the shutdown would wait for X, X waits for Y. It does not wait.
+#[test]
+fn a_shutdown_that_a_waiting_task_of_the_pool_waits_on_does_not_wait() {
+    let _dog = Watchdog::new("shutdown in a cycle", Duration::from_secs(60));
+    let (a, b) = two_pools();
+    let a2 = a.clone();
+    let x_handle = Promise::<FutureHandle<(bool, usize, bool)>>::new();
+    let x_of_y = x_handle.handle();
+    let x = a
+        .submit(move || {
+            let y = b
+                .submit(move || {
+                    // Refused once X waits on Y.
+                    probe_until_refused(x_of_y.result().unwrap());
+                    let r = a2.shutdown_timeout(Duration::from_secs(3600), false);
+                    (r.finished, r.running, r.would_deadlock)
+                })
+                .unwrap();
+            y.join().unwrap()
+        })
+        .unwrap();
+    x_handle.set_result(x.clone()).unwrap();
+    assert_eq!(x.join(), Ok((false, 1, true)));
+}
+
+/// The other order: Y of pool `b` waits in `a`'s shutdown, then task X of
+/// `a` waits on Y. X's wait is refused (it used to hang), X returns, and
+/// the shutdown then finishes.
+#[test]
+fn a_task_waiting_on_a_shutdown_of_its_own_pool_is_refused() {
+    let _dog = Watchdog::new("wait on a shutdown", Duration::from_secs(60));
+    let (a, b) = two_pools();
+    let a2 = a.clone();
+    let x = a
+        .submit(move || {
+            // Untimed: a timed wait ends by itself, and closes no cycle.
+            let y = b
+                .submit(move || {
+                    a2.shutdown(true, false);
+                    a2.metrics().threads
+                })
+                .unwrap();
+            // Refused once Y waits in the shutdown.
+            probe_until_refused(&y);
+            (y.wait(), y)
+        })
+        .unwrap();
+    let (refused, y) = x.join().unwrap();
+    assert_eq!(refused, Err(TaskError::WouldDeadlock));
+    assert_eq!(y.join(), Ok(0), "the shutdown waited for a's worker");
+}
+
+/// A shutdown from another pool's task waits as before where the pool's
+/// tasks can finish: X waits on a promise this thread sets.
+#[test]
+fn a_shutdown_from_another_pool_waits_for_tasks_that_can_finish() {
+    let _dog = Watchdog::new("shutdown waits", Duration::from_secs(60));
+    let (a, b) = two_pools();
+    let gate = Promise::<()>::new();
+    let opened = gate.handle();
+    let (x_waits_tx, x_waits) = std::sync::mpsc::channel::<()>();
+    let x = a
+        .submit(move || {
+            x_waits_tx.send(()).unwrap();
+            opened.wait().unwrap();
+        })
+        .unwrap();
+    let (shutting_tx, shutting) = std::sync::mpsc::channel::<()>();
+    let y = b
+        .submit(move || {
+            x_waits.recv().unwrap();
+            shutting_tx.send(()).unwrap();
+            let r = a.shutdown_timeout(Duration::from_secs(3600), false);
+            (r.finished, r.would_deadlock)
+        })
+        .unwrap();
+    shutting.recv().unwrap();
+    gate.set_result(()).unwrap();
+    assert_eq!(y.join(), Ok((true, false)));
+    assert_eq!(x.join(), Ok(()));
 }
 
 /// A cycle through a stolen join half and another task: b waits on Y, Y on

@@ -79,8 +79,11 @@ pub(crate) fn join(py: Python<'_>, pool: &ThreadPool, cancel: bool) -> PyResult<
     if pool.is_worker_thread() {
         return Err(cannot_join_current_thread());
     }
+    // A wait that could never end (the crate's wait-for graph) is not
+    // made: the stdlib would hang there.
     wait_in_slices(py, None, |slice| {
-        pool.shutdown_timeout(slice, false).finished
+        let report = pool.shutdown_timeout(slice, false);
+        report.finished || report.would_deadlock
     })?;
     Ok(())
 }

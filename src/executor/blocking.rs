@@ -102,18 +102,14 @@ impl WaitHook for PoolWait {
         {
             return Ok(true);
         }
-        let mut holds = Vec::new();
-        running_snapshot(&mut holds);
-        let Some(_registered) = WAITS.register(holds, addr, deadline.is_some()) else {
+        let Some(_registered) = WAITS.register(running_snapshot(), addr, deadline.is_some()) else {
             return Err(TaskError::WouldDeadlock);
         };
         Ok(self.keep_capacity(block))
     }
 
     fn watch(&self, targets: &[usize], wait: WaitOn) -> (Vec<bool>, Option<Box<dyn Any>>) {
-        let mut holds = Vec::new();
-        running_snapshot(&mut holds);
-        let (edge, stuck) = WAITS.watch(holds, targets, wait);
+        let (edge, stuck) = WAITS.watch(running_snapshot(), targets, wait);
         (stuck, edge.map(|e| Box::new(e) as Box<dyn Any>))
     }
 }

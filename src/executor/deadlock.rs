@@ -15,6 +15,14 @@
 //! [`TaskError::WouldDeadlock`](crate::TaskError::WouldDeadlock), and
 //! module-level `wait` leaves such futures out.
 //!
+//! A shutdown's wait from a pool thread is an edge too, on a pool rather
+//! than on futures: it needs every task of that pool to finish. Each held
+//! task carries its pool's tag (a thread's snapshot lists them), so the
+//! pool can finish unless the asker holds one of its tasks or a blocked
+//! thread holding one cannot resume. A shutdown that could never finish
+//! does not wait; one that waits refuses, while its edge stands, a task of
+//! the pool whose wait would close the cycle.
+//!
 //! There is one graph for the process ([`WAITS`]), not one per pool: a
 //! server's CPU pool and I/O pool can wait on each other's tasks, and a
 //! cycle through both must be seen. Task addresses are unique in the
@@ -30,15 +38,18 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::future::blocking::WaitOn;
+use crate::future::blocking::{Holds, WaitOn};
 
 /// One blocked thread's wait: what it holds and what it waits for.
 struct Edge {
     /// Names the edge for its removal.
     id: u64,
-    holds: Vec<usize>,
+    holds: Holds,
     /// The futures it waits for.
     waits_for: Vec<usize>,
+    /// Or the pool it waits for (a shutdown's wait): every task of it that
+    /// a blocked thread holds, or that the asker holds, must finish first.
+    waits_pool: Option<u16>,
     /// Whether it needs every one of them, or resumes once any one is done.
     all: bool,
     /// Whether it resumes whatever happens to them: its wait has a
@@ -61,56 +72,97 @@ pub(crate) struct Registered<'a> {
     id: u64,
 }
 
+/// Which blocked threads could resume if a thread holding `holds` never
+/// did (see the module's rules), and so which futures could finish.
+struct Fixpoint<'a> {
+    holds: &'a Holds,
+    /// The edges of the blocked threads holding each future. Several
+    /// threads can hold one task: its own, and each running work it lent
+    /// out and waits for (a scope's tasks, a stolen `join` half, an
+    /// `install`ed closure). It finishes only once every one of them
+    /// resumes: its thread waits for the lent work, and the lent work
+    /// waits where it blocked.
+    holders: HashMap<usize, Vec<usize>>,
+    /// The edges of the blocked threads holding a task of each pool.
+    pool_holders: HashMap<u16, Vec<usize>>,
+    resumes: Vec<bool>,
+}
+
+impl<'a> Fixpoint<'a> {
+    fn new(edges: &[Edge], holds: &'a Holds) -> Self {
+        let mut holders: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut pool_holders: HashMap<u16, Vec<usize>> = HashMap::new();
+        for (i, e) in edges.iter().enumerate() {
+            for &h in &e.holds.tasks {
+                holders.entry(h).or_default().push(i);
+            }
+            for &p in &e.holds.pools {
+                pool_holders.entry(p).or_default().push(i);
+            }
+        }
+        let mut fix = Fixpoint {
+            holds,
+            holders,
+            pool_holders,
+            resumes: edges.iter().map(|e| e.resumes).collect(),
+        };
+        // Least fixpoint: each pass marks the threads that can resume given
+        // those marked so far; at most one pass per edge adds one.
+        loop {
+            let mut changed = false;
+            for (i, e) in edges.iter().enumerate() {
+                if fix.resumes[i] {
+                    continue;
+                }
+                let mut targets = e.waits_for.iter();
+                let can = if let Some(pool) = e.waits_pool {
+                    fix.pool_can_finish(pool)
+                } else if e.all {
+                    targets.all(|&t| fix.can_finish(t))
+                } else {
+                    targets.any(|&t| fix.can_finish(t))
+                };
+                if can {
+                    fix.resumes[i] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        fix
+    }
+
+    fn can_finish(&self, f: usize) -> bool {
+        !self.holds.tasks.contains(&f)
+            && self
+                .holders
+                .get(&f)
+                .is_none_or(|edges| edges.iter().all(|&i| self.resumes[i]))
+    }
+
+    /// Whether every task of the pool tagged `pool` that the asker or a
+    /// blocked thread holds could finish (a task no thread blocks in
+    /// finishes by itself, as far as the graph knows).
+    fn pool_can_finish(&self, pool: u16) -> bool {
+        !self.holds.pools.contains(&pool)
+            && self
+                .pool_holders
+                .get(&pool)
+                .is_none_or(|edges| edges.iter().all(|&i| self.resumes[i]))
+    }
+}
+
 /// Which of `targets` could never finish if a thread holding `holds`
 /// never resumed (see the module's rules).
-fn stuck(edges: &[Edge], holds: &[usize], targets: &[usize]) -> Vec<bool> {
+fn stuck(edges: &[Edge], holds: &Holds, targets: &[usize]) -> Vec<bool> {
     if edges.is_empty() {
         // Nobody else blocks (the usual case): only what the caller holds.
-        return targets.iter().map(|t| holds.contains(t)).collect();
+        return targets.iter().map(|t| holds.tasks.contains(t)).collect();
     }
-    // The edges of the blocked threads holding each future. Several threads
-    // can hold one task: its own, and each running work it lent out and
-    // waits for (a scope's tasks, a stolen `join` half, an `install`ed
-    // closure). It finishes only once every one of them resumes: its
-    // thread waits for the lent work, and the lent work waits where it
-    // blocked.
-    let mut holders: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, e) in edges.iter().enumerate() {
-        for &h in &e.holds {
-            holders.entry(h).or_default().push(i);
-        }
-    }
-    let mut resumes: Vec<bool> = edges.iter().map(|e| e.resumes).collect();
-    let can_finish = |f: usize, resumes: &[bool]| {
-        !holds.contains(&f)
-            && holders
-                .get(&f)
-                .is_none_or(|edges| edges.iter().all(|&i| resumes[i]))
-    };
-    // Least fixpoint: each pass marks the threads that can resume given
-    // those marked so far; at most one pass per edge adds one.
-    loop {
-        let mut changed = false;
-        for (i, e) in edges.iter().enumerate() {
-            if resumes[i] {
-                continue;
-            }
-            let mut targets = e.waits_for.iter();
-            let can = if e.all {
-                targets.all(|&t| can_finish(t, &resumes))
-            } else {
-                targets.any(|&t| can_finish(t, &resumes))
-            };
-            if can {
-                resumes[i] = true;
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    targets.iter().map(|&t| !can_finish(t, &resumes)).collect()
+    let fix = Fixpoint::new(edges, holds);
+    targets.iter().map(|&t| !fix.can_finish(t)).collect()
 }
 
 impl WaitGraph {
@@ -119,7 +171,7 @@ impl WaitGraph {
     /// while it waits (then `None`).
     pub(crate) fn register(
         &self,
-        holds: Vec<usize>,
+        holds: Holds,
         target: usize,
         timed: bool,
     ) -> Option<Registered<'_>> {
@@ -127,7 +179,31 @@ impl WaitGraph {
         if stuck(&edges, &holds, &[target])[0] {
             return None;
         }
-        Some(self.push(&mut edges, holds, vec![target], true, timed))
+        Some(self.push(&mut edges, holds, vec![target], None, true, timed))
+    }
+
+    /// Records that the caller, holding `holds`, waits for every task of
+    /// the pool tagged `pool` to finish (a shutdown's wait; `timed`: with a
+    /// deadline), unless one of them could never finish while it waits
+    /// (then `None`). Check and insert are under one lock, as for
+    /// [`register`](Self::register), so a task of the pool that then waits
+    /// on what the caller holds is refused.
+    pub(crate) fn register_pool(
+        &self,
+        holds: Holds,
+        pool: u16,
+        timed: bool,
+    ) -> Option<Registered<'_>> {
+        let mut edges = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let can = if edges.is_empty() {
+            !holds.pools.contains(&pool)
+        } else {
+            Fixpoint::new(&edges, &holds).pool_can_finish(pool)
+        };
+        if !can {
+            return None;
+        }
+        Some(self.push(&mut edges, holds, Vec::new(), Some(pool), true, timed))
     }
 
     /// For a wait on several futures (`targets`, waited for as `on` says):
@@ -138,7 +214,7 @@ impl WaitGraph {
     /// for [`register`](Self::register).
     pub(crate) fn watch(
         &self,
-        holds: Vec<usize>,
+        holds: Holds,
         targets: &[usize],
         on: WaitOn,
     ) -> (Option<Registered<'_>>, Vec<bool>) {
@@ -153,15 +229,16 @@ impl WaitGraph {
         if waits_for.is_empty() {
             return (None, stuck);
         }
-        let edge = self.push(&mut edges, holds, waits_for, on.all, on.timed);
+        let edge = self.push(&mut edges, holds, waits_for, None, on.all, on.timed);
         (Some(edge), stuck)
     }
 
     fn push(
         &self,
         edges: &mut Vec<Edge>,
-        holds: Vec<usize>,
+        holds: Holds,
         waits_for: Vec<usize>,
+        waits_pool: Option<u16>,
         all: bool,
         resumes: bool,
     ) -> Registered<'_> {
@@ -170,6 +247,7 @@ impl WaitGraph {
             id,
             holds,
             waits_for,
+            waits_pool,
             all,
             resumes,
         });
@@ -190,7 +268,7 @@ impl Drop for Registered<'_> {
 mod tests {
     use std::sync::{Arc, Barrier, Mutex};
 
-    use super::{WaitGraph, WaitOn};
+    use super::{Holds, WaitGraph, WaitOn};
 
     /// What a blocked thread waits for, in these tests.
     #[derive(Clone, Copy)]
@@ -222,7 +300,7 @@ mod tests {
         let entered = Arc::new(Barrier::new(2));
         let e = entered.clone();
         s.spawn(move || {
-            let (registered, _) = graph.watch(holds, &targets, wait(on, true));
+            let (registered, _) = graph.watch(Holds::tasks(holds), &targets, wait(on, true));
             assert!(registered.is_some());
             e.wait();
             leave.wait();
@@ -237,14 +315,14 @@ mod tests {
         std::thread::scope(|s| {
             // Task 1 waits for 10 (ours) and 3: it needs both.
             blocked_elsewhere(s, &graph, vec![1], vec![10, 3], On::All, &leave);
-            let (edge, stuck) = graph.watch(vec![10], &[1, 2], wait(On::All, false));
+            let (edge, stuck) = graph.watch(Holds::tasks(vec![10]), &[1, 2], wait(On::All, false));
             assert_eq!(stuck, [true, false]);
             assert!(edge.is_some(), "it still waits for 2");
             drop(edge);
             // A handle's wait on 1 is refused, timed or not.
-            assert!(graph.register(vec![10], 1, false).is_none());
-            assert!(graph.register(vec![10], 1, true).is_none());
-            assert!(graph.register(vec![11], 1, false).is_some());
+            assert!(graph.register(Holds::tasks(vec![10]), 1, false).is_none());
+            assert!(graph.register(Holds::tasks(vec![10]), 1, true).is_none());
+            assert!(graph.register(Holds::tasks(vec![11]), 1, false).is_some());
             leave.wait();
         });
     }
@@ -256,11 +334,11 @@ mod tests {
         std::thread::scope(|s| {
             // Task 1 waits for any of 10 (ours) and 3: 3 may finish.
             blocked_elsewhere(s, &graph, vec![1], vec![10, 3], On::Any, &leave);
-            let (_, stuck) = graph.watch(vec![10], &[1], wait(On::All, false));
+            let (_, stuck) = graph.watch(Holds::tasks(vec![10]), &[1], wait(On::All, false));
             assert_eq!(stuck, [false]);
             // Now task 3 waits for 10 as well: nothing 1 waits for can end.
             blocked_elsewhere(s, &graph, vec![3], vec![10], On::All, &leave);
-            let (edge, stuck) = graph.watch(vec![10], &[1, 3], wait(On::Any, false));
+            let (edge, stuck) = graph.watch(Holds::tasks(vec![10]), &[1, 3], wait(On::Any, false));
             assert_eq!(stuck, [true, true]);
             assert!(edge.is_none(), "nothing left to wait for");
             leave.wait();
@@ -274,9 +352,9 @@ mod tests {
         std::thread::scope(|s| {
             // Task 1 waits for 10 (ours), but with a deadline: it ends.
             blocked_elsewhere(s, &graph, vec![1], vec![10], On::Timed, &leave);
-            let (_, stuck) = graph.watch(vec![10], &[1], wait(On::All, false));
+            let (_, stuck) = graph.watch(Holds::tasks(vec![10]), &[1], wait(On::All, false));
             assert_eq!(stuck, [false]);
-            assert!(graph.register(vec![10], 1, false).is_some());
+            assert!(graph.register(Holds::tasks(vec![10]), 1, false).is_some());
             leave.wait();
         });
     }
@@ -289,11 +367,11 @@ mod tests {
             // 1 waits for any of 2 and 5 (5 is free); 2 waits for 1.
             blocked_elsewhere(s, &graph, vec![1], vec![2, 5], On::Any, &leave);
             blocked_elsewhere(s, &graph, vec![2], vec![1], On::All, &leave);
-            let (_, stuck) = graph.watch(vec![10], &[1, 2], wait(On::All, false));
+            let (_, stuck) = graph.watch(Holds::tasks(vec![10]), &[1, 2], wait(On::All, false));
             assert_eq!(stuck, [false, false], "5 lets 1 go on, and 2 after it");
             // A thread holding 5 would close it: 1 and 2 wait, through
             // each other, on 5 alone.
-            let (_, stuck) = graph.watch(vec![5], &[1, 2], wait(On::All, false));
+            let (_, stuck) = graph.watch(Holds::tasks(vec![5]), &[1, 2], wait(On::All, false));
             assert_eq!(stuck, [true, true]);
             leave.wait();
         });
@@ -313,7 +391,7 @@ mod tests {
             // Nothing stops 1 for a thread holding neither 20 nor 30, but
             // one holding 30 stops it through 12 instead.
             let allowed = [(20, false), (20, true), (40, false), (30, false)]
-                .map(|(held, timed)| graph.register(vec![held], 1, timed).is_some());
+                .map(|(held, timed)| graph.register(Holds::tasks(vec![held]), 1, timed).is_some());
             leave.wait(); // before asserting: a failure must not hang the threads
             assert_eq!(allowed, [false, false, true, false]);
         });
@@ -332,15 +410,109 @@ mod tests {
             let g = &graph;
             let l = &leave;
             s.spawn(move || {
-                let (edge, stuck) = g.watch(vec![10], &[1], wait(On::Any, true));
+                let (edge, stuck) = g.watch(Holds::tasks(vec![10]), &[1], wait(On::Any, true));
                 assert_eq!(stuck, [true]);
                 assert!(edge.is_some());
                 e.wait();
                 l.wait();
             });
             entered.wait();
-            assert!(graph.register(vec![20], 10, false).is_none());
+            assert!(graph.register(Holds::tasks(vec![20]), 10, false).is_none());
             leave.wait();
+        });
+    }
+
+    /// Tasks of pools, as a pool thread's snapshot lists them.
+    fn of_pool(tasks: Vec<usize>, pool: u16) -> Holds {
+        Holds {
+            tasks,
+            pools: vec![pool],
+        }
+    }
+
+    #[test]
+    fn a_shutdown_wait_is_refused_where_a_task_of_the_pool_cannot_finish() {
+        let graph = WaitGraph(Mutex::new(Vec::new()));
+        // The caller holds a task of pool 7 (work lent to another pool).
+        assert!(
+            graph
+                .register_pool(of_pool(vec![20, 1], 7), 7, false)
+                .is_none()
+        );
+        assert!(
+            graph
+                .register_pool(of_pool(vec![20, 1], 7), 8, false)
+                .is_some()
+        );
+        let leave = Barrier::new(2);
+        std::thread::scope(|s| {
+            // Task 1 of pool 7 waits for 20; a thread holding 20 shutting
+            // pool 7 down would wait for good, timed or not; one holding
+            // 30 would not.
+            let entered = Arc::new(Barrier::new(2));
+            let (g, l, e) = (&graph, &leave, entered.clone());
+            s.spawn(move || {
+                let edge = g.register(of_pool(vec![1], 7), 20, false);
+                assert!(edge.is_some());
+                e.wait();
+                l.wait();
+            });
+            entered.wait();
+            let refused = [(20, false), (20, true), (30, false)].map(|(held, timed)| {
+                graph
+                    .register_pool(of_pool(vec![held], 9), 7, timed)
+                    .is_none()
+            });
+            leave.wait();
+            assert_eq!(refused, [true, true, false]);
+        });
+    }
+
+    #[test]
+    fn a_task_of_a_pool_whose_shutdown_waits_on_it_is_refused_its_wait() {
+        let graph = WaitGraph(Mutex::new(Vec::new()));
+        let leave = Barrier::new(2);
+        std::thread::scope(|s| {
+            // The thread holding 20 (of pool 9) waits for pool 7's tasks.
+            let entered = Arc::new(Barrier::new(2));
+            let (g, l, e) = (&graph, &leave, entered.clone());
+            s.spawn(move || {
+                let edge = g.register_pool(of_pool(vec![20], 9), 7, false);
+                assert!(edge.is_some());
+                e.wait();
+                l.wait();
+            });
+            entered.wait();
+            // A task of pool 7 waiting on 20 closes the cycle; a task of
+            // pool 8, or one of no known pool, does not.
+            let allowed = [
+                of_pool(vec![1], 7),
+                of_pool(vec![2], 8),
+                Holds::tasks(vec![3]),
+            ]
+            .map(|holds| graph.register(holds, 20, false).is_some());
+            leave.wait();
+            assert_eq!(allowed, [false, true, true]);
+        });
+    }
+
+    #[test]
+    fn a_timed_shutdown_wait_resumes() {
+        let graph = WaitGraph(Mutex::new(Vec::new()));
+        let leave = Barrier::new(2);
+        std::thread::scope(|s| {
+            let entered = Arc::new(Barrier::new(2));
+            let (g, l, e) = (&graph, &leave, entered.clone());
+            s.spawn(move || {
+                let edge = g.register_pool(of_pool(vec![20], 9), 7, true);
+                assert!(edge.is_some());
+                e.wait();
+                l.wait();
+            });
+            entered.wait();
+            let allowed = graph.register(of_pool(vec![1], 7), 20, false).is_some();
+            leave.wait();
+            assert!(allowed);
         });
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::async_task;
+use super::deadlock;
 use super::metrics::Metrics;
 use super::registry::{Config, Registry};
 use super::submit;
@@ -168,6 +169,12 @@ pub struct ShutdownReport {
     /// any submit still in flight; 0 when `finished`. A future that called
     /// the shutdown counts itself.
     pub pending_futures: usize,
+    /// It did not wait, as the wait could never end (see
+    /// [`ThreadPool::shutdown`]): it was called from one of the pool's own
+    /// threads, from work one of its tasks lent to another pool, or from a
+    /// task that one of its tasks waits on. Its figures are those of the
+    /// moment it was called.
+    pub would_deadlock: bool,
 }
 
 /// Configures a [`ThreadPool`].
@@ -862,12 +869,17 @@ impl ThreadPool {
     /// thread: it hands it back to the workers). Every handle of a task
     /// that returns, or of a future that finishes, ends done or cancelled.
     ///
-    /// Called from one of the pool's own tasks, it does not wait (it would
-    /// wait on itself). That is told by the calling thread: work that one
-    /// of this pool's tasks waits on but that runs on another pool's thread
-    /// (an [`install`](ThreadPool::install), a scope or a `join` on that
-    /// pool) waits, and so waits for good for the task waiting on it; call
-    /// it with `wait: false` there. Calling it again is harmless.
+    /// It does not wait where the wait could never end: called from one
+    /// of the pool's own threads (it would wait on itself); from work that
+    /// one of the pool's tasks waits on, running on another pool's thread
+    /// (an [`install`](ThreadPool::install), a scope or a `join` there);
+    /// or from another pool's task that one of this pool's tasks is
+    /// blocked waiting on (directly or through other waits: the wait-for
+    /// graph of [`TaskError::WouldDeadlock`]). While a shutdown from a pool
+    /// thread waits, a wait of one of the pool's tasks that would close
+    /// such a cycle is refused with `WouldDeadlock`. Waits the crate does
+    /// not see (a channel, a lock, a `Promise` someone else sets) are not
+    /// in the graph. Calling it again is harmless.
     ///
     /// ```
     /// use concurrent_futures::ThreadPool;
@@ -1005,6 +1017,28 @@ fn cancel_injector(registry: &Arc<Registry>) {
     }
 }
 
+/// On a pool thread, enters the shutdown's wait for `registry`'s tasks in
+/// the wait-for graph, as a handle's wait is (`timed`: with a deadline):
+/// `Err` if one of them could never finish while the caller waits (it
+/// holds one, as work lent to another pool does, or one waits on a task
+/// the caller holds). While the edge stands, a wait of one of them on what
+/// the caller holds is refused. Off a pool (nothing can wait on such a
+/// thread's tasks), or for an untagged pool, nothing is entered.
+fn enter_wait_graph(
+    registry: &Registry,
+    timed: bool,
+) -> Result<Option<deadlock::Registered<'static>>, ()> {
+    let pool = registry.tag.0;
+    if pool == 0 || !crate::future::blocking::on_pool_thread() {
+        return Ok(None);
+    }
+    let holds = crate::future::blocking::running_snapshot();
+    deadlock::WAITS
+        .register_pool(holds, pool, timed)
+        .map(Some)
+        .ok_or(())
+}
+
 fn shutdown(
     registry: &Arc<Registry>,
     wait: bool,
@@ -1027,13 +1061,19 @@ fn shutdown(
     } else {
         registry.shutdown(false);
     }
+    // A wait that could never end is not made: from one of the pool's own
+    // threads, or (the wait-for graph) where the caller holds a task of the
+    // pool, or one of them waits on what the caller holds.
     let inside = worker::is_worker_of(registry);
-    let finished = if wait && !inside {
-        registry.wait_exited(timeout)
+    let edge = if wait && !inside {
+        enter_wait_graph(registry, timeout.is_some())
     } else {
-        false
+        Ok(None)
     };
-    if timeout.is_some() && wait && !inside && !finished {
+    let waits = wait && !inside && edge.is_ok();
+    let finished = waits && registry.wait_exited(timeout);
+    drop(edge);
+    if timeout.is_some() && waits && !finished {
         registry.give_up_waiting();
     }
     if finished {
@@ -1050,6 +1090,7 @@ fn shutdown(
         // After shutdown no submit is in flight for long: what holds the
         // pool open is its live futures.
         pending_futures: if finished { 0 } else { registry.holds() },
+        would_deadlock: wait && !waits,
     };
     trace_event!(::tracing::Level::DEBUG, ?report, "shutdown returns");
     report

@@ -79,6 +79,9 @@ thread_local! {
 /// is over).
 pub(crate) struct Frame {
     addr: usize,
+    /// The tag of the pool whose task this is (0: not known, or not a
+    /// task of its own: a `join` half, whose joiner's frames say).
+    pool: u16,
     /// Tasks on this thread's own stack up to here, counting task frames
     /// only (a lent frame adds none): how deep inline runs nest.
     depth: usize,
@@ -227,18 +230,20 @@ impl Watching {
     }
 }
 
-/// Runs `f` as the work at `addr`, catching its panic: while it runs, waits
-/// on it from this thread are refused, and pools see the thread holding
-/// it. If a thread waits for this work (holding `lender`, else
-/// [`Held::NONE`]), the work holds what that thread holds too. `task`:
-/// it counts as a task in the nesting depth (a scoped task does, a join's
-/// half does not: helping joiners nest those without limit, as before).
+/// Runs `f` as the work at `addr`, a task of the pool tagged `pool` (0:
+/// none known), catching its panic: while it runs, waits on it from this
+/// thread are refused, and pools see the thread holding it. If a thread
+/// waits for this work (holding `lender`, else [`Held::NONE`]), the work
+/// holds what that thread holds too. `task`: it counts as a task in the
+/// nesting depth (a scoped task does, a join's half does not: helping
+/// joiners nest those without limit, as before).
 ///
 /// # Safety
 /// The frames behind `lender` stay alive until `f` returns: their thread
 /// waits for this work to be over.
 pub(crate) unsafe fn run_lent<R>(
     addr: usize,
+    pool: u16,
     lender: Held,
     task: bool,
     f: impl FnOnce() -> R,
@@ -252,6 +257,7 @@ pub(crate) unsafe fn run_lent<R>(
     let depth = unsafe { below.as_ref() }.map_or(0, |b| b.depth) + usize::from(task);
     let frame = Frame {
         addr,
+        pool,
         depth,
         below,
         lent: lender.0,
@@ -265,10 +271,10 @@ pub(crate) unsafe fn run_lent<R>(
 }
 
 /// Calls `visit` with each task the calling thread holds (its own frames
-/// and what they were lent), until it returns true; returns whether one
-/// did. A frame reached twice (two lenders sharing frames below) is
-/// visited once.
-fn any_held(mut visit: impl FnMut(usize) -> bool) -> bool {
+/// and what they were lent) and its pool's tag, until it returns true;
+/// returns whether one did. A frame reached twice (two lenders sharing
+/// frames below) is visited once.
+fn any_held(mut visit: impl FnMut(usize, u16) -> bool) -> bool {
     let mut todo = vec![held().0];
     let mut seen: Vec<*const Frame> = Vec::new();
     while let Some(mut f) = todo.pop() {
@@ -277,7 +283,7 @@ fn any_held(mut visit: impl FnMut(usize) -> bool) -> bool {
             // SAFETY: this thread's frames are alive below this call; lent
             // ones while their thread waits for ours (see `Frame`).
             let frame = unsafe { &*f };
-            if visit(frame.addr) {
+            if visit(frame.addr, frame.pool) {
                 return true;
             }
             todo.push(frame.lent);
@@ -290,7 +296,7 @@ fn any_held(mut visit: impl FnMut(usize) -> bool) -> bool {
 /// Whether the calling thread holds the task at `addr`: runs it, or runs
 /// work a thread holding it waits for.
 pub(crate) fn is_running_here(addr: usize) -> bool {
-    any_held(|a| a == addr)
+    any_held(|a, _| a == addr)
 }
 
 /// How many tasks the calling thread is running (nesting depth).
@@ -299,10 +305,34 @@ pub(crate) fn running_depth() -> usize {
     unsafe { held().0.as_ref() }.map_or(0, |f| f.depth)
 }
 
-/// The tasks the calling thread holds (see [`is_running_here`]).
-pub(crate) fn running_snapshot(out: &mut Vec<usize>) {
-    any_held(|a| {
-        out.push(a);
+/// What a thread holds (see [`is_running_here`]): the tasks, and the
+/// tags of the pools they belong to, each once (0 left out).
+#[derive(Default)]
+pub(crate) struct Holds {
+    pub(crate) tasks: Vec<usize>,
+    pub(crate) pools: Vec<u16>,
+}
+
+impl Holds {
+    /// Tasks of no known pool.
+    #[cfg(test)]
+    pub(crate) fn tasks(tasks: Vec<usize>) -> Holds {
+        Holds {
+            tasks,
+            pools: Vec::new(),
+        }
+    }
+}
+
+/// What the calling thread holds (see [`is_running_here`]).
+pub(crate) fn running_snapshot() -> Holds {
+    let mut out = Holds::default();
+    any_held(|a, pool| {
+        out.tasks.push(a);
+        if pool != 0 && !out.pools.contains(&pool) {
+            out.pools.push(pool);
+        }
         false
     });
+    out
 }
