@@ -223,6 +223,34 @@ fn a_cancelling_shutdown_ends_the_scope_and_later_submits_get_their_closure_back
     assert_eq!(pool.install(|| v[0] + v[1]), 3);
 }
 
+/// `install` and a `join` from outside queue a scoped task; a cancelling
+/// shutdown that cancels it while queued must not lose `f` (it used to
+/// reach an `unreachable!` in the library): `f` runs on the caller, as
+/// after shutdown.
+#[test]
+fn install_and_join_cancelled_while_queued_run_on_the_caller() {
+    let _dog = Watchdog::new("install cancelled", Duration::from_secs(60));
+    let pool = ThreadPool::new(1).unwrap();
+    let release = hold_workers(&pool);
+    let on = |me: std::thread::ThreadId| move || std::thread::current().id() == me;
+    std::thread::scope(|s| {
+        let p = &pool;
+        let installed = s.spawn(move || p.install(on(std::thread::current().id())));
+        let joined = s.spawn(move || {
+            let me = std::thread::current().id();
+            p.join(on(me), on(me))
+        });
+        // Both wait in the queue, behind the held worker.
+        while pool.metrics().queued < 2 {
+            std::thread::yield_now();
+        }
+        pool.shutdown(false, true);
+        release();
+        assert!(installed.join().unwrap(), "install's f ran on its caller");
+        assert_eq!(joined.join().unwrap(), (true, true));
+    });
+}
+
 #[test]
 fn join_recurses_from_inside_and_outside_the_pool() {
     let _dog = Watchdog::new("join", Duration::from_secs(60));

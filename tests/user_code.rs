@@ -403,6 +403,51 @@ fn a_cancelling_shutdown_runs_no_pool_work_on_the_caller() {
     assert_eq!(on, [Some("bug3-0".to_owned()), Some("bug3-0".to_owned())]);
 }
 
+/// The same for callbacks routed on the very tasks the shutdown cancels:
+/// the cancel runs their futures' callbacks on the caller, and a routed
+/// one's hand-off to the pool was refused there (the pool being shut
+/// down), so it ran on the caller. A review found it.
+#[test]
+fn a_cancelling_shutdown_routes_the_callbacks_of_what_it_cancels_to_the_workers() {
+    let _dog = Watchdog::new(
+        "a_cancelling_shutdown_routes_the_callbacks_of_what_it_cancels",
+        Duration::from_secs(20),
+    );
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .thread_name("cancelled")
+        .build()
+        .unwrap();
+    let (busy, gate) = occupy(&pool);
+    let ran_on = Arc::new(Mutex::new(Vec::new()));
+    let plain = pool.submit(|| 1u8).unwrap();
+    let r = ran_on.clone();
+    pool.add_done_callback(&plain, move |o| {
+        r.lock()
+            .unwrap()
+            .push((o.is_err(), thread::current().name().map(str::to_owned)));
+    });
+    let strand = Strand::new(&pool, ());
+    let r = ran_on.clone();
+    strand.add_done_callback(&plain, move |_, o| {
+        r.lock()
+            .unwrap()
+            .push((o.is_err(), thread::current().name().map(str::to_owned)));
+    });
+    // The caller holds a lock the routed work takes: run here, it would
+    // deadlock (the watchdog would end the test).
+    let held = ran_on.lock().unwrap();
+    pool.shutdown(false, true);
+    drop(held);
+    assert_eq!(plain.result(), Err(TaskError::Cancelled));
+    gate.wait();
+    busy.join().unwrap();
+    pool.shutdown(true, false);
+    let on = ran_on.lock().unwrap().clone();
+    let worker = Some("cancelled-0".to_owned());
+    assert_eq!(on, [(true, worker.clone()), (true, worker)]);
+}
+
 /// Bug 4: `shutdown(true, _)` returned while the `Drop` of a future given
 /// to `submit_future` was still running (the hold went first).
 #[test]

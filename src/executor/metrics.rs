@@ -116,7 +116,8 @@ pub struct Metrics {
     pub panicked: usize,
     /// Worker threads alive: the core workers, plus compensating workers
     /// standing in for blocked ones. A panic in user code never lowers it;
-    /// only shutdown does.
+    /// shutdown does, and a compensating worker's exit once it has been
+    /// idle for the [`keep_alive`](crate::Builder::keep_alive).
     pub threads: usize,
 }
 

@@ -475,7 +475,10 @@ impl Builder {
     /// Reports panics of done-callbacks that run on this pool's workers
     /// (including callbacks routed to the pool and strand closures) to
     /// `hook` instead of the process-wide hook of
-    /// [`set_callback_panic_hook`](crate::set_callback_panic_hook).
+    /// [`set_callback_panic_hook`](crate::set_callback_panic_hook). A
+    /// panic is reported by the thread it happens on: a strand closure run
+    /// by a thread that [`dispatch`](crate::Strand::dispatch)ed to the
+    /// strand goes to that thread's hook.
     ///
     /// ```
     /// use std::sync::mpsc;
@@ -868,6 +871,11 @@ impl ThreadPool {
     /// they finish (a cancelling shutdown never polls one on the calling
     /// thread: it hands it back to the workers). Every handle of a task
     /// that returns, or of a future that finishes, ends done or cancelled.
+    /// The tasks a cancelling shutdown cancels have their done-callbacks
+    /// run on the calling thread, as Python's `cancel` does (and so their
+    /// [`dispatch_done_callback`](crate::Strand::dispatch_done_callback)s);
+    /// callbacks routed to the pool and strand drains still go to the
+    /// workers, never to the caller, which may hold a lock they take.
     ///
     /// It does not wait where the wait could never end: called from one
     /// of the pool's own threads (it would wait on itself); from work that
@@ -971,12 +979,54 @@ where
 }
 
 /// Schedules a fire-and-forget closure; hands it back if the pool is shut
-/// down. An `essential` one runs even if shutdown later cancels queued work.
+/// down. An `essential` one runs even if shutdown later cancels queued work,
+/// and one made while this thread cancels the pool's queue (a routed
+/// callback or a strand drain of a task it cancels) goes to the workers
+/// all the same: the cancelling thread may hold a lock it takes.
 pub(crate) fn spawn_on<F>(registry: &Arc<Registry>, f: F, essential: bool) -> Result<(), F>
 where
     F: FnOnce() + Send + 'static,
 {
-    spawn_in(submit::SubmitSlot::claim(registry), f, essential)
+    let slot = submit::SubmitSlot::claim(registry);
+    if slot.is_none() && essential && Cancelling::is_here(registry) {
+        // The canceller holds the pool open: the workers stay to run it.
+        submit::SubmitSlot::requeue(registry).push(TaskRef::detached(f, true));
+        return Ok(());
+    }
+    spawn_in(slot, f, essential)
+}
+
+std::thread_local! {
+    /// The pool whose queue this thread is cancelling (`cancel_injector`),
+    /// null when none.
+    static CANCELLING: std::cell::Cell<*const Registry> =
+        const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// Marks this thread as cancelling a pool's queue while it lives.
+struct Cancelling(*const Registry);
+
+impl Cancelling {
+    fn enter(registry: &Registry) -> Cancelling {
+        // `try_with`: from a thread-local's destructor nothing is marked;
+        // routed work then runs on this thread, as before.
+        let before = CANCELLING
+            .try_with(|c| c.replace(registry))
+            .unwrap_or(std::ptr::null());
+        Cancelling(before)
+    }
+
+    fn is_here(registry: &Registry) -> bool {
+        CANCELLING
+            .try_with(|c| std::ptr::eq(c.get(), registry))
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Cancelling {
+    fn drop(&mut self) {
+        let _ = CANCELLING.try_with(|c| c.set(self.0));
+    }
 }
 
 /// [`spawn_on`] with the slot claimed (`None`: refused).
@@ -1002,6 +1052,7 @@ where
 /// lock it takes. At most as many as are queued now, so what goes back
 /// cannot keep the drain going.
 fn cancel_injector(registry: &Arc<Registry>) {
+    let _cancelling = Cancelling::enter(registry);
     let mut left = registry.injector.len();
     while left > 0 {
         match registry.injector.steal() {

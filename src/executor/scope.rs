@@ -585,7 +585,8 @@ impl ThreadPool {
     /// pool included) on a worker of this one, so `f` sees this pool's
     /// thread-locals and counts against its size. `f` may borrow. A panic
     /// in `f` is resumed on the caller. After shutdown `f` runs on the
-    /// calling thread.
+    /// calling thread, and so it does where a cancelling shutdown cancels
+    /// it before a worker took it.
     ///
     /// `f` holds what its caller holds: inside `f`, a wait on the task that
     /// called `install` is refused with
@@ -608,17 +609,23 @@ impl ThreadPool {
         if worker::is_worker_of(self.registry()) {
             return f();
         }
-        let mut out = None;
+        // `f` stays here until the task takes it: a cancelling shutdown may
+        // cancel the task while it is queued, and `f` then runs here, as
+        // after shutdown.
+        let (mut f, mut out) = (Some(f), None);
         self.scope(|s| {
-            let slot = &mut out;
-            let task = move || *slot = Some(catch_unwind(AssertUnwindSafe(f)));
+            let (f, slot) = (&mut f, &mut out);
+            let task = move || *slot = f.take().map(|f| catch_unwind(AssertUnwindSafe(f)));
             match s.submit(task) {
                 // Off the pool a wait never runs the task inline.
                 Ok(handle) => drop(handle.wait()),
                 Err(refused) => refused.into_inner()(),
             }
         });
-        value_or_resume(out.unwrap_or_else(|| unreachable!("the scope ran f")))
+        if let Some(f) = f {
+            out = Some(catch_unwind(AssertUnwindSafe(f)));
+        }
+        value_or_resume(out.unwrap_or_else(|| unreachable!("f ran or was left here")))
     }
 }
 

@@ -36,7 +36,11 @@ unsafe impl<S: Send> Sync for Inner<S> {}
 /// time, in post order, on pool workers, with no lock (a lock-free queue and
 /// a scheduled flag). It owns a state `S` that each closure gets as `&mut S`.
 /// A closure [`dispatch`](Self::dispatch)ed to an idle strand runs on the
-/// dispatching thread instead, in the same order.
+/// dispatching thread instead, in the same order, and that thread also runs
+/// whatever is queued behind it meanwhile, posted closures included: a
+/// closure that depends on running on the pool (its thread-locals, the
+/// ambient [`spawn`](crate::spawn), the pool's panic hook) must not share a
+/// strand with dispatches.
 ///
 /// This answers "can my done-callbacks update shared totals safely?": route
 /// them to a strand with [`Strand::add_done_callback`] and they mutate the
@@ -134,7 +138,9 @@ impl<S: Send + 'static> Strand<S> {
     /// A dispatched closure runs on whichever thread drains, so what it
     /// calls that depends on the thread (the ambient
     /// [`spawn`](crate::spawn), thread-locals) sees that thread, not the
-    /// strand's pool.
+    /// strand's pool. The dispatching thread may run other threads'
+    /// closures before it returns, for as long as they keep coming: don't
+    /// dispatch holding a lock the strand's closures take.
     /// A panicking closure is reported as a posted one is, and the drain
     /// goes on.
     ///
@@ -222,10 +228,16 @@ impl<S: Send + 'static> Strand<S> {
     /// Attaches a done-callback to `handle` that is
     /// [`dispatch`](Self::dispatch)ed to this strand when the future
     /// completes: it runs on the completing thread if the strand is idle
-    /// then (on this thread, before this returns, if the future is done
-    /// and the strand idle), else on the thread draining the strand. As
-    /// the callbacks of a future without a strand, it needs no free worker,
-    /// so a task may wait on what it does while every worker is busy.
+    /// then (on this thread, before this returns, if the future is done,
+    /// no other thread is still running its callbacks and the strand is
+    /// idle), else on the thread draining the strand. Where the strand's
+    /// closures are all dispatched, it needs no free worker, as the
+    /// callbacks of a future without a strand: a task may wait on what it
+    /// does while every worker is busy. A closure
+    /// [`post`](Self::post)ed or [`submit`](Self::submit)ted to the strand
+    /// (or a callback added with [`add_done_callback`](Self::add_done_callback))
+    /// starts a drain on the pool, and a dispatched callback queued behind
+    /// that drain waits for a worker like it.
     ///
     /// ```
     /// use concurrent_futures::{Promise, Strand, ThreadPool};

@@ -371,7 +371,10 @@ impl<T> FutureHandle<T> {
     /// Waits, then moves the outcome out if this is the last handle (and the
     /// promise, which could make more, is gone). Otherwise gives the handle
     /// back. Works for any `T`. A wait refused as
-    /// [`TaskError::WouldDeadlock`] is returned as the outcome.
+    /// [`TaskError::WouldDeadlock`] is returned as the outcome. A callback
+    /// routed to a pool or a strand keeps a handle of its own until it has
+    /// run (it reads the outcome there): until then this gives the handle
+    /// back, and a later try succeeds.
     ///
     /// ```
     /// let promise = concurrent_futures::Promise::new();
