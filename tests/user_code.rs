@@ -448,6 +448,48 @@ fn a_cancelling_shutdown_routes_the_callbacks_of_what_it_cancels_to_the_workers(
     assert_eq!(on, [(true, worker.clone()), (true, worker)]);
 }
 
+/// One level down: a callback of a task pool `a`'s cancel cancels shuts
+/// `b` down, cancelling too; a callback routed to `a` on a task of `b`
+/// still goes to `a`'s workers (the thread marks every pool it is
+/// cancelling, not the innermost only).
+#[test]
+fn nested_cancelling_shutdowns_route_callbacks_to_the_workers() {
+    let _dog = Watchdog::new(
+        "nested_cancelling_shutdowns_route_callbacks",
+        Duration::from_secs(20),
+    );
+    let named = |n: &str| {
+        ThreadPool::builder()
+            .workers(1)
+            .thread_name(n)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (named("outer"), named("inner"));
+    let ((busy_a, gate_a), (busy_b, gate_b)) = (occupy(&a), occupy(&b));
+    let (qa, qb) = (a.submit(|| ()).unwrap(), b.submit(|| ()).unwrap());
+    let b2 = b.clone();
+    let _ = qa.add_done_callback(move |_| b2.shutdown(false, true));
+    let ran_on = Arc::new(Mutex::new(Vec::new()));
+    let r = ran_on.clone();
+    a.add_done_callback(&qb, move |_| {
+        r.lock()
+            .unwrap()
+            .push(thread::current().name().map(str::to_owned));
+    });
+    let held = ran_on.lock().unwrap();
+    a.shutdown(false, true);
+    drop(held);
+    assert_eq!(qb.result(), Err(TaskError::Cancelled));
+    gate_a.wait();
+    gate_b.wait();
+    busy_a.join().unwrap();
+    busy_b.join().unwrap();
+    a.shutdown(true, false);
+    b.shutdown(true, false);
+    assert_eq!(*ran_on.lock().unwrap(), [Some("outer-0".to_owned())]);
+}
+
 /// Bug 4: `shutdown(true, _)` returned while the `Drop` of a future given
 /// to `submit_future` was still running (the hold went first).
 #[test]

@@ -11,7 +11,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, mpsc};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 
@@ -347,6 +347,65 @@ fn a_task_waiting_on_a_shutdown_of_its_own_pool_is_refused() {
     let (refused, y) = x.join().unwrap();
     assert_eq!(refused, Err(TaskError::WouldDeadlock));
     assert_eq!(y.join(), Ok(0), "the shutdown waited for a's worker");
+}
+
+/// How a blocked closure `w` runs on pool `a`: not only as a task with a
+/// handle (whose frame names the task) but as anything a worker runs.
+type Place = fn(&ThreadPool, Box<dyn FnOnce() + Send>);
+
+const PLACES: [(&str, Place); 4] = [
+    ("submit", |a, w| drop(a.submit(w).unwrap())),
+    ("spawn", |a, w| a.spawn(w).unwrap()),
+    ("routed callback", |a, w| {
+        let p = Promise::<()>::new();
+        a.add_done_callback(&p.handle(), move |_| w());
+        p.set_result(()).unwrap();
+    }),
+    ("scoped spawn", |a, w| {
+        let a = a.clone();
+        thread::spawn(move || a.scope(|s| s.spawn(w).unwrap()));
+    }),
+];
+
+/// A worker of `a`, running `w` placed as each of [`PLACES`] says, waits
+/// on Y of pool `b`, which shuts `a` down. Whichever comes first, nothing
+/// hangs: Y's shutdown does not wait (`a` still has its thread when it
+/// returns), or, in the other order, `w`'s wait is refused and the
+/// shutdown waits for the worker. (A worker's base frame names its pool,
+/// whatever it runs; before it, only a task's frame did, and a `spawn`
+/// hung here.)
+#[test]
+fn a_shutdown_and_a_worker_waiting_on_it_end_whatever_the_worker_runs() {
+    let dog = Watchdog::new("shutdown and a worker", Duration::from_secs(60));
+    for (name, place) in PLACES {
+        dog.stage(name.into());
+        let (a, b) = two_pools();
+        let y_of = Promise::<FutureHandle<usize>>::new();
+        let (y_handle, (outcome_tx, outcome), (started_tx, started)) =
+            (y_of.handle(), mpsc::channel(), mpsc::channel());
+        place(
+            &a,
+            Box::new(move || {
+                started_tx.send(()).unwrap();
+                outcome_tx.send(y_handle.result().unwrap().wait()).unwrap();
+            }),
+        );
+        started.recv().unwrap();
+        let a2 = a.clone();
+        let y = b
+            .submit(move || {
+                a2.shutdown(true, false);
+                a2.metrics().threads
+            })
+            .unwrap();
+        y_of.set_result(y.clone()).unwrap();
+        let threads_left = y.join().unwrap();
+        let refused = outcome.recv().unwrap() == Err(TaskError::WouldDeadlock);
+        assert!(
+            (refused && threads_left == 0) || (!refused && threads_left == 1),
+            "{name}: refused {refused}, threads left {threads_left}"
+        );
+    }
 }
 
 /// A shutdown from another pool's task waits as before where the pool's

@@ -290,6 +290,26 @@ def test_a_serial_callback_added_to_a_done_future_runs_inside_the_add():
         assert busy.result(timeout=60)
 
 
+def test_a_shutdown_that_a_waiting_call_of_the_executor_waits_on_returns():
+    # A call of `a` waits on a call of `b`, which shuts `a` down with
+    # wait=True: that wait would wait on the call waiting on it (the
+    # stdlib hangs here). Whichever comes first, it ends: the shutdown
+    # returns without waiting, or sees the cycle at its next slice.
+    a, b = of.ThreadPoolExecutor(1), of.ThreadPoolExecutor(1)
+    try:
+        def inner():
+            a.shutdown(wait=True)
+            return "shut"
+
+        def outer():
+            return b.submit(inner).result()
+
+        assert a.submit(outer).result(timeout=30) == "shut"
+    finally:
+        a.shutdown(wait=True)
+        b.shutdown(wait=True)
+
+
 def test_threading_trace_and_profile_hooks_reach_the_workers():
     # As a stdlib worker installs them when it starts: coverage.py and
     # profilers see the calls the workers run.

@@ -16,10 +16,11 @@
 //! module-level `wait` leaves such futures out.
 //!
 //! A shutdown's wait from a pool thread is an edge too, on a pool rather
-//! than on futures: it needs every task of that pool to finish. Each held
-//! task carries its pool's tag (a thread's snapshot lists them), so the
-//! pool can finish unless the asker holds one of its tasks or a blocked
-//! thread holding one cannot resume. A shutdown that could never finish
+//! than on futures: it needs every thread of that pool to finish. Each
+//! worker's base frame carries its pool's tag (a thread's snapshot lists
+//! the pools of its own thread and of those that lent it work), so the
+//! pool can finish unless the asker holds it or a blocked thread holding
+//! it cannot resume. A shutdown that could never finish
 //! does not wait; one that waits refuses, while its edge stands, a task of
 //! the pool whose wait would close the cycle.
 //!
@@ -47,8 +48,8 @@ struct Edge {
     holds: Holds,
     /// The futures it waits for.
     waits_for: Vec<usize>,
-    /// Or the pool it waits for (a shutdown's wait): every task of it that
-    /// a blocked thread holds, or that the asker holds, must finish first.
+    /// Or the pool it waits for (a shutdown's wait): every blocked thread
+    /// holding it must resume, and the asker must not hold it.
     waits_pool: Option<u16>,
     /// Whether it needs every one of them, or resumes once any one is done.
     all: bool,
@@ -142,9 +143,10 @@ impl<'a> Fixpoint<'a> {
                 .is_none_or(|edges| edges.iter().all(|&i| self.resumes[i]))
     }
 
-    /// Whether every task of the pool tagged `pool` that the asker or a
-    /// blocked thread holds could finish (a task no thread blocks in
-    /// finishes by itself, as far as the graph knows).
+    /// Whether every thread of the pool tagged `pool` could finish what it
+    /// runs: the asker does not hold the pool, and every blocked thread
+    /// holding it could resume (a thread that is not blocked finishes by
+    /// itself, as far as the graph knows).
     fn pool_can_finish(&self, pool: u16) -> bool {
         !self.holds.pools.contains(&pool)
             && self
@@ -182,12 +184,12 @@ impl WaitGraph {
         Some(self.push(&mut edges, holds, vec![target], None, true, timed))
     }
 
-    /// Records that the caller, holding `holds`, waits for every task of
+    /// Records that the caller, holding `holds`, waits for every thread of
     /// the pool tagged `pool` to finish (a shutdown's wait; `timed`: with a
     /// deadline), unless one of them could never finish while it waits
     /// (then `None`). Check and insert are under one lock, as for
-    /// [`register`](Self::register), so a task of the pool that then waits
-    /// on what the caller holds is refused.
+    /// [`register`](Self::register), so a thread of the pool that then
+    /// waits on what the caller holds is refused.
     pub(crate) fn register_pool(
         &self,
         holds: Holds,

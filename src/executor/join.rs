@@ -99,8 +99,7 @@ unsafe fn run_stolen<B: FnOnce() -> R, R>(job: *const ()) {
         (*job).take_b()
     };
     // SAFETY: as above: the joiner, and so its frames, wait for DONE.
-    // Pool 0: a half is part of its joiner's task, whose frames it lends.
-    let out = unsafe { run_lent(job.addr(), 0, (*job).lender, false, f) };
+    let out = unsafe { run_lent(job.addr(), (*job).lender, false, f) };
     // SAFETY: as above; the joiner reads it only after DONE.
     unsafe { (*job).out.with_mut(|p| *p = ManuallyDrop::new(Some(out))) };
     // SAFETY: alive until we set DONE (the joiner waits for it).

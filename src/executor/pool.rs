@@ -883,11 +883,13 @@ impl ThreadPool {
     /// (an [`install`](ThreadPool::install), a scope or a `join` there);
     /// or from another pool's task that one of this pool's tasks is
     /// blocked waiting on (directly or through other waits: the wait-for
-    /// graph of [`TaskError::WouldDeadlock`]). While a shutdown from a pool
-    /// thread waits, a wait of one of the pool's tasks that would close
-    /// such a cycle is refused with `WouldDeadlock`. Waits the crate does
-    /// not see (a channel, a lock, a `Promise` someone else sets) are not
-    /// in the graph. Calling it again is harmless.
+    /// graph of [`TaskError::WouldDeadlock`]). While an untimed shutdown
+    /// from a pool thread waits, a wait on the pool's threads' side that
+    /// would close such a cycle is refused with `WouldDeadlock` (a
+    /// [`shutdown_timeout`](ThreadPool::shutdown_timeout)'s wait ends by
+    /// itself, and refuses nothing). Waits the crate does not see (a
+    /// channel, a lock, a `Promise` someone else sets, a future on the pool
+    /// awaiting) are not in the graph. Calling it again is harmless.
     ///
     /// ```
     /// use concurrent_futures::ThreadPool;
@@ -997,35 +999,36 @@ where
 }
 
 std::thread_local! {
-    /// The pool whose queue this thread is cancelling (`cancel_injector`),
-    /// null when none.
-    static CANCELLING: std::cell::Cell<*const Registry> =
-        const { std::cell::Cell::new(std::ptr::null()) };
+    /// The pools whose queues this thread is cancelling (`cancel_injector`),
+    /// innermost last: a callback of a task one cancel cancels may shut
+    /// down another pool, cancelling too.
+    static CANCELLING: std::cell::RefCell<Vec<*const Registry>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Marks this thread as cancelling a pool's queue while it lives.
-struct Cancelling(*const Registry);
+struct Cancelling;
 
 impl Cancelling {
-    fn enter(registry: &Registry) -> Cancelling {
+    fn enter(registry: &Registry) -> Option<Cancelling> {
         // `try_with`: from a thread-local's destructor nothing is marked;
         // routed work then runs on this thread, as before.
-        let before = CANCELLING
-            .try_with(|c| c.replace(registry))
-            .unwrap_or(std::ptr::null());
-        Cancelling(before)
+        CANCELLING
+            .try_with(|c| c.borrow_mut().push(registry))
+            .ok()
+            .map(|()| Cancelling)
     }
 
     fn is_here(registry: &Registry) -> bool {
         CANCELLING
-            .try_with(|c| std::ptr::eq(c.get(), registry))
+            .try_with(|c| c.borrow().iter().any(|&r| std::ptr::eq(r, registry)))
             .unwrap_or(false)
     }
 }
 
 impl Drop for Cancelling {
     fn drop(&mut self) {
-        let _ = CANCELLING.try_with(|c| c.set(self.0));
+        let _ = CANCELLING.try_with(|c| c.borrow_mut().pop());
     }
 }
 
@@ -1068,12 +1071,12 @@ fn cancel_injector(registry: &Arc<Registry>) {
     }
 }
 
-/// On a pool thread, enters the shutdown's wait for `registry`'s tasks in
-/// the wait-for graph, as a handle's wait is (`timed`: with a deadline):
-/// `Err` if one of them could never finish while the caller waits (it
-/// holds one, as work lent to another pool does, or one waits on a task
-/// the caller holds). While the edge stands, a wait of one of them on what
-/// the caller holds is refused. Off a pool (nothing can wait on such a
+/// On a pool thread, enters the shutdown's wait for `registry`'s threads
+/// in the wait-for graph, as a handle's wait is (`timed`: with a deadline):
+/// `Err` if one of them could never finish while the caller waits (the
+/// caller runs work one of them lent it, or one is blocked on what the
+/// caller holds). While the edge stands, a wait of one of them on what the
+/// caller holds is refused. Off a pool (nothing can wait on such a
 /// thread's tasks), or for an untagged pool, nothing is entered.
 fn enter_wait_graph(
     registry: &Registry,
@@ -1113,8 +1116,8 @@ fn shutdown(
         registry.shutdown(false);
     }
     // A wait that could never end is not made: from one of the pool's own
-    // threads, or (the wait-for graph) where the caller holds a task of the
-    // pool, or one of them waits on what the caller holds.
+    // threads, or (the wait-for graph) where the caller runs work one of
+    // them lent it, or one of them is blocked on what the caller holds.
     let inside = worker::is_worker_of(registry);
     let edge = if wait && !inside {
         enter_wait_graph(registry, timeout.is_some())

@@ -51,8 +51,6 @@ pub(crate) struct ScopeState {
     /// What the owner holds while it waits: every task of the scope holds
     /// it too (a wait on one of those could never end).
     owner_held: Held,
-    /// The tag of the scope's pool, whose tasks its spawns are.
-    pool: u16,
     /// The first panic of a task that has no handle to carry it (`spawn`).
     panic: Mutex<Option<Box<dyn Any + Send>>>,
     /// For the loom model: tasks touch the state until `released`, the
@@ -67,13 +65,12 @@ impl Drop for ScopeState {
 }
 
 impl ScopeState {
-    pub(crate) fn new(pool: u16) -> Self {
+    pub(crate) fn new() -> Self {
         ScopeState {
             pending: AtomicUsize::new(1),
             released: AtomicU8::new(0),
             owner: crate::sync::current_thread(),
             owner_held: held(),
-            pool,
             panic: Mutex::new(None),
             life: Lifetime::new(),
         }
@@ -320,11 +317,9 @@ impl<F: FnOnce() + Send> OwnedRunnable for ScopedSpawn<F> {
         // The box stays allocated while the closure runs, so its address
         // names this task alone in the wait-for graph.
         let addr = std::ptr::from_ref::<Self>(&*this).addr();
-        // SAFETY: the task is not over, so the scope is alive.
-        let pool = unsafe { (*this.token.scope).pool };
         // SAFETY: the scope's owner waits until this task is over, which is
         // after the closure returns.
-        let ran = match unsafe { run_lent(addr, pool, this.token.lender(), true, f) } {
+        let ran = match unsafe { run_lent(addr, this.token.lender(), true, f) } {
             Ok(()) => Ran::Completed,
             Err(payload) => {
                 // SAFETY: the task is not over, so the scope is alive.
@@ -566,7 +561,7 @@ impl ThreadPool {
     {
         let scope = Scope {
             pool: self,
-            state: ScopeState::new(self.registry().tag.0),
+            state: ScopeState::new(),
             scope: PhantomData,
             env: PhantomData,
         };
@@ -652,7 +647,7 @@ mod model {
     #[test]
     fn the_scope_returns_after_its_last_task_and_never_before() {
         loom::model(|| {
-            let state = Box::new(ScopeState::new(0));
+            let state = Box::new(ScopeState::new());
             let cells = Box::new([UnsafeCell::new(0u8), UnsafeCell::new(0u8)]);
             let tokens = Box::new([ScopeToken::new(&state), ScopeToken::new(&state)]);
             struct Shared(*const [UnsafeCell<u8>; 2], *const [ScopeToken; 2]);

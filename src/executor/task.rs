@@ -119,7 +119,7 @@ impl<F, D: Finish> Job<F, D> {
         };
         // SAFETY: the lender (if any) waits until the task is over, which
         // is after the closure returns.
-        let result = unsafe { run_lent(addr, core.pool(), self.done.lender(), true, f) };
+        let result = unsafe { run_lent(addr, self.done.lender(), true, f) };
         let (outcome, ran) = match result {
             Ok(v) => (Ok(v), Ran::Completed),
             Err(payload) => (

@@ -305,6 +305,7 @@ impl Drop for ExitGuard {
 struct Entered {
     _panics: crate::panics::ThreadHook,
     _waits: wait_hook::Installed,
+    _base: wait_hook::PoolThread,
 }
 
 impl Context {
@@ -321,6 +322,7 @@ impl Context {
                 registry: registry.clone(),
                 compensate: spawn_compensating,
             })),
+            _base: wait_hook::enter_pool_thread(registry.tag.0),
         }
     }
 }

@@ -79,8 +79,8 @@ thread_local! {
 /// is over).
 pub(crate) struct Frame {
     addr: usize,
-    /// The tag of the pool whose task this is (0: not known, or not a
-    /// task of its own: a `join` half, whose joiner's frames say).
+    /// In a pool thread's base frame ([`enter_pool_thread`]), the tag of
+    /// its pool; 0 in a task's frame (its thread's base frame says).
     pool: u16,
     /// Tasks on this thread's own stack up to here, counting task frames
     /// only (a lent frame adds none): how deep inline runs nest.
@@ -230,20 +230,18 @@ impl Watching {
     }
 }
 
-/// Runs `f` as the work at `addr`, a task of the pool tagged `pool` (0:
-/// none known), catching its panic: while it runs, waits on it from this
-/// thread are refused, and pools see the thread holding it. If a thread
-/// waits for this work (holding `lender`, else [`Held::NONE`]), the work
-/// holds what that thread holds too. `task`: it counts as a task in the
-/// nesting depth (a scoped task does, a join's half does not: helping
-/// joiners nest those without limit, as before).
+/// Runs `f` as the work at `addr`, catching its panic: while it runs, waits
+/// on it from this thread are refused, and pools see the thread holding
+/// it. If a thread waits for this work (holding `lender`, else
+/// [`Held::NONE`]), the work holds what that thread holds too. `task`:
+/// it counts as a task in the nesting depth (a scoped task does, a join's
+/// half does not: helping joiners nest those without limit, as before).
 ///
 /// # Safety
 /// The frames behind `lender` stay alive until `f` returns: their thread
 /// waits for this work to be over.
 pub(crate) unsafe fn run_lent<R>(
     addr: usize,
-    pool: u16,
     lender: Held,
     task: bool,
     f: impl FnOnce() -> R,
@@ -257,7 +255,7 @@ pub(crate) unsafe fn run_lent<R>(
     let depth = unsafe { below.as_ref() }.map_or(0, |b| b.depth) + usize::from(task);
     let frame = Frame {
         addr,
-        pool,
+        pool: 0,
         depth,
         below,
         lent: lender.0,
@@ -268,6 +266,49 @@ pub(crate) unsafe fn run_lent<R>(
         let _ = TOP.try_with(|t| t.set(below));
     }
     result
+}
+
+/// Makes the calling thread a thread of the pool tagged `pool` (0: none
+/// known) until the guard drops: a base frame under every task it runs, so
+/// whatever it holds, and whatever work it lends holds, names the pool.
+/// Every blocked thread of a pool then holds that pool, whatever it runs
+/// (a task, a `spawn`, a routed callback, a strand drain, a poll): a
+/// shutdown of the pool waits for it (`deadlock.rs`).
+pub(crate) fn enter_pool_thread(pool: u16) -> PoolThread {
+    let below = held().0;
+    // Boxed: the frame must not move while the guard does.
+    let frame = Box::new(Frame {
+        addr: 0,
+        pool,
+        depth: 0,
+        below,
+        lent: std::ptr::null(),
+    });
+    let pushed = TOP.try_with(|t| t.set(&raw const *frame)).is_ok();
+    PoolThread {
+        frame,
+        below: pushed.then_some(below),
+    }
+}
+
+/// A pool thread's base frame; see [`enter_pool_thread`].
+pub(crate) struct PoolThread {
+    frame: Box<Frame>,
+    /// What `TOP` was before, if the frame was pushed.
+    below: Option<*const Frame>,
+}
+
+impl Drop for PoolThread {
+    fn drop(&mut self) {
+        if let Some(below) = self.below {
+            // Only this thread's own frames sit above the base, and they
+            // are gone: every one is popped by the call that pushed it.
+            let _ = TOP.try_with(|t| {
+                debug_assert!(std::ptr::eq(t.get(), &raw const *self.frame));
+                t.set(below);
+            });
+        }
+    }
 }
 
 /// Calls `visit` with each task the calling thread holds (its own frames
@@ -306,7 +347,8 @@ pub(crate) fn running_depth() -> usize {
 }
 
 /// What a thread holds (see [`is_running_here`]): the tasks, and the
-/// tags of the pools they belong to, each once (0 left out).
+/// tags of the pools whose threads it runs on or lends from, each once:
+/// a shutdown of one of those pools waits for this thread.
 #[derive(Default)]
 pub(crate) struct Holds {
     pub(crate) tasks: Vec<usize>,
@@ -328,7 +370,9 @@ impl Holds {
 pub(crate) fn running_snapshot() -> Holds {
     let mut out = Holds::default();
     any_held(|a, pool| {
-        out.tasks.push(a);
+        if a != 0 {
+            out.tasks.push(a);
+        }
         if pool != 0 && !out.pools.contains(&pool) {
             out.pools.push(pool);
         }
