@@ -408,6 +408,39 @@ fn a_shutdown_and_a_worker_waiting_on_it_end_whatever_the_worker_runs() {
     }
 }
 
+/// And where the worker's wait can end (a promise this thread sets once
+/// Y is about to shut `a` down), Y's untimed shutdown waits for it,
+/// whatever the worker runs: no thread of `a` is left when it returns.
+#[test]
+fn a_shutdown_from_another_pool_waits_for_a_worker_whatever_it_runs() {
+    let dog = Watchdog::new("shutdown waits for a worker", Duration::from_secs(60));
+    for (name, place) in PLACES {
+        dog.stage(name.into());
+        let (a, b) = two_pools();
+        let gate = Promise::<()>::new();
+        let (opened, (started_tx, started)) = (gate.handle(), mpsc::channel());
+        place(
+            &a,
+            Box::new(move || {
+                started_tx.send(()).unwrap();
+                opened.wait().unwrap();
+            }),
+        );
+        started.recv().unwrap();
+        let (a2, (shutting_tx, shutting)) = (a.clone(), mpsc::channel());
+        let y = b
+            .submit(move || {
+                shutting_tx.send(()).unwrap();
+                a2.shutdown(true, false);
+                a2.metrics().threads
+            })
+            .unwrap();
+        shutting.recv().unwrap();
+        gate.set_result(()).unwrap();
+        assert_eq!(y.join(), Ok(0), "{name}");
+    }
+}
+
 /// A shutdown from another pool's task waits as before where the pool's
 /// tasks can finish: X waits on a promise this thread sets.
 #[test]

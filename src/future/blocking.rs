@@ -276,15 +276,16 @@ pub(crate) unsafe fn run_lent<R>(
 /// shutdown of the pool waits for it (`deadlock.rs`).
 pub(crate) fn enter_pool_thread(pool: u16) -> PoolThread {
     let below = held().0;
-    // Boxed: the frame must not move while the guard does.
-    let frame = Box::new(Frame {
+    // A raw pointer from the start: the frame must not move, and the guard
+    // that frees it does (a `Box` moved would claim it unaliased).
+    let frame = Box::into_raw(Box::new(Frame {
         addr: 0,
         pool,
         depth: 0,
         below,
         lent: std::ptr::null(),
-    });
-    let pushed = TOP.try_with(|t| t.set(&raw const *frame)).is_ok();
+    }));
+    let pushed = TOP.try_with(|t| t.set(frame)).is_ok();
     PoolThread {
         frame,
         below: pushed.then_some(below),
@@ -293,7 +294,8 @@ pub(crate) fn enter_pool_thread(pool: u16) -> PoolThread {
 
 /// A pool thread's base frame; see [`enter_pool_thread`].
 pub(crate) struct PoolThread {
-    frame: Box<Frame>,
+    /// From `Box::into_raw`, freed by the drop.
+    frame: *mut Frame,
     /// What `TOP` was before, if the frame was pushed.
     below: Option<*const Frame>,
 }
@@ -304,10 +306,15 @@ impl Drop for PoolThread {
             // Only this thread's own frames sit above the base, and they
             // are gone: every one is popped by the call that pushed it.
             let _ = TOP.try_with(|t| {
-                debug_assert!(std::ptr::eq(t.get(), &raw const *self.frame));
+                debug_assert!(std::ptr::eq(t.get(), self.frame));
                 t.set(below);
             });
         }
+        // SAFETY: from `Box::into_raw` in `enter_pool_thread`, freed once,
+        // here. No other thread reads it any more: one reads a lender's
+        // frames only while running work that lender waits for, and this
+        // thread is past its last task.
+        drop(unsafe { Box::from_raw(self.frame) });
     }
 }
 
