@@ -9,7 +9,7 @@
 #![cfg(not(loom))]
 
 mod common;
-use common::{Watchdog, assert_all_workers_alive, occupy, spawn_parked};
+use common::{Watchdog, assert_all_workers_alive, occupy, one_worker_pool, spawn_parked};
 
 use std::panic::{AssertUnwindSafe, catch_unwind, panic_any};
 use std::pin::Pin;
@@ -364,11 +364,7 @@ fn a_cancelling_shutdown_runs_no_pool_work_on_the_caller() {
         "a_cancelling_shutdown_runs_no_pool_work_on_the_caller",
         Duration::from_secs(20),
     );
-    let pool = ThreadPool::builder()
-        .workers(1)
-        .thread_name("bug3")
-        .build()
-        .unwrap();
+    let pool = one_worker_pool("bug3");
     let (busy, gate) = occupy(&pool);
     let ran_on = Arc::new(Mutex::new(Vec::new()));
     // A routed callback and a strand drain, both queued behind the busy
@@ -413,11 +409,7 @@ fn a_cancelling_shutdown_routes_the_callbacks_of_what_it_cancels_to_the_workers(
         "a_cancelling_shutdown_routes_the_callbacks_of_what_it_cancels",
         Duration::from_secs(20),
     );
-    let pool = ThreadPool::builder()
-        .workers(1)
-        .thread_name("cancelled")
-        .build()
-        .unwrap();
+    let pool = one_worker_pool("cancelled");
     let (busy, gate) = occupy(&pool);
     let ran_on = Arc::new(Mutex::new(Vec::new()));
     let plain = pool.submit(|| 1u8).unwrap();
@@ -458,14 +450,7 @@ fn nested_cancelling_shutdowns_route_callbacks_to_the_workers() {
         "nested_cancelling_shutdowns_route_callbacks",
         Duration::from_secs(20),
     );
-    let named = |n: &str| {
-        ThreadPool::builder()
-            .workers(1)
-            .thread_name(n)
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (named("outer"), named("inner"));
+    let (a, b) = (one_worker_pool("outer"), one_worker_pool("inner"));
     let ((busy_a, gate_a), (busy_b, gate_b)) = (occupy(&a), occupy(&b));
     let (qa, qb) = (a.submit(|| ()).unwrap(), b.submit(|| ()).unwrap());
     let b2 = b.clone();

@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier, mpsc};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 
-use common::Watchdog;
+use common::{Watchdog, one_worker_pool};
 use concurrent_futures::{
     FutureHandle, Promise, ReturnWhen, TaskError, ThreadPool, as_completed, wait,
 };
@@ -193,14 +193,7 @@ fn a_cycle_through_one_of_two_lent_tasks_is_refused_whatever_the_other_waits_on(
 
 /// Two one-worker pools named `a` and `b`.
 fn two_pools() -> (ThreadPool, ThreadPool) {
-    let named = |n: &str| {
-        ThreadPool::builder()
-            .workers(1)
-            .thread_name(n)
-            .build()
-            .unwrap()
-    };
-    (named("a"), named("b"))
+    (one_worker_pool("a"), one_worker_pool("b"))
 }
 
 fn thread_name() -> String {

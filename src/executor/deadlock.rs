@@ -299,10 +299,22 @@ mod tests {
         on: On,
         leave: &'s Barrier,
     ) {
+        edge_elsewhere(s, leave, move || {
+            graph.watch(Holds::tasks(holds), &targets, wait(on, true)).0
+        });
+    }
+
+    /// On another thread, registers an edge with `register` (which must
+    /// take it) and keeps it until `leave` is passed.
+    fn edge_elsewhere<'s>(
+        s: &'s std::thread::Scope<'s, '_>,
+        leave: &'s Barrier,
+        register: impl FnOnce() -> Option<super::Registered<'s>> + Send + 's,
+    ) {
         let entered = Arc::new(Barrier::new(2));
         let e = entered.clone();
         s.spawn(move || {
-            let (registered, _) = graph.watch(Holds::tasks(holds), &targets, wait(on, true));
+            let registered = register();
             assert!(registered.is_some());
             e.wait();
             leave.wait();
@@ -451,15 +463,10 @@ mod tests {
             // Task 1 of pool 7 waits for 20; a thread holding 20 shutting
             // pool 7 down would wait for good, timed or not; one holding
             // 30 would not.
-            let entered = Arc::new(Barrier::new(2));
-            let (g, l, e) = (&graph, &leave, entered.clone());
-            s.spawn(move || {
-                let edge = g.register(of_pool(vec![1], 7), 20, false);
-                assert!(edge.is_some());
-                e.wait();
-                l.wait();
+            let g = &graph;
+            edge_elsewhere(s, &leave, move || {
+                g.register(of_pool(vec![1], 7), 20, false)
             });
-            entered.wait();
             let refused = [(20, false), (20, true), (30, false)].map(|(held, timed)| {
                 graph
                     .register_pool(of_pool(vec![held], 9), 7, timed)
@@ -476,15 +483,10 @@ mod tests {
         let leave = Barrier::new(2);
         std::thread::scope(|s| {
             // The thread holding 20 (of pool 9) waits for pool 7's tasks.
-            let entered = Arc::new(Barrier::new(2));
-            let (g, l, e) = (&graph, &leave, entered.clone());
-            s.spawn(move || {
-                let edge = g.register_pool(of_pool(vec![20], 9), 7, false);
-                assert!(edge.is_some());
-                e.wait();
-                l.wait();
+            let g = &graph;
+            edge_elsewhere(s, &leave, move || {
+                g.register_pool(of_pool(vec![20], 9), 7, false)
             });
-            entered.wait();
             // A task of pool 7 waiting on 20 closes the cycle; a task of
             // pool 8, or one of no known pool, does not.
             let allowed = [
@@ -503,15 +505,10 @@ mod tests {
         let graph = WaitGraph(Mutex::new(Vec::new()));
         let leave = Barrier::new(2);
         std::thread::scope(|s| {
-            let entered = Arc::new(Barrier::new(2));
-            let (g, l, e) = (&graph, &leave, entered.clone());
-            s.spawn(move || {
-                let edge = g.register_pool(of_pool(vec![20], 9), 7, true);
-                assert!(edge.is_some());
-                e.wait();
-                l.wait();
+            let g = &graph;
+            edge_elsewhere(s, &leave, move || {
+                g.register_pool(of_pool(vec![20], 9), 7, true)
             });
-            entered.wait();
             let allowed = graph.register(of_pool(vec![1], 7), 20, false).is_some();
             leave.wait();
             assert!(allowed);

@@ -112,7 +112,11 @@ impl<S: Send + 'static> Strand<S> {
     /// assert_eq!(total.submit(|t| *t).join(), Ok(5050));
     /// ```
     pub fn post(&self, f: impl FnOnce(&mut S) + Send + 'static) {
-        self.inner.queue.push(Box::new(f));
+        self.post_job(Box::new(f));
+    }
+
+    fn post_job(&self, job: Job<S>) {
+        self.inner.queue.push(job);
         if self.inner.schedule.claim_after_push() {
             schedule_drain(self.inner.clone());
         }
@@ -154,7 +158,11 @@ impl<S: Send + 'static> Strand<S> {
     /// assert_eq!(log.submit(|v| v.clone()).join(), Ok(vec![true]));
     /// ```
     pub fn dispatch(&self, f: impl FnOnce(&mut S) + Send + 'static) {
-        self.inner.queue.push(Box::new(f));
+        self.dispatch_job(Box::new(f));
+    }
+
+    fn dispatch_job(&self, job: Job<S>) {
+        self.inner.queue.push(job);
         if self.inner.schedule.claim_after_push() {
             drain_jobs(&self.inner, Drainer::Caller);
         }
@@ -218,11 +226,7 @@ impl<S: Send + 'static> Strand<S> {
         T: Send + Sync + 'static,
         F: FnOnce(&mut S, Result<&T, &TaskError>) + Send + 'static,
     {
-        let strand = self.clone();
-        let reader = handle.clone();
-        let _ = handle.add_done_callback(move |_| {
-            strand.post(move |s| f(s, reader.outcome_ref()));
-        });
+        self.route_done_callback(handle, f, Self::post_job);
     }
 
     /// Attaches a done-callback to `handle` that is
@@ -255,10 +259,20 @@ impl<S: Send + 'static> Strand<S> {
         T: Send + Sync + 'static,
         F: FnOnce(&mut S, Result<&T, &TaskError>) + Send + 'static,
     {
+        self.route_done_callback(handle, f, Self::dispatch_job);
+    }
+
+    /// Attaches a callback that queues `f` on this strand with `queue`
+    /// (`post_job` or `dispatch_job`) when `handle`'s future completes.
+    fn route_done_callback<T, F>(&self, handle: &FutureHandle<T>, f: F, queue: fn(&Self, Job<S>))
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce(&mut S, Result<&T, &TaskError>) + Send + 'static,
+    {
         let strand = self.clone();
         let reader = handle.clone();
         let _ = handle.add_done_callback(move |_| {
-            strand.dispatch(move |s| f(s, reader.outcome_ref()));
+            queue(&strand, Box::new(move |s| f(s, reader.outcome_ref())));
         });
     }
 }

@@ -24,6 +24,15 @@ pub fn occupy(pool: &ThreadPool) -> (FutureHandle<()>, Arc<Barrier>) {
     (task, gate)
 }
 
+/// A pool of one worker whose thread is named `name-0`.
+pub fn one_worker_pool(name: &str) -> ThreadPool {
+    ThreadPool::builder()
+        .workers(1)
+        .thread_name(name)
+        .build()
+        .unwrap()
+}
+
 /// Holds every worker busy; what is submitted until the returned release
 /// is called queues behind it.
 pub fn hold_workers(pool: &ThreadPool) -> impl FnOnce() + use<> {
