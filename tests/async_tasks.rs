@@ -3,7 +3,7 @@
 #![cfg(not(loom))]
 
 mod common;
-use common::occupy;
+use common::{occupy, one_worker_pool};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -75,14 +75,7 @@ fn a_submitted_future_awaits_a_promise_set_elsewhere() {
 /// queue on the future's pool).
 #[test]
 fn a_future_woken_on_another_pools_worker_is_polled_on_its_own_pool() {
-    let pool = |name: &str| {
-        ThreadPool::builder()
-            .workers(1)
-            .thread_name(name)
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (pool("pool-a"), pool("pool-b"));
+    let (a, b) = (one_worker_pool("pool-a"), one_worker_pool("pool-b"));
     let gate = Arc::new(Gate::default());
     let polled_on = Arc::new(Mutex::new(Vec::new()));
     let (g, names) = (gate.clone(), polled_on.clone());

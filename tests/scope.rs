@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex, mpsc};
 use std::time::Duration;
 
-use common::{Watchdog, hold_workers, join_sum};
+use common::{Watchdog, hold_workers, join_sum, one_worker_pool};
 use concurrent_futures::{SubmitError, TaskError, ThreadPool};
 
 #[test]
@@ -287,11 +287,7 @@ fn join_resumes_panics_after_both_sides_are_over() {
 
 #[test]
 fn install_runs_on_a_worker_and_returns_what_it_borrowed() {
-    let pool = ThreadPool::builder()
-        .workers(1)
-        .thread_name("installed")
-        .build()
-        .unwrap();
+    let pool = one_worker_pool("installed");
     let text = String::from("borrowed");
     let (len, name) =
         pool.install(|| (text.len(), std::thread::current().name().map(String::from)));

@@ -21,8 +21,8 @@
 //! the pools of its own thread and of those that lent it work), so the
 //! pool can finish unless the asker holds it or a blocked thread holding
 //! it cannot resume. A shutdown that could never finish
-//! does not wait; one that waits refuses, while its edge stands, a task of
-//! the pool whose wait would close the cycle.
+//! does not wait; one that waits refuses, while its edge stands, a wait by
+//! a thread of the pool that would close the cycle.
 //!
 //! There is one graph for the process ([`WAITS`]), not one per pool: a
 //! server's CPU pool and I/O pool can wait on each other's tasks, and a
@@ -84,7 +84,8 @@ struct Fixpoint<'a> {
     /// resumes: its thread waits for the lent work, and the lent work
     /// waits where it blocked.
     holders: HashMap<usize, Vec<usize>>,
-    /// The edges of the blocked threads holding a task of each pool.
+    /// The edges of the blocked threads holding each pool (a thread of it,
+    /// or work one of its threads lent).
     pool_holders: HashMap<u16, Vec<usize>>,
     resumes: Vec<bool>,
 }
@@ -197,12 +198,7 @@ impl WaitGraph {
         timed: bool,
     ) -> Option<Registered<'_>> {
         let mut edges = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let can = if edges.is_empty() {
-            !holds.pools.contains(&pool)
-        } else {
-            Fixpoint::new(&edges, &holds).pool_can_finish(pool)
-        };
-        if !can {
+        if !Fixpoint::new(&edges, &holds).pool_can_finish(pool) {
             return None;
         }
         Some(self.push(&mut edges, holds, Vec::new(), Some(pool), true, timed))

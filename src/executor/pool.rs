@@ -1118,13 +1118,9 @@ fn shutdown(
     // A wait that could never end is not made: from one of the pool's own
     // threads, or (the wait-for graph) where the caller runs work one of
     // them lent it, or one of them is blocked on what the caller holds.
-    let inside = worker::is_worker_of(registry);
-    let edge = if wait && !inside {
-        enter_wait_graph(registry, timeout.is_some())
-    } else {
-        Ok(None)
-    };
-    let waits = wait && !inside && edge.is_ok();
+    let edge = (wait && !worker::is_worker_of(registry))
+        .then(|| enter_wait_graph(registry, timeout.is_some()));
+    let waits = matches!(edge, Some(Ok(_)));
     let finished = waits && registry.wait_exited(timeout);
     drop(edge);
     if timeout.is_some() && waits && !finished {
