@@ -370,6 +370,12 @@ fn shutdown_twice_or_from_inside_the_pool_never_deadlocks() {
     });
     assert_eq!(h.unwrap().join(), Ok((false, true)));
     assert!(!pool.shutdown_timeout(Duration::MAX, false).would_deadlock);
+    // One that timed out says so, and not that it would have deadlocked.
+    let pool = ThreadPool::new(1).unwrap();
+    let release = hold_workers(&pool);
+    let r = pool.shutdown_timeout(Duration::from_millis(1), false);
+    release();
+    assert_eq!((r.finished, r.would_deadlock), (false, false));
     // The last clone dropped inside a task: the pool shuts down from inside.
     let pool = ThreadPool::new(1).unwrap();
     let (release, p) = (hold_workers(&pool), pool.clone());

@@ -832,6 +832,17 @@ fn panic_injection_matrix() {
         assert_all_workers_alive(&pool);
         assert_eq!(reports(&m), [PanicOrigin::Drop], "{m}");
 
+        // Row: the same, dropped by a dispatched done-callback that held
+        // the last reference, on the thread completing the future (once
+        // reported as the callback's panic).
+        let m = case_message("strand state in a callback", fault);
+        let strand = Strand::new(&pool, Bomb(m.clone()));
+        let promise = Promise::<()>::new();
+        strand.dispatch_done_callback(&promise.handle(), |_, _| {});
+        drop(strand);
+        promise.set_result(()).unwrap();
+        assert_eq!(reports(&m), [PanicOrigin::Drop], "{m}");
+
         // Row: a task closure: its panic (or its captures' drop, which
         // happens inside the call) is the handle's outcome, not a report.
         let m = case_message("task closure", fault);

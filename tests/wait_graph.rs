@@ -315,31 +315,50 @@ fn a_shutdown_that_a_waiting_task_of_the_pool_waits_on_does_not_wait() {
     assert_eq!(x.join(), Ok((false, 1, true)));
 }
 
+/// A way to shut a pool down and wait.
+type Shut = fn(&ThreadPool);
+
 /// The other order: Y of pool `b` waits in `a`'s shutdown, then task X of
 /// `a` waits on Y. X's wait is refused (it used to hang), X returns, and
-/// the shutdown then finishes.
+/// the shutdown then finishes. Untimed, as a timed wait ends by itself
+/// and closes no cycle; a timeout too long for a deadline waits for good,
+/// so it is untimed too (it was once taken for timed, and both hung).
 #[test]
 fn a_task_waiting_on_a_shutdown_of_its_own_pool_is_refused() {
-    let _dog = Watchdog::new("wait on a shutdown", Duration::from_secs(60));
-    let (a, b) = two_pools();
-    let a2 = a.clone();
-    let x = a
-        .submit(move || {
-            // Untimed: a timed wait ends by itself, and closes no cycle.
-            let y = b
-                .submit(move || {
-                    a2.shutdown(true, false);
-                    a2.metrics().threads
-                })
-                .unwrap();
-            // Refused once Y waits in the shutdown.
-            probe_until_refused(&y);
-            (y.wait(), y)
-        })
-        .unwrap();
-    let (refused, y) = x.join().unwrap();
-    assert_eq!(refused, Err(TaskError::WouldDeadlock));
-    assert_eq!(y.join(), Ok(0), "the shutdown waited for a's worker");
+    let dog = Watchdog::new("wait on a shutdown", Duration::from_secs(60));
+    let shutdowns: [(&str, Shut); 2] = [
+        ("shutdown", |a| {
+            a.shutdown(true, false);
+        }),
+        ("shutdown_timeout(MAX)", |a| {
+            a.shutdown_timeout(Duration::MAX, false);
+        }),
+    ];
+    for (name, shut) in shutdowns {
+        dog.stage(name.into());
+        let (a, b) = two_pools();
+        let a2 = a.clone();
+        let x = a
+            .submit(move || {
+                let y = b
+                    .submit(move || {
+                        shut(&a2);
+                        a2.metrics().threads
+                    })
+                    .unwrap();
+                // Refused once Y waits in the shutdown.
+                probe_until_refused(&y);
+                (y.wait(), y)
+            })
+            .unwrap();
+        let (refused, y) = x.join().unwrap();
+        assert_eq!(refused, Err(TaskError::WouldDeadlock), "{name}");
+        assert_eq!(
+            y.join(),
+            Ok(0),
+            "{name}: the shutdown waited for a's worker"
+        );
+    }
 }
 
 /// How a blocked closure `w` runs on pool `a`: not only as a task with a
@@ -401,52 +420,74 @@ fn a_shutdown_and_a_worker_waiting_on_it_end_whatever_the_worker_runs() {
     }
 }
 
-/// And where the worker's wait can end (a promise this thread sets once
-/// Y is about to shut `a` down), Y's untimed shutdown waits for it,
-/// whatever the worker runs: no thread of `a` is left when it returns.
+/// And where the worker's wait can end, Y's untimed shutdown waits for
+/// it, whatever the worker runs: no thread of `a` is left when it returns.
+/// The worker waits on task Z of a third pool (an edge of the graph, so
+/// the shutdown meets a blocked thread of `a` and must judge that it can
+/// resume), and Z on a promise this thread sets only once the shutdown's
+/// edge stands: a probe on `a`'s second worker sees its wait on Y refused.
 #[test]
 fn a_shutdown_from_another_pool_waits_for_a_worker_whatever_it_runs() {
     let dog = Watchdog::new("shutdown waits for a worker", Duration::from_secs(60));
     for (name, place) in PLACES {
         dog.stage(name.into());
-        let (a, b) = two_pools();
+        let (a, b, c) = (
+            ThreadPool::new(2).unwrap(),
+            one_worker_pool("b"),
+            one_worker_pool("c"),
+        );
         let gate = Promise::<()>::new();
-        let (opened, (started_tx, started)) = (gate.handle(), mpsc::channel());
+        let opened = gate.handle();
+        let z = c.submit(move || opened.wait().unwrap()).unwrap();
+        let (started_tx, started) = mpsc::channel();
         place(
             &a,
             Box::new(move || {
                 started_tx.send(()).unwrap();
-                opened.wait().unwrap();
+                z.wait().unwrap();
             }),
         );
         started.recv().unwrap();
-        let (a2, (shutting_tx, shutting)) = (a.clone(), mpsc::channel());
+        let y_of = Promise::<FutureHandle<usize>>::new();
+        let y_handle = y_of.handle();
+        let edge_stands = a
+            .submit(move || probe_until_refused(y_handle.result().unwrap()))
+            .unwrap();
+        let a2 = a.clone();
         let y = b
             .submit(move || {
-                shutting_tx.send(()).unwrap();
                 a2.shutdown(true, false);
                 a2.metrics().threads
             })
             .unwrap();
-        shutting.recv().unwrap();
+        y_of.set_result(y.clone()).unwrap();
+        edge_stands.join().unwrap();
         gate.set_result(()).unwrap();
         assert_eq!(y.join(), Ok(0), "{name}");
     }
 }
 
-/// A shutdown from another pool's task waits as before where the pool's
-/// tasks can finish: X waits on a promise this thread sets.
+/// A timed shutdown from another pool's task waits as before where the
+/// pool's tasks can finish, and says so: X waits on task Z of a third
+/// pool, which waits on a promise this thread sets once Y is about to
+/// shut `a` down (a timed edge refuses nothing, so no probe can say when
+/// it stands; the test above orders the untimed case).
 #[test]
 fn a_shutdown_from_another_pool_waits_for_tasks_that_can_finish() {
     let _dog = Watchdog::new("shutdown waits", Duration::from_secs(60));
-    let (a, b) = two_pools();
+    let (a, b, c) = (
+        one_worker_pool("a"),
+        one_worker_pool("b"),
+        one_worker_pool("c"),
+    );
     let gate = Promise::<()>::new();
     let opened = gate.handle();
+    let z = c.submit(move || opened.wait().unwrap()).unwrap();
     let (x_waits_tx, x_waits) = std::sync::mpsc::channel::<()>();
     let x = a
         .submit(move || {
             x_waits_tx.send(()).unwrap();
-            opened.wait().unwrap();
+            z.wait().unwrap();
         })
         .unwrap();
     let (shutting_tx, shutting) = std::sync::mpsc::channel::<()>();

@@ -21,8 +21,9 @@
 //! the pools of its own thread and of those that lent it work), so the
 //! pool can finish unless the asker holds it or a blocked thread holding
 //! it cannot resume. A shutdown that could never finish
-//! does not wait; one that waits refuses, while its edge stands, a wait by
-//! a thread of the pool that would close the cycle.
+//! does not wait; one that waits refuses, while its edge stands, a
+//! handle's wait by a thread of the pool that would close the cycle (and
+//! module-level `wait` leaves that handle out, as above).
 //!
 //! There is one graph for the process ([`WAITS`]), not one per pool: a
 //! server's CPU pool and I/O pool can wait on each other's tasks, and a

@@ -871,11 +871,16 @@ impl ThreadPool {
     /// they finish (a cancelling shutdown never polls one on the calling
     /// thread: it hands it back to the workers). Every handle of a task
     /// that returns, or of a future that finishes, ends done or cancelled.
-    /// The tasks a cancelling shutdown cancels have their done-callbacks
-    /// run on the calling thread, as Python's `cancel` does (and so their
-    /// [`dispatch_done_callback`](crate::Strand::dispatch_done_callback)s);
-    /// callbacks routed to the pool and strand drains still go to the
-    /// workers, never to the caller, which may hold a lock they take.
+    /// The queued tasks a cancelling shutdown cancels have their
+    /// done-callbacks run on the calling thread, as Python's `cancel` does
+    /// (tasks in a worker's own deque, spawned there, are cancelled by
+    /// that worker, and their callbacks run there). Callbacks routed to
+    /// the pool ([`ThreadPool::add_done_callback`])
+    /// and strand drains a posted closure starts still go to the workers,
+    /// not to the caller, which may hold a lock they take; a
+    /// [`dispatch_done_callback`](crate::Strand::dispatch_done_callback)
+    /// on a cancelled task runs on the caller, as a dispatch does, and so
+    /// does the rest of that strand's drain if the strand was idle.
     ///
     /// It does not wait where the wait could never end: called from one
     /// of the pool's own threads (it would wait on itself); from work that
@@ -884,10 +889,14 @@ impl ThreadPool {
     /// or from another pool's task that one of this pool's tasks is
     /// blocked waiting on (directly or through other waits: the wait-for
     /// graph of [`TaskError::WouldDeadlock`]). While an untimed shutdown
-    /// from a pool thread waits, a wait on the pool's threads' side that
-    /// would close such a cycle is refused with `WouldDeadlock` (a
+    /// from a pool thread waits, a handle's wait on the pool's threads'
+    /// side that would close such a cycle is refused with `WouldDeadlock`;
+    /// module-level [`wait`](fn@crate::wait) leaves the shut-down caller's
+    /// handle out of what it waits for, and [`as_completed`](crate::as_completed)
+    /// blocks on it as it does on its caller's own handle (a
     /// [`shutdown_timeout`](ThreadPool::shutdown_timeout)'s wait ends by
-    /// itself, and refuses nothing). Waits the crate does not see (a
+    /// itself, and refuses nothing; a timeout too long for a deadline is
+    /// untimed). Waits the crate does not see (a
     /// channel, a lock, a `Promise` someone else sets, a future on the pool
     /// awaiting) are not in the graph. Calling it again is harmless.
     ///
@@ -1106,6 +1115,10 @@ fn shutdown(
         ?timeout,
         "shutdown"
     );
+    // A timeout too long to name a deadline waits for good, as every
+    // other wait's does: so it is untimed, for the graph too, which would
+    // otherwise take its edge for one that ends by itself.
+    let timeout = timeout.filter(|&t| std::time::Instant::now().checked_add(t).is_some());
     if cancel_pending {
         // Held open while we drain, so no worker exits between our taking a
         // task that must still run and our queueing it again.

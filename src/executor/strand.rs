@@ -29,7 +29,7 @@ struct Inner<S> {
 // SAFETY: `state` is only accessed by the one drainer that owns the
 // scheduled flag (see `schedule.rs`), and the flag's AcqRel swaps order one
 // drain's accesses before the next; `S: Send` lets the state move between
-// the workers that drain it.
+// the threads that drain it (workers, and dispatching threads).
 unsafe impl<S: Send> Sync for Inner<S> {}
 
 /// A serial context on a [`ThreadPool`]: closures posted to it run one at a
@@ -273,6 +273,10 @@ impl<S: Send + 'static> Strand<S> {
         let reader = handle.clone();
         let _ = handle.add_done_callback(move |_| {
             queue(&strand, Box::new(move |s| f(s, reader.outcome_ref())));
+            // This may be the strand's last clone, and a dispatch drains
+            // with it rather than with a clone of its own: the state's
+            // `Drop` then runs here, under the guard a drain's runs under.
+            guard(PanicOrigin::Drop, move || drop(strand));
         });
     }
 }

@@ -251,7 +251,7 @@ pub(crate) unsafe fn run_lent<R>(
     // unrecorded (nothing can wait on it from this thread any more).
     let below = held().0;
     // SAFETY: `below` is null or this thread's current frame, alive below
-    // this call.
+    // this call (or its base frame, alive for the thread's life).
     let depth = unsafe { below.as_ref() }.map_or(0, |b| b.depth) + usize::from(task);
     let frame = Frame {
         addr,
@@ -328,8 +328,9 @@ fn any_held(mut visit: impl FnMut(usize, u16) -> bool) -> bool {
     while let Some(mut f) = todo.pop() {
         while !f.is_null() && !seen.contains(&f) {
             seen.push(f);
-            // SAFETY: this thread's frames are alive below this call; lent
-            // ones while their thread waits for ours (see `Frame`).
+            // SAFETY: this thread's frames are alive below this call (its
+            // base frame, on the heap, for the thread's life); lent ones
+            // while their thread waits for ours (see `Frame`).
             let frame = unsafe { &*f };
             if visit(frame.addr, frame.pool) {
                 return true;
@@ -349,7 +350,8 @@ pub(crate) fn is_running_here(addr: usize) -> bool {
 
 /// How many tasks the calling thread is running (nesting depth).
 pub(crate) fn running_depth() -> usize {
-    // SAFETY: null or this thread's current frame, alive below this call.
+    // SAFETY: null or this thread's current frame, alive below this call
+    // (or its base frame, alive for the thread's life).
     unsafe { held().0.as_ref() }.map_or(0, |f| f.depth)
 }
 
