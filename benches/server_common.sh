@@ -2,12 +2,33 @@
 # an ephemeral port and stop it, each bounded in time, so a server that
 # fails to start or to drain ends the run with its log instead of hanging.
 
+# With SPLIT=1 the server runs on the first half of the machine's CPUs
+# and the client on the rest (`taskset`), as a load generator on its own
+# machine would: each side's latency is then its own, not the scheduler's
+# choice of which of them to run on a shared core. $server_cpus and
+# $client_cpus are the `taskset` lists (empty: no pinning), $server_cores
+# and $client_cores how many CPUs each side has.
+cores=$(nproc)
+server_cpus= client_cpus= server_cores=$cores client_cores=$cores
+if [ "${SPLIT:-0}" = 1 ]; then
+    [ "$cores" -ge 2 ] || { echo "SPLIT=1 needs 2 CPUs or more"; exit 1; }
+    server_cores=$((cores / 2)) client_cores=$((cores - cores / 2))
+    server_cpus="0-$((server_cores - 1))" client_cpus="$server_cores-$((cores - 1))"
+fi
+
+# Command prefixes that pin to those lists (empty without SPLIT=1). A
+# prefix, not a function: `taskset` execs the command, so `$!` after
+# `"${on_server_cpus[@]}" cmd &` is the command's own pid.
+on_server_cpus=() on_client_cpus=()
+[ -z "$server_cpus" ] || on_server_cpus=(taskset -c "$server_cpus")
+[ -z "$client_cpus" ] || on_client_cpus=(taskset -c "$client_cpus")
+
 # Starts `target/release/examples/server` with backend $1 and hashing
 # rounds $2 (2 workers, port 0); sets $server (pid), $port and $log.
 # Fails if the server exits, or has not said it listens within 30 s.
 start_server() {
     log=$(mktemp)
-    target/release/examples/server --port 0 --workers 2 --rounds "$2" --backend "$1" >"$log" 2>&1 &
+    "${on_server_cpus[@]}" target/release/examples/server --port 0 --workers 2 --rounds "$2" --backend "$1" >"$log" 2>&1 &
     server=$!
     local waited=0
     until grep -q listening "$log"; do

@@ -15,12 +15,15 @@
 # offload costs. FLOOR= (empty) skips it. Every rate runs every backend and
 # the floor in turn, for ROUNDS rounds, each round starting with the next
 # one (in_turn), so drift on a noisy machine hits all alike. One line per
-# run: p50 / p99 / p99.9 in microseconds, the rate achieved, and the share
-# of the machine's cores the client itself used (client and server share
-# them here).
+# run: p50 / p99 / p99.9 in microseconds, the rate achieved, and the
+# shares of the cores the server and the client used. By default client
+# and server share all the machine's cores, and those shares are of all
+# of them; with SPLIT=1 the server runs on the first half of the CPUs and
+# oha on the rest (server_common.sh), and each share is of its own side's.
 #
 #   bash benches/server_latency.sh [ROUNDS] [DURATION] [WORK_ROUNDS]
 #   RATES="13000 26000 41000 49000" bash benches/server_latency.sh
+#   SPLIT=1 bash benches/server_latency.sh
 #
 # With RATES set, those request rates (per second) are used instead of the
 # percentages of a freshly measured peak, so that runs of two builds are
@@ -39,7 +42,6 @@ cargo build --release --quiet --example server
 body=$(mktemp)
 trap 'rm -f "$body"' EXIT
 head -c 256 /dev/zero | tr '\0' x >"$body"
-cores=$(nproc)
 
 # start_server and stop_server.
 source benches/server_common.sh
@@ -54,9 +56,9 @@ ticks() {
 load() {
     local out cpu
     out=$(mktemp)
-    cpu=$( { TIMEFORMAT='%U %S'; time oha -z "${duration}s" -c 16 --no-tui --output-format json \
+    cpu=$( { TIMEFORMAT='%U %S'; time "${on_client_cpus[@]}" oha -z "${duration}s" -c 16 --no-tui --output-format json \
         -m POST -D "$body" "$@" "http://127.0.0.1:$port/digest?rounds=$work" >"$out"; } 2>&1 )
-    python3 - "$out" "$cpu" "$duration" "$cores" <<'PY'
+    python3 - "$out" "$cpu" "$duration" "$client_cores" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 user, system = map(float, sys.argv[2].split())
@@ -103,8 +105,8 @@ for round in $(seq "$rounds"); do
             read -r rps p50 p99 p999 client bad < <(load -q "$rate" --latency-correction)
             used=$(( $(ticks) - before ))
             stop_server
-            # The server's share of the machine's cores while it was driven.
-            srv=$(( 100 * used / ($(getconf CLK_TCK) * duration * cores) ))
+            # The server's share of its cores while it was driven.
+            srv=$(( 100 * used / ($(getconf CLK_TCK) * duration * server_cores) ))
             [ "$bad" = 0 ] || { echo "$backend: $bad failed requests"; exit 1; }
             printf 'round=%s rate=%s%% (%s/s) backend=%-14s achieved=%s p50_us=%s p99_us=%s p99.9_us=%s server_cpu=%s%% client_cpu=%s%%\n' \
                 "$round" "$pct" "$rate" "$backend" "$rps" "$p50" "$p99" "$p999" "$srv" "$client"

@@ -5,6 +5,7 @@
 # machine hits all three alike; prints one line per run.
 #
 #   bash benches/server_load.sh [ROUNDS] [extra loadgen flags...]
+#   SPLIT=1 bash benches/server_load.sh   # server and loadgen on their own CPUs
 #
 # Defaults: 3 rounds; 2 workers, 16 connections, 20,000 requests or 10 s,
 # 256-byte bodies hashed 2,000 rounds.
@@ -17,7 +18,7 @@ cargo build --release --quiet --example server --example loadgen
 for round in $(seq "$rounds"); do
     for backend in pool spawn-blocking mutex; do
         start_server "$backend" 2000
-        result=$(target/release/examples/loadgen --port "$port" --connections 16 \
+        result=$("${on_client_cpus[@]}" target/release/examples/loadgen --port "$port" --connections 16 \
             --requests 20000 --seconds 10 --body-bytes 256 --rounds 2000 "$@")
         stop_server
         printf 'round=%s backend=%-14s %s\n' "$round" "$backend" "$result"

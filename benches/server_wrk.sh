@@ -10,6 +10,7 @@
 # no request pays a hand-off.
 #
 #   bash benches/server_wrk.sh [ROUNDS] [WORK_ROUNDS] [DURATION]
+#   SPLIT=1 bash benches/server_wrk.sh   # server and wrk on their own CPUs
 #
 # Needs wrk (Debian: apt-get install wrk). Defaults: 3 rounds, 20 rounds of
 # hashing per 256-byte body (the light-work row), 5 s.
@@ -31,7 +32,7 @@ LUA
 for round in $(seq "$rounds"); do
     for backend in $(in_turn "$round" pool spawn-blocking mutex ${FLOOR-inline}); do
         start_server "$backend" "$work"
-        out=$(wrk -t1 -c16 -d"${duration}s" --latency -s "$script" \
+        out=$("${on_client_cpus[@]}" wrk -t1 -c16 -d"${duration}s" --latency -s "$script" \
             "http://127.0.0.1:$port/digest?rounds=$work")
         stop_server
         if grep -q "Non-2xx" <<<"$out"; then
