@@ -2,13 +2,14 @@
 //! tasks take the GIL only to run Python code.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use concurrent_futures::{FutureHandle, Strand, ThreadPool};
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyFrozenSet, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::future::PyFuture;
 use crate::lifecycle::WorkerThread;
@@ -42,11 +43,17 @@ static EXECUTORS: AtomicU64 = AtomicU64::new(1);
 
 const BROKEN: &str = "A thread initializer failed, the thread pool is not usable anymore";
 
+/// An initializer and its arguments.
+type Initializer = (Py<PyAny>, Py<PyTuple>);
+
 /// What the tasks of one executor share.
 struct Shared {
     /// Tells a worker's first task which executor it serves.
     id: u64,
-    initializer: Option<(Py<PyAny>, Py<PyTuple>)>,
+    /// Behind a lock so that the collector can take it (`__clear__`): an
+    /// initializer that is a method of an object holding the executor
+    /// makes a cycle.
+    initializer: Mutex<Option<Initializer>>,
     /// Set once an initializer failed: later calls fail with
     /// `BrokenThreadPool`, as the stdlib's do.
     broken: OnceLock<()>,
@@ -57,7 +64,11 @@ struct Shared {
 /// that they are freed then (see `Outcome`'s drop).
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Some(initializer) = self.initializer.take() {
+        let initializer = self
+            .initializer
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(initializer) = initializer.take() {
             gil::drop_attached(initializer);
         }
     }
@@ -91,12 +102,37 @@ impl Shared {
         // After the name, as the stdlib's worker is named before it starts:
         // the hooks see the calls, not our set-up.
         stdlib::install_thread_hooks(py);
-        if let Some((init, args)) = &self.initializer
+        // Not once the pool is broken: the stdlib's workers stop taking
+        // work then, and start no more initializers.
+        if self.broken.get().is_some() {
+            return;
+        }
+        let initializer = self
+            .initializer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(init, args)| (init.clone_ref(py), args.clone_ref(py)));
+        if let Some((init, args)) = initializer
             && let Err(e) = init.bind(py).call1(args.bind(py))
         {
             stdlib::log_error(py, "critical", ("Exception in initializer:",), e, None);
             let _ = self.broken.set(());
         }
+    }
+
+    /// The initializer's slot, if only the executor holds this state (no
+    /// call queued or running does, so no worker can still need it; a new
+    /// call needs the GIL, which the collector holds while it asks) and
+    /// nobody has the slot now (no worker does while the collector holds
+    /// the GIL; `try_lock` keeps the collector from ever waiting).
+    fn initializer_if_sole(
+        self: &Arc<Self>,
+    ) -> Option<std::sync::MutexGuard<'_, Option<Initializer>>> {
+        if Arc::strong_count(self) != 1 {
+            return None;
+        }
+        self.initializer.try_lock().ok()
     }
 
     fn broken_error(py: Python<'_>) -> PyErr {
@@ -337,7 +373,7 @@ impl Executor {
             serial,
             shared: Arc::new(Shared {
                 id: EXECUTORS.fetch_add(1, Ordering::Relaxed),
-                initializer: initializer.map(|i| (i, initargs.unbind())),
+                initializer: Mutex::new(initializer.map(|i| (i, initargs.unbind()))),
                 broken: OnceLock::new(),
             }),
             future_class,
@@ -446,6 +482,39 @@ impl Executor {
     #[getter]
     fn _thread_name_prefix(&self) -> PyResult<String> {
         Ok(self.started()?.prefix.clone())
+    }
+
+    /// The collector's view: the future class, and the initializer with
+    /// its arguments while no call holds them. While calls hold the shared
+    /// state, a worker may still run the initializer, so the executor
+    /// does not claim it then (a stdlib executor's threads hold theirs
+    /// too); once they are done it does, and an executor in a cycle
+    /// through its initializer (a method of an object that holds the
+    /// executor) is collected, its threads ended.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(me) = self.started.get() else {
+            return Ok(());
+        };
+        visit.call(&me.future_class)?;
+        if let Some(initializer) = me.shared.initializer_if_sole()
+            && let Some((init, args)) = initializer.as_ref()
+        {
+            visit.call(init)?;
+            visit.call(args)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        if let Some(me) = self.started.get() {
+            // Dropped once the slot's lock is let go: a `__del__` it runs
+            // may reach the executor.
+            let taken = me
+                .shared
+                .initializer_if_sole()
+                .and_then(|mut slot| slot.take());
+            drop(taken);
+        }
     }
 
     /// True once `shutdown` was called (the stdlib's field).

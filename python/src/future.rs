@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::ptr::NonNull;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use concurrent_futures::{FutureHandle, Promise, Strand, TaskError};
@@ -27,7 +28,15 @@ pub(crate) struct PyFuture {
     promise: Option<Promise<Outcome>>,
     /// The executor's serial callback context, if it has one.
     serial: Option<Strand<()>>,
+    /// The stdlib's private `_result` and `_exception` fields as written
+    /// on a pending future, which `_state = FINISHED` then completes it
+    /// with (code written against the stdlib's internals writes them
+    /// first).
+    staged: Mutex<Staged>,
 }
+
+/// `_result` and `_exception` written before the future finished.
+type Staged = (Option<Py<PyAny>>, Option<Py<PyAny>>);
 
 /// Where a future stands, as the stdlib names it.
 #[derive(Clone, Copy)]
@@ -71,6 +80,7 @@ impl PyFuture {
                 handle,
                 promise: None,
                 serial,
+                staged: Mutex::default(),
             }))
         });
         let args = PyTuple::empty(py);
@@ -117,8 +127,21 @@ impl PyFuture {
     fn field(&self, py: Python<'_>, raised: bool) -> Py<PyAny> {
         match self.handle.try_result() {
             Some(Ok(o)) => o.value_if(py, raised),
-            _ => py.None(),
+            Some(Err(_)) => py.None(),
+            None => {
+                let staged = self.staged();
+                let field = if raised { &staged.1 } else { &staged.0 };
+                field
+                    .as_ref()
+                    .map_or_else(|| py.None(), |v| v.clone_ref(py))
+            }
         }
+    }
+
+    /// The fields staged on a pending future. Touched only under the GIL,
+    /// so never contended; the lock makes the frozen class writable.
+    fn staged(&self) -> std::sync::MutexGuard<'_, Staged> {
+        self.staged.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn refuse(slf: &Bound<'_, Self>) -> PyErr {
@@ -313,6 +336,7 @@ impl PyFuture {
                 handle: promise.handle(),
                 promise: Some(promise),
                 serial: None,
+                staged: Mutex::default(),
             }
         })
     }
@@ -444,8 +468,10 @@ impl PyFuture {
     /// Writing the stdlib's private state field, as code written against
     /// the stdlib's internals does (CPython's own tests build finished
     /// futures this way): `RUNNING` starts, `CANCELLED*` cancels,
-    /// `FINISHED` completes a future of one's own with None (the
-    /// `_result` / `_exception` writes that follow set its outcome).
+    /// `FINISHED` completes a future of one's own with what `_result` /
+    /// `_exception` were given while it was pending (the exception if one
+    /// was), else None (`_result` / `_exception` writes that follow then
+    /// set its outcome).
     #[setter(_state)]
     fn set_state_field(slf: &Bound<'_, Self>, state: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
@@ -457,7 +483,14 @@ impl PyFuture {
             me.handle.cancel();
         } else if state.eq(&s.finished)? {
             if !me.handle.done() {
-                Self::set(slf, Outcome::returned(py.None()))?;
+                // What `_result` / `_exception` held: the exception if one
+                // was written (the stdlib's `result()` looks at it first).
+                let (result, exception) = std::mem::take(&mut *me.staged());
+                let outcome = match exception.filter(|e| !e.is_none(py)) {
+                    Some(e) => Outcome::raised_value(e),
+                    None => Outcome::returned(result.unwrap_or_else(|| py.None())),
+                };
+                Self::set(slf, outcome)?;
             }
         } else if !state.eq(&s.pending)? {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
@@ -467,19 +500,34 @@ impl PyFuture {
         Ok(())
     }
 
-    /// Writing the stdlib's private result field of a finished future.
+    /// Writing the stdlib's private result field: of a finished future,
+    /// its value; of a pending one, what `_state = FINISHED` completes it
+    /// with.
     #[setter(_result)]
     fn set_result_field(&self, value: Py<PyAny>) {
-        if let Some(Ok(o)) = self.handle.try_result() {
-            drop(o.set_result_field(value));
+        match self.handle.try_result() {
+            Some(Ok(o)) => drop(o.set_result_field(value)),
+            Some(Err(_)) => {}
+            None => {
+                // Dropped after the lock: a `__del__` may read the field.
+                let old = self.staged().0.replace(value);
+                drop(old);
+            }
         }
     }
 
-    /// Writing the stdlib's private exception field of a finished future.
+    /// Writing the stdlib's private exception field: of a finished
+    /// future, its exception; of a pending one, what `_state = FINISHED`
+    /// completes it with.
     #[setter(_exception)]
     fn set_exception_field(&self, py: Python<'_>, value: Py<PyAny>) {
-        if let Some(Ok(o)) = self.handle.try_result() {
-            drop(o.set_exception_field(py, value));
+        match self.handle.try_result() {
+            Some(Ok(o)) => drop(o.set_exception_field(py, value)),
+            Some(Err(_)) => {}
+            None => {
+                let old = self.staged().1.replace(value);
+                drop(old);
+            }
         }
     }
 
@@ -504,6 +552,13 @@ impl PyFuture {
         if let Some(Ok(outcome)) = self.handle.try_result() {
             outcome.traverse(&visit)?;
         }
+        // Never contended: only GIL holders lock it, and the collector
+        // holds the GIL; `try_lock` so that it could never wait.
+        if let Ok(staged) = self.staged.try_lock() {
+            for v in [&staged.0, &staged.1].into_iter().flatten() {
+                visit.call(v)?;
+            }
+        }
         Ok(())
     }
 
@@ -511,5 +566,7 @@ impl PyFuture {
         if let Some(Ok(outcome)) = self.handle.try_result() {
             drop(outcome.clear());
         }
+        let staged = std::mem::take(&mut *self.staged());
+        drop(staged);
     }
 }

@@ -204,3 +204,16 @@ pub(crate) fn anchor(_attached: Python<'_>) {
         }
     });
 }
+
+/// The iterator `slf` borrowed for a `next` or `close`; if a `next` is
+/// already under way (it released the GIL to wait, and another thread or
+/// a signal handler came in), the error a stdlib generator raises then.
+pub(crate) fn running_iterator<
+    'py,
+    T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::False>,
+>(
+    slf: &Bound<'py, T>,
+) -> PyResult<PyRefMut<'py, T>> {
+    slf.try_borrow_mut()
+        .map_err(|_| pyo3::exceptions::PyValueError::new_err("generator already executing"))
+}

@@ -125,16 +125,21 @@ impl MapIter {
 
     /// Ends the iteration, as a generator's `close`: once started, the
     /// calls not yet started are cancelled.
-    fn close(&mut self) {
-        if self.started {
-            self.cancel_rest();
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let mut me = gil::running_iterator(slf)?;
+        if me.started {
+            me.cancel_rest();
         }
-        self.pending.clear();
-        self.refill = None;
+        me.pending.clear();
+        me.refill = None;
+        Ok(())
     }
 
-    fn __next__(mut slf: PyRefMut<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+    /// A `next` (or `close`) from another thread, or from a signal handler,
+    /// while one blocks here raises the stdlib generator's `ValueError`.
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
+        let mut slf = gil::running_iterator(slf)?;
         slf.started = true;
         if let Err(e) = slf.refill(py) {
             slf.cancel_rest();

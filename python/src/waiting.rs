@@ -292,8 +292,11 @@ impl AsCompleted {
         slf
     }
 
-    fn __next__(mut slf: PyRefMut<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+    /// A `next` from another thread, or from a signal handler, while one
+    /// blocks here raises the stdlib generator's `ValueError`.
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
+        let mut slf = crate::gil::running_iterator(slf)?;
         if slf.over || slf.yielded == slf.total {
             return Ok(None);
         }

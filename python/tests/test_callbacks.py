@@ -105,8 +105,14 @@ def seed_totaller(switch=False):
         else:
             totals["successes"] += 1
         if switch:
-            time.sleep(0)  # gives up the GIL in the middle of the update
-        totals["total"] += 1
+            # Gives up the GIL in the middle of the update: a `+=` on a
+            # dict has no point where 3.11 switches threads, so without
+            # this the count would hold even with callbacks overlapping.
+            n = totals["total"]
+            time.sleep(0)
+            totals["total"] = n + 1
+        else:
+            totals["total"] += 1
 
     with of.ThreadPoolExecutor(4, serial_callbacks=True) as ex:
         for x in range(1000, 0, -1):

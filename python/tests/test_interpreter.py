@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import weakref
 
 import pytest
@@ -330,6 +331,40 @@ def test_reference_cycles_through_results_and_exceptions_are_collected():
 
     for make in (result_cycle, exception_cycle, traceback_cycle, callback_cycle, task_cycle):
         assert collected(make), make.__name__
+
+
+def thread_count():
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs /proc")
+def test_an_executor_in_a_cycle_through_its_initializer_is_collected():
+    # The initializer, a method of an object that holds the executor, is a
+    # cycle through the executor's native half: collected, and its
+    # threads end, whether it never ran a call or its calls are done.
+    class Service:
+        def __init__(self):
+            self.ex = of.ThreadPoolExecutor(2, initializer=self.setup)
+
+        def setup(self):
+            pass
+
+    def unused():
+        return weakref.ref(Service())
+
+    def used():
+        s = Service()
+        assert s.ex.submit(int, "7").result() == 7
+        s.ex.shutdown(wait=True)  # so no call still holds its state
+        return weakref.ref(s)
+
+    before = thread_count()
+    for make in (unused, used):
+        assert collected(make), make.__name__
+    deadline = time.monotonic() + 30
+    while thread_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert thread_count() <= before
 
 
 def rss_kib():

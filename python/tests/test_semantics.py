@@ -400,12 +400,18 @@ def test_map_stops_at_the_first_exception_and_cancels_the_rest():
 
 
 def test_map_timeout_counts_from_the_call():
+    # Past the timeout by the first `next`, with the first call finishing
+    # 0.05 s into it: a timeout counted from each `next` (0.2 s) would
+    # return that result; counted from the call, it is already over.
     gate = threading.Event()
     with of.ThreadPoolExecutor(1) as ex:
-        it = ex.map(lambda _: gate.wait(), range(3), timeout=0.05)
+        it = ex.map(lambda _: gate.wait(), range(3), timeout=0.2)
+        time.sleep(0.3)
+        opener = threading.Timer(0.05, gate.set)
+        opener.start()
         with pytest.raises(cf.TimeoutError):
-            list(it)
-        gate.set()
+            next(it)
+        opener.join()
 
 
 def test_map_buffersize_bounds_the_inputs_taken_ahead_of_the_consumer():
@@ -503,6 +509,28 @@ def test_private_fields_read_like_the_stdlib():
     g = of.Future()
     g.cancel()
     assert g._state == "CANCELLED_AND_NOTIFIED"
+
+
+def test_private_fields_written_in_either_order_complete_a_future():
+    # Written first, kept until `_state = FINISHED` completes with them.
+    seen = []
+    f = of.Future()
+    f.add_done_callback(lambda fut: seen.append(fut.result()))
+    f._result = 42
+    assert (f._result, f.done(), seen) == (42, False, [])
+    f._state = "FINISHED"
+    assert (f.result(), seen) == (42, [42])
+    # The exception wins, as the stdlib's `result()` looks at it first.
+    e = ValueError("x")
+    g = of.Future()
+    g._result, g._exception = 1, e
+    g._state = "FINISHED"
+    assert g.exception() is e
+    # Written after, as CPython's tests do: they replace None.
+    h = of.Future()
+    h._state = "FINISHED"
+    h._result = 7
+    assert h.result() == 7
 
 
 def test_a_subclass_with_its_own_init_works():
