@@ -120,6 +120,42 @@ def test_ctrl_c_interrupts_a_blocking_call(how):
 
 
 @needs_pthread_kill
+@pytest.mark.parametrize("how", ["map", "as_completed"])
+def test_a_next_while_one_blocks_raises_the_generators_value_error(how):
+    # A signal handler runs inside the main thread's blocked `next` (the
+    # wait runs them); its own `next` (and `close`) meet the iteration
+    # under way, and raise what a stdlib generator's would.
+    gate = threading.Event()
+    errors = []
+    with of.ThreadPoolExecutor(1) as ex:
+        f = ex.submit(gate.wait)
+        it = ex.map(lambda _: gate.wait(), [1]) if how == "map" else of.as_completed([f])
+        calls = [lambda: next(it)] + ([it.close] if hasattr(it, "close") else [])
+
+        def handler(signum, frame):
+            try:
+                for call in calls:
+                    try:
+                        call()
+                    except ValueError as e:
+                        errors.append(str(e))
+            finally:
+                gate.set()
+
+        def signal_main():
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+        previous = signal.signal(signal.SIGUSR1, handler)
+        try:
+            with once_main_is_inside("next", signal_main):
+                got = next(it)
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+    assert got is (True if how == "map" else f)
+    assert errors == ["generator already executing"] * len(calls)
+
+
+@needs_pthread_kill
 def test_ctrl_c_interrupts_shutdown_wait_and_the_calls_still_finish():
     gate = threading.Event()
     ex = of.ThreadPoolExecutor(1)
