@@ -2,18 +2,22 @@
 # an ephemeral port and stop it, each bounded in time, so a server that
 # fails to start or to drain ends the run with its log instead of hanging.
 
-# With SPLIT=1 the server runs on the first half of the machine's CPUs
-# and the client on the rest (`taskset`), as a load generator on its own
-# machine would: each side's latency is then its own, not the scheduler's
-# choice of which of them to run on a shared core. $server_cpus and
-# $client_cpus are the `taskset` lists (empty: no pinning), $server_cores
-# and $client_cores how many CPUs each side has.
+# With SPLIT=1 the server runs on the first half of the CPUs this shell
+# may use and the client on the rest (`taskset`), as a load generator on
+# a machine of its own would: neither side then waits for a CPU behind
+# the other. (On a VM they are vCPUs, which may share a physical core;
+# loopback's softirq work still runs on the sender's CPU.) $server_cpus
+# and $client_cpus are the `taskset` lists (empty: no pinning),
+# $server_cores and $client_cores how many CPUs each side has.
 cores=$(nproc)
 server_cpus= client_cpus= server_cores=$cores client_cores=$cores
 if [ "${SPLIT:-0}" = 1 ]; then
     [ "$cores" -ge 2 ] || { echo "SPLIT=1 needs 2 CPUs or more"; exit 1; }
-    server_cores=$((cores / 2)) client_cores=$((cores - cores / 2))
-    server_cpus="0-$((server_cores - 1))" client_cpus="$server_cores-$((cores - 1))"
+    # The CPUs this process may run on (a cpuset need not start at 0).
+    read -r -a allowed < <(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')
+    server_cores=$((${#allowed[@]} / 2)) client_cores=$((${#allowed[@]} - ${#allowed[@]} / 2))
+    server_cpus=$(IFS=,; echo "${allowed[*]:0:server_cores}")
+    client_cpus=$(IFS=,; echo "${allowed[*]:server_cores}")
 fi
 
 # Command prefixes that pin to those lists (empty without SPLIT=1). A

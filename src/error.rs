@@ -52,10 +52,11 @@ pub enum TaskError {
     /// [`as_completed`](crate::as_completed) are followed too: a wait for
     /// all of several is stuck if any one is, a wait for any one only if
     /// all are, and a wait with a deadline never (it ends). So are tasks
-    /// blocked in a [`shutdown`](crate::ThreadPool::shutdown) of another
-    /// pool, which waits for every thread of that pool: a task of that
-    /// pool waiting on such a task gets this error, though the task it
-    /// waits on waits on no future.
+    /// blocked in an untimed [`shutdown`](crate::ThreadPool::shutdown) of
+    /// another pool (or a `shutdown_timeout` whose timeout is too long for
+    /// a deadline), which waits for every thread of that pool: a task of
+    /// that pool waiting on such a task gets this error, though the task
+    /// it waits on waits on no future.
     /// Not seen: waits on a [`Promise`](crate::Promise)'s handle (nobody is
     /// known to hold it), and through channels, locks or async tasks.
     WouldDeadlock,

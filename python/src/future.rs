@@ -501,33 +501,36 @@ impl PyFuture {
     }
 
     /// Writing the stdlib's private result field: of a finished future,
-    /// its value; of a pending one, what `_state = FINISHED` completes it
-    /// with.
+    /// its value; of a pending `Future()`, what `_state = FINISHED`
+    /// completes it with (of a task's pending future: ignored).
     #[setter(_result)]
     fn set_result_field(&self, value: Py<PyAny>) {
         match self.handle.try_result() {
             Some(Ok(o)) => drop(o.set_result_field(value)),
-            Some(Err(_)) => {}
-            None => {
+            // Staged only on a future of one's own: a task's is its
+            // executor's to complete.
+            None if self.promise.is_some() => {
                 // Dropped after the lock: a `__del__` may read the field.
                 let old = self.staged().0.replace(value);
                 drop(old);
             }
+            _ => {}
         }
     }
 
     /// Writing the stdlib's private exception field: of a finished
-    /// future, its exception; of a pending one, what `_state = FINISHED`
-    /// completes it with.
+    /// future, its exception; of a pending `Future()`, what
+    /// `_state = FINISHED` completes it with (of a task's pending future:
+    /// ignored).
     #[setter(_exception)]
     fn set_exception_field(&self, py: Python<'_>, value: Py<PyAny>) {
         match self.handle.try_result() {
             Some(Ok(o)) => drop(o.set_exception_field(py, value)),
-            Some(Err(_)) => {}
-            None => {
+            None if self.promise.is_some() => {
                 let old = self.staged().1.replace(value);
                 drop(old);
             }
+            _ => {}
         }
     }
 

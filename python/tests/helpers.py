@@ -1,5 +1,8 @@
 """Helpers shared by the test files (imported by name: pytest puts this
 directory on the path, as it has no __init__.py)."""
+import contextlib
+import sys
+import threading
 
 
 class CallsOnAppend(list):
@@ -14,3 +17,44 @@ class CallsOnAppend(list):
     def append(self, waiter):
         super().append(waiter)
         self.fn(waiter)
+
+
+@contextlib.contextmanager
+def once_main_is_inside(name, action):
+    """Around a block in the main thread: another thread runs `action()`
+    once the main thread is inside the builtin call `name`, never before.
+    A profile hook sees the call's "c_call" event, just before the call;
+    `action` runs once the main thread's innermost frame is the caller's
+    again, past the hook: nothing but native code runs from there into the
+    call, and the thread looking holds the GIL, so the call has started
+    and let go of the GIL. `action` does not run if the block ends first."""
+    main = threading.main_thread().ident
+    entered, ended = threading.Event(), threading.Event()
+    lock = threading.Lock()
+    caller = []
+
+    def hook(frame, event, arg):
+        if event == "c_call" and not caller and getattr(arg, "__name__", None) == name:
+            caller.append(frame)
+            entered.set()
+
+    def run():
+        entered.wait()
+        while caller and not ended.is_set() and sys._current_frames().get(main) is not caller[0]:
+            pass  # the main thread is still in the hook
+        with lock:
+            if not ended.is_set():
+                action()
+
+    t = threading.Thread(target=run)
+    t.start()
+    previous = sys.getprofile()
+    sys.setprofile(hook)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
+        with lock:
+            ended.set()
+        entered.set()
+        t.join()

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import ordered_futures as of
-from helpers import CallsOnAppend
+from helpers import CallsOnAppend, once_main_is_inside
 
 
 def test_the_stdlib_names_are_the_stdlib_objects():
@@ -400,18 +400,19 @@ def test_map_stops_at_the_first_exception_and_cancels_the_rest():
 
 
 def test_map_timeout_counts_from_the_call():
-    # Past the timeout by the first `next`, with the first call finishing
-    # 0.05 s into it: a timeout counted from each `next` (0.2 s) would
-    # return that result; counted from the call, it is already over.
+    # Past the timeout by the first `next`, the first call finishes once
+    # that `next` waits (if it does): a timeout counted from each `next`
+    # would return its result; counted from the call, it is already over.
     gate = threading.Event()
     with of.ThreadPoolExecutor(1) as ex:
-        it = ex.map(lambda _: gate.wait(), range(3), timeout=0.2)
-        time.sleep(0.3)
-        opener = threading.Timer(0.05, gate.set)
-        opener.start()
-        with pytest.raises(cf.TimeoutError):
-            next(it)
-        opener.join()
+        it = ex.map(lambda _: gate.wait(), range(3), timeout=0.05)
+        time.sleep(0.1)  # the timeout is what is tested: let it pass
+        try:
+            with pytest.raises(cf.TimeoutError):
+                with once_main_is_inside("next", gate.set):
+                    next(it)
+        finally:
+            gate.set()
 
 
 def test_map_buffersize_bounds_the_inputs_taken_ahead_of_the_consumer():
@@ -531,6 +532,16 @@ def test_private_fields_written_in_either_order_complete_a_future():
     h._state = "FINISHED"
     h._result = 7
     assert h.result() == 7
+    # A task's future is its executor's to complete: ignored while pending.
+    gate = threading.Event()
+    with of.ThreadPoolExecutor(1) as ex:
+        t = ex.submit(gate.wait)
+        try:
+            t._result = 5
+            assert t._result is None
+        finally:
+            gate.set()
+        assert t.result() is True
 
 
 def test_a_subclass_with_its_own_init_works():
