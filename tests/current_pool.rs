@@ -3,7 +3,7 @@
 #![cfg(not(loom))]
 
 mod common;
-use common::occupy;
+use common::{occupy, thread_name};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
@@ -16,10 +16,6 @@ fn named(prefix: &str, workers: usize) -> ThreadPool {
         .thread_name(prefix)
         .build()
         .unwrap()
-}
-
-fn thread_name() -> String {
-    std::thread::current().name().unwrap_or("").to_owned()
 }
 
 #[test]

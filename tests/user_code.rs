@@ -9,7 +9,9 @@
 #![cfg(not(loom))]
 
 mod common;
-use common::{Watchdog, assert_all_workers_alive, occupy, one_worker_pool, spawn_parked};
+use common::{
+    Watchdog, assert_all_workers_alive, occupy, one_worker_pool, spawn_parked, thread_name,
+};
 
 use std::panic::{AssertUnwindSafe, catch_unwind, panic_any};
 use std::pin::Pin;
@@ -356,6 +358,15 @@ fn a_compaction_runs_no_user_drop_while_it_owns_the_list() {
     remover.join().unwrap();
 }
 
+/// A cancelling shutdown of `pool` while the caller holds `log`'s lock,
+/// which the work routed to the workers takes: run on the caller instead,
+/// it would deadlock (the watchdog would end the test).
+fn cancel_holding<T>(pool: &ThreadPool, log: &Mutex<T>) {
+    let held = log.lock().unwrap();
+    pool.shutdown(false, true);
+    drop(held);
+}
+
 /// Bug 3: a cancelling shutdown ran pool-routed callbacks and strand drains
 /// on the thread that called it.
 #[test]
@@ -372,31 +383,21 @@ fn a_cancelling_shutdown_runs_no_pool_work_on_the_caller() {
     let promise = Promise::<u8>::new();
     let r = ran_on.clone();
     pool.add_done_callback(&promise.handle(), move |_| {
-        r.lock()
-            .unwrap()
-            .push(thread::current().name().map(str::to_owned));
+        r.lock().unwrap().push(thread_name());
     });
     promise.set_result(1).unwrap();
     let strand = Strand::new(&pool, ());
     let r = ran_on.clone();
-    strand.post(move |_| {
-        r.lock()
-            .unwrap()
-            .push(thread::current().name().map(str::to_owned))
-    });
+    strand.post(move |_| r.lock().unwrap().push(thread_name()));
     // And a plain task, which a cancelling shutdown does cancel.
     let plain = pool.submit(|| ()).unwrap();
-    // The caller holds a lock the routed work would take: running it here
-    // would deadlock (the watchdog would end the test).
-    let held = ran_on.lock().unwrap();
-    pool.shutdown(false, true);
-    drop(held);
+    cancel_holding(&pool, &ran_on);
     assert_eq!(plain.result(), Err(TaskError::Cancelled));
     gate.wait();
     busy.join().unwrap();
     pool.shutdown(true, false);
     let on = ran_on.lock().unwrap().clone();
-    assert_eq!(on, [Some("bug3-0".to_owned()), Some("bug3-0".to_owned())]);
+    assert_eq!(on, ["bug3-0", "bug3-0"]);
 }
 
 /// The same for callbacks routed on the very tasks the shutdown cancels:
@@ -415,28 +416,20 @@ fn a_cancelling_shutdown_routes_the_callbacks_of_what_it_cancels_to_the_workers(
     let plain = pool.submit(|| 1u8).unwrap();
     let r = ran_on.clone();
     pool.add_done_callback(&plain, move |o| {
-        r.lock()
-            .unwrap()
-            .push((o.is_err(), thread::current().name().map(str::to_owned)));
+        r.lock().unwrap().push((o.is_err(), thread_name()));
     });
     let strand = Strand::new(&pool, ());
     let r = ran_on.clone();
     strand.add_done_callback(&plain, move |_, o| {
-        r.lock()
-            .unwrap()
-            .push((o.is_err(), thread::current().name().map(str::to_owned)));
+        r.lock().unwrap().push((o.is_err(), thread_name()));
     });
-    // The caller holds a lock the routed work takes: run here, it would
-    // deadlock (the watchdog would end the test).
-    let held = ran_on.lock().unwrap();
-    pool.shutdown(false, true);
-    drop(held);
+    cancel_holding(&pool, &ran_on);
     assert_eq!(plain.result(), Err(TaskError::Cancelled));
     gate.wait();
     busy.join().unwrap();
     pool.shutdown(true, false);
     let on = ran_on.lock().unwrap().clone();
-    let worker = Some("cancelled-0".to_owned());
+    let worker = "cancelled-0".to_owned();
     assert_eq!(on, [(true, worker.clone()), (true, worker)]);
 }
 
@@ -458,13 +451,9 @@ fn nested_cancelling_shutdowns_route_callbacks_to_the_workers() {
     let ran_on = Arc::new(Mutex::new(Vec::new()));
     let r = ran_on.clone();
     a.add_done_callback(&qb, move |_| {
-        r.lock()
-            .unwrap()
-            .push(thread::current().name().map(str::to_owned));
+        r.lock().unwrap().push(thread_name());
     });
-    let held = ran_on.lock().unwrap();
-    a.shutdown(false, true);
-    drop(held);
+    cancel_holding(&a, &ran_on);
     assert_eq!(qb.result(), Err(TaskError::Cancelled));
     gate_a.wait();
     gate_b.wait();
@@ -472,7 +461,7 @@ fn nested_cancelling_shutdowns_route_callbacks_to_the_workers() {
     busy_b.join().unwrap();
     a.shutdown(true, false);
     b.shutdown(true, false);
-    assert_eq!(*ran_on.lock().unwrap(), [Some("outer-0".to_owned())]);
+    assert_eq!(*ran_on.lock().unwrap(), ["outer-0"]);
 }
 
 /// Bug 4: `shutdown(true, _)` returned while the `Drop` of a future given

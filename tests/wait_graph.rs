@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier, mpsc};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 
-use common::{Watchdog, one_worker_pool};
+use common::{Watchdog, one_worker_pool, thread_name};
 use concurrent_futures::{
     FutureHandle, Promise, ReturnWhen, TaskError, ThreadPool, as_completed, wait,
 };
@@ -196,10 +196,6 @@ fn two_pools() -> (ThreadPool, ThreadPool) {
     (one_worker_pool("a"), one_worker_pool("b"))
 }
 
-fn thread_name() -> String {
-    thread::current().name().unwrap_or("").to_owned()
-}
-
 #[test]
 fn work_given_to_another_pool_from_a_worker_runs_on_that_pool() {
     let _dog = Watchdog::new("foreign pool", Duration::from_secs(60));
@@ -318,6 +314,31 @@ fn a_shutdown_that_a_waiting_task_of_the_pool_waits_on_does_not_wait() {
 /// A way to shut a pool down and wait.
 type Shut = fn(&ThreadPool);
 
+/// The untimed shutdown.
+const SHUTDOWN: Shut = |a| {
+    a.shutdown(true, false);
+};
+
+/// Task Y of `b`, shutting `a` down with `shut`: how many of `a`'s
+/// threads were left when the shutdown returned.
+fn shutting_down(b: &ThreadPool, a: &ThreadPool, shut: Shut) -> FutureHandle<usize> {
+    let a = a.clone();
+    b.submit(move || {
+        shut(&a);
+        a.metrics().threads
+    })
+    .unwrap()
+}
+
+/// A task of `pool` that waits on the returned promise, which the caller
+/// sets (a wait on it is an edge of the graph; the task's own wait on the
+/// promise is none, so it can always resume).
+fn gated_task(pool: &ThreadPool) -> (Promise<()>, FutureHandle<()>) {
+    let gate = Promise::new();
+    let opened = gate.handle();
+    (gate, pool.submit(move || opened.wait().unwrap()).unwrap())
+}
+
 /// The other order: Y of pool `b` waits in `a`'s shutdown, then task X of
 /// `a` waits on Y. X's wait is refused (it used to hang), X returns, and
 /// the shutdown then finishes. Untimed, as a timed wait ends by itself
@@ -327,9 +348,7 @@ type Shut = fn(&ThreadPool);
 fn a_task_waiting_on_a_shutdown_of_its_own_pool_is_refused() {
     let dog = Watchdog::new("wait on a shutdown", Duration::from_secs(60));
     let shutdowns: [(&str, Shut); 2] = [
-        ("shutdown", |a| {
-            a.shutdown(true, false);
-        }),
+        ("shutdown", SHUTDOWN),
         ("shutdown_timeout(MAX)", |a| {
             a.shutdown_timeout(Duration::MAX, false);
         }),
@@ -340,12 +359,7 @@ fn a_task_waiting_on_a_shutdown_of_its_own_pool_is_refused() {
         let a2 = a.clone();
         let x = a
             .submit(move || {
-                let y = b
-                    .submit(move || {
-                        shut(&a2);
-                        a2.metrics().threads
-                    })
-                    .unwrap();
+                let y = shutting_down(&b, &a2, shut);
                 // Refused once Y waits in the shutdown.
                 probe_until_refused(&y);
                 (y.wait(), y)
@@ -403,13 +417,7 @@ fn a_shutdown_and_a_worker_waiting_on_it_end_whatever_the_worker_runs() {
             }),
         );
         started.recv().unwrap();
-        let a2 = a.clone();
-        let y = b
-            .submit(move || {
-                a2.shutdown(true, false);
-                a2.metrics().threads
-            })
-            .unwrap();
+        let y = shutting_down(&b, &a, SHUTDOWN);
         y_of.set_result(y.clone()).unwrap();
         let threads_left = y.join().unwrap();
         let refused = outcome.recv().unwrap() == Err(TaskError::WouldDeadlock);
@@ -436,9 +444,7 @@ fn a_shutdown_from_another_pool_waits_for_a_worker_whatever_it_runs() {
             one_worker_pool("b"),
             one_worker_pool("c"),
         );
-        let gate = Promise::<()>::new();
-        let opened = gate.handle();
-        let z = c.submit(move || opened.wait().unwrap()).unwrap();
+        let (gate, z) = gated_task(&c);
         let (started_tx, started) = mpsc::channel();
         place(
             &a,
@@ -453,13 +459,7 @@ fn a_shutdown_from_another_pool_waits_for_a_worker_whatever_it_runs() {
         let edge_stands = a
             .submit(move || probe_until_refused(y_handle.result().unwrap()))
             .unwrap();
-        let a2 = a.clone();
-        let y = b
-            .submit(move || {
-                a2.shutdown(true, false);
-                a2.metrics().threads
-            })
-            .unwrap();
+        let y = shutting_down(&b, &a, SHUTDOWN);
         y_of.set_result(y.clone()).unwrap();
         edge_stands.join().unwrap();
         gate.set_result(()).unwrap();
@@ -480,9 +480,7 @@ fn a_shutdown_from_another_pool_waits_for_tasks_that_can_finish() {
         one_worker_pool("b"),
         one_worker_pool("c"),
     );
-    let gate = Promise::<()>::new();
-    let opened = gate.handle();
-    let z = c.submit(move || opened.wait().unwrap()).unwrap();
+    let (gate, z) = gated_task(&c);
     let (x_waits_tx, x_waits) = std::sync::mpsc::channel::<()>();
     let x = a
         .submit(move || {

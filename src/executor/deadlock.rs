@@ -441,6 +441,22 @@ mod tests {
         }
     }
 
+    /// What `check` returns while another thread holds the edge that
+    /// `register` takes in `graph`.
+    fn while_an_edge_stands<'g, R>(
+        graph: &'g WaitGraph,
+        register: impl FnOnce(&'g WaitGraph) -> Option<super::Registered<'g>> + Send,
+        check: impl FnOnce(&'g WaitGraph) -> R,
+    ) -> R {
+        let leave = Barrier::new(2);
+        std::thread::scope(|s| {
+            edge_elsewhere(s, &leave, move || register(graph));
+            let r = check(graph);
+            leave.wait();
+            r
+        })
+    }
+
     #[test]
     fn a_shutdown_wait_is_refused_where_a_task_of_the_pool_cannot_finish() {
         let graph = WaitGraph(Mutex::new(Vec::new()));
@@ -455,60 +471,50 @@ mod tests {
                 .register_pool(of_pool(vec![20, 1], 7), 8, false)
                 .is_some()
         );
-        let leave = Barrier::new(2);
-        std::thread::scope(|s| {
-            // Task 1 of pool 7 waits for 20; a thread holding 20 shutting
-            // pool 7 down would wait for good, timed or not; one holding
-            // 30 would not.
-            let g = &graph;
-            edge_elsewhere(s, &leave, move || {
-                g.register(of_pool(vec![1], 7), 20, false)
-            });
-            let refused = [(20, false), (20, true), (30, false)].map(|(held, timed)| {
-                graph
-                    .register_pool(of_pool(vec![held], 9), 7, timed)
-                    .is_none()
-            });
-            leave.wait();
-            assert_eq!(refused, [true, true, false]);
-        });
+        // Task 1 of pool 7 waits for 20; a thread holding 20 shutting pool
+        // 7 down would wait for good, timed or not; one holding 30 would
+        // not.
+        let refused = while_an_edge_stands(
+            &graph,
+            |g| g.register(of_pool(vec![1], 7), 20, false),
+            |g| {
+                [(20, false), (20, true), (30, false)].map(|(held, timed)| {
+                    g.register_pool(of_pool(vec![held], 9), 7, timed).is_none()
+                })
+            },
+        );
+        assert_eq!(refused, [true, true, false]);
     }
 
     #[test]
     fn a_task_of_a_pool_whose_shutdown_waits_on_it_is_refused_its_wait() {
         let graph = WaitGraph(Mutex::new(Vec::new()));
-        let leave = Barrier::new(2);
-        std::thread::scope(|s| {
-            // The thread holding 20 (of pool 9) waits for pool 7's tasks.
-            let g = &graph;
-            edge_elsewhere(s, &leave, move || {
-                g.register_pool(of_pool(vec![20], 9), 7, false)
-            });
-            // A task of pool 7 waiting on 20 closes the cycle; a task of
-            // pool 8, or one of no known pool, does not.
-            let allowed = [
-                of_pool(vec![1], 7),
-                of_pool(vec![2], 8),
-                Holds::tasks(vec![3]),
-            ]
-            .map(|holds| graph.register(holds, 20, false).is_some());
-            leave.wait();
-            assert_eq!(allowed, [false, true, true]);
-        });
+        // The thread holding 20 (of pool 9) waits for pool 7's tasks. A task
+        // of pool 7 waiting on 20 closes the cycle; a task of pool 8, or one
+        // of no known pool, does not.
+        let allowed = while_an_edge_stands(
+            &graph,
+            |g| g.register_pool(of_pool(vec![20], 9), 7, false),
+            |g| {
+                [
+                    of_pool(vec![1], 7),
+                    of_pool(vec![2], 8),
+                    Holds::tasks(vec![3]),
+                ]
+                .map(|holds| g.register(holds, 20, false).is_some())
+            },
+        );
+        assert_eq!(allowed, [false, true, true]);
     }
 
     #[test]
     fn a_timed_shutdown_wait_resumes() {
         let graph = WaitGraph(Mutex::new(Vec::new()));
-        let leave = Barrier::new(2);
-        std::thread::scope(|s| {
-            let g = &graph;
-            edge_elsewhere(s, &leave, move || {
-                g.register_pool(of_pool(vec![20], 9), 7, true)
-            });
-            let allowed = graph.register(of_pool(vec![1], 7), 20, false).is_some();
-            leave.wait();
-            assert!(allowed);
-        });
+        let allowed = while_an_edge_stands(
+            &graph,
+            |g| g.register_pool(of_pool(vec![20], 9), 7, true),
+            |g| g.register(of_pool(vec![1], 7), 20, false).is_some(),
+        );
+        assert!(allowed);
     }
 }

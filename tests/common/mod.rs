@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 
 use concurrent_futures::{FutureHandle, ThreadPool};
 
+/// The calling thread's name ("" if it has none): where a test's work ran.
+pub fn thread_name() -> String {
+    thread::current().name().unwrap_or("").to_owned()
+}
+
 /// Occupies one worker with a task that waits at the returned barrier, and
 /// returns once that task runs, so whatever is submitted next queues.
 pub fn occupy(pool: &ThreadPool) -> (FutureHandle<()>, Arc<Barrier>) {
