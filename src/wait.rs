@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{TaskError, TimedOut};
 use crate::future::blocking::{self, WaitOn, on_pool_thread};
-use crate::future::{FutureHandle, Registration};
+use crate::future::{FutureHandle, Registration, deadline};
 use crate::sync::WakerSlot;
 
 /// When [`wait`] returns (Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION`,
@@ -198,7 +198,7 @@ pub fn wait<T: Send + Sync + 'static>(
     timeout: Option<Duration>,
 ) -> DoneAndNotDone<T> {
     let handles = distinct(handles);
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = timeout.and_then(deadline);
     // Handles of tasks this thread is running cannot finish during the
     // wait: only the others are waited for.
     let mut excluded: Vec<bool> = handles
@@ -300,7 +300,7 @@ pub fn as_completed<T: Send + Sync + 'static>(
     timeout: Option<Duration>,
 ) -> AsCompleted<T> {
     let handles = distinct(handles);
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = timeout.and_then(deadline);
     let total = handles.len();
     let (inbox, rx) = Inbox::new();
     let mut registrations = Vec::with_capacity(total);

@@ -1118,7 +1118,7 @@ fn shutdown(
     // A timeout too long to name a deadline waits for good, as every
     // other wait's does: so it is untimed, for the graph too, which would
     // otherwise take its edge for one that ends by itself.
-    let timeout = timeout.filter(|&t| std::time::Instant::now().checked_add(t).is_some());
+    let timeout = timeout.filter(|&t| crate::future::deadline(t).is_some());
     if cancel_pending {
         // Held open while we drain, so no worker exits between our taking a
         // task that must still run and our queueing it again.

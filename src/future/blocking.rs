@@ -365,8 +365,9 @@ pub(crate) struct Holds {
 }
 
 impl Holds {
-    /// Tasks of no known pool.
-    #[cfg(test)]
+    /// Tasks of no known pool (for the graph's unit tests, which loom
+    /// does not build).
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn tasks(tasks: Vec<usize>) -> Holds {
         Holds {
             tasks,

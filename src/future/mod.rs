@@ -21,5 +21,6 @@ pub(crate) mod state;
 mod wait;
 
 pub use callback::Registration;
+pub(crate) use handle::deadline;
 pub use handle::{FutureHandle, Join, WaitAsync};
 pub use promise::Promise;
