@@ -42,7 +42,8 @@ pub enum TaskError {
     ///
     /// Checked waits: a wait on a pool task's handle (`wait`, `result`,
     /// `join`, `try_join`, with or without a timeout) from a thread of any
-    /// pool. The waiter holds the tasks it runs, inline ones included, and
+    /// pool. A timeout that has already passed (zero, say) only looks, and
+    /// reports [`Timeout`](TaskError::Timeout) if the task is not done. The waiter holds the tasks it runs, inline ones included, and
     /// so does work its caller blocks on: a [`join`](crate::ThreadPool::join)
     /// half, a [`scope`](crate::ThreadPool::scope)'s task, an
     /// [`install`](crate::ThreadPool::install)ed closure hold what their
@@ -58,7 +59,12 @@ pub enum TaskError {
     /// that pool waiting on such a task gets this error, though the task
     /// it waits on waits on no future.
     /// Not seen: waits on a [`Promise`](crate::Promise)'s handle (nobody is
-    /// known to hold it), and through channels, locks or async tasks.
+    /// known to hold it), which includes the handles of a
+    /// [`Strand`](crate::Strand)'s `submit` and of
+    /// [`submit_future`](crate::ThreadPool::submit_future) (a closure of a
+    /// strand waiting on its own strand's `submit` waits for good: the
+    /// strand runs one closure at a time), and through channels, locks or
+    /// async tasks.
     WouldDeadlock,
     /// The pool was shut down before the work could be submitted
     /// (Python's `RuntimeError: cannot schedule new futures after shutdown`).

@@ -1,6 +1,8 @@
 //! Behaviour of a single future: Python's rules, and the callback guarantees.
 #![cfg(not(loom))]
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::task::{Context, Poll, Wake, Waker};
@@ -288,8 +290,14 @@ fn last_handle_join_waits_for_running_callbacks() {
     });
     gate.wait();
     in_cb.wait(); // the callback is running on the worker
-    let joiner = thread::spawn(move || h.try_join().ok().unwrap());
+    let joiner = common::spawn_parked(move || h.try_join().ok().unwrap());
+    // It sleeps, waiting for the callback, rather than taking the value.
+    let early = joiner.is_finished();
     release.wait();
+    assert!(
+        !early,
+        "the last handle took the value under a running callback"
+    );
     assert_eq!(joiner.join().unwrap().as_deref(), Ok("value"));
     assert_eq!(*seen.lock().unwrap(), "value");
 }

@@ -152,10 +152,21 @@ fn shutdown_timeout_reports_what_still_runs() {
 #[test]
 fn dropping_the_pool_completes_queued_work() {
     let pool = ThreadPool::new(2).unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..1000u32)
-        .map(|i| pool.submit(move || i * 2).unwrap())
+        .map(|i| {
+            let ran = ran.clone();
+            pool.submit(move || {
+                ran.fetch_add(1, Ordering::Relaxed);
+                i * 2
+            })
+            .unwrap()
+        })
         .collect();
     drop(pool);
+    // The last clone's drop waited for the workers: every task ran
+    // before it returned, before any handle is waited on.
+    assert_eq!(ran.load(Ordering::Relaxed), 1000);
     let sum: u32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(sum, 999 * 1000);
 }
@@ -174,8 +185,46 @@ fn try_submit_refuses_when_full() {
         Err(SubmitError::Full(f)) => assert_eq!(f(), 3),
         other => panic!("unexpected {other:?}"),
     }
-    gate.wait();
+    // Still full, and now shut down: it says shut down, so a caller that
+    // retries while full stops.
+    pool.shutdown(false, false);
+    let after = pool.try_submit(|| 4);
+    gate.wait(); // first, so that a failure below does not hang the drop
+    match after {
+        Err(SubmitError::Shutdown(f)) => assert_eq!(f(), 4),
+        other => panic!("unexpected {other:?}"),
+    }
     assert_eq!((a.join(), b.join()), (Ok(1), Ok(2)));
+}
+
+/// A task a worker queued on its own deque is out of reach of the
+/// cancelling shutdown's drain of the shared queue; a wait on it from that
+/// worker, which would run it inline, cancels it instead, as the worker
+/// would on popping it.
+#[test]
+fn a_cancelling_shutdown_reaches_a_task_in_a_workers_own_deque() {
+    let pool = ThreadPool::new(1).unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let child_ran = Arc::new(AtomicUsize::new(0));
+    let c = child_ran.clone();
+    let outer = pool
+        .submit(move || {
+            let child = concurrent_futures::submit(move || {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+            ready_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            child.result().cloned()
+        })
+        .unwrap();
+    ready_rx.recv().unwrap();
+    pool.shutdown(false, true);
+    go_tx.send(()).unwrap();
+    assert_eq!(outer.join(), Ok(Err(TaskError::Cancelled)));
+    pool.shutdown(true, false);
+    assert_eq!(child_ran.load(Ordering::Relaxed), 0);
 }
 
 // --- Waiting inside the pool (Python's documented deadlocks) ---

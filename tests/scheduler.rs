@@ -96,7 +96,7 @@ fn join_waiting_for_callbacks_keeps_capacity() {
     // The future is done and its callback running: the joiner's wait for
     // the callbacks parks on a's only worker.
     let joiner = a.submit(move || f2.try_join().is_ok()).unwrap();
-    while !joiner.running() {
+    while !joiner.running() && !joiner.done() {
         thread::yield_now();
     }
     go.set_result(()).unwrap();

@@ -464,6 +464,34 @@ fn nested_cancelling_shutdowns_route_callbacks_to_the_workers() {
     assert_eq!(*ran_on.lock().unwrap(), ["outer-0"]);
 }
 
+/// A callback of a task a cancelling shutdown cancels runs on that call's
+/// thread, which holds the pool open until it returns: a waiting shutdown
+/// of the same pool there could never end, and returns at once.
+#[test]
+fn a_waiting_shutdown_inside_a_cancelling_shutdowns_callback_returns() {
+    let _dog = Watchdog::new(
+        "a_waiting_shutdown_inside_a_cancelling_shutdowns_callback",
+        Duration::from_secs(20),
+    );
+    let pool = one_worker_pool("reshut");
+    let (busy, gate) = occupy(&pool);
+    let queued = pool.submit(|| ()).unwrap();
+    let (p, (report_tx, report_rx)) = (pool.clone(), mpsc::channel());
+    let _ = queued.add_done_callback(move |_| {
+        gate.wait(); // frees the worker: only the hold keeps the pool open
+        p.shutdown(true, false);
+        report_tx
+            .send(p.shutdown_timeout(Duration::MAX, false))
+            .unwrap();
+    });
+    pool.shutdown(true, true);
+    let inner = report_rx.recv().unwrap();
+    assert!(inner.would_deadlock && !inner.finished, "{inner:?}");
+    assert_eq!(queued.result(), Err(TaskError::Cancelled));
+    busy.join().unwrap();
+    assert!(pool.shutdown_timeout(Duration::MAX, false).finished);
+}
+
 /// Bug 4: `shutdown(true, _)` returned while the `Drop` of a future given
 /// to `submit_future` was still running (the hold went first).
 #[test]

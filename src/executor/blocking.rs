@@ -25,7 +25,7 @@ use std::time::Instant;
 use super::deadlock::WAITS;
 use super::registry::Registry;
 use crate::error::TaskError;
-use crate::future::blocking::{WaitHook, WaitOn, running_depth, running_snapshot};
+use crate::future::blocking::{Claim, WaitHook, WaitOn, running_depth, running_snapshot};
 
 /// A number naming one live pool, carried by its tasks (in two bytes of
 /// their future that were padding) so that a waiter runs a task inline only
@@ -88,18 +88,21 @@ impl WaitHook for PoolWait {
         addr: usize,
         pool: u16,
         deadline: Option<Instant>,
-        claim: &mut dyn FnMut() -> bool,
+        claim: &mut dyn FnMut(Claim) -> bool,
         block: &mut dyn FnMut() -> bool,
     ) -> Result<bool, TaskError> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(block()); // returns at once: it only looks
         }
-        if deadline.is_none()
-            && pool != 0
-            && pool == self.registry.tag.0
-            && running_depth() < MAX_INLINE_DEPTH
-            && claim()
-        {
+        let ours = pool != 0 && pool == self.registry.tag.0;
+        // A cancelling shutdown cancels what nobody started, wherever it
+        // is queued: a task in a worker's own deque, which the shutdown's
+        // drain of the injector does not reach, is cancelled by its waiter
+        // as by the worker that pops it, timed wait or not.
+        if ours && self.registry.is_cancelling() && claim(Claim::Cancel) {
+            return Ok(true);
+        }
+        if deadline.is_none() && ours && running_depth() < MAX_INLINE_DEPTH && claim(Claim::Run) {
             return Ok(true);
         }
         let Some(_registered) = WAITS.register(running_snapshot(), addr, deadline.is_some()) else {

@@ -678,7 +678,8 @@ impl ThreadPool {
 
     /// Like [`submit`](ThreadPool::submit), but refuses with
     /// [`SubmitError::Full`] when the queue bound of
-    /// [`Builder::max_queued`] is reached.
+    /// [`Builder::max_queued`] is reached. A shut-down pool refuses with
+    /// [`SubmitError::Shutdown`], full or not.
     ///
     /// ```
     /// use concurrent_futures::{SubmitError, ThreadPool};
@@ -697,6 +698,11 @@ impl ThreadPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + Sync + 'static,
     {
+        // A shut-down pool says so, full or not: a caller that retries on
+        // `Full` must learn that no retry can succeed.
+        if self.is_shutdown() {
+            return Err(SubmitError::Shutdown(f));
+        }
         if let Some(bound) = self.registry().config.max_queued
             && self.metrics().queued >= bound
         {
@@ -874,6 +880,7 @@ impl ThreadPool {
     /// The queued tasks a cancelling shutdown cancels have their
     /// done-callbacks run on the calling thread, as Python's `cancel` does
     /// (tasks in a worker's own deque, spawned there, are cancelled by
+    /// a thread of the pool that waits on one, or by
     /// that worker, and their callbacks run there). Callbacks routed to
     /// the pool ([`ThreadPool::add_done_callback`])
     /// and strand drains a posted closure starts still go to the workers,
@@ -883,7 +890,10 @@ impl ThreadPool {
     /// does the rest of that strand's drain if the strand was idle.
     ///
     /// It does not wait where the wait could never end: called from one
-    /// of the pool's own threads (it would wait on itself); from work that
+    /// of the pool's own threads (it would wait on itself); from a
+    /// done-callback that a cancelling shutdown of the same pool runs on
+    /// its caller (that call holds the pool open until the callback
+    /// returns; the outer call still waits, if asked); from work that
     /// one of the pool's tasks waits on, running on another pool's thread
     /// (an [`install`](ThreadPool::install), a scope or a `join` there);
     /// or from another pool's task that one of this pool's tasks is
@@ -1129,9 +1139,12 @@ fn shutdown(
         registry.shutdown(false);
     }
     // A wait that could never end is not made: from one of the pool's own
-    // threads, or (the wait-for graph) where the caller runs work one of
-    // them lent it, or one of them is blocked on what the caller holds.
-    let edge = (wait && !worker::is_worker_of(registry))
+    // threads; from code a cancelling shutdown of this pool runs on this
+    // thread (a cancelled task's callback: the outer call holds the pool
+    // open until it returns); or (the wait-for graph) where the caller
+    // runs work one of them lent it, or one of them is blocked on what the
+    // caller holds.
+    let edge = (wait && !worker::is_worker_of(registry) && !Cancelling::is_here(registry))
         .then(|| enter_wait_graph(registry, timeout.is_some()));
     let waits = matches!(edge, Some(Ok(_)));
     let finished = waits && registry.wait_exited(timeout);

@@ -403,7 +403,11 @@ impl<'scope, T> ScopedHandle<'scope, T> {
     }
 
     /// [`FutureHandle::cancel`]: a task cancelled before it starts never
-    /// runs, and the scope stops waiting for it.
+    /// runs. Its closure, which may borrow the scope's data, is dropped
+    /// when a thread of the pool meets its queue entry, and the scope waits
+    /// for that: a scope whose workers are all blocked on something its
+    /// caller does only after the scope returns waits for good, cancelled
+    /// tasks or not.
     pub fn cancel(&self) -> bool {
         self.inner.cancel()
     }
@@ -518,7 +522,7 @@ pub(crate) fn value_or_resume<R>(outcome: std::thread::Result<R>) -> R {
 impl ThreadPool {
     /// Runs `f` with a [`Scope`] whose tasks may borrow anything that
     /// outlives the call, and returns once every task submitted in it has
-    /// finished or been cancelled (Python's `with ThreadPoolExecutor() as
+    /// finished, or been cancelled and had its closure dropped (Python's `with ThreadPoolExecutor() as
     /// ex:` over local data; `std::thread::scope` on the pool's threads).
     ///
     /// - Scopes nest, and can be entered from outside the pool or from

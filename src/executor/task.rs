@@ -16,7 +16,7 @@ use std::time::Instant;
 use super::metrics::Tally;
 use crate::blocks::BlockBox;
 use crate::error::TaskError;
-use crate::future::blocking::{Held, run_lent, wait_for_task};
+use crate::future::blocking::{Claim, Held, run_lent, wait_for_task};
 use crate::future::core::{Body, Cell, Core, Shared};
 use crate::future::state::{Cancel, Start};
 use crate::panics::{PanicOrigin, guard, panic_message};
@@ -155,12 +155,24 @@ where
         if core.is_done() {
             return Ok(true);
         }
-        let claim = || {
-            core.try_start() == Start::Started && {
-                // Counted when a worker pops the stale entry (`Claimed`).
-                self.execute(core, addr_of(core), Tally::NONE);
-                true
+        let claim = |claim| match claim {
+            Claim::Run => {
+                core.try_start() == Start::Started && {
+                    // Counted when a worker pops the stale entry (`Claimed`).
+                    self.execute(core, addr_of(core), Tally::NONE);
+                    true
+                }
             }
+            // As a handle's cancel: the queue entry's holder drops the
+            // closure when it meets the task.
+            Claim::Cancel => match core.cancel_now() {
+                Cancel::Cancelled => {
+                    self.cancelled();
+                    true
+                }
+                Cancel::AlreadyCancelled => true,
+                Cancel::Refused => false,
+            },
         };
         let (addr, pool) = (addr_of(core), core.pool());
         wait_for_task(addr, pool, deadline, claim, || core.wait_until(deadline))

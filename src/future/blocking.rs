@@ -34,7 +34,7 @@ pub(crate) trait WaitHook: Send + Sync {
         addr: usize,
         pool: u16,
         deadline: Option<Instant>,
-        claim: &mut dyn FnMut() -> bool,
+        claim: &mut dyn FnMut(Claim) -> bool,
         block: &mut dyn FnMut() -> bool,
     ) -> Result<bool, TaskError>;
 
@@ -158,15 +158,26 @@ fn block_through<R>(hook: &dyn WaitHook, block: impl FnOnce() -> R) -> R {
     out.expect("a wait hook runs its block exactly once")
 }
 
+/// What a waiter on a task of its own pool does with the task if nobody
+/// started it ([`wait_for_task`]'s `claim`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Claim {
+    /// Runs it inline.
+    Run,
+    /// Cancels it: the pool is shutting down with `cancel_pending`, and a
+    /// worker that popped the task would cancel it too.
+    Cancel,
+}
+
 /// Waits for the task at `addr` of the pool tagged `pool`: `claim` runs
-/// it inline if nobody started it (true: it ran; only a thread of that
-/// pool may), `block` waits for it (true: it is done). Off a pool, just
-/// `block`. Refuses a wait on a task this thread holds.
+/// or cancels it if nobody started it (true: it is done; only a thread of
+/// that pool may), `block` waits for it (true: it is done). Off a pool,
+/// just `block`. Refuses a wait on a task this thread holds.
 pub(crate) fn wait_for_task(
     addr: usize,
     pool: u16,
     deadline: Option<Instant>,
-    mut claim: impl FnMut() -> bool,
+    mut claim: impl FnMut(Claim) -> bool,
     mut block: impl FnMut() -> bool,
 ) -> Result<bool, TaskError> {
     if is_running_here(addr) {

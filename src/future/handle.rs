@@ -191,7 +191,8 @@ impl<T> FutureHandle<T> {
     ///
     /// Inside a pool task, a timed wait never runs the awaited task inline,
     /// as [`wait`](FutureHandle::wait) does (an inline run could not stop at
-    /// the deadline): it blocks, and the pool keeps its capacity with a
+    /// the deadline; `Duration::MAX`, which is no deadline, waits as `wait`
+    /// does): it blocks, and the pool keeps its capacity with a
     /// compensating worker, at most [`max_blocking`](crate::Builder::max_blocking)
     /// of them (512 by default). A chain of timed waits deeper than that,
     /// each task waiting on one queued behind it, has no worker left for
@@ -370,7 +371,11 @@ impl<T> FutureHandle<T> {
 
     /// Waits, then moves the outcome out if this is the last handle (and the
     /// promise, which could make more, is gone). Otherwise gives the handle
-    /// back. Works for any `T`. A wait refused as
+    /// back. Works for any `T`. The last handle also waits for the future's
+    /// done-callbacks still running on the thread that completed it (they
+    /// read the value this moves out): a callback that waits for something
+    /// the caller does only after this returns waits for good, and that
+    /// wait is not in the wait-for graph of [`TaskError::WouldDeadlock`]. A wait refused as
     /// [`TaskError::WouldDeadlock`] is returned as the outcome. A callback
     /// routed to a pool or a strand keeps a handle of its own until it has
     /// run (it reads the outcome there): until then this gives the handle
@@ -394,7 +399,8 @@ impl<T> FutureHandle<T> {
     }
 
     /// Waits, then returns the value: moved out if this is the last handle
-    /// and no promise is left, cloned otherwise.
+    /// and no promise is left (after the done-callbacks still running, as
+    /// [`try_join`](FutureHandle::try_join) says), cloned otherwise.
     ///
     /// ```
     /// let promise = concurrent_futures::Promise::new();
@@ -564,5 +570,44 @@ impl<T: Clone> IntoFuture for FutureHandle<T> {
             handle: Some(self),
             wait: AsyncWait::default(),
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod model {
+    use std::sync::Arc;
+
+    use super::FutureHandle;
+    use crate::future::core::{Cell, Core, NoBody, Shared};
+    use crate::sync::{AtomicUsize, Ordering};
+
+    /// A pool task's future counts no promise, so its last handle can
+    /// reach `take_outcome` while the completing thread still runs a
+    /// callback that reads the value (a promise's future cannot: the
+    /// promise's own count keeps the take off until its set returned).
+    /// The take waits for that callback: without the wait, loom reports
+    /// the slot moved out with the callback's read not ordered before it.
+    #[test]
+    fn the_last_handle_takes_the_value_only_after_a_callback_read_it() {
+        loom::model(|| {
+            let shared: Arc<Shared<String>> = Arc::new(Cell {
+                core: Core::of_pool(0),
+                body: NoBody,
+            });
+            let handle = FutureHandle::from_shared(shared.clone());
+            let seen = Arc::new(AtomicUsize::new(0));
+            let s = seen.clone();
+            let _ = handle.add_done_callback(move |o| {
+                // Relaxed: read after the join below, which orders it.
+                s.store(o.map_or(0, String::len), Ordering::Relaxed);
+            });
+            let completer = loom::thread::spawn(move || {
+                let _ = shared.core.set_with(String::from("seven"), Ok);
+            });
+            let taken = handle.try_join().ok().and_then(Result::ok);
+            completer.join().unwrap();
+            assert_eq!(taken.as_deref(), Some("seven"));
+            assert_eq!(seen.load(Ordering::Relaxed), 5);
+        });
     }
 }

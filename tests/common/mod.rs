@@ -144,27 +144,40 @@ pub fn spawn_parked<T: Send + 'static>(
 ) -> thread::JoinHandle<T> {
     let (started, tid) = mpsc::channel();
     let waiter = thread::spawn(move || {
-        #[cfg(all(target_os = "linux", not(miri)))]
-        // SAFETY: `gettid` only reads the calling thread's id.
-        let _ = started.send(unsafe { libc::gettid() });
-        #[cfg(not(all(target_os = "linux", not(miri))))]
-        let _ = started.send(0);
+        let _ = started.send(kernel_tid());
         wait()
     });
     let tid = tid.recv().unwrap();
-    if cfg!(all(target_os = "linux", not(miri))) {
-        let path = format!("/proc/self/task/{tid}/stat");
-        // The state is the field after the command's closing parenthesis;
-        // an entry that cannot be read (no `/proc`, another PID namespace)
-        // cannot tell, and ends the look.
-        let asleep = || {
-            std::fs::read_to_string(&path).map_or(true, |s| {
-                s.rsplit_once(") ").is_none_or(|(_, r)| r.starts_with('S'))
-            })
-        };
-        while !asleep() && !waiter.is_finished() {
-            thread::yield_now();
-        }
-    }
+    until_asleep(tid, || waiter.is_finished());
     waiter
+}
+
+/// The calling thread's kernel id, for [`until_asleep`] (Linux; 0
+/// elsewhere and under Miri).
+pub fn kernel_tid() -> i32 {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    // SAFETY: `gettid` only reads the calling thread's id.
+    return unsafe { libc::gettid() };
+    #[cfg(not(all(target_os = "linux", not(miri))))]
+    0
+}
+
+/// Returns once the thread `tid` ([`kernel_tid`]) sleeps in the kernel
+/// (its state in `/proc` reads `S`), or `stop()`. Where that cannot be
+/// read (not Linux, Miri, no `/proc`, another PID namespace) it returns at
+/// once: the thread may not be asleep yet.
+pub fn until_asleep(tid: i32, stop: impl Fn() -> bool) {
+    if !cfg!(all(target_os = "linux", not(miri))) {
+        return;
+    }
+    let path = format!("/proc/self/task/{tid}/stat");
+    // The state is the field after the command's closing parenthesis.
+    let asleep = || {
+        std::fs::read_to_string(&path).map_or(true, |s| {
+            s.rsplit_once(") ").is_none_or(|(_, r)| r.starts_with('S'))
+        })
+    };
+    while !asleep() && !stop() {
+        thread::yield_now();
+    }
 }
