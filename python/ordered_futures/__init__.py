@@ -82,6 +82,20 @@ def _notify_stdlib_waiters(future):
         future._condition.notify_all()
 
 
+def _tell_stdlib_waiters(future):
+    """Attaches ``_notify_stdlib_waiters`` to ``future``, once."""
+    fields = future.__dict__
+    with _lazy:
+        first = "_telling" not in fields
+        fields["_telling"] = True
+    if first:
+        # Outside ``_lazy``: on a done future the callback runs here and
+        # takes the condition, which another thread may hold while it
+        # waits for ``_lazy``. Until it has run, ``_state`` reads as not
+        # finished, so a stdlib waiter installed meanwhile is told by it.
+        future._add_done_callback_unserialized(_notify_stdlib_waiters)
+
+
 class Future(_core.Future, _cf.Future):
     """The result of a call, available later: a drop-in for
     ``concurrent.futures.Future`` (and an instance of it).
@@ -110,16 +124,9 @@ class Future(_core.Future, _cf.Future):
             )
         fields = self.__dict__
         with _lazy:
-            made = "_condition" not in fields
-            if made:
-                fields["_waiters"] = []
-                fields["_condition"] = _threading.Condition()
-        if made:
-            # Outside ``_lazy``: on a done future the callback runs here and
-            # takes the condition, which another thread may hold while it
-            # waits for ``_lazy``. Until it has run, ``_state`` reads as not
-            # finished, so a stdlib waiter installed meanwhile is told by it.
-            self._add_done_callback_unserialized(_notify_stdlib_waiters)
+            fields.setdefault("_waiters", [])
+            fields.setdefault("_condition", _threading.Condition())
+        _tell_stdlib_waiters(self)
         return fields[name]
 
     @property
@@ -130,9 +137,15 @@ class Future(_core.Future, _cf.Future):
         stdlib, so the stdlib's ``wait`` never counts it twice."""
         state = _core.Future._state.__get__(self)
         fields = self.__dict__
-        if ("_condition" in fields and not fields.get("_told")
-                and state in (_cf._base.FINISHED, _cf._base.CANCELLED_AND_NOTIFIED)):
-            return _cf._base.RUNNING
+        if "_condition" in fields:
+            if "_telling" not in fields:
+                # Assigned, not made by ``__getattr__`` (a subclass that
+                # runs the stdlib's ``Future.__init__``): tell its waiters
+                # all the same.
+                _tell_stdlib_waiters(self)
+            if (not fields.get("_told")
+                    and state in (_cf._base.FINISHED, _cf._base.CANCELLED_AND_NOTIFIED)):
+                return _cf._base.RUNNING
         return state
 
     @_state.setter
@@ -210,19 +223,27 @@ def _map_through_submit(executor, fn, iterables, timeout, buffersize):
             while fs:
                 if buffersize and (ex := executor_ref()) and (args := next(zipped, None)):
                     fs.appendleft(ex.submit(fn, *args))
-                f = fs.pop()
-                try:
-                    if timeout is None:
-                        yield f.result()
-                    else:
-                        yield f.result(end_time - _time.monotonic())
-                finally:
-                    f.cancel()
+                # No name holds the future (nor its result) while the
+                # generator is paused at the yield, as in the stdlib.
+                if timeout is None:
+                    yield _result_or_cancel(fs.pop())
+                else:
+                    yield _result_or_cancel(fs.pop(), end_time - _time.monotonic())
         finally:
             for f in fs:
                 f.cancel()
 
     return result_iterator()
+
+
+def _result_or_cancel(f, timeout=None):
+    try:
+        try:
+            return f.result(timeout)
+        finally:
+            f.cancel()
+    finally:
+        del f  # the exception's traceback would hold it otherwise
 
 
 def wait(fs, timeout=None, return_when=ALL_COMPLETED):

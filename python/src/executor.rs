@@ -336,8 +336,10 @@ impl Executor {
         {
             return Err(PyTypeError::new_err("initializer must be a callable"));
         }
+        // The wrapper always passes them (`()` by default): `None` is
+        // `initargs=None`, as iterable as any other non-iterable.
         let initargs = match initargs {
-            None => PyTuple::empty(py),
+            None => return Err(PyTypeError::new_err("'NoneType' object is not iterable")),
             Some(a) => PyTuple::new(py, a.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
         };
         // The stdlib's `thread_name_prefix or "ThreadPoolExecutor-%d"`: any
@@ -439,8 +441,9 @@ impl Executor {
     /// released (Ctrl-C interrupts the wait; the calls still finish).
     /// From a thread of this executor, `wait=True` raises `RuntimeError`
     /// (as the stdlib's: a thread cannot join itself) after shutting down.
-    #[pyo3(signature = (wait=true, *, cancel_futures=false))]
-    fn shutdown(&self, py: Python<'_>, wait: bool, cancel_futures: bool) -> PyResult<()> {
+    #[pyo3(signature = (wait=Truthy(true), *, cancel_futures=Truthy(false)))]
+    fn shutdown(&self, py: Python<'_>, wait: Truthy, cancel_futures: Truthy) -> PyResult<()> {
+        let (Truthy(wait), Truthy(cancel_futures)) = (wait, cancel_futures);
         let Some(me) = self.started.get() else {
             return Ok(());
         };
@@ -549,5 +552,18 @@ impl Drop for Executor {
         {
             me.pool.shutdown(false, false);
         }
+    }
+}
+
+/// A flag Python tests for truth, as the stdlib's `if wait:` does: `0`,
+/// `None` or an empty list are false, where a `bool` parameter would
+/// refuse them.
+pub(crate) struct Truthy(bool);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Truthy {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        obj.is_truthy().map(Truthy)
     }
 }

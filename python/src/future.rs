@@ -221,13 +221,24 @@ fn raise_or_return(py: Python<'_>, (raised, value): (bool, Py<PyAny>)) -> PyResu
 }
 
 /// Blocks (GIL released) until `handle` is done or `until` passes.
+///
+/// A wait the pool refuses (its task cannot finish while this thread
+/// waits) raises only where CPython would hang for good, an untimed one.
+/// A timed one is waited out, as CPython does, and then times out: code
+/// that breaks a cycle of waits with a timeout runs as it does there.
 pub(crate) fn block_on(handle: &FutureHandle<Outcome>, until: Option<Instant>) -> PyResult<()> {
     let waited = match until {
         None => handle.wait(),
         Some(d) => handle.wait_timeout(d.saturating_duration_since(Instant::now())),
     };
-    match waited {
-        Err(TaskError::WouldDeadlock) => Err(gil::would_deadlock()),
+    match (waited, until) {
+        (Err(TaskError::WouldDeadlock), None) => Err(gil::would_deadlock()),
+        (Err(TaskError::WouldDeadlock), Some(d)) => {
+            // Refused only on a pool thread, which gets its whole
+            // deadline here (the main thread's slices are not refused).
+            std::thread::sleep(d.saturating_duration_since(Instant::now()));
+            Ok(())
+        }
         _ => Ok(()),
     }
 }

@@ -20,15 +20,15 @@ class CallsOnAppend(list):
 
 
 @contextlib.contextmanager
-def once_main_is_inside(name, action):
-    """Around a block in the main thread: another thread runs `action()`
-    once the main thread is inside the builtin call `name`, never before.
+def once_inside(name, action):
+    """Around a block in the calling thread: another thread runs `action()`
+    once the calling thread is inside the builtin call `name`, never before.
     A profile hook sees the call's "c_call" event, just before the call;
-    `action` runs once the main thread's innermost frame is the caller's
+    `action` runs once the calling thread's innermost frame is the caller's
     again, past the hook: nothing but native code runs from there into the
     call, and the thread looking holds the GIL, so the call has started
     and let go of the GIL. `action` does not run if the block ends first."""
-    main = threading.main_thread().ident
+    caller_thread = threading.get_ident()
     entered, ended = threading.Event(), threading.Event()
     lock = threading.Lock()
     caller = []
@@ -40,8 +40,8 @@ def once_main_is_inside(name, action):
 
     def run():
         entered.wait()
-        while caller and not ended.is_set() and sys._current_frames().get(main) is not caller[0]:
-            pass  # the main thread is still in the hook
+        while caller and not ended.is_set() and sys._current_frames().get(caller_thread) is not caller[0]:
+            pass  # the calling thread is still in the hook
         with lock:
             if not ended.is_set():
                 action()
@@ -58,3 +58,10 @@ def once_main_is_inside(name, action):
             ended.set()
         entered.set()
         t.join()
+
+
+def asleep(native_id):
+    """Whether the thread `native_id` (`threading.get_native_id()`) sleeps
+    in the kernel: its state in /proc reads `S`. Linux only."""
+    with open(f"/proc/self/task/{native_id}/stat") as stat:
+        return stat.read().rsplit(") ", 1)[1].startswith("S")

@@ -15,7 +15,7 @@ import weakref
 import pytest
 
 import ordered_futures as of
-from helpers import CallsOnAppend, once_main_is_inside
+from helpers import CallsOnAppend, once_inside
 
 
 needs_pthread_kill = pytest.mark.skipif(
@@ -25,7 +25,7 @@ needs_pthread_kill = pytest.mark.skipif(
 @contextlib.contextmanager
 def sigint_once_main_calls(name, unblock):
     """SIGINT to the main thread once it is inside the builtin call `name`
-    (see `once_main_is_inside`). If the block has not ended 10 s after the
+    (see `once_inside`). If the block has not ended 10 s after the
     signal (the call ignored it), `unblock()` lets the call finish, so the
     test fails instead of hanging. Yields a dict that says whether the
     signal was sent and whether the block outlived those 10 s."""
@@ -46,7 +46,7 @@ def sigint_once_main_calls(name, unblock):
     w = threading.Thread(target=watch)
     w.start()
     try:
-        with once_main_is_inside(name, interrupt):
+        with once_inside(name, interrupt):
             yield seen
     finally:
         ended.set()
@@ -106,7 +106,7 @@ def test_a_next_while_one_blocks_raises_the_generators_value_error(how):
 
         previous = signal.signal(signal.SIGUSR1, handler)
         try:
-            with once_main_is_inside("next", signal_main):
+            with once_inside("next", signal_main):
                 got = next(it)
         finally:
             signal.signal(signal.SIGUSR1, previous)
@@ -469,7 +469,7 @@ def test_blocking_calls_release_the_gil():
     inside = threading.Event()
     with of.ThreadPoolExecutor(1) as ex:
         f = ex.submit(inside.wait, 60)
-        with once_main_is_inside("result", inside.set):
+        with once_inside("result", inside.set):
             assert f.result(timeout=10) is True
 
 

@@ -2,14 +2,16 @@
 them (3.11), on our types."""
 import concurrent.futures as cf
 import concurrent.futures.thread
+import gc
 import os
 import threading
 import time
+import weakref
 
 import pytest
 
 import ordered_futures as of
-from helpers import CallsOnAppend, once_main_is_inside
+from helpers import CallsOnAppend, asleep, once_inside
 
 
 def test_the_stdlib_names_are_the_stdlib_objects():
@@ -409,7 +411,7 @@ def test_map_timeout_counts_from_the_call():
         time.sleep(0.1)  # the timeout is what is tested: let it pass
         try:
             with pytest.raises(cf.TimeoutError):
-                with once_main_is_inside("next", gate.set):
+                with once_inside("next", gate.set):
                     next(it)
         finally:
             gate.set()
@@ -570,6 +572,56 @@ def test_waiting_on_a_task_from_its_own_task_is_refused_not_hung():
             box[0].result()
 
 
+def test_a_timed_wait_on_its_own_task_times_out_as_cpythons_does():
+    with of.ThreadPoolExecutor(1) as ex:
+        box = []
+        gate = threading.Event()
+
+        def me():
+            gate.wait()
+            start = time.monotonic()
+            try:
+                box[0].result(timeout=0.2)
+            except cf.TimeoutError:
+                return time.monotonic() - start
+
+        box.append(ex.submit(me))
+        gate.set()
+        # Waited its timeout out, as CPython does, before giving up.
+        assert box[0].result() >= 0.2
+
+
+def test_a_cycle_of_waits_broken_by_a_timeout_ends_as_on_cpython():
+    # `a` waits on `b` for good, then `b` on `a` with a timeout: the pool
+    # knows `b`'s wait can never end, and waits its timeout out rather than
+    # refusing it; `b` times out and returns, and then so does `a`.
+    with of.ThreadPoolExecutor(2) as ex:
+        fs, a_thread = {}, []
+        go, a_waits = threading.Event(), threading.Event()
+
+        def a():
+            go.wait()
+            a_thread.append(threading.get_native_id())
+            try:
+                with once_inside("result", a_waits.set):
+                    return fs["b"].result()
+            finally:
+                a_waits.set()  # so that `b` ends, should `a` fail first
+
+        def b():
+            a_waits.wait()
+            while not asleep(a_thread[0]):
+                pass  # `a` is inside `result()`, not yet parked in its wait
+            try:
+                return fs["a"].result(timeout=0.2)
+            except cf.TimeoutError:
+                return "gave up"
+
+        fs["a"], fs["b"] = ex.submit(a), ex.submit(b)
+        go.set()
+        assert (fs["a"].result(), fs["b"].result()) == ("gave up", "gave up")
+
+
 def test_a_subclass_init_chooses_the_arguments():
     class IO(of.ThreadPoolExecutor):
         def __init__(self, label):
@@ -592,6 +644,42 @@ def test_map_goes_through_an_overridden_submit():
         assert list(ex.map(pow, [2, 3], [2, 2])) == [4, 9]
         assert list(ex.map(abs, [-1, -2, -3], buffersize=1)) == [1, 2, 3]
     assert seen == [(2, 2), (3, 2), (-1,), (-2,), (-3,)]
+
+
+def test_map_through_an_overridden_submit_holds_no_result_it_yielded():
+    class Obj:
+        pass
+
+    class Counting(of.ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            return super().submit(fn, *args, **kwargs)
+
+    with Counting(2) as ex:
+        for obj in ex.map(lambda i: Obj(), range(3)):
+            ref = weakref.ref(obj)
+            del obj
+            gc.collect()
+            assert ref() is None
+
+
+def test_shutdown_tests_its_flags_for_truth_as_the_stdlib_does():
+    ex = of.ThreadPoolExecutor(1)
+    gate = threading.Event()
+    busy = ex.submit(gate.wait)
+    while not busy.running():
+        time.sleep(0)
+    queued = ex.submit(lambda: 1)
+    try:
+        ex.shutdown(None, cancel_futures=[])  # neither waits nor cancels
+        assert not queued.cancelled()
+        # False `wait`, true `cancel_futures`: returns with the worker
+        # still blocked, the queued call cancelled.
+        ex.shutdown(0, cancel_futures=1)
+        assert queued.cancelled()
+    finally:
+        gate.set()
+    ex.shutdown(wait=1)
+    assert busy.result() is True
 
 
 def test_shutdown_wait_from_its_own_thread_raises_instead_of_hanging():
@@ -639,3 +727,23 @@ def test_the_stdlib_wait_counts_a_future_finishing_mid_call_once():
     assert len(waiters) == 1
     assert early == [False], "wait(ALL) was woken with g still pending"
     assert done == {f, g} and not not_done
+
+
+def test_a_subclass_running_the_stdlibs_future_init_still_tells_stdlib_waiters():
+    # The stdlib's `Future.__init__` assigns `_condition` and `_waiters`
+    # itself, so they are not made (with their notifier) on first use.
+    class Mixed(of.Future):
+        def __init__(self):
+            cf.Future.__init__(self)
+
+    done = Mixed()
+    done.set_result(1)
+    assert done._state == cf._base.FINISHED
+    assert cf.wait([done], timeout=60).done == {done}
+
+    pending, installed = Mixed(), threading.Event()
+    pending._waiters = CallsOnAppend(lambda _: installed.set())
+    finisher = threading.Thread(target=lambda: (installed.wait(60), pending.set_result(2)))
+    finisher.start()
+    assert cf.wait([pending], timeout=60).done == {pending}
+    finisher.join()
