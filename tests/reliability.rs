@@ -275,8 +275,9 @@ fn waiting_inside_a_callback_of_the_same_future_returns_at_once() {
     let (pool, p) = (ThreadPool::new(1).unwrap(), Promise::new());
     let release = hold_workers(&pool);
     // On the completing thread (promise) and on the worker (task). The outer
-    // handles outlive the callbacks, so `join` clones (with the callback
-    // holding the last handle, `join` deadlocks: a known bug).
+    // handles outlive the callbacks, so `join` clones (a callback's `join`
+    // of the last handle moves the value out without waiting for itself:
+    // `joining_the_last_handle_inside_its_own_callback_does_not_hang`).
     let hs = [p.handle(), pool.submit(|| 7).unwrap()];
     let (tx, rx) = mpsc::channel();
     for h in &hs {

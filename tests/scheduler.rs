@@ -195,11 +195,14 @@ fn compensating_workers_are_reused_not_churned() {
     }
     let mut threads = std::collections::HashSet::new();
     for _ in 0..1_000 {
-        let ran_on = pool.submit(|| thread::current().id()).unwrap();
-        threads.insert(ran_on.join().unwrap());
-        // The load's shape, not synchronisation: each submit arrives after
-        // the last compensating worker has gone idle.
-        thread::sleep(Duration::from_micros(300));
+        let ran_on = pool
+            .submit(|| (thread::current().id(), common::kernel_tid()))
+            .unwrap();
+        let (thread, tid) = ran_on.join().unwrap();
+        threads.insert(thread);
+        // Each submit arrives once the worker that ran the last has gone
+        // idle, asleep, where a churning pool would let it exit.
+        common::until_asleep(tid, || false);
     }
     assert!(
         threads.len() <= workers + max_blocking,

@@ -9,8 +9,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex, mpsc};
 use std::time::Duration;
 
-use common::{Watchdog, hold_workers, join_sum, one_worker_pool};
-use concurrent_futures::{SubmitError, TaskError, ThreadPool};
+use common::{Watchdog, hold_workers, join_sum, kernel_tid, one_worker_pool, until_asleep};
+use concurrent_futures::{FutureHandle, Promise, SubmitError, TaskError, ThreadPool};
+
+/// A gate for a task, opened by another thread once the calling thread
+/// sleeps: in the tests below, in the scope's wait for its tasks, the only
+/// place it blocks. So the task ends only after the scope's owner waits
+/// for it, and a scope that returned without waiting is caught.
+fn opened_once_this_thread_sleeps() -> FutureHandle<()> {
+    let gate = Promise::new();
+    let handle = gate.handle();
+    let me = kernel_tid();
+    std::thread::spawn(move || {
+        until_asleep(me, || false);
+        let _ = gate.set_result(());
+    });
+    handle
+}
 
 #[test]
 fn tasks_borrow_and_mutate_the_callers_data() {
@@ -58,17 +73,16 @@ fn the_scope_waits_for_tasks_whose_handles_were_forgotten() {
     let _dog = Watchdog::new("forgotten handles", Duration::from_secs(60));
     let pool = ThreadPool::new(2).unwrap();
     let ran = AtomicUsize::new(0);
-    let gate = Barrier::new(2);
+    let gate = opened_once_this_thread_sleeps();
     pool.scope(|s| {
         let h = s
             .submit(|| {
-                gate.wait();
+                gate.wait().unwrap();
                 ran.fetch_add(1, Ordering::SeqCst);
             })
             .unwrap();
         std::mem::forget(h.clone());
         std::mem::forget(h);
-        gate.wait();
     });
     assert_eq!(
         ran.load(Ordering::SeqCst),
@@ -109,15 +123,14 @@ fn scopes_nest_and_run_from_inside_a_worker() {
 fn a_panicking_body_is_resumed_after_every_task_is_over() {
     let pool = ThreadPool::new(2).unwrap();
     let finished = AtomicUsize::new(0);
-    let gate = Barrier::new(2);
+    let gate = opened_once_this_thread_sleeps();
     let caught = catch_unwind(AssertUnwindSafe(|| {
         pool.scope(|s| {
             s.spawn(|| {
-                gate.wait();
+                gate.wait().unwrap();
                 finished.fetch_add(1, Ordering::SeqCst);
             })
             .unwrap();
-            gate.wait();
             panic!("body");
         })
     }));

@@ -782,10 +782,16 @@ fn panic_injection_matrix() {
         let m = case_message("removed callback", fault);
         let promise = Promise::<u8>::new();
         let h = promise.handle();
-        let kept = Arc::new(AtomicUsize::new(0));
+        let (kept, removed_ran) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         for i in 0..40 {
             let b = bad(fault, &format!("{m} #{i}"));
-            let r = h.add_done_callback(move |_| b.fire());
+            let c = counted(&removed_ran);
+            // Its report is the same whether it ran or was dropped unrun:
+            // the count tells the two apart.
+            let r = h.add_done_callback(move |_| {
+                c.hit();
+                b.fire()
+            });
             h.add_done_callback({
                 let c = counted(&kept);
                 move |_| c.hit()
@@ -794,6 +800,7 @@ fn panic_injection_matrix() {
         }
         no_unwind(&m, || promise.set_result(1).unwrap());
         assert_eq!(kept.load(SeqCst), 40, "{m}");
+        assert_eq!(removed_ran.load(SeqCst), 0, "{m}: a removed callback ran");
         // Never run; each dropped once, its bomb reported.
         for i in 0..40 {
             let mi = format!("{m} #{i}");

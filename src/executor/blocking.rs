@@ -129,3 +129,22 @@ impl PoolWait {
         block()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::PoolTag;
+
+    /// Past 65,535 pools made over the process's life, a tag comes from
+    /// those given back: a long-running process that makes and drops pools
+    /// keeps running tasks inline (a tag of 0 never does).
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "70,000 rounds of a lock: slow under Miri, and no unsafe code"
+    )]
+    fn tags_are_reused_once_their_pool_is_gone() {
+        for _ in 0..70_000 {
+            assert_ne!(PoolTag::new().0, 0);
+        }
+    }
+}
