@@ -180,6 +180,10 @@ class ThreadPoolExecutor(_core.Executor, _cf.ThreadPoolExecutor):
 
     def __init__(self, max_workers=None, thread_name_prefix="", initializer=None,
                  initargs=(), *, serial_callbacks=False):
+        if not thread_name_prefix:
+            # The stdlib's class-wide count, so that default names stay
+            # unique across its executors and ours.
+            thread_name_prefix = "ThreadPoolExecutor-%d" % self._counter()
         self._start(max_workers, thread_name_prefix, initializer, initargs,
                     serial_callbacks)
 

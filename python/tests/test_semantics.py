@@ -622,6 +622,16 @@ def test_a_cycle_of_waits_broken_by_a_timeout_ends_as_on_cpython():
         assert (fs["a"].result(), fs["b"].result()) == ("gave up", "gave up")
 
 
+def test_default_thread_names_count_on_from_the_stdlibs_executors():
+    def number(ex):
+        with ex:
+            return int(ex._thread_name_prefix.rsplit("-", 1)[1])
+
+    first = number(cf.ThreadPoolExecutor(1))
+    assert number(of.ThreadPoolExecutor(1)) == first + 1
+    assert number(cf.ThreadPoolExecutor(1)) == first + 2
+
+
 def test_a_subclass_init_chooses_the_arguments():
     class IO(of.ThreadPoolExecutor):
         def __init__(self, label):
