@@ -1185,7 +1185,7 @@ fn oversubscribed(b: &mut Bench) {
 
 // ---------------------------------------------------------------------------
 
-fn write_json(b: &Bench) {
+fn write_json(b: &Bench, file: &str) {
     let mut s = String::from("{\"results\":[");
     for (i, (w, base, ours, theirs)) in b.rows.iter().enumerate() {
         if i > 0 {
@@ -1203,8 +1203,8 @@ fn write_json(b: &Bench) {
     s.push_str("}\n");
     let dir = std::env::var("CARGO_TARGET_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into());
-    let path = format!("{dir}/compare.json");
-    std::fs::write(&path, s).expect("write compare.json");
+    let path = format!("{dir}/{file}");
+    std::fs::write(&path, s).unwrap_or_else(|e| panic!("write {path}: {e}"));
     println!("wrote {path}");
 }
 
@@ -1464,6 +1464,14 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    if let Some(unknown) = chosen
+        .iter()
+        .find(|c| !groups.iter().any(|(name, _)| c.as_str() == *name))
+    {
+        let names: Vec<&str> = groups.iter().map(|(name, _)| *name).collect();
+        eprintln!("no group {unknown:?}; the groups: {}", names.join(", "));
+        std::process::exit(2);
+    }
     for (name, run) in groups {
         if chosen.is_empty() || chosen.iter().any(|c| c.as_str() == name) {
             run(&mut b);
@@ -1471,5 +1479,12 @@ fn main() {
     }
     println!("(ratio = baseline time / our time; above 1 means we are faster)");
     println!("checksum {}", SINK.load(Ordering::Relaxed) % 10);
-    write_json(&b);
+    // A run of some groups does not overwrite a full run's file.
+    let file = if chosen.is_empty() {
+        "compare.json".to_owned()
+    } else {
+        let names: Vec<&str> = chosen.iter().map(|c| c.as_str()).collect();
+        format!("compare-{}.json", names.join("-"))
+    };
+    write_json(&b, &file);
 }

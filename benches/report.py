@@ -54,6 +54,8 @@ def latency(path):
             keys.append(key)
             rows[key] = []
         rows[key].append([int(g) for g in m.groups()[3:]])
+    if not rows:
+        sys.exit(f"{path}: no rate lines (round=... rate=...) of server_latency.sh")
     n = max(len(v) for v in rows.values())
     print()
     print(f"| rate | backend | p50 µs | p99 µs | p99.9 µs | server CPU | client CPU |")
@@ -93,6 +95,8 @@ def main():
     if not paths:
         sys.exit(__doc__)
     if paths[0] == "--latency":
+        if len(paths) != 2:
+            sys.exit("usage: report.py --latency LOG (server_latency.sh's output)")
         return latency(paths[1])
     runs = [json.load(open(p)) for p in paths]
     # Rows in the order of the first run; a row missing from a run is shown

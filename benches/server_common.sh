@@ -9,13 +9,19 @@
 # loopback's softirq work still runs on the sender's CPU.) $server_cpus
 # and $client_cpus are the `taskset` lists (empty: no pinning),
 # $server_cores and $client_cores how many CPUs each side has.
-cores=$(nproc)
+# (Halves of the list, not of the cores: where hyperthread siblings are
+# numbered n and n + N/2, as Linux usually numbers them, the two sides
+# share physical cores.)
+export LC_ALL=C # `time` prints a decimal point the parsers read
+command -v python3 >/dev/null || { echo "python3 not found"; exit 1; }
+# The CPUs this process may run on (a cpuset need not start at 0).
+read -r -a allowed < <(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')
+cores=${#allowed[@]}
 server_cpus= client_cpus= server_cores=$cores client_cores=$cores
 if [ "${SPLIT:-0}" = 1 ]; then
     [ "$cores" -ge 2 ] || { echo "SPLIT=1 needs 2 CPUs or more"; exit 1; }
-    # The CPUs this process may run on (a cpuset need not start at 0).
-    read -r -a allowed < <(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')
-    server_cores=$((${#allowed[@]} / 2)) client_cores=$((${#allowed[@]} - ${#allowed[@]} / 2))
+    command -v taskset >/dev/null || { echo "SPLIT=1 needs taskset (util-linux)"; exit 1; }
+    server_cores=$((cores / 2)) client_cores=$((cores - cores / 2))
     server_cpus=$(IFS=,; echo "${allowed[*]:0:server_cores}")
     client_cpus=$(IFS=,; echo "${allowed[*]:server_cores}")
 fi
@@ -27,12 +33,24 @@ on_server_cpus=() on_client_cpus=()
 [ -z "$server_cpus" ] || on_server_cpus=(taskset -c "$server_cpus")
 [ -z "$client_cpus" ] || on_client_cpus=(taskset -c "$client_cpus")
 
-# Starts `target/release/examples/server` with backend $1 and hashing
+# Where cargo puts what it builds (`CARGO_TARGET_DIR` or a configured
+# target directory included).
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+
+# A server a failed run left behind (a script's EXIT trap calls it).
+leftover_server() {
+    if [ -n "${server:-}" ] && kill -0 "$server" 2>/dev/null; then
+        kill -KILL "$server" 2>/dev/null || true
+    fi
+}
+
+# Starts the release `examples/server` with backend $1 and hashing
 # rounds $2 (2 workers, port 0); sets $server (pid), $port and $log.
 # Fails if the server exits, or has not said it listens within 30 s.
 start_server() {
     log=$(mktemp)
-    "${on_server_cpus[@]}" target/release/examples/server --port 0 --workers 2 --rounds "$2" --backend "$1" >"$log" 2>&1 &
+    "${on_server_cpus[@]}" "$target_dir/release/examples/server" --port 0 --workers 2 --rounds "$2" --backend "$1" >"$log" 2>&1 &
     server=$!
     local waited=0
     until grep -q listening "$log"; do

@@ -38,13 +38,12 @@ rounds=${1:-3}
 duration=${2:-10}
 work=${3:-10}
 command -v oha >/dev/null || { echo "oha not found (cargo install oha)"; exit 1; }
-cargo build --release --quiet --example server
-body=$(mktemp)
-trap 'rm -f "$body"' EXIT
-head -c 256 /dev/zero | tr '\0' x >"$body"
-
-# start_server and stop_server.
+# start_server and stop_server (and the checks on the CPUs, before a build).
 source benches/server_common.sh
+cargo build --release --quiet --example server
+body=$(mktemp) err=$(mktemp)
+trap 'leftover_server; rm -f "$body" "$err"' EXIT
+head -c 256 /dev/zero | tr '\0' x >"$body"
 
 # The server's CPU time so far, in clock ticks (user + system).
 ticks() {
@@ -56,8 +55,10 @@ ticks() {
 load() {
     local out cpu
     out=$(mktemp)
+    # oha's own stderr to a file: only `time`'s line is parsed.
     cpu=$( { TIMEFORMAT='%U %S'; time "${on_client_cpus[@]}" oha -z "${duration}s" -c 16 --no-tui --output-format json \
-        -m POST -D "$body" "$@" "http://127.0.0.1:$port/digest?rounds=$work" >"$out"; } 2>&1 )
+        -m POST -D "$body" "$@" "http://127.0.0.1:$port/digest?rounds=$work" >"$out" 2>"$err"; } 2>&1 ) ||
+        { echo "oha failed: $(cat "$err")"; exit 1; }
     python3 - "$out" "$cpu" "$duration" "$client_cores" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -90,15 +91,19 @@ for backend in "${backends[@]}" $floor; do
 done
 echo "slowest peak: $slowest requests/s"
 
+pcts=()
 if [ -n "${RATES:-}" ]; then
     read -r -a rates <<<"$RATES"
 else
-    rates=()
-    for pct in 25 50 80 95; do rates+=($((slowest * pct / 100))); done
+    rates=() pcts=(25 50 80 95)
+    for pct in "${pcts[@]}"; do rates+=($((slowest * pct / 100))); done
 fi
 for round in $(seq "$rounds"); do
-    for rate in "${rates[@]}"; do
-        pct=$((100 * rate / slowest))
+    for i in "${!rates[@]}"; do
+        rate=${rates[$i]}
+        # The share asked for (a rate from RATES: its share of this run's
+        # slowest peak, rounded).
+        pct=${pcts[$i]:-$(((200 * rate / slowest + 1) / 2))}
         for backend in $(in_turn "$round" "${backends[@]}" $floor); do
             start_server "$backend" "$work"
             before=$(ticks)

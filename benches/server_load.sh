@@ -15,10 +15,11 @@ rounds=${1:-3}
 shift || true
 source benches/server_common.sh
 cargo build --release --quiet --example server --example loadgen
+trap leftover_server EXIT
 for round in $(seq "$rounds"); do
     for backend in pool spawn-blocking mutex; do
         start_server "$backend" 2000
-        result=$("${on_client_cpus[@]}" target/release/examples/loadgen --port "$port" --connections 16 \
+        result=$("${on_client_cpus[@]}" "$target_dir/release/examples/loadgen" --port "$port" --connections 16 \
             --requests 20000 --seconds 10 --body-bytes 256 --rounds 2000 "$@")
         stop_server
         printf 'round=%s backend=%-14s %s\n' "$round" "$backend" "$result"

@@ -23,7 +23,7 @@ command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)"; exit 
 source benches/server_common.sh
 cargo build --release --quiet --example server
 script=$(mktemp --suffix=.lua)
-trap 'rm -f "$script"' EXIT
+trap 'leftover_server; rm -f "$script"' EXIT
 cat >"$script" <<LUA
 wrk.method = "POST"
 wrk.body = string.rep("x", 256)
@@ -35,8 +35,10 @@ for round in $(seq "$rounds"); do
         out=$("${on_client_cpus[@]}" wrk -t1 -c16 -d"${duration}s" --latency -s "$script" \
             "http://127.0.0.1:$port/digest?rounds=$work")
         stop_server
-        if grep -q "Non-2xx" <<<"$out"; then
-            echo "$backend: $(grep Non-2xx <<<"$out")"
+        # A failed request, or a socket error (a refused connection, a
+        # timeout), fails the run: its requests/s would not be the server's.
+        if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
+            echo "$backend: $(grep -E 'Non-2xx|Socket errors' <<<"$out")"
             exit 1
         fi
         rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
