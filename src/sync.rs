@@ -159,6 +159,16 @@ impl WakerSlot {
     pub(crate) fn wake(&self) {
         self.0.wake();
     }
+
+    /// Drops the stored waker, if any: its waiter is gone, and what the
+    /// waker keeps alive (the polling task) must not wait for the slot's
+    /// own memory to go.
+    pub(crate) fn clear(&self) {
+        #[cfg(not(loom))]
+        drop(self.0.take());
+        #[cfg(loom)]
+        drop(self.0.take_waker());
+    }
 }
 
 /// The memory of an object one thread frees while others may have touched

@@ -3,7 +3,7 @@
 #![cfg(not(loom))]
 
 mod common;
-use common::{occupy, one_worker_pool};
+use common::{Watchdog, occupy, one_worker_pool};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -411,6 +411,49 @@ fn tokio_tasks_await_pool_handles() {
     assert_eq!(total, (0..8u64).map(|i| i * (i + 1) / 2).sum::<u64>());
 }
 
+/// Sends once when dropped: tells the test a future on the pool is gone.
+struct SaysDropped(mpsc::Sender<()>);
+
+impl Drop for SaysDropped {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Polls `f` once from inside an async block, whatever it returns.
+async fn poll_once_inside<F: Future + Unpin>(f: &mut F) {
+    std::future::poll_fn(|cx| {
+        let _ = Pin::new(&mut *f).poll(cx);
+        Poll::Ready(())
+    })
+    .await
+}
+
+/// A future on the pool polls a `wait_async` on a promise that stays
+/// pending, drops it, then waits on nothing that can wake it: nothing can
+/// reach it, so it is dropped. The node its waiter left on the promise's
+/// list (freed only at a later compaction, or the promise's completion)
+/// holds none of its wakers, which would keep it, and its pool, alive.
+#[test]
+fn a_dropped_async_waiter_keeps_no_task_alive() {
+    let _dog = Watchdog::new("a_dropped_async_waiter", std::time::Duration::from_secs(30));
+    let pool = ThreadPool::new(1).unwrap();
+    let promise = Promise::<u8>::new();
+    let h = promise.handle();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let says = SaysDropped(dropped_tx);
+    pool.spawn_future(async move {
+        let _says = says;
+        poll_once_inside(&mut Box::pin(h.wait_async())).await;
+        std::future::pending::<()>().await;
+    })
+    .unwrap();
+    dropped.recv().unwrap();
+    let report = pool.shutdown_timeout(std::time::Duration::MAX, false);
+    assert!(report.finished && report.pending_futures == 0, "{report:?}");
+    drop(promise);
+}
+
 #[cfg(feature = "futures")]
 mod futures_feature {
     use std::time::Duration;
@@ -419,6 +462,31 @@ mod futures_feature {
     use futures::StreamExt;
     use futures::executor::block_on;
     use futures::task::{Spawn, SpawnExt};
+
+    /// The same for a dropped `as_completed` stream: the callbacks it
+    /// removes keep its inbox until a compaction or the completion, and
+    /// the inbox holds no waker of the task once the stream is gone.
+    #[test]
+    fn a_dropped_stream_keeps_no_task_alive() {
+        let _dog = super::Watchdog::new("a_dropped_stream", Duration::from_secs(30));
+        let pool = ThreadPool::new(1).unwrap();
+        let promise = Promise::<u8>::new();
+        let h = promise.handle();
+        let (dropped_tx, dropped) = std::sync::mpsc::channel();
+        let says = super::SaysDropped(dropped_tx);
+        pool.spawn_future(async move {
+            let _says = says;
+            let mut stream = as_completed([h], None).into_stream();
+            super::poll_once_inside(&mut stream.next()).await;
+            drop(stream);
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+        dropped.recv().unwrap();
+        let report = pool.shutdown_timeout(Duration::MAX, false);
+        assert!(report.finished && report.pending_futures == 0, "{report:?}");
+        drop(promise);
+    }
 
     #[test]
     fn the_pool_is_a_spawner() {

@@ -961,6 +961,20 @@ fn panic_injection_matrix() {
             poll_once(waiting.as_mut(), &good),
             Poll::Ready(Ok(&4))
         ));
+        // The same for `handle.await`, which owns its handle.
+        let promise = Promise::<u8>::new();
+        let mut joining = std::future::IntoFuture::into_future(promise.handle());
+        let mut n = Naughty::new();
+        n.panic_in_clone = Some(format!("{m} (join)"));
+        let (waker, _) = n.waker();
+        let mut joining = Pin::new(&mut joining);
+        assert!(catch_unwind(AssertUnwindSafe(|| poll_once(joining.as_mut(), &waker))).is_err());
+        promise.set_result(5).unwrap();
+        assert_eq!(
+            poll_once(joining.as_mut(), &good),
+            Poll::Ready(Ok(5)),
+            "{m}"
+        );
 
         // Row: a spawned future's `poll` (reported) or its drop after it
         // finished; a submitted future's poll panic is its handle's outcome.

@@ -489,7 +489,8 @@ impl<T> Drop for WaitAsync<'_, T> {
 }
 
 /// The future of `handle.await`: resolves to the value, moved out if this
-/// is the last handle, cloned otherwise.
+/// is the last handle and no done-callback of the future is still running
+/// (it never waits for one), cloned otherwise.
 ///
 /// ```
 /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -514,11 +515,15 @@ impl<T: Clone> Future for Join<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let Some(handle) = this.handle.take() else {
+        let Some(handle) = &this.handle else {
             return Poll::Pending; // polled after completion
         };
+        // The handle stays in place while user code may run (the waker's
+        // `clone`, in `poll_done`): a poll that unwinds leaves the future
+        // as it was, to be polled again.
         match this.wait.poll_done(handle.core(), cx) {
             Poll::Ready(()) => {
+                let handle = this.handle.take().expect("checked above");
                 this.wait.cancel(handle.core());
                 // Never block an async worker on other threads' callbacks:
                 // move only if that is possible right now.
@@ -527,10 +532,7 @@ impl<T: Clone> Future for Join<T> {
                     None => handle.core().outcome().cloned().map_err(TaskError::clone),
                 })
             }
-            Poll::Pending => {
-                this.handle = Some(handle);
-                Poll::Pending
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -545,8 +547,8 @@ impl<T> Drop for Join<T> {
 
 impl<T> Unpin for Join<T> {}
 
-/// `handle.await` yields the value (moved if this is the last handle,
-/// cloned otherwise). For a `T` that is not `Clone`, await
+/// `handle.await` yields the value (moved if this is the last handle and
+/// no done-callback is still running, cloned otherwise). For a `T` that is not `Clone`, await
 /// [`wait_async`](FutureHandle::wait_async) and read by reference.
 ///
 /// ```

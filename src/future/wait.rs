@@ -46,7 +46,9 @@ impl Payload<()> for TaskWaiter {
         self.0.wake();
     }
 
-    unsafe fn discard(&self) {}
+    unsafe fn discard(&self) {
+        self.0.clear();
+    }
 }
 
 impl<T> Core<T> {
@@ -180,9 +182,17 @@ impl AsyncWait {
     pub(crate) fn cancel<T>(&mut self, core: &Core<T>) {
         if let Some(node) = self.node.take()
             && node.try_remove()
-            && !core.is_done()
         {
-            core.waiters().note_removed(&());
+            // Nothing fires it now, but the list frees it only at a later
+            // compaction or the drain: let go of the relay it holds now,
+            // and with it the task's waker (a task on the pool would
+            // otherwise stay alive, and hold its pool open, as long as the
+            // node does).
+            // SAFETY: every node on a waiter list made here is a TaskWaiter.
+            unsafe { node.payload::<TaskWaiter>() }.0.clear();
+            if !core.is_done() {
+                core.waiters().note_removed(&());
+            }
         }
     }
 }

@@ -208,6 +208,15 @@ impl<T> AsCompletedStream<T> {
     }
 }
 
+impl<T> Drop for AsCompletedStream<T> {
+    fn drop(&mut self) {
+        // The callbacks it removes keep the inbox until a compaction or
+        // their future's completion frees them: the waker registered there
+        // (the polling task's, through the relay) goes now.
+        self.inner.inbox.waker().clear();
+    }
+}
+
 impl<T> FusedStream for AsCompletedStream<T> {
     fn is_terminated(&self) -> bool {
         self.inner.is_terminated()
