@@ -108,9 +108,12 @@ pub struct Metrics {
     pub queued: usize,
     /// Tasks running now.
     pub running: usize,
-    /// Tasks finished (returned or panicked).
+    /// Tasks finished (returned or panicked). A task a waiter ran inline is
+    /// counted when a worker pops its queue entry, so not at all when a
+    /// cancelling shutdown drops that entry instead.
     pub completed: usize,
-    /// Tasks taken from another worker's deque.
+    /// Steals from another worker's deque: each takes one task, or a batch
+    /// of up to half that deque (counted once).
     pub stolen: usize,
     /// Tasks that panicked.
     pub panicked: usize,

@@ -328,7 +328,11 @@ impl Builder {
     /// at the scope's end, a strand's closures, a task another worker
     /// started) waits for a free worker, and if every worker is blocked
     /// so, for good: the wait-for graph sees cycles of waits, not a pool
-    /// out of workers. A handle's untimed wait on a task of the same pool
+    /// out of workers. After a shutdown, idle workers exit once nothing is
+    /// queued, so there such work waits for good even with a worker that
+    /// was free: a task that, after the shutdown, makes work it then
+    /// blocks on (a `join` half, a task it waits on that another thread
+    /// started) needs a stand-in. A handle's untimed wait on a task of the same pool
     /// still queued runs it inline, with or without stand-ins, up to 64
     /// tasks deep on one thread; past that, or for a timed wait, it blocks
     /// like any other. Any value is accepted: the OS

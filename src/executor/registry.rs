@@ -376,6 +376,36 @@ impl Registry {
         false
     }
 
+    /// A core worker (searching) found no work and the pool may let it go
+    /// ([`Registry::may_exit`]): it stops counting as a searcher, then
+    /// looks once more. True: it has left and must exit. False: work came
+    /// (or a hold: a submit in flight), and it searches again.
+    ///
+    /// Against a pool thread that blocks with work queued: that thread
+    /// starts a stand-in only if nobody searches (`wake_after_push`), so a
+    /// worker on its way out must not count as one while its last look
+    /// could still miss what that thread pushed (a `join` half, or a task
+    /// on its own deque, queued just before the shutdown). It pushed,
+    /// fenced (SeqCst, in `begin_blocking` and `notify_one`), then read
+    /// `searching`; we decrement, fence, then read the state and queues.
+    /// Whichever fence comes first, either it sees no searcher (and starts
+    /// a stand-in) or we see its work. A retiring stand-in does the same
+    /// (`retire_extra_with`).
+    pub(crate) fn exit_core_worker(&self) -> bool {
+        self.exit_core_worker_with(|| !self.queues_empty())
+    }
+
+    /// [`Registry::exit_core_worker`] with the queue check given (loom).
+    fn exit_core_worker_with(&self, queued: impl FnOnce() -> bool) -> bool {
+        self.sleep.stop_searching();
+        fence(Ordering::SeqCst);
+        if self.may_exit_with(queued) {
+            return true;
+        }
+        self.sleep.start_searching();
+        false
+    }
+
     /// Ends a submit begun with [`Registry::begin_submit`]; the caller
     /// then wakes a worker for what it pushed.
     pub(crate) fn end_submit(&self) {
@@ -659,6 +689,34 @@ mod loom_models {
             let left = exiting.join().unwrap();
             assert!(!left || started, "the task was stranded at the cap");
             assert!(left || !started, "two workers for one place");
+        });
+    }
+
+    /// A core worker leaving at shutdown while another pool thread blocks
+    /// with work it pushed to its own deque: either the leaver sees the
+    /// work (and stays) or the blocked thread sees no searcher (and starts
+    /// a stand-in). Fails if the leaver stops counting as a searcher only
+    /// after its last look (the code before), or without its fence.
+    #[test]
+    fn core_exit_vs_blocking_with_work() {
+        loom::model(|| {
+            let reg = registry_of(2, 1);
+            reg.shutdown(false);
+            reg.sleep.start_searching(); // the leaving worker
+            let queue = Arc::new(AtomicUsize::new(0));
+            let leaving = {
+                let (reg, queue) = (reg.clone(), queue.clone());
+                thread::spawn(move || {
+                    let queued = || queue.load(Ordering::Relaxed) != 0;
+                    reg.may_exit_with(queued) && reg.exit_core_worker_with(queued)
+                })
+            };
+            queue.store(1, Ordering::Relaxed); // the push (a join half)
+            let blocked = reg.begin_blocking_with(|| queue.load(Ordering::Relaxed) != 0);
+            let owed = blocked.work_queued() && reg.wake_after_push();
+            std::mem::forget(blocked);
+            let left = leaving.join().unwrap();
+            assert!(!left || owed, "the work was stranded with nobody to run it");
         });
     }
 

@@ -62,8 +62,10 @@ pub(crate) const STALE: Duration =
     Duration::from_micros(2 * super::idle::SPIN_WINDOW.as_micros() as u64);
 
 /// Most compensating workers that can sleep in a slot at once; beyond
-/// these, an idle compensating worker exits instead of sleeping.
-pub(crate) const EXTRA_SLOTS: usize = 64;
+/// these, an idle compensating worker exits instead of sleeping. One word
+/// of slots: 64 on a 64-bit target, 32 on a 32-bit one (where 64 asked
+/// for a shift past the word, a panic in a debug build).
+pub(crate) const EXTRA_SLOTS: usize = BITS;
 
 /// The sleep state of one pool.
 pub(crate) struct Sleep {

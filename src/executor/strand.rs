@@ -173,7 +173,7 @@ impl<S: Send + 'static> Strand<S> {
     /// with its message, as for a pool's [`submit`](ThreadPool::submit),
     /// and is not reported to the callback-panic hook (a [`post`](Self::post)ed
     /// closure's is: nobody else would see it). The handle is a
-    /// [`Promise`](crate::Promise)'s: a wait on it is not in the wait-for
+    /// [`Promise`]'s: a wait on it is not in the wait-for
     /// graph, so a closure of this strand that waits on it (it queues
     /// behind the closure that waits) waits for good.
     ///

@@ -357,7 +357,7 @@ pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, deques: Deques) 
         if ctx.run_one(&mut search) {
             continue;
         }
-        if reg.may_exit() {
+        if reg.may_exit() && reg.exit_core_worker() {
             break;
         }
         if !search.spun_out(reg) {
@@ -368,7 +368,6 @@ pub(crate) fn run_worker(registry: Arc<Registry>, index: usize, deques: Deques) 
                 .sleep(index, || !reg.queues_empty() || reg.may_exit())
         });
     }
-    reg.sleep.stop_searching();
 }
 
 /// Where a worker stands in the sleep protocol between tasks.
