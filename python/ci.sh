@@ -41,7 +41,10 @@ wheel=$(ls "$work"/wheels/ordered_futures-*.whl)
 # the one imported.
 python3 -m venv "$work/test"
 "$work/test/bin/pip" install -q "$wheel" 'pytest>=7'
-(cd "$work" && timeout 900 "$work/test/bin/python" -m pytest -q -p no:cacheprovider "$here/tests")
+# A test still running after 10 minutes prints every thread's stack (the
+# run then ends at 15): a hang says where it is.
+(cd "$work" && timeout 900 "$work/test/bin/python" -m pytest -q -p no:cacheprovider \
+    -o faulthandler_timeout=600 "$here/tests")
 
 # CPython's suite, in an environment of its own: its sitecustomize puts our
 # names in concurrent.futures for every interpreter there (the suite's

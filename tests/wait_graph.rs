@@ -747,15 +747,17 @@ fn a_wait_for_any_with_a_way_out_lets_its_waiters_wait() {
 /// An untimed `as_completed` blocked on a task that waits on its caller
 /// (`as_completed` blocks on such a handle, as Python's does) stays in the
 /// graph with that task listed, so a task that then waits on the caller is
-/// refused. X and `y1` then wait on each other for good: the pool is given
-/// up, and their two threads stay blocked until the process exits. (The
-/// unit test `a_stuck_target_still_listed_keeps_the_waiter_in_the_graph`
-/// checks the graph's side edge by edge; this, that `as_completed` asks
-/// for it.)
+/// refused (here a task of another pool: the graph spans pools). X and
+/// `y1` then wait on each other for good: their pool is given up, and its
+/// two threads stay blocked until the process exits (none of its threads
+/// ends unjoined, which ThreadSanitizer would report). (The unit test
+/// `a_stuck_target_still_listed_keeps_the_waiter_in_the_graph` checks the
+/// graph's side edge by edge; this, that `as_completed` asks for it.)
 #[test]
 fn as_completed_blocked_on_a_stuck_task_keeps_its_edge() {
     let _dog = Watchdog::new("as_completed edge", Duration::from_secs(60));
-    let pool = ThreadPool::new(3).unwrap();
+    let pool = ThreadPool::new(2).unwrap();
+    let other = ThreadPool::new(1).unwrap();
     let (inner, (x_tx, x_rx)) = (pool.clone(), mpsc::channel());
     let me = Promise::<FutureHandle<()>>::new();
     let mine = me.handle();
@@ -769,8 +771,9 @@ fn as_completed_blocked_on_a_stuck_task_keeps_its_edge() {
     me.set_result(x.clone()).unwrap();
     until_asleep(x_rx.recv().unwrap(), || x.done());
     let on_x = x.clone();
-    let y2 = pool.submit(move || on_x.wait()).unwrap();
+    let y2 = other.submit(move || on_x.wait()).unwrap();
     assert_eq!(y2.join(), Ok(Err(TaskError::WouldDeadlock)));
+    assert!(other.shutdown_timeout(Duration::MAX, false).finished);
     assert!(!x.done());
     assert!(!pool.shutdown_timeout(Duration::ZERO, false).finished);
 }

@@ -60,15 +60,22 @@ ALL_COMPLETED = _cf.ALL_COMPLETED
 Executor = _cf.Executor
 
 # Guards the lazy creation of the stdlib's private fields (rare path).
-_lazy = _threading.Lock()
+# Reentrant: a collection or a signal handler while it is held may touch
+# another future's fields on the same thread.
+_lazy = _threading.RLock()
 
 
 def _notify_stdlib_waiters(future):
     """Wakes the stdlib's waiters (``concurrent.futures.wait`` and
     ``as_completed`` called on our futures), as the stdlib's completion
     does: under the future's condition, the state they read turns final
-    and each waiter is told once, then ``notify_all``."""
+    and each waiter is told once, then ``notify_all``. Whoever comes first
+    tells them: this callback, or a read of ``_state`` once the future is
+    done (which does not wait for callbacks queued before this one, one
+    of which may be the reader)."""
     with future._condition:
+        if future.__dict__.get("_told"):
+            return
         future.__dict__["_told"] = True
         if future.cancelled():
             for waiter in future._waiters:
@@ -91,8 +98,8 @@ def _tell_stdlib_waiters(future):
     if first:
         # Outside ``_lazy``: on a done future the callback runs here and
         # takes the condition, which another thread may hold while it
-        # waits for ``_lazy``. Until it has run, ``_state`` reads as not
-        # finished, so a stdlib waiter installed meanwhile is told by it.
+        # waits for ``_lazy``. A stdlib waiter installed before the future
+        # is done is told by it, or by the first read of ``_state`` after.
         future._add_done_callback_unserialized(_notify_stdlib_waiters)
 
 
@@ -145,7 +152,12 @@ class Future(_core.Future, _cf.Future):
                 _tell_stdlib_waiters(self)
             if (not fields.get("_told")
                     and state in (_cf._base.FINISHED, _cf._base.CANCELLED_AND_NOTIFIED)):
-                return _cf._base.RUNNING
+                # Done natively, its waiters not yet told: tell them now,
+                # under the condition, so that the state turns final for
+                # them and for this reader at once. (Waiting for the
+                # notifier callback instead hung a stdlib ``wait`` on the
+                # future from one of its own callbacks, queued before it.)
+                _notify_stdlib_waiters(self)
         return state
 
     @_state.setter
@@ -274,5 +286,8 @@ _core._set_main_thread(_threading.main_thread().ident)
 # As the stdlib's pools: queued calls finish before the interpreter does.
 _threading._register_atexit(_core._python_exit)
 if hasattr(_os, "register_at_fork"):
-    _os.register_at_fork(
-        after_in_child=lambda: _core._after_fork_in_child(_threading.get_ident()))
+    def _after_fork_in_child():
+        _lazy._at_fork_reinit()  # a parent thread may have held it
+        _core._after_fork_in_child(_threading.get_ident())
+
+    _os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -450,12 +450,15 @@ impl Executor {
         if me.generation != lifecycle::generation() {
             return Ok(());
         }
-        if wait {
-            lifecycle::join(py, &me.pool, cancel_futures)
-        } else {
-            me.pool.shutdown(false, cancel_futures);
-            Ok(())
-        }
+        // The calls it cancels have their callbacks run here.
+        crate::future::raising_from_callbacks(|| {
+            if wait {
+                lifecycle::join(py, &me.pool, cancel_futures)
+            } else {
+                me.pool.shutdown(false, cancel_futures);
+                Ok(())
+            }
+        })
     }
 
     /// The workers, for code that reads the stdlib's private set to name
@@ -468,7 +471,7 @@ impl Executor {
             .map(|i| {
                 Py::new(
                     py,
-                    WorkerThread::new(format!("{}_{i}", me.prefix), me.pool.clone()),
+                    WorkerThread::new(format!("{}_{i}", me.prefix), me.pool.clone(), me.generation),
                 )
             })
             .collect::<PyResult<Vec<_>>>()?;

@@ -155,10 +155,11 @@ impl PyFuture {
     }
 
     fn set(slf: &Bound<'_, Self>, outcome: Outcome) -> PyResult<()> {
-        match slf.get().promise()?.set_result(outcome) {
+        let promise = slf.get().promise()?;
+        raising_from_callbacks(|| match promise.set_result(outcome) {
             Ok(()) => Ok(()),
             Err(_) => Err(Self::refuse(slf)),
-        }
+        })
     }
 }
 
@@ -312,13 +313,79 @@ impl Subject {
     }
 }
 
+thread_local! {
+    /// For each call on this thread that runs done-callbacks and raises
+    /// what they raise (innermost last; [`raising_from_callbacks`]): the
+    /// first `BaseException` not an `Exception` that one of them raised.
+    static RAISED: std::cell::RefCell<Vec<Option<PyErr>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Pops its call's entry of [`RAISED`], unwinding or not.
+struct RaisedScope;
+
+impl RaisedScope {
+    fn enter() -> RaisedScope {
+        RAISED.with(|r| r.borrow_mut().push(None));
+        RaisedScope
+    }
+
+    /// What a callback raised for this call, if anything.
+    fn take(self) -> Option<PyErr> {
+        let raised = RAISED.with(|r| r.borrow_mut().last_mut().and_then(Option::take));
+        drop(self);
+        raised
+    }
+}
+
+impl Drop for RaisedScope {
+    fn drop(&mut self) {
+        RAISED.with(|r| r.borrow_mut().pop());
+    }
+}
+
+/// Runs `f`, a call that may run done-callbacks on this thread (a future's
+/// `set_result`, `cancel`, `add_done_callback` on a done one, ...): a
+/// `KeyboardInterrupt`, `SystemExit` or other `BaseException` that is not
+/// an `Exception`, raised by one of them, is raised out of the call once
+/// every callback has run, as the stdlib lets it out of the call (where it
+/// skips the callbacks after it). An `Exception` is logged.
+pub(crate) fn raising_from_callbacks<R>(f: impl FnOnce() -> PyResult<R>) -> PyResult<R> {
+    let scope = RaisedScope::enter();
+    let out = f();
+    match (scope.take(), out) {
+        (Some(raised), Ok(_)) => Err(raised),
+        (_, out) => out,
+    }
+}
+
+/// Keeps `e` for the innermost [`raising_from_callbacks`] call on this
+/// thread, if there is one and it holds nothing yet; else hands it back.
+fn keep_raised(e: PyErr) -> Result<(), PyErr> {
+    RAISED.with(|r| match r.borrow_mut().last_mut() {
+        Some(slot @ None) => {
+            *slot = Some(e);
+            Ok(())
+        }
+        _ => Err(e),
+    })
+}
+
 /// Runs a done-callback `f(future)`; an exception it raises is logged to
 /// the `concurrent.futures` logger, as the stdlib does, and the next
-/// callbacks still run.
+/// callbacks still run. A `BaseException` that is not an `Exception`
+/// (Ctrl-C's `KeyboardInterrupt`, `SystemExit`) is raised out of the call
+/// that ran the callbacks on this thread, if it raises them
+/// ([`raising_from_callbacks`]); on a worker it is logged.
 fn run_callback(future: Subject, ended: Result<&Outcome, &TaskError>, f: Py<PyAny>) {
     Python::attach(|py| {
         if let Some(future) = future.get(py, ended)
             && let Err(e) = f.call1(py, (future.clone(),))
+            && let Err(e) = if e.is_instance_of::<pyo3::exceptions::PyException>(py) {
+                Err(e)
+            } else {
+                keep_raised(e)
+            }
         {
             stdlib::log_error(
                 py,
@@ -355,8 +422,8 @@ impl PyFuture {
     /// Cancels the call if it has not started: True if it is cancelled
     /// (now or before), False if it runs or is done. A cancel runs the
     /// done-callbacks.
-    fn cancel(&self) -> bool {
-        self.handle.cancel()
+    fn cancel(&self) -> PyResult<bool> {
+        raising_from_callbacks(|| Ok(self.handle.cancel()))
     }
 
     /// True if the future was cancelled.
@@ -401,19 +468,21 @@ impl PyFuture {
     /// running the executor's callbacks runs on that thread, after those
     /// before it (so possibly after this returns). An exception `fn` raises
     /// is logged to the `concurrent.futures` logger; the others still run.
-    fn add_done_callback(slf: &Bound<'_, Self>, r#fn: Py<PyAny>) {
+    fn add_done_callback(slf: &Bound<'_, Self>, r#fn: Py<PyAny>) -> PyResult<()> {
         let me = slf.get();
         let future = Subject::of(slf);
-        match &me.serial {
-            Some(strand) => {
-                strand.dispatch_done_callback(&me.handle, move |_, o| run_callback(future, o, r#fn))
+        raising_from_callbacks(|| {
+            match &me.serial {
+                Some(strand) => strand
+                    .dispatch_done_callback(&me.handle, move |_, o| run_callback(future, o, r#fn)),
+                None => {
+                    let _ = me
+                        .handle
+                        .add_done_callback(move |o| run_callback(future, o, r#fn));
+                }
             }
-            None => {
-                let _ = me
-                    .handle
-                    .add_done_callback(move |o| run_callback(future, o, r#fn));
-            }
-        }
+            Ok(())
+        })
     }
 
     /// Like `add_done_callback`, but never routed through the executor's
@@ -491,7 +560,7 @@ impl PyFuture {
         if state.eq(&s.running)? {
             me.set_running_or_notify_cancel()?;
         } else if state.eq(&s.cancelled_and_notified)? || state.eq("CANCELLED")? {
-            me.handle.cancel();
+            raising_from_callbacks(|| Ok(me.handle.cancel()))?;
         } else if state.eq(&s.finished)? {
             if !me.handle.done() {
                 // What `_result` / `_exception` held: the exception if one

@@ -113,8 +113,10 @@ pub(crate) fn release<T>(obj: Py<T>) {
 /// the GIL is taken as ever (the hook waits with it released); once that
 /// wait is over, or was interrupted, the interpreter may finalize while a
 /// pool thread still runs, and the references are left to PyO3's pending
-/// list. `try_attach` also refuses while the interpreter finalizes, for a
-/// run whose exit hook never came (an earlier one raised).
+/// list. For a run whose exit hook never came (one registered after ours
+/// raised), `try_attach` refuses a finalizing interpreter only on Python
+/// 3.13 and later (PyO3 checks `Py_IsFinalizing` there; before, only
+/// `Py_IsInitialized`): docs/python.md says so.
 pub(crate) fn drop_attached<T>(value: T) {
     if finalizing() {
         return drop(value);

@@ -166,11 +166,13 @@ pub(crate) struct WorkerThread {
 }
 
 impl WorkerThread {
-    pub(crate) fn new(name: String, pool: ThreadPool) -> Self {
+    /// A thread of `pool`, whose threads live in fork `generation` (the
+    /// executor's: read in a fork's child, they are not in this process).
+    pub(crate) fn new(name: String, pool: ThreadPool, generation: u64) -> Self {
         WorkerThread {
             name,
             pool,
-            generation: generation(),
+            generation,
         }
     }
 
@@ -212,7 +214,10 @@ impl WorkerThread {
 
     /// True until the thread ended.
     fn is_alive(&self, py: Python<'_>) -> bool {
-        !py.detach(|| self.pool.is_shutdown() && self.wait_ended(Duration::ZERO))
+        // After a fork the threads are not in this process (the stdlib
+        // marks a parent's threads stopped in the child too).
+        self.generation == generation()
+            && !py.detach(|| self.pool.is_shutdown() && self.wait_ended(Duration::ZERO))
     }
 
     fn __repr__(&self) -> String {

@@ -198,6 +198,10 @@ def test_a_forked_child_neither_crashes_nor_hangs():
         "        print('child refused:', e, flush=True)\n"
         "    with of.ThreadPoolExecutor(2) as fresh:\n"
         "        print('child fresh pool:', fresh.submit(pow, 3, 2).result(), flush=True)\n"
+        "    threads = ex._threads\n"
+        "    for t in threads:\n"
+        "        t.join()\n"
+        "    print('child threads alive:', [t.is_alive() for t in threads], flush=True)\n"
         "    ex.shutdown()\n"
         "    sys.exit(0)\n"
         "_, status = os.waitpid(pid, 0)\n"
@@ -210,6 +214,8 @@ def test_a_forked_child_neither_crashes_nor_hangs():
     assert out.returncode == 0, out.stderr
     assert "child refused: this executor was created before os.fork()" in out.stdout
     assert "child fresh pool: 9" in out.stdout
+    # The parent's threads, read in the child: stopped, as the stdlib's.
+    assert "child threads alive: [False, False]" in out.stdout
     assert "child status 0" in out.stdout
     assert "pending at fork True" in out.stdout
     assert "parent True" in out.stdout

@@ -597,10 +597,13 @@ def test_a_cycle_of_waits_broken_by_a_timeout_ends_as_on_cpython():
     # refusing it; `b` times out and returns, and then so does `a`.
     with of.ThreadPoolExecutor(2) as ex:
         fs, a_thread = {}, []
-        go, a_waits = threading.Event(), threading.Event()
+        go, b_runs, a_waits = threading.Event(), threading.Event(), threading.Event()
 
         def a():
             go.wait()
+            # `b` must run on the other worker: a wait on it while still
+            # queued would run it inline, here.
+            b_runs.wait()
             a_thread.append(threading.get_native_id())
             try:
                 with once_inside("result", a_waits.set):
@@ -609,6 +612,7 @@ def test_a_cycle_of_waits_broken_by_a_timeout_ends_as_on_cpython():
                 a_waits.set()  # so that `b` ends, should `a` fail first
 
         def b():
+            b_runs.set()
             a_waits.wait()
             while not asleep(a_thread[0]):
                 pass  # `a` is inside `result()`, not yet parked in its wait
@@ -757,3 +761,75 @@ def test_a_subclass_running_the_stdlibs_future_init_still_tells_stdlib_waiters()
     finisher.start()
     assert cf.wait([pending], timeout=60).done == {pending}
     finisher.join()
+
+
+def test_a_stdlib_wait_on_a_future_from_its_own_callback_returns_at_once():
+    # The stdlib tells its waiters before it runs any callback: ours are
+    # told by a callback of their own, queued behind the one that waits,
+    # or by the wait's own read of `_state`, which must not wait for it.
+    # (With the timeout, the old code's hang shows as a future not done.)
+    seen = []
+    with of.ThreadPoolExecutor(1) as ex:
+        f = ex.submit(int)
+        f.add_done_callback(lambda g: seen.append(cf.wait([g], timeout=30)))
+        f.result()
+    # The notifier attached while the future was pending, queued after a
+    # callback that waits.
+    g = of.Future()
+    g.add_done_callback(lambda h: seen.append(cf.wait([h], timeout=30)))
+    assert cf.wait([g], timeout=0).not_done == {g}  # makes `_condition` now
+    g.set_result(1)
+    assert [(len(r.done), len(r.not_done)) for r in seen] == [(1, 0), (1, 0)]
+
+
+def test_a_base_exception_from_a_callback_is_raised_out_of_the_call_that_ran_it():
+    # The stdlib logs an `Exception` from a callback and lets any other
+    # `BaseException` (Ctrl-C, `sys.exit()`) out of the call that ran it.
+    # Here every callback still runs first (the stdlib skips the rest).
+    def stop(_):
+        raise SystemExit(3)
+
+    ran = []
+    f = of.Future()
+    f.add_done_callback(stop)
+    f.add_done_callback(lambda _: ran.append("after"))
+    with pytest.raises(SystemExit):
+        f.set_result(1)
+    assert ran == ["after"]
+    with pytest.raises(SystemExit):
+        f.add_done_callback(stop)  # on a done future: runs in the call
+
+    def interrupt(_):
+        raise KeyboardInterrupt
+
+    g = of.Future()
+    g.add_done_callback(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        g.cancel()
+    assert g.cancelled()
+    # An `Exception` is still only logged.
+    h = of.Future()
+    h.add_done_callback(lambda _: 1 / 0)
+    h.set_result(1)
+    # On a worker there is no call to raise it from: logged there.
+    with of.ThreadPoolExecutor(1) as ex:
+        gate = threading.Event()
+        k = ex.submit(gate.wait)
+        k.add_done_callback(stop)
+        gate.set()
+        assert k.result() is True
+    # Queued calls a shutdown cancels run their callbacks in it.
+    ex = of.ThreadPoolExecutor(1)
+    gate = threading.Event()
+    busy = ex.submit(gate.wait)
+    while not busy.running():
+        time.sleep(0)
+    queued = ex.submit(int)
+    queued.add_done_callback(stop)
+    try:
+        with pytest.raises(SystemExit):
+            ex.shutdown(wait=False, cancel_futures=True)
+    finally:
+        gate.set()
+    ex.shutdown()
+    assert queued.cancelled()
