@@ -105,6 +105,9 @@ pub(crate) struct Registry {
     pub(crate) joins: Mutex<Vec<JoinHandle<()>>>,
     /// Set when a `shutdown_timeout` gave up waiting for the workers.
     gave_up: AtomicUsize,
+    /// How many times [`Registry::hold_open`] was called: a worker's exit
+    /// check reads it before and after (`may_exit_with`).
+    reopened: AtomicUsize,
     /// The number this pool's tasks carry (`blocking.rs`). Last, so that
     /// it is given back only after the injector's tasks were dropped.
     pub(crate) tag: PoolTag,
@@ -206,6 +209,7 @@ impl Registry {
             exited: Promise::new(),
             joins: Mutex::new(Vec::new()),
             gave_up: AtomicUsize::new(0),
+            reopened: AtomicUsize::new(0),
             config,
             tag: PoolTag::new(),
         };
@@ -427,12 +431,19 @@ impl Registry {
 
     /// Holds the pool open until the guard drops, even once shut down (a
     /// cancelling shutdown's drain of the injector, which queues some tasks
-    /// again). Taken before `shutdown` marks the pool, or after every worker
-    /// has exited (then nothing is queued: every push after shutdown is
-    /// refused or covered by another hold).
+    /// again). Taken before `shutdown` marks the pool; or after (a second
+    /// shutdown, cancelling), where a worker may be deciding to exit: its
+    /// exit check reads how many holds were ever taken before and after its
+    /// look at the queues, so a task the drain took off before that look
+    /// keeps it (`may_exit_with`); or after every worker has exited (then nothing is queued: every push
+    /// after shutdown is refused or covered by another hold).
     pub(crate) fn hold_open(&self) -> Held<'_> {
         // Relaxed: a count; the release below publishes what we pushed.
         self.state.0.fetch_add(SUBMITTER, Ordering::Relaxed);
+        // After the hold, before the drain's first take (`may_exit_with`):
+        // a worker whose first read sees this sees the hold too, and one
+        // whose look missed a taken task sees this in its second read.
+        self.reopened.fetch_add(1, Ordering::SeqCst);
         Held(self)
     }
 
@@ -500,8 +511,22 @@ impl Registry {
     }
 
     fn may_exit_with(&self, queued: impl FnOnce() -> bool) -> bool {
+        // A hold taken after the pool was shut down (a second shutdown,
+        // cancelling, whose drain takes tasks off the injector and queues
+        // some again) may come and go between our load of the state and
+        // our look at the queues, the look missing the task it took: its
+        // count is back to zero, so only the number of holds ever taken
+        // tells. The hold, then that number, are counted before the take.
+        // A first read that sees the number moved sees the hold (or its
+        // release, and with it what the drain queued again); a look that
+        // missed the task read the queue after the take (SeqCst, in
+        // crossbeam), and the second read sees the number moved.
+        let reopened = self.reopened.load(Ordering::SeqCst);
         let state = self.state.0.load(Ordering::SeqCst);
-        state & SHUTDOWN != 0 && state / SUBMITTER == 0 && !queued()
+        state & SHUTDOWN != 0
+            && state / SUBMITTER == 0
+            && !queued()
+            && self.reopened.load(Ordering::SeqCst) == reopened
     }
 
     /// Takes one task from the injector or another worker's deque, moving a
@@ -858,6 +883,32 @@ mod loom_models {
             let accepted = submitter.join().unwrap();
             worker.join().unwrap();
             assert_eq!(ran.load(Ordering::SeqCst), usize::from(accepted));
+        });
+    }
+
+    /// A second shutdown, cancelling, drains the injector of a pool already
+    /// shut down while its worker decides to exit: the drain holds the pool
+    /// open, takes a task that must still run, and queues it again. The
+    /// worker never exits with it queued: either its look at the queue saw
+    /// the task, or its reads of the holds (or of how many were ever taken)
+    /// see the drain's. Fails without the count of holds taken (the code
+    /// before, or a second read of the holds alone: the hold may be gone).
+    #[test]
+    fn second_cancelling_shutdown_vs_exit() {
+        loom::model(|| {
+            let reg = one_worker_registry();
+            reg.shutdown(false);
+            let queue = Arc::new(AtomicUsize::new(1)); // the task
+            let worker = {
+                let (reg, queue) = (reg.clone(), queue.clone());
+                thread::spawn(move || reg.may_exit_with(|| queue.load(Ordering::SeqCst) != 0))
+            };
+            let hold = reg.hold_open();
+            let taken = queue.swap(0, Ordering::SeqCst); // the drain's steal
+            queue.store(taken, Ordering::SeqCst); // queued again
+            drop(hold);
+            let exited = worker.join().unwrap();
+            assert!(!exited, "the worker left a task queued again behind");
         });
     }
 
