@@ -69,8 +69,10 @@ pub use interop::AsCompletedStream;
 pub use panics::{CallbackPanic, PanicOrigin, clear_callback_panic_hook, set_callback_panic_hook};
 pub use wait::{AsCompleted, DoneAndNotDone, ReturnWhen, as_completed, wait};
 
-/// The README's and the guide's examples, compiled and run as doctests.
+/// The README's, the guide's and thread-safety.md's examples, compiled
+/// and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 #[doc = include_str!("../docs/guide.md")]
+#[doc = include_str!("../docs/thread-safety.md")]
 struct DocsDoctests;
