@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier, mpsc};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 
-use common::{Watchdog, kernel_tid, one_worker_pool, thread_name, until_asleep};
+use common::{Watchdog, one_worker_pool, thread_name};
 use concurrent_futures::{
     FutureHandle, Promise, ReturnWhen, TaskError, ThreadPool, as_completed, wait,
 };
@@ -515,8 +515,12 @@ fn a_cycle_through_a_stolen_join_half_and_another_task_is_refused_once() {
         let me = me.clone();
         let y = inner.submit(move || me.wait()).unwrap();
         let started = AtomicBool::new(false);
+        let nudge = inner.clone();
         let ((), b_wait) = inner.join(
             || {
+                // A join's wake is a hint that may miss a worker going to
+                // sleep (here, the one Y blocks); a submit's is not.
+                nudge.spawn(|| ()).unwrap();
                 while !started.load(Ordering::Acquire) {
                     thread::yield_now();
                 }
@@ -628,7 +632,11 @@ where
 }
 
 /// Submits from task X (`me`) a task that waits on X, and returns once
-/// that task sleeps in its wait (or is done).
+/// that wait stands in the wait-for graph: X probes the task with timed
+/// waits, which are refused exactly then (the task is stuck on X, which
+/// the prober holds; a timed prober can resume, so the task's own wait is
+/// never refused for it). A thread's kernel state would not do: it reads
+/// asleep on the graph's own lock, before the edge exists.
 fn submit_asleep_on<R>(
     pool: &ThreadPool,
     me: &FutureHandle<R>,
@@ -636,14 +644,9 @@ fn submit_asleep_on<R>(
 where
     R: Send + Sync + 'static,
 {
-    let (me, (tx, rx)) = (me.clone(), mpsc::channel());
-    let y = pool
-        .submit(move || {
-            tx.send(kernel_tid()).unwrap();
-            me.wait()
-        })
-        .unwrap();
-    until_asleep(rx.recv().unwrap(), || y.done());
+    let me = me.clone();
+    let y = pool.submit(move || me.wait()).unwrap();
+    probe_until_refused(&y);
     y
 }
 
@@ -758,20 +761,25 @@ fn as_completed_blocked_on_a_stuck_task_keeps_its_edge() {
     let _dog = Watchdog::new("as_completed edge", Duration::from_secs(60));
     let pool = ThreadPool::new(2).unwrap();
     let other = ThreadPool::new(1).unwrap();
-    let (inner, (x_tx, x_rx)) = (pool.clone(), mpsc::channel());
+    let inner = pool.clone();
     let me = Promise::<FutureHandle<()>>::new();
     let mine = me.handle();
     let x = pool
         .submit(move || {
             let y1 = submit_asleep_on(&inner, mine.result().unwrap());
-            x_tx.send(kernel_tid()).unwrap();
             for _ in as_completed([y1], None) {}
         })
         .unwrap();
     me.set_result(x.clone()).unwrap();
-    until_asleep(x_rx.recv().unwrap(), || x.done());
+    // Timed probes of X are refused once X's edge stands (X is then stuck
+    // on y1, stuck on X); then the untimed wait is refused too.
     let on_x = x.clone();
-    let y2 = other.submit(move || on_x.wait()).unwrap();
+    let y2 = other
+        .submit(move || {
+            probe_until_refused(&on_x);
+            on_x.wait()
+        })
+        .unwrap();
     assert_eq!(y2.join(), Ok(Err(TaskError::WouldDeadlock)));
     assert!(other.shutdown_timeout(Duration::MAX, false).finished);
     assert!(!x.done());

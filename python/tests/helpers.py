@@ -3,6 +3,7 @@ directory on the path, as it has no __init__.py)."""
 import contextlib
 import sys
 import threading
+import time
 
 
 class CallsOnAppend(list):
@@ -60,8 +61,18 @@ def once_inside(name, action):
         t.join()
 
 
-def asleep(native_id):
-    """Whether the thread `native_id` (`threading.get_native_id()`) sleeps
-    in the kernel: its state in /proc reads `S`. Linux only."""
-    with open(f"/proc/self/task/{native_id}/stat") as stat:
-        return stat.read().rsplit(") ", 1)[1].startswith("S")
+def until_asleep(native_id):
+    """Returns once the thread `native_id` (`threading.get_native_id()`)
+    sleeps in the kernel (its state in /proc reads `S`) and has on every
+    look for a millisecond: a thread blocked a moment on a lock on its way
+    to the wait a test means reads `S` too. Linux only."""
+    since = None
+    while True:
+        with open(f"/proc/self/task/{native_id}/stat") as stat:
+            asleep = stat.read().rsplit(") ", 1)[1].startswith("S")
+        if not asleep:
+            since = None
+        elif since is None:
+            since = time.monotonic()
+        elif time.monotonic() - since >= 0.001:
+            return

@@ -163,21 +163,35 @@ pub fn kernel_tid() -> i32 {
 }
 
 /// Returns once the thread `tid` ([`kernel_tid`]) sleeps in the kernel
-/// (its state in `/proc` reads `S`), or `stop()`. Where that cannot be
-/// read (not Linux, Miri, no `/proc`, another PID namespace) it returns at
-/// once: the thread may not be asleep yet.
+/// (its state in `/proc` reads `S`) and has on every look for a
+/// millisecond, or `stop()`. A thread that blocks a moment on a lock or
+/// in the allocator on its way to the wait a test means reads `S` too; a
+/// millisecond of it is what tells a wait from those. Where the state
+/// cannot be read (not Linux, Miri, no `/proc`, another PID namespace) it
+/// returns at once: the thread may not be asleep yet.
 pub fn until_asleep(tid: i32, stop: impl Fn() -> bool) {
     if !cfg!(all(target_os = "linux", not(miri))) {
         return;
     }
     let path = format!("/proc/self/task/{tid}/stat");
-    // The state is the field after the command's closing parenthesis.
+    // The state is the field after the command's closing parenthesis; an
+    // entry that cannot be read cannot tell, and ends the look.
     let asleep = || {
-        std::fs::read_to_string(&path).map_or(true, |s| {
-            s.rsplit_once(") ").is_none_or(|(_, r)| r.starts_with('S'))
+        std::fs::read_to_string(&path).map_or(None, |s| {
+            Some(s.rsplit_once(") ").is_none_or(|(_, r)| r.starts_with('S')))
         })
     };
-    while !asleep() && !stop() {
+    let mut since: Option<Instant> = None;
+    while !stop() {
+        match asleep() {
+            None => return,
+            Some(true) => {
+                if since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_millis(1) {
+                    return;
+                }
+            }
+            Some(false) => since = None,
+        }
         thread::yield_now();
     }
 }
