@@ -165,14 +165,7 @@ where
             }
             // As a handle's cancel: the queue entry's holder drops the
             // closure when it meets the task.
-            Claim::Cancel => match core.cancel_now() {
-                Cancel::Cancelled => {
-                    self.cancelled();
-                    true
-                }
-                Cancel::AlreadyCancelled => true,
-                Cancel::Refused => false,
-            },
+            Claim::Cancel => core.cancel_for(self),
         };
         let (addr, pool) = (addr_of(core), core.pool());
         wait_for_task(addr, pool, deadline, claim, || core.wait_until(deadline))

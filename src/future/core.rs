@@ -165,6 +165,20 @@ impl<T> Core<T> {
         outcome
     }
 
+    /// A handle's `cancel`: cancels the future if it has not started, and
+    /// tells `body` when this call did. True if it is cancelled (now or
+    /// before), false if it runs or is done.
+    pub(crate) fn cancel_for(&self, body: &(impl Body<T> + ?Sized)) -> bool {
+        match self.cancel_now() {
+            Cancel::Cancelled => {
+                body.cancelled();
+                true
+            }
+            Cancel::AlreadyCancelled => true,
+            Cancel::Refused => false,
+        }
+    }
+
     /// Stores the outcome `into(input)` exactly once, then wakes waiters and
     /// runs callbacks. A refused `input` is handed back untouched.
     pub(crate) fn set_with<V>(

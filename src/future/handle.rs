@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::callback::Registration;
 use super::core::{Core, Shared};
-use super::state::{Cancel, Phase};
+use super::state::Phase;
 use super::wait::AsyncWait;
 use crate::error::TaskError;
 
@@ -155,14 +155,7 @@ impl<T> FutureHandle<T> {
     /// assert!(promise.set_result(()).is_err());
     /// ```
     pub fn cancel(&self) -> bool {
-        match self.core().cancel_now() {
-            Cancel::Cancelled => {
-                self.shared.body.cancelled();
-                true
-            }
-            Cancel::AlreadyCancelled => true,
-            Cancel::Refused => false,
-        }
+        self.core().cancel_for(&self.shared.body)
     }
 
     /// Blocks until the future is done.
