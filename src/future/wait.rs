@@ -46,9 +46,9 @@ impl Payload<()> for TaskWaiter {
         self.0.wake();
     }
 
-    unsafe fn discard(&self) {
-        self.0.clear();
-    }
+    // The withdrawing waiter, the only one to remove such a node, has
+    // emptied the slot already (`AsyncWait::cancel`).
+    unsafe fn discard(&self) {}
 }
 
 impl<T> Core<T> {
