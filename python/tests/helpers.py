@@ -1,9 +1,11 @@
 """Helpers shared by the test files (imported by name: pytest puts this
 directory on the path, as it has no __init__.py)."""
 import contextlib
+import gc
 import sys
 import threading
 import time
+import weakref
 
 
 class CallsOnAppend(list):
@@ -76,3 +78,24 @@ def until_asleep(native_id):
             since = time.monotonic()
         elif time.monotonic() - since >= 0.001:
             return
+
+
+def assert_each_freed(results):
+    """Iterates `results` (a `map`'s), checking that once the loop lets go
+    of each result nothing else holds it: the iterator keeps no reference
+    to what it yielded."""
+    for obj in results:
+        ref = weakref.ref(obj)
+        del obj
+        gc.collect()
+        assert ref() is None
+
+
+def occupy(ex):
+    """Occupies the only worker of `ex` with a call that waits on the
+    returned gate, and returns once it runs, so what is submitted next
+    queues: (that call, the gate)."""
+    gate, started = threading.Event(), threading.Event()
+    busy = ex.submit(lambda: (started.set(), gate.wait())[1])
+    started.wait()
+    return busy, gate

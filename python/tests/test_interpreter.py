@@ -15,7 +15,7 @@ import weakref
 import pytest
 
 import ordered_futures as of
-from helpers import CallsOnAppend, once_inside
+from helpers import CallsOnAppend, assert_each_freed, once_inside
 
 
 needs_pthread_kill = pytest.mark.skipif(
@@ -527,11 +527,7 @@ def test_map_keeps_no_reference_to_a_result_it_yielded():
     # `map`. The tests around it make the worker last every time.
     with of.ThreadPoolExecutor(2) as ex:
         for _ in range(200):
-            for obj in ex.map(lambda _: Payload(), range(10)):
-                ref = weakref.ref(obj)
-                del obj
-                gc.collect()
-                assert ref() is None
+            assert_each_freed(ex.map(lambda _: Payload(), range(10)))
 
 
 def test_an_initializer_is_freed_when_a_worker_lets_go_of_it_last():

@@ -2,16 +2,14 @@
 them (3.11), on our types."""
 import concurrent.futures as cf
 import concurrent.futures.thread
-import gc
 import os
 import threading
 import time
-import weakref
 
 import pytest
 
 import ordered_futures as of
-from helpers import CallsOnAppend, once_inside, until_asleep
+from helpers import CallsOnAppend, assert_each_freed, occupy, once_inside, until_asleep
 
 
 def test_the_stdlib_names_are_the_stdlib_objects():
@@ -669,19 +667,12 @@ def test_map_through_an_overridden_submit_holds_no_result_it_yielded():
             return super().submit(fn, *args, **kwargs)
 
     with Counting(2) as ex:
-        for obj in ex.map(lambda i: Obj(), range(3)):
-            ref = weakref.ref(obj)
-            del obj
-            gc.collect()
-            assert ref() is None
+        assert_each_freed(ex.map(lambda i: Obj(), range(3)))
 
 
 def test_shutdown_tests_its_flags_for_truth_as_the_stdlib_does():
     ex = of.ThreadPoolExecutor(1)
-    gate = threading.Event()
-    busy = ex.submit(gate.wait)
-    while not busy.running():
-        time.sleep(0)
+    busy, gate = occupy(ex)
     queued = ex.submit(lambda: 1)
     try:
         ex.shutdown(None, cancel_futures=[])  # neither waits nor cancels
@@ -820,10 +811,7 @@ def test_a_base_exception_from_a_callback_is_raised_out_of_the_call_that_ran_it(
         assert k.result() is True
     # Queued calls a shutdown cancels run their callbacks in it.
     ex = of.ThreadPoolExecutor(1)
-    gate = threading.Event()
-    busy = ex.submit(gate.wait)
-    while not busy.running():
-        time.sleep(0)
+    busy, gate = occupy(ex)
     queued = ex.submit(int)
     queued.add_done_callback(stop)
     try:
