@@ -8,8 +8,9 @@
 //! - A worker going to sleep sets its bit, stops counting as searching,
 //!   issues a SeqCst fence, and re-checks every queue before parking.
 //! - A submitter pushes its task, issues a SeqCst fence, and then, if no
-//!   worker is searching, clears one sleeper's bit, counts it as
-//!   searching, and unparks it.
+//!   worker is searching, counts one sleeper as searching, clears its
+//!   bit, and unparks it (counted first: the sleeper may see its bit gone
+//!   and run on before the unpark).
 //!
 //! The two fences are ordered one way or the other: either the worker's
 //! re-check sees the task, or the submitter sees the worker's bit (and its
@@ -503,19 +504,39 @@ impl Sleep {
 
     /// Wakes the sleeper with the lowest bit in `words` (from
     /// [`Sleep::words`]), counting it as searching; false if none sleeps.
+    ///
+    /// Counted before its bit is cleared: a sleeper that sees its bit gone
+    /// (its re-check before parking, a timed-out or spurious return) runs
+    /// on as counted, and may find work and stop searching at once. Were
+    /// the bit cleared first, that stop could come before this count, the
+    /// count wrap past zero, and a submit meanwhile take the phantom for a
+    /// searcher and wake nobody (loom:
+    /// `a_wake_counts_the_sleeper_before_it_can_run`).
     fn wake_one(&self, words: &[AtomicUsize]) -> bool {
-        for (w, word) in words.iter().enumerate() {
-            if let Some(bit) = take_lowest_bit(word, Ordering::SeqCst) {
-                self.start_searching();
-                // The woken worker searches before it runs: trusted for
-                // `STALE` while it gets going. No clock under loom.
-                #[cfg(not(loom))]
-                self.note_look(Instant::now());
-                self.unpark(w * BITS + bit);
-                return true;
+        loop {
+            self.start_searching();
+            for (w, word) in words.iter().enumerate() {
+                // SeqCst: the store-buffer pattern with the sleeper's
+                // bit + fence + re-check (module docs); the Release half
+                // publishes the count above to the sleeper whose Acquire
+                // load sees the bit gone.
+                if let Some(bit) = take_lowest_bit(word, Ordering::SeqCst) {
+                    // The woken worker searches before it runs: trusted
+                    // for `STALE` while it gets going. No clock under loom.
+                    #[cfg(not(loom))]
+                    self.note_look(Instant::now());
+                    self.unpark(w * BITS + bit);
+                    return true;
+                }
+            }
+            // Nobody to wake: the count was a phantom, and a submit may
+            // have trusted it. Uncounted as a searcher that found work is
+            // (`found_work`): the last one out wakes a sleeper that came
+            // meanwhile, since that submit's task may be all it missed.
+            if !(self.searching.fetch_sub(1, Ordering::SeqCst) == 1 && any_bit(words)) {
+                return false;
             }
         }
-        false
     }
 
     /// Wakes every sleeper (shutdown).
@@ -648,6 +669,42 @@ mod loom_models {
     #[test]
     fn untrusted_searchers_lose_no_task() {
         two_keepers_two_submits(|| Sleep::untrusting(2, 0));
+    }
+
+    /// [`a_searcher_that_finds_work_wakes_the_next`] with each task
+    /// submitted from a thread of its own, so a submit can land while
+    /// another is between clearing a sleeper's bit and counting it as
+    /// searching. A worker that sees its bit gone in that gap (in its
+    /// re-check before parking) takes the first task and stops searching
+    /// before the count has it: counted the other way round, the count
+    /// wraps past zero, the second submit trusts that phantom searcher and
+    /// wakes nobody, and its task stays queued with the other worker
+    /// asleep (a loom deadlock). Fails if `wake_one` clears the bit before
+    /// it counts.
+    #[test]
+    fn a_wake_counts_the_sleeper_before_it_can_run() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
+            let sleep = Arc::new(Sleep::new(2, 0));
+            let queue = Arc::new(AtomicUsize::new(0));
+            let workers: Vec<_> = (0..2)
+                .map(|i| spawn_taker(&sleep, &queue, i, |_| false, || false))
+                .collect();
+            let (s, q) = (sleep.clone(), queue.clone());
+            let other = thread::spawn(move || {
+                q.fetch_add(1, Ordering::SeqCst);
+                s.notify_one();
+            });
+            queue.fetch_add(1, Ordering::SeqCst);
+            sleep.notify_one();
+            other.join().unwrap();
+            for w in workers {
+                w.join().unwrap();
+            }
+            assert_eq!(queue.load(Ordering::SeqCst), 0);
+            assert_eq!(sleep.searching.load(Ordering::SeqCst), 0);
+        });
     }
 
     /// Two workers, two tasks: both are taken; nobody sleeps on work.
