@@ -415,3 +415,64 @@ fn waiting_on_itself_or_in_a_cycle_is_refused() {
     assert_eq!(b.join(), Ok(vec![dead.clone(); 3]));
     assert_eq!(a.join(), Ok(vec![dead; 8]));
 }
+
+/// A waker that polls its task inline, as some executors do: the task
+/// awaits a pool task's last handle, then joins it. The waker runs on the
+/// completing worker while it wakes waiters, before it seals the callback
+/// list; a join that waited there for the callbacks to end waited on its
+/// own thread, and the worker was lost for good. It gives the handle back
+/// instead, and a later join moves the value out.
+#[test]
+fn joining_the_last_handle_from_a_waker_the_completion_runs_does_not_hang() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Wake, Waker};
+
+    type Joined = Result<Result<u8, TaskError>, FutureHandle<u8>>;
+    type Task = Pin<Box<dyn Future<Output = Joined> + Send>>;
+    struct Inline {
+        task: Mutex<Option<Task>>,
+        tx: Mutex<mpsc::Sender<Joined>>,
+    }
+    impl Wake for Inline {
+        fn wake(self: Arc<Self>) {
+            let waker = Waker::from(self.clone());
+            let mut task = self.task.lock().unwrap();
+            let fut = task.as_mut().expect("polled after it ended");
+            if let std::task::Poll::Ready(r) = fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+                *task = None;
+                self.tx.lock().unwrap().send(r).unwrap();
+            }
+        }
+    }
+
+    let _dog = Watchdog::new("join_from_waker", Duration::from_secs(60));
+    let pool = ThreadPool::new(1).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let h = pool
+        .submit(move || {
+            g.wait();
+            5u8
+        })
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let inline = Arc::new(Inline {
+        task: Mutex::new(Some(Box::pin(async move {
+            let _ = h.wait_async().await;
+            h.try_join()
+        }))),
+        tx: Mutex::new(tx),
+    });
+    // The first poll registers the waker; the task is still gated.
+    inline.clone().wake();
+    assert!(rx.try_recv().is_err());
+    gate.wait();
+    let Ok(got) = rx.recv_timeout(Duration::from_secs(30)) else {
+        std::mem::forget(pool); // its worker is stuck: dropping would wait
+        panic!("the worker hung in the waker's join");
+    };
+    let h = got.expect_err("inside the completion's wake the value may not move");
+    assert_eq!(h.try_join().ok(), Some(Ok(5)));
+    assert_all_workers_alive(&pool);
+}

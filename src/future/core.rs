@@ -205,13 +205,15 @@ impl<T> Core<T> {
     /// completer is still draining; nobody else can attach (that needs a
     /// handle, and no promise is left to make one), so once a marker
     /// callback attached now has run, only the drainer's final CAS is left.
-    /// Returns false, without waiting, when called from one of this future's
-    /// own callbacks: the drain cannot end while we wait inside it.
+    /// Returns false, without waiting, when called from user code the
+    /// completion runs: one of this future's own callbacks (the drain cannot
+    /// end while we wait inside it), or a waiter's waker, or its drop, which
+    /// the completer runs before it even starts the callbacks.
     fn wait_quiescent(&self) -> bool {
         if self.callbacks.is_quiescent() {
             return true;
         }
-        if self.callbacks.draining_here() {
+        if self.callbacks.draining_here() || self.waiters.draining_here() {
             return false;
         }
         let ran = Arc::new(AtomicUsize::new(0));

@@ -368,7 +368,12 @@ impl<T> FutureHandle<T> {
     /// done-callbacks still running on the thread that completed it (they
     /// read the value this moves out): a callback that waits for something
     /// the caller does only after this returns waits for good, and that
-    /// wait is not in the wait-for graph of [`TaskError::WouldDeadlock`]. A wait refused as
+    /// wait is not in the wait-for graph of [`TaskError::WouldDeadlock`].
+    /// Called from user code the completion itself runs (one of this
+    /// future's done-callbacks, or the waker of an async waiter, which the
+    /// completing thread wakes before it runs the callbacks), it does not
+    /// wait for what it runs inside: it gives the handle back, and a later
+    /// try moves the value. A wait refused as
     /// [`TaskError::WouldDeadlock`] is returned as the outcome. A callback
     /// routed to a pool or a strand keeps a handle of its own until it has
     /// run (it reads the outcome there): until then this gives the handle
