@@ -60,7 +60,8 @@ pub struct DoneAndNotDone<T> {
     pub not_done: Vec<FutureHandle<T>>,
 }
 
-/// Attaches "send my index" callbacks and removes them when dropped.
+/// Attaches "send my index" callbacks to the handles not yet done, and
+/// removes them when dropped.
 struct Watch<'a, T> {
     handles: &'a [FutureHandle<T>],
     registrations: Vec<Option<Registration<T>>>,
@@ -68,12 +69,15 @@ struct Watch<'a, T> {
 }
 
 impl<'a, T: Send + Sync + 'static> Watch<'a, T> {
+    /// A handle already done gets no callback (`registrations[i]` is
+    /// `None`): one attached to a future whose callbacks are running would
+    /// report only once they end, and never if they run on this thread.
     fn new(handles: &'a [FutureHandle<T>]) -> Self {
         let (inbox, rx) = Inbox::new();
         let registrations = handles
             .iter()
             .enumerate()
-            .map(|(i, h)| Some(send_when_done(h, i, &inbox)))
+            .map(|(i, h)| (!h.done()).then(|| send_when_done(h, i, &inbox)))
             .collect();
         Watch {
             handles,
@@ -163,7 +167,9 @@ fn failed<T>(h: &FutureHandle<T>) -> bool {
 
 /// Waits for `handles` (Python's `concurrent.futures.wait`): returns when
 /// `return_when` is met or `timeout` passes, never with a timeout error:
-/// the result says which are done. Duplicates are collapsed.
+/// the result says which are done. Duplicates are collapsed. A future
+/// counts as done from its state, as in Python: one whose done-callbacks
+/// are still running (on this thread or another) is done.
 ///
 /// Called from a pool task whose own handle is among `handles`, it does not
 /// wait for that one (it cannot finish while its task waits here, and
@@ -227,11 +233,14 @@ pub fn wait<T: Send + Sync + 'static>(
             Vec::new()
         };
         let targets: Vec<usize> = pending.iter().map(|&i| handles[i].core_addr()).collect();
-        // Every handle's callback sends its index once (done ones at once),
-        // so counting messages is O(1) per completion. Attached before the
-        // wait enters the graph: attaching may run other callbacks of these
-        // futures here, and a wait in one must not meet this one's edge.
+        // Every pending handle's callback sends its index once, so counting
+        // messages is O(1) per completion. Attached before the wait enters
+        // the graph: attaching may run other callbacks of these futures
+        // here, and a wait in one must not meet this one's edge.
         let mut watch = Watch::new(&handles);
+        // Those done before their callback could attach count from their
+        // state, as Python's do: their callbacks may still be running.
+        let done_first = |i: usize| watch.registrations[i].is_none();
         let on = WaitOn {
             all: return_when == ReturnWhen::AllCompleted,
             timed: deadline.is_some(),
@@ -242,8 +251,17 @@ pub fn wait<T: Send + Sync + 'static>(
             excluded[i] |= s;
         }
         // The handles waited for whose message has not come.
-        let mut left = excluded.iter().filter(|e| !**e).count();
-        if left > 0 {
+        let mut left = (0..handles.len())
+            .filter(|&i| !excluded[i] && !done_first(i))
+            .count();
+        let met_first = match return_when {
+            ReturnWhen::FirstCompleted => (0..handles.len()).any(done_first),
+            ReturnWhen::FirstException => {
+                (0..handles.len()).any(|i| done_first(i) && failed(&handles[i]))
+            }
+            ReturnWhen::AllCompleted => false,
+        };
+        if left > 0 && !met_first {
             waiting.block(|| {
                 while let Some(i) = watch.next(deadline) {
                     if !excluded[i] {

@@ -476,3 +476,62 @@ fn joining_the_last_handle_from_a_waker_the_completion_runs_does_not_hang() {
     assert_eq!(h.try_join().ok(), Some(Ok(5)));
     assert_all_workers_alive(&pool);
 }
+
+/// A future whose callbacks are still running counts as done for the
+/// module-level `wait`, as in Python (its state says so). The wait's own
+/// watcher attached to such a future reported only once the running
+/// callbacks ended: never, when `wait` was called from one of them, and
+/// only after the slow one on another thread otherwise. Both cases, the
+/// other input finishing once the waiter sleeps, under the two conditions
+/// that need every input (the first look finds one done and attaches).
+#[test]
+fn wait_counts_a_future_whose_callbacks_still_run_as_done() {
+    use common::{kernel_tid, until_asleep};
+    let _dog = Watchdog::new("wait_during_drain", Duration::from_secs(60));
+    // Sets `p` once the thread whose id comes on `tid` sleeps in its wait.
+    let set_when_asleep = |p: Promise<u8>, tid: mpsc::Receiver<i32>| {
+        thread::spawn(move || {
+            until_asleep(tid.recv().unwrap(), || false);
+            p.set_result(2).unwrap();
+        })
+    };
+    for when in [ReturnWhen::AllCompleted, ReturnWhen::FirstException] {
+        // From one of the done future's own callbacks.
+        let (p1, p2) = (Promise::<u8>::new(), Promise::<u8>::new());
+        let hs = [p1.handle(), p2.handle()];
+        let (tid_tx, tid) = mpsc::channel();
+        let (tx, rx) = mpsc::channel();
+        p1.handle().add_done_callback(move |_| {
+            tid_tx.send(kernel_tid()).unwrap();
+            let r = wait(hs, when, None);
+            tx.send((r.done.len(), r.not_done.len())).unwrap();
+        });
+        let setter = set_when_asleep(p2, tid);
+        p1.set_result(1).unwrap();
+        assert_eq!(rx.recv(), Ok((2, 0)), "{when:?}, from its callback");
+        setter.join().unwrap();
+        // From another thread while its callback runs.
+        let (p1, p2) = (Promise::<u8>::new(), Promise::<u8>::new());
+        let hs = [p1.handle(), p2.handle()];
+        let (inside_tx, inside) = mpsc::channel();
+        let (gate, gate_rx) = mpsc::channel::<()>();
+        p1.handle().add_done_callback(move |_| {
+            inside_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+        });
+        let completer = thread::spawn(move || p1.set_result(1).unwrap());
+        inside.recv().unwrap();
+        let (tid_tx, tid) = mpsc::channel();
+        tid_tx.send(kernel_tid()).unwrap();
+        let setter = set_when_asleep(p2, tid);
+        let r = wait(hs, when, None);
+        assert_eq!(
+            (r.done.len(), r.not_done.len()),
+            (2, 0),
+            "{when:?}, while it runs"
+        );
+        gate.send(()).unwrap();
+        completer.join().unwrap();
+        setter.join().unwrap();
+    }
+}
