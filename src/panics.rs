@@ -182,7 +182,15 @@ std::thread_local! {
 /// assert_eq!(seen.load(Ordering::SeqCst), 1);
 /// ```
 pub fn set_callback_panic_hook(hook: impl Fn(&CallbackPanic) + Send + Sync + 'static) {
-    *HOOK.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    replace_hook(Some(Arc::new(hook)));
+}
+
+/// Swaps the process-wide hook, dropping the old one after the lock is
+/// released: its drop is user code (what the hook captured), which may
+/// complete a future whose callback panics, and that report reads `HOOK`.
+fn replace_hook(new: Option<Hook>) {
+    let old = std::mem::replace(&mut *HOOK.write().unwrap_or_else(|e| e.into_inner()), new);
+    drop(old);
 }
 
 /// Restores the default callback-panic hook (print to stderr).
@@ -192,7 +200,7 @@ pub fn set_callback_panic_hook(hook: impl Fn(&CallbackPanic) + Send + Sync + 'st
 /// concurrent_futures::clear_callback_panic_hook();
 /// ```
 pub fn clear_callback_panic_hook() {
-    *HOOK.write().unwrap_or_else(|e| e.into_inner()) = None;
+    replace_hook(None);
 }
 
 /// Makes `hook` the calling thread's hook until the returned guard drops
