@@ -354,6 +354,15 @@ fn awaiting_by_value_moves_or_clones() {
         fut.as_mut().poll(&mut Context::from_waker(&waker)),
         Poll::Ready(Ok(String::from("x")))
     );
+    // Polled again, it says so rather than stay pending with no waker.
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fut.as_mut().poll(&mut Context::from_waker(&waker))
+    }));
+    let msg = again.expect_err("a second Ready, or pending for good");
+    assert_eq!(
+        msg.downcast_ref::<&str>(),
+        Some(&"`Join` polled after it returned `Ready`")
+    );
 }
 
 #[test]

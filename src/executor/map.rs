@@ -109,7 +109,12 @@ where
     I::Item: Send + 'static,
     R: Send + Sync + 'static,
 {
-    /// Inputs per task (Python's `chunksize`); at least 1.
+    /// Inputs per task (Python's `chunksize`); at least 1. A chunk's
+    /// inputs are read from the iterator and held in one `Vec` before its
+    /// task is submitted, so `n` of them must fit in memory: a chunk too
+    /// large for it fails as a `Vec` that large does (for an input whose
+    /// size is known, such as a range, at once: "capacity overflow", or
+    /// the allocation error that aborts the process).
     ///
     /// ```
     /// let pool = concurrent_futures::ThreadPool::new(2).unwrap();

@@ -104,7 +104,8 @@ impl<'a> Tally<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {
-    /// Tasks waiting in a queue.
+    /// Tasks waiting in a queue, cancelled ones included until a worker
+    /// meets them there (see [`Builder::max_queued`](crate::Builder::max_queued)).
     pub queued: usize,
     /// Tasks running now.
     pub running: usize,

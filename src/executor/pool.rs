@@ -294,7 +294,10 @@ impl Builder {
     /// ignores it, like Python's unbounded executor). `build` refuses 0
     /// ([`BuildError::ZeroBound`]); `usize::MAX` is the same as no bound. Approximate under
     /// concurrent submits: it may be exceeded by the number of threads
-    /// submitting at the same instant.
+    /// submitting at the same instant. It counts the queues' entries, and
+    /// a cancelled task keeps its entry until a worker meets it there (and
+    /// drops it unrun): a pool whose workers are all busy stays full of
+    /// cancelled tasks until one of them comes back to its queue.
     ///
     /// ```
     /// use concurrent_futures::{SubmitError, ThreadPool};

@@ -490,6 +490,12 @@ impl<T> Drop for WaitAsync<'_, T> {
 /// is the last handle and no done-callback of the future is still running
 /// (it never waits for one), cloned otherwise.
 ///
+/// # Panics
+///
+/// If polled again after it returned `Ready` (the value is gone), as
+/// std's `async fn` futures and tokio's `JoinHandle` do; `.await` never
+/// does so.
+///
 /// ```
 /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// #     let waker = std::task::Waker::noop();
@@ -514,7 +520,9 @@ impl<T: Clone> Future for Join<T> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let Some(handle) = &this.handle else {
-            return Poll::Pending; // polled after completion
+            // Pending would be a hang nobody wakes: say what went wrong, as
+            // std's `async fn` and tokio's `JoinHandle` do.
+            panic!("`Join` polled after it returned `Ready`");
         };
         // The handle stays in place while user code may run (the waker's
         // `clone`, in `poll_done`): a poll that unwinds leaves the future
