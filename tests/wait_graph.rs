@@ -87,6 +87,26 @@ fn a_join_half_waiting_on_its_joiners_task_is_refused_wherever_it_runs() {
     );
 }
 
+/// A task's wait on its own handle: refused untimed and with a deadline
+/// still ahead, since it could only end at the deadline; a deadline already
+/// passed (zero) only looks, cannot block, and reports a timeout, as the
+/// docs of `TaskError::WouldDeadlock` say. (The zero wait was refused too.)
+#[test]
+fn a_task_waiting_on_itself_is_refused_unless_its_timeout_has_passed() {
+    let _dog = Watchdog::new("self wait", Duration::from_secs(60));
+    let pool = ThreadPool::new(1).unwrap();
+    let got = run_knowing_itself(&pool, |me, _| {
+        let long = Duration::from_secs(3600);
+        [
+            me.wait(),
+            me.wait_timeout(long),
+            me.wait_timeout(Duration::ZERO),
+        ]
+    });
+    let refused = Err(TaskError::WouldDeadlock);
+    assert_eq!(got, [refused.clone(), refused, Err(TaskError::Timeout)]);
+}
+
 /// Task X opens a scope whose task waits on X. `inline`: the body waits on
 /// the task's handle, which runs it on X's thread (one worker, so no other
 /// thread can steal it first); otherwise the scope's end waits, and another

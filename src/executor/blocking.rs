@@ -98,7 +98,8 @@ impl WaitHook for PoolWait {
         // A cancelling shutdown cancels what nobody started, wherever it
         // is queued: a task in a worker's own deque, which the shutdown's
         // drain of the injector does not reach, is cancelled by its waiter
-        // as by the worker that pops it, timed wait or not.
+        // as by the worker that pops it, timed wait or not (one whose
+        // deadline has passed returned above: it only looks).
         if ours && self.registry.is_cancelling() && claim(Claim::Cancel) {
             return Ok(true);
         }
