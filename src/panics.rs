@@ -235,6 +235,45 @@ pub(crate) fn guard(origin: PanicOrigin, f: impl FnOnce()) -> bool {
     }
 }
 
+/// Both values, or the first outcome's panic, else the second's, resumed
+/// once the other outcome is dropped under a guard: a payload's or a
+/// value's `Drop` may panic, which during the unwind would abort the
+/// process (reported as [`PanicOrigin::Drop`] instead). For work that ran
+/// in two parts (a `join`'s halves, a scope's body and its tasks).
+pub(crate) fn first_panic<A, B>(
+    first: std::thread::Result<A>,
+    second: std::thread::Result<B>,
+) -> (A, B) {
+    match (first, second) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(payload), other) => {
+            discard(other);
+            std::panic::resume_unwind(payload)
+        }
+        (Ok(a), Err(payload)) => {
+            discard::<A>(Ok(a));
+            std::panic::resume_unwind(payload)
+        }
+    }
+}
+
+/// Drops an outcome nobody will see, its value or its payload, under a
+/// guard.
+fn discard<T>(outcome: std::thread::Result<T>) {
+    match outcome {
+        Ok(value) => {
+            guard(PanicOrigin::Drop, move || drop(value));
+        }
+        Err(payload) => drop(panic_message(payload)),
+    }
+}
+
+/// Drops a panic's payload that will not be resumed, under a guard (its
+/// own `Drop` may panic: reported as [`PanicOrigin::Drop`]).
+pub(crate) fn discard_payload(payload: Box<dyn Any + Send>) {
+    discard::<()>(Err(payload));
+}
+
 /// Reports a caught panic's payload as coming from `origin`.
 pub(crate) fn report(origin: PanicOrigin, payload: Box<dyn Any + Send>) {
     let message = panic_message(payload);

@@ -595,6 +595,101 @@ fn a_map_payload_that_panics_on_drop_fails_only_its_item() {
     assert_eq!(results[2], Ok(3));
 }
 
+/// A panic payload whose drop panics even during an unwind (there, an
+/// abort): dropped anywhere but under the crate's guard, it takes the
+/// process down. Defused by emptying it.
+struct Hard(String);
+
+impl Drop for Hard {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            panic!("{}", std::mem::take(&mut self.0));
+        }
+    }
+}
+
+/// The payload `f` panicked with, a `Hard`, defused: its message.
+fn resumed_hard(f: impl FnOnce()) -> String {
+    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("it should panic");
+    let mut hard = payload
+        .downcast::<Hard>()
+        .expect("the payload resumed is a Hard one");
+    std::mem::take(&mut hard.0)
+}
+
+/// When both halves of a `join`, or a scope's body and one of its tasks,
+/// panic, the first's payload is resumed and the other's is dropped: its
+/// drop is user code and may panic. `join` dropped it unguarded (run
+/// here: its panic escaped instead of `a`'s; stolen: while `a`'s unwound,
+/// an abort), and so did `scope` (while the body's unwound), and a scope's
+/// second panicking task (on the worker, before the task was counted over:
+/// the scope waited for good). Each now resumes the first and reports the
+/// other's drop.
+#[test]
+fn the_panic_not_resumed_is_dropped_under_a_guard() {
+    let _dog = Watchdog::new("payload_drops", Duration::from_secs(60));
+    let hard = |m: &str| {
+        let m = m.to_owned();
+        move || panic_any(Hard(m))
+    };
+    // Run here: one worker, which runs `b` after `a`.
+    let one = one_worker();
+    let a = resumed_hard(|| {
+        one.join(hard("join here: a"), hard("join here: b's drop"));
+    });
+    assert_eq!(a, "join here: a");
+    assert_eq!(reports("join here: b's drop"), [PanicOrigin::Drop]);
+    // Stolen: `a` waits until the other worker has started `b`.
+    recorder();
+    let two = ThreadPool::builder()
+        .workers(2)
+        .callback_panic_hook(record)
+        .build()
+        .unwrap();
+    let inner = two.clone();
+    let a = resumed_hard(|| {
+        two.install(|| {
+            let started = std::sync::atomic::AtomicBool::new(false);
+            inner.join(
+                || {
+                    inner.spawn(|| ()).unwrap(); // a submit's wake (see wait_graph.rs)
+                    while !started.load(SeqCst) {
+                        thread::yield_now();
+                    }
+                    panic_any(Hard("join stolen: a".into()))
+                },
+                || {
+                    started.store(true, SeqCst);
+                    panic_any(Hard("join stolen: b's drop".into()))
+                },
+            )
+        });
+    });
+    assert_eq!(a, "join stolen: a");
+    assert_eq!(reports("join stolen: b's drop"), [PanicOrigin::Drop]);
+    // A scope: the body's panic over its tasks', the first task's over the
+    // second's (which one is first is up to the worker).
+    let body = resumed_hard(|| {
+        one.scope(|s| {
+            s.spawn(hard("scope: a task's drop")).unwrap();
+            panic_any(Hard("scope: the body".into()))
+        });
+    });
+    assert_eq!(body, "scope: the body");
+    assert_eq!(reports("scope: a task's drop"), [PanicOrigin::Drop]);
+    let first = resumed_hard(|| {
+        one.scope(|s| {
+            s.spawn(hard("scope: task 1")).unwrap();
+            s.spawn(hard("scope: task 2")).unwrap();
+        });
+    });
+    let second = ["scope: task 1", "scope: task 2"]
+        .into_iter()
+        .find(|m| *m != first);
+    assert_eq!(reports(second.unwrap()), [PanicOrigin::Drop]);
+    assert_all_workers_alive(&one);
+}
+
 /// Bug 7: `WouldDeadlock` was per pool: two tasks on two pools waiting on
 /// each other both hung.
 #[test]

@@ -22,17 +22,17 @@
 //! in order, as Python users expect), so the joiner could not pop `b` back.
 
 use std::mem::ManuallyDrop;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread::Result as Outcome;
 
 use crossbeam_deque::Worker;
 
 use super::pool::ThreadPool;
-use super::scope::value_or_resume;
 use super::submit;
 use super::task::JobRef;
 use super::worker;
 use crate::future::blocking::{Held, held, run_lent, running_depth};
+use crate::panics::first_panic;
 use crate::sync::{AtomicU8, Lifetime, Ordering, Thread, UnsafeCell};
 
 /// A thief ran the job; its outcome is stored.
@@ -235,7 +235,7 @@ impl ThreadPool {
         }
         let rb = job.stolen_outcome();
         job.life.end();
-        (value_or_resume(ra), value_or_resume(rb))
+        first_panic(ra, rb)
     }
 }
 
@@ -267,14 +267,12 @@ fn wait_for_stolen(
 }
 
 /// `a`'s outcome, then `b` run here: both values; `a`'s panic (after `b`
-/// ran) or `b`'s, unwinding straight out (nothing is left to wait for).
+/// ran, whose outcome is dropped under a guard) or `b`'s, unwinding
+/// straight out (nothing is left to wait for).
 fn then_b<RA, RB>(ra: Outcome<RA>, b: impl FnOnce() -> RB) -> (RA, RB) {
     match ra {
         Ok(ra) => (ra, b()),
-        Err(payload) => {
-            drop(catch_unwind(AssertUnwindSafe(b)));
-            resume_unwind(payload)
-        }
+        Err(payload) => first_panic(Err(payload), catch_unwind(AssertUnwindSafe(b))),
     }
 }
 

@@ -34,7 +34,7 @@ use crate::blocks::BlockBox;
 use crate::error::TaskError;
 use crate::future::blocking::{Held, held, run_lent};
 use crate::future::{FutureHandle, Join, Registration, WaitAsync};
-use crate::panics::{PanicOrigin, guard};
+use crate::panics::{PanicOrigin, discard_payload, first_panic, guard};
 use crate::sync::{AtomicU8, AtomicUsize, Lifetime, Ordering, Thread};
 
 /// What a scope shares with its tasks. Lives on the stack of
@@ -137,10 +137,22 @@ impl ScopeState {
         });
     }
 
+    /// Keeps the first; a later one is dropped under a guard (its `Drop`
+    /// may panic, which would unwind out of the worker before the task is
+    /// counted over, and the scope would wait for good).
     fn record_panic(&self, payload: Box<dyn Any + Send>) {
-        let mut first = self.panic.lock().unwrap_or_else(|e| e.into_inner());
-        if first.is_none() {
-            *first = Some(payload);
+        let later = {
+            let mut first = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+            match first.is_none() {
+                true => {
+                    *first = Some(payload);
+                    None
+                }
+                false => Some(payload),
+            }
+        };
+        if let Some(payload) = later {
+            discard_payload(payload);
         }
     }
 
@@ -571,11 +583,9 @@ impl ThreadPool {
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&scope)));
         scope.state.wait();
-        let value = value_or_resume(outcome);
-        if let Some(payload) = scope.state.take_panic() {
-            resume_unwind(payload);
-        }
-        value
+        // `f`'s panic first, else a task's.
+        let tasks = scope.state.take_panic().map_or(Ok(()), Err);
+        first_panic(outcome, tasks).0
     }
 
     /// Runs `f` on one of the pool's workers and returns its result; the
