@@ -107,6 +107,44 @@ fn a_task_waiting_on_itself_is_refused_unless_its_timeout_has_passed() {
     assert_eq!(got, [refused.clone(), refused, Err(TaskError::Timeout)]);
 }
 
+/// A scoped task's done-callbacks are waited for by the scope's owner
+/// like the task itself, so they hold what the owner holds: in a callback
+/// run by the worker that completes the task (after the task's own frame
+/// is gone), a wait on the task that opened the scope is refused, and so
+/// is a shutdown of that task's pool, as they would be in the task. They
+/// used to be let through: the wait could only end at its deadline, and
+/// the shutdown waited for a thread that waited for it.
+#[test]
+fn a_scoped_tasks_callbacks_hold_what_the_scope_owner_holds() {
+    let _dog = Watchdog::new("scoped callbacks", Duration::from_secs(60));
+    let pool = ThreadPool::new(2).unwrap();
+    let other = ThreadPool::new(1).unwrap();
+    let home = pool.clone();
+    let got = run_knowing_itself(&pool, move |me, _| {
+        let mut seen = (None, None);
+        let gate = Barrier::new(2);
+        let (seen_ref, gate) = (&mut seen, &gate);
+        // The scope on the other pool, its task on that pool's worker.
+        other.scope(|s| {
+            let h = s.submit(move || gate.wait()).unwrap();
+            while !h.running() {
+                thread::yield_now();
+            }
+            // Timed, so that a wait let through fails the test, not hangs it.
+            let t = Duration::from_secs(2);
+            let _ = h.add_done_callback(move |_| {
+                *seen_ref = (
+                    Some(me.wait_timeout(t)),
+                    Some(home.shutdown_timeout(t, false).would_deadlock),
+                );
+            });
+            gate.wait();
+        });
+        seen
+    });
+    assert_eq!(got, (Some(Err(TaskError::WouldDeadlock)), Some(true)));
+}
+
 /// Task X opens a scope whose task waits on X. `inline`: the body waits on
 /// the task's handle, which runs it on X's thread (one worker, so no other
 /// thread can steal it first); otherwise the scope's end waits, and another

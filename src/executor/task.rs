@@ -128,7 +128,17 @@ impl<F, D: Finish> Job<F, D> {
             ),
         };
         tally.finish(ran);
-        core.set_started(outcome);
+        let lender = self.done.lender();
+        if lender.is_none() {
+            core.set_started(outcome);
+        } else {
+            // The callbacks the completion runs are waited for too (the
+            // event comes after them): they hold what the waiter holds, so
+            // a wait or a shutdown in one that would close a cycle through
+            // it is refused, as in the task. A frame naming no task.
+            // SAFETY: the lender waits until the event below, after this.
+            let _ = unsafe { run_lent(0, lender, false, || core.set_started(outcome)) };
+        }
         self.done.event(true);
         ran
     }
