@@ -139,6 +139,17 @@ impl ThreadPool {
     /// On a compensating worker (one started while others block), and
     /// after shutdown from outside, `a` then `b` run on the calling thread.
     ///
+    /// Work run while waiting for a stolen `b` runs on top of the joiner's
+    /// task, on its stack, and cannot return to it until that work
+    /// returns: it holds what the joiner holds. A wait in it on the task
+    /// that called `join` is refused with `WouldDeadlock` (it would wait
+    /// on its own thread), though the same task run by another worker
+    /// would be let through; and a wait in it on anything outside the
+    /// wait-for graph (a [`Promise`](crate::Promise), a channel) that only
+    /// the joiner's task goes on to complete waits for good. Tasks that
+    /// block on such things are better not left queued on a pool that
+    /// joins.
+    ///
     /// Both always run. If either panics, the panic is resumed once both
     /// are over (`a`'s if both panic). A join allocates nothing.
     ///

@@ -144,7 +144,10 @@ impl<S: Send + 'static> Strand<S> {
     /// [`spawn`](crate::spawn), thread-locals) sees that thread, not the
     /// strand's pool. The dispatching thread may run other threads'
     /// closures before it returns, for as long as they keep coming: don't
-    /// dispatch holding a lock the strand's closures take.
+    /// dispatch holding a lock the strand's closures take. They run on top
+    /// of what the dispatcher is running (a pool task, say) and hold it: a
+    /// wait in one of them on the dispatching task is refused with
+    /// [`TaskError::WouldDeadlock`].
     /// A panicking closure is reported as a posted one is, and the drain
     /// goes on.
     ///
