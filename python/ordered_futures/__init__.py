@@ -208,8 +208,10 @@ class ThreadPoolExecutor(_core.Executor, _cf.ThreadPoolExecutor):
         exception ends the iteration and cancels the calls not started, as
         does closing or dropping a started iterator. ``chunksize`` is
         ignored, as by the stdlib's thread pool. A subclass that overrides
-        ``submit`` gets its calls through its ``submit``."""
-        if type(self).submit is not _core.Executor.submit:
+        ``submit`` (on the class or on the instance, as a mock does) gets
+        its calls through its ``submit``."""
+        if (type(self).submit is not _core.Executor.submit
+                or "submit" in getattr(self, "__dict__", ())):
             return _map_through_submit(self, fn, iterables, timeout, buffersize)
         return _core.Executor.map(self, fn, *iterables, timeout=timeout,
                                   chunksize=chunksize, buffersize=buffersize)

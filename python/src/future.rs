@@ -215,7 +215,7 @@ pub(crate) fn take_value_of(
 /// The value, or the exception raised, as `get` or `take` returned them.
 fn raise_or_return(py: Python<'_>, (raised, value): (bool, Py<PyAny>)) -> PyResult<Py<PyAny>> {
     if raised {
-        Err(PyErr::from_value(value.into_bound(py)))
+        Err(stdlib::raise(value.into_bound(py)))
     } else {
         Ok(value)
     }
@@ -349,13 +349,17 @@ impl Drop for RaisedScope {
 /// `KeyboardInterrupt`, `SystemExit` or other `BaseException` that is not
 /// an `Exception`, raised by one of them, is raised out of the call once
 /// every callback has run, as the stdlib lets it out of the call (where it
-/// skips the callbacks after it). An `Exception` is logged.
+/// skips the callbacks after it). An `Exception` is logged. If the call
+/// fails too, the callback's exception wins: in the stdlib it would have
+/// left the call before the failure (a `shutdown` that cancels queued
+/// futures, then fails to join its own thread, raises the `SystemExit`
+/// of a cancelled future's callback).
 pub(crate) fn raising_from_callbacks<R>(f: impl FnOnce() -> PyResult<R>) -> PyResult<R> {
     let scope = RaisedScope::enter();
     let out = f();
-    match (scope.take(), out) {
-        (Some(raised), Ok(_)) => Err(raised),
-        (_, out) => out,
+    match scope.take() {
+        Some(raised) => Err(raised),
+        None => out,
     }
 }
 

@@ -2,6 +2,7 @@
 //! raised, held where the garbage collector can see it and clear it.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
@@ -13,24 +14,36 @@ use crate::gil;
 /// exception whose traceback holds the future, say), and so that code
 /// writing the stdlib's private `_result` / `_exception` fields (CPython's
 /// own tests do) changes it safely; it is read once or twice per future.
+///
+/// Only threads holding the GIL take the lock: a worker that asks whether
+/// the call raised (`wait(..., FIRST_EXCEPTION)` on the completing thread)
+/// reads `raised` alone. The garbage collector, which runs under the GIL,
+/// then always finds the lock free, and sees the same references on each
+/// of its passes over the object.
 pub(crate) struct Outcome {
+    /// True if the value is an exception the call raised. Written under
+    /// the lock (with the GIL), so a reader holding the lock sees it with
+    /// the value; read alone without either.
+    raised: AtomicBool,
     slot: Mutex<Slot>,
 }
 
 struct Slot {
-    /// True if `value` is an exception the call raised.
-    raised: bool,
     value: Option<Py<PyAny>>,
 }
 
 impl Outcome {
     fn new(raised: bool, value: Py<PyAny>) -> Self {
         Outcome {
-            slot: Mutex::new(Slot {
-                raised,
-                value: Some(value),
-            }),
+            raised: AtomicBool::new(raised),
+            slot: Mutex::new(Slot { value: Some(value) }),
         }
+    }
+
+    /// `raised`, for a reader holding the lock (which orders it).
+    fn raised_locked(&self, _slot: &Slot) -> bool {
+        // Relaxed: the lock orders it with the writer's store.
+        self.raised.load(Ordering::Relaxed)
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
@@ -52,9 +65,13 @@ impl Outcome {
         Self::new(true, value)
     }
 
-    /// True if the call raised.
+    /// True if the call raised. Takes no lock: callable without the GIL.
     pub fn is_raised(&self) -> bool {
-        self.slot().raised
+        // Relaxed: a flag read for itself; the outcome it belongs to was
+        // published by the future's completion (Acquire) before anyone
+        // asks, and a later write by Python code (`_exception`) orders
+        // with nothing a worker reads.
+        self.raised.load(Ordering::Relaxed)
     }
 
     /// Whether the call raised, and the value or exception (`None` once
@@ -65,7 +82,7 @@ impl Outcome {
             .value
             .as_ref()
             .map_or_else(|| py.None(), |v| v.clone_ref(py));
-        (slot.raised, value)
+        (self.raised_locked(&slot), value)
     }
 
     /// The value if the call `raised` (true: its exception) or returned
@@ -83,7 +100,7 @@ impl Outcome {
     /// the object replaced, to drop outside the lock.
     pub fn set_result_field(&self, value: Py<PyAny>) -> Option<Py<PyAny>> {
         let mut slot = self.slot();
-        if slot.raised {
+        if self.raised_locked(&slot) {
             Some(value)
         } else {
             slot.value.replace(value)
@@ -97,13 +114,15 @@ impl Outcome {
             return Some(value);
         }
         let mut slot = self.slot();
-        slot.raised = true;
+        // Relaxed: under the lock (see `raised`).
+        self.raised.store(true, Ordering::Relaxed);
         slot.value.replace(value)
     }
 
-    /// Reports the held object to the garbage collector. A lock held
-    /// elsewhere only hides the reference, which keeps the object alive:
-    /// never the unsafe direction.
+    /// Reports the held object to the garbage collector. Only GIL holders
+    /// lock (see [`Outcome`]), none of them across anything that could
+    /// start a collection, so the lock is free here; `try_lock` keeps a
+    /// mistake from deadlocking the collector.
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Ok(slot) = self.slot.try_lock()
             && let Some(v) = &slot.value
@@ -124,7 +143,7 @@ impl Outcome {
     pub fn take(&self, py: Python<'_>) -> (bool, Py<PyAny>) {
         let mut slot = self.slot();
         let value = slot.value.take().unwrap_or_else(|| py.None());
-        (slot.raised, value)
+        (self.raised_locked(&slot), value)
     }
 }
 

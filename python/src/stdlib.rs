@@ -87,12 +87,61 @@ pub(crate) fn install_thread_hooks(py: Python<'_>) {
     }
 }
 
-/// An exception of class `class`, built with `args`.
+/// An exception of class `class`, built with `args`, raised as
+/// [`raise`] raises it.
 pub(crate) fn error<'py>(py: Python<'py>, class: &Py<PyAny>, args: impl PyCallArgs<'py>) -> PyErr {
     match class.bind(py).call1(args) {
-        Ok(instance) => PyErr::from_value(instance),
+        Ok(instance) => raise(instance),
         Err(e) => e,
     }
+}
+
+/// The exception object `value`, raised as Python's `raise value` raises
+/// it: with the exception being handled, if any, as its `__context__`
+/// (CPython's `PyErr_SetObject` chains it; restoring an exception object,
+/// as PyO3 does, does not), so a traceback shows "During handling of the
+/// above exception, another exception occurred". As CPython does, a
+/// context chain that already leads back to `value` is cut there, so that
+/// no cycle is made.
+pub(crate) fn raise(value: Bound<'_, PyAny>) -> PyErr {
+    if let Err(e) = set_context(&value) {
+        e.write_unraisable(value.py(), Some(&value));
+    }
+    PyErr::from_value(value)
+}
+
+fn set_context(value: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = value.py();
+    let handled = py.import("sys")?.call_method0("exception")?;
+    if handled.is_none()
+        || handled.is(value)
+        || !value.is_instance_of::<pyo3::exceptions::PyBaseException>()
+    {
+        return Ok(());
+    }
+    // Walk `handled`'s context chain; cut it where it meets `value`. A
+    // chain that loops without meeting it is left alone (Floyd's check).
+    let (mut o, mut slow) = (handled.clone(), handled.clone());
+    let mut step_slow = false;
+    loop {
+        let context = o.getattr("__context__")?;
+        if context.is_none() {
+            break;
+        }
+        if context.is(value) {
+            o.setattr("__context__", py.None())?;
+            break;
+        }
+        o = context;
+        if o.is(&slow) {
+            break;
+        }
+        if step_slow {
+            slow = slow.getattr("__context__")?;
+        }
+        step_slow = !step_slow;
+    }
+    value.setattr("__context__", handled)
 }
 
 /// `CancelledError()`.

@@ -314,7 +314,18 @@ impl AsCompleted {
             }
         }
         loop {
-            match slf.next_index(py, deadline)? {
+            let next = match slf.next_index(py, deadline) {
+                Ok(next) => next,
+                Err(e) => {
+                    // Interrupted (Ctrl-C, a signal handler's exception):
+                    // the stdlib's generator is finished by the exception
+                    // and its `finally` removes its waiters, so this ends too.
+                    slf.over = true;
+                    slf.detach_all();
+                    return Err(e);
+                }
+            };
+            match next {
                 Some(i) => {
                     if let Some(f) = slf.take(i) {
                         return Ok(Some(f));

@@ -658,6 +658,15 @@ def test_map_goes_through_an_overridden_submit():
     assert seen == [(2, 2), (3, 2), (-1,), (-2,), (-3,)]
 
 
+def test_map_goes_through_a_submit_set_on_the_instance():
+    # As `unittest.mock.patch.object(ex, "submit", wraps=ex.submit)` does.
+    from unittest import mock
+    with of.ThreadPoolExecutor(1) as ex:
+        with mock.patch.object(ex, "submit", wraps=ex.submit) as m:
+            assert list(ex.map(abs, [-1, -2])) == [1, 2]
+        assert m.call_count == 2
+
+
 def test_map_through_an_overridden_submit_holds_no_result_it_yielded():
     class Obj:
         pass
@@ -821,3 +830,60 @@ def test_a_base_exception_from_a_callback_is_raised_out_of_the_call_that_ran_it(
         gate.set()
     ex.shutdown()
     assert queued.cancelled()
+    # A shutdown that also fails (joining its own thread, from a task) still
+    # raises the callback's: the stdlib's would have left before the join.
+    ex = of.ThreadPoolExecutor(2)
+    busy, gate = occupy(ex)
+    go = threading.Event()
+
+    def shut_down_from_inside():
+        go.wait()
+        try:
+            ex.shutdown(wait=True, cancel_futures=True)
+        except BaseException as e:  # noqa: B036 - what escaped is the test
+            return type(e)
+
+    try:
+        inside = ex.submit(shut_down_from_inside)
+        queued = ex.submit(int)  # both workers busy: it stays queued
+        queued.add_done_callback(stop)
+        go.set()
+        assert inside.result(timeout=30) is SystemExit
+    finally:
+        go.set()
+        gate.set()
+    ex.shutdown()
+    assert queued.cancelled()
+
+
+@pytest.mark.parametrize("how", ["result", "cancelled", "timeout", "map"])
+def test_an_exception_raised_while_handling_another_has_it_as_context(how):
+    # `raise` inside an `except` chains the exception being handled, and
+    # the stdlib's `result()` raises with `raise`: tracebacks then say
+    # "During handling of the above exception, another exception occurred".
+    f = of.Future()
+    expected = {"result": ValueError, "cancelled": cf.CancelledError,
+                "timeout": TimeoutError, "map": ValueError}[how]
+    if how == "result":
+        f.set_exception(ValueError())
+    elif how == "cancelled":
+        f.cancel()
+    with of.ThreadPoolExecutor(1) as ex:
+        with pytest.raises(expected) as info:
+            try:
+                raise KeyError("handled")
+            except KeyError:
+                if how == "map":
+                    list(ex.map(int, ["x"]))
+                else:
+                    f.result(timeout=0)
+    assert isinstance(info.value.__context__, KeyError)
+    # No cycle: raised again while handling itself, it is not its own context.
+    try:
+        raise info.value
+    except expected as e:
+        try:
+            f.result(timeout=0) if how != "map" else None
+        except expected:
+            pass
+        assert e.__context__ is not e
