@@ -17,8 +17,12 @@ use concurrent_futures::{Promise, TaskError, ThreadPool};
 
 /// A compensating worker that is exiting must not strand a task submitted
 /// just then: it leaves the count before its last look at the queues.
-/// (Before, 1-2 of every 2,000-3,000 rounds left the task queued while the
-/// only core worker was blocked.)
+/// The proof is loom's `compensating_exit_vs_submit`: this test, the real
+/// exit path with crossbeam's queues (which loom cannot see), caught the
+/// bug (1-2 of every 2,000-3,000 rounds) only with a yield widening the
+/// window, and passes that mutation without it (docs/testing.md). It stays
+/// as the path's end-to-end run: a stranded task or a hang anywhere on it
+/// fails the round.
 #[test]
 fn a_task_submitted_while_a_compensating_worker_exits_runs() {
     let rounds = if cfg!(debug_assertions) { 300 } else { 3_000 };

@@ -587,4 +587,54 @@ mod loom_models {
             assert_eq!(shared.overlaps.load(Ordering::SeqCst), 0);
         });
     }
+
+    /// A cancelling shutdown's paths: a waker takes the poll right after
+    /// the first poll gave it up and, instead of polling, drops the held
+    /// future (`drop_held`) or asks to cancel it unpolled
+    /// (`cancel_unpolled`, which must see the poll and refuse). Both read
+    /// the slot the poll wrote, ordered by their own Acquire load of the
+    /// state: a wake's RMW takes the right without one. Without it loom
+    /// reports the slot touched unordered with the poll.
+    fn a_waker_that_cancels_sees_the_last_poll(drop_held: bool) {
+        loom::model(move || {
+            let shared = Arc::new(Shared {
+                events: AtomicUsize::new(0),
+                polling: AtomicUsize::new(0),
+                overlaps: AtomicUsize::new(0),
+                finished: AtomicUsize::new(0),
+            });
+            let task = Arc::new(Task(PollCell::new(Counting {
+                shared: shared.clone(),
+                target: 1,
+            })));
+            let t = task.clone();
+            let canceller = loom::thread::spawn(move || {
+                if t.0.wake() {
+                    // The right, after the first poll released it.
+                    if drop_held {
+                        assert!(t.0.drop_held(), "the future was still there");
+                    } else {
+                        assert!(!t.0.cancel_unpolled(), "it was polled");
+                    }
+                }
+            });
+            let first = with_borrowed_waker(&task, |cx| task.0.poll(cx));
+            if first == Polled::Again {
+                // Woken during the poll: the right stayed here.
+                assert!(task.0.drop_held());
+            }
+            canceller.join().unwrap();
+            assert_eq!(shared.finished.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    #[test]
+    fn a_waker_that_drops_the_held_future_sees_the_last_poll() {
+        a_waker_that_cancels_sees_the_last_poll(true);
+    }
+
+    #[test]
+    fn a_waker_that_cancels_an_unpolled_future_sees_it_was_polled() {
+        a_waker_that_cancels_sees_the_last_poll(false);
+    }
 }

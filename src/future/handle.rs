@@ -618,4 +618,36 @@ mod model {
             assert_eq!(seen.load(Ordering::Relaxed), 5);
         });
     }
+
+    /// Another handle reads the value, then drops, while the last handle
+    /// takes it: the take may move the value only once the read is ordered
+    /// before it, by the reader's Release decrement and the taker's Acquire
+    /// load of the count (`Core::drop_handle`, `Core::take_outcome`).
+    /// Without that pairing loom reports the slot moved out unordered with
+    /// the read; and a take while the reader still holds its handle gives
+    /// the handle back, to be joined once the reader is gone.
+    #[test]
+    fn the_last_handle_takes_the_value_only_after_another_handle_read_it() {
+        loom::model(|| {
+            let shared: Arc<Shared<String>> = Arc::new(Cell {
+                core: Core::of_pool(0),
+                body: NoBody,
+            });
+            let last = FutureHandle::from_shared(shared.clone());
+            let other = last.clone();
+            let _ = shared.core.set_with(String::from("seven"), Ok);
+            let reader = loom::thread::spawn(move || {
+                let n = other.result().map_or(0, String::len);
+                drop(other);
+                n
+            });
+            let taken = last.try_join();
+            assert_eq!(reader.join().unwrap(), 5);
+            let value = match taken {
+                Ok(outcome) => outcome,
+                Err(last) => last.try_join().ok().expect("the only handle now"),
+            };
+            assert_eq!(value.as_deref(), Ok("seven"));
+        });
+    }
 }

@@ -26,7 +26,7 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use crate::blocks::{self, Home};
-use crate::sync::{AtomicU8, Ordering, UnsafeCell};
+use crate::sync::{AtomicU8, Lifetime, Ordering, UnsafeCell};
 
 /// Not yet consumed.
 const LIVE: u8 = 0;
@@ -96,6 +96,10 @@ pub(crate) struct Header<A> {
     dispatch: Dispatch<A>,
     /// Where the node's memory came from (see `blocks.rs`).
     home: Home,
+    /// A node two holders may touch is freed by the last to let go: under
+    /// loom each holder's accesses must happen before that free (empty
+    /// otherwise).
+    life: Lifetime,
 }
 
 #[repr(C)]
@@ -139,6 +143,7 @@ unsafe fn dispatch<A, P: Payload<A>>(h: NonNull<Header<A>>, op: Op<'_, A>) {
         // SAFETY: by contract the node is ours to drop and free, and it was
         // made by `NodeRef::alloc` with this layout and the recorded home.
         Op::Free => unsafe {
+            node.as_ref().header.life.end();
             let home = node.as_ref().header.home;
             std::ptr::drop_in_place(node.as_ptr());
             blocks::free(node.cast(), std::alloc::Layout::new::<Node<A, P>>(), home);
@@ -161,6 +166,7 @@ impl<A> NodeRef<A> {
                     serial,
                     dispatch: dispatch::<A, P>,
                     home,
+                    life: Lifetime::new(),
                 },
                 payload,
             })
@@ -369,7 +375,12 @@ impl<A> Drop for NodeRef<A> {
         // The last reference frees without an RMW (see `is_sole`).
         // Otherwise, Release: our accesses to the node happen before the
         // free; the thread that drops the last reference acquires them.
-        if self.is_sole() || self.header().refs.fetch_sub(1, Ordering::Release) == 1 {
+        if self.is_sole() || {
+            // What this holder did to the node, as loom sees it: the free
+            // by the other must come after it.
+            self.header().life.touch();
+            self.header().refs.fetch_sub(1, Ordering::Release) == 1
+        } {
             // Acquire: pairs with the other holder's Release decrement. A
             // load rather than a fence, which ThreadSanitizer cannot see.
             self.header().refs.load(Ordering::Acquire);

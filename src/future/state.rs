@@ -118,8 +118,11 @@ impl Lifecycle {
 
     /// `PENDING -> CANCELLED`.
     pub(crate) fn cancel(&self) -> Cancel {
-        // Release: pairs with readers' Acquire in `phase`; there is no
-        // outcome to publish, but the canceller's prior writes are.
+        // Release: pairs with readers' Acquire in `phase`. No data of ours
+        // depends on it (a cancelled outcome is a constant); it is the
+        // users' guarantee that a thread seeing the future cancelled sees
+        // what the canceller did before, as one seeing it finished sees
+        // what the setter did. No model can fail on it for that reason.
         match self
             .0
             .compare_exchange(PENDING, CANCELLED, Ordering::Release, Ordering::Relaxed)
