@@ -2,6 +2,9 @@
 //! executor tests check.
 #![cfg(not(loom))]
 
+mod common;
+use common::Watchdog;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -29,6 +32,10 @@ fn wait_first_completed_returns_all_already_done() {
 
 #[test]
 fn wait_first_completed_blocks_until_one_finishes() {
+    let _dog = Watchdog::new(
+        "wait_first_completed_blocks_until_one_finishes",
+        Duration::from_secs(120),
+    );
     let pool = ThreadPool::new(2).unwrap();
     let gate = Arc::new(Barrier::new(2));
     let g = gate.clone();

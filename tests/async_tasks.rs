@@ -200,6 +200,10 @@ fn a_cancelling_shutdown_cancels_unpolled_futures_and_finishes_polled_ones() {
 /// then exit.
 #[test]
 fn a_future_pending_at_shutdown_keeps_the_pool_open() {
+    let _dog = Watchdog::new(
+        "a_future_pending_at_shutdown_keeps_the_pool_open",
+        std::time::Duration::from_secs(120),
+    );
     let pool = ThreadPool::new(1).unwrap();
     let gate = Arc::new(Gate::default());
     let g = gate.clone();
@@ -335,6 +339,10 @@ fn a_future_holding_the_last_pool_can_be_dropped_on_any_thread() {
 /// Many futures, each woken by several threads racing: every one finishes.
 #[test]
 fn many_futures_woken_by_racing_threads_all_finish() {
+    let _dog = Watchdog::new(
+        "many_futures_woken_by_racing_threads_all_finish",
+        std::time::Duration::from_secs(120),
+    );
     const FUTURES: usize = 200;
     const INPUTS: usize = 4;
     let pool = ThreadPool::new(2).unwrap();

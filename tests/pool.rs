@@ -2,7 +2,7 @@
 #![cfg(not(loom))]
 
 mod common;
-use common::occupy;
+use common::{Watchdog, occupy};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, mpsc};
@@ -231,6 +231,10 @@ fn a_cancelling_shutdown_reaches_a_task_in_a_workers_own_deque() {
 
 #[test]
 fn one_worker_task_waiting_on_a_task_it_submitted() {
+    let _dog = Watchdog::new(
+        "one_worker_task_waiting_on_a_task_it_submitted",
+        Duration::from_secs(120),
+    );
     // Python's docs: deadlocks with max_workers=1.
     let pool = ThreadPool::new(1).unwrap();
     let p = pool.clone();
@@ -245,6 +249,10 @@ fn one_worker_task_waiting_on_a_task_it_submitted() {
 
 #[test]
 fn two_tasks_waiting_on_each_other_get_an_error_not_a_hang() {
+    let _dog = Watchdog::new(
+        "two_tasks_waiting_on_each_other_get_an_error_not_a_hang",
+        Duration::from_secs(120),
+    );
     // Python's docs: a waits on b, b waits on a: deadlock. Here the wait that
     // closes the cycle is refused, and both tasks finish.
     let pool = ThreadPool::new(2).unwrap();
@@ -287,6 +295,10 @@ fn two_tasks_waiting_on_each_other_get_an_error_not_a_hang() {
 
 #[test]
 fn a_task_waiting_on_itself_gets_an_error() {
+    let _dog = Watchdog::new(
+        "a_task_waiting_on_itself_gets_an_error",
+        Duration::from_secs(120),
+    );
     let pool = ThreadPool::new(1).unwrap();
     let (tx, rx) = mpsc::channel::<concurrent_futures::FutureHandle<TaskError>>();
     let me = pool
@@ -310,6 +322,10 @@ fn chain(pool: ThreadPool, depth: u32) -> u32 {
 
 #[test]
 fn a_chain_of_a_thousand_nested_submit_and_wait_on_two_workers() {
+    let _dog = Watchdog::new(
+        "a_chain_of_a_thousand_nested_submit_and_wait_on_two_workers",
+        Duration::from_secs(120),
+    );
     let pool = ThreadPool::new(2).unwrap();
     let p = pool.clone();
     let h = pool.submit(move || chain(p, 1000)).unwrap();
@@ -383,6 +399,10 @@ fn map_keeps_order_when_the_pool_shuts_down_mid_iteration() {
 
 #[test]
 fn a_one_worker_pool_task_waiting_on_a_promise_fed_by_the_pool() {
+    let _dog = Watchdog::new(
+        "a_one_worker_pool_task_waiting_on_a_promise_fed_by_the_pool",
+        Duration::from_secs(120),
+    );
     // The task blocks on a strand's handle whose drain sits in the same
     // worker's deque: a compensating worker keeps the pool going.
     let pool = ThreadPool::new(1).unwrap();
@@ -404,6 +424,10 @@ fn a_one_worker_pool_task_waiting_on_a_promise_fed_by_the_pool() {
 
 #[test]
 fn dropping_the_pool_after_a_timed_out_shutdown_does_not_hang() {
+    let _dog = Watchdog::new(
+        "dropping_the_pool_after_a_timed_out_shutdown_does_not_hang",
+        Duration::from_secs(120),
+    );
     let pool = ThreadPool::new(1).unwrap();
     let (stuck, gate) = occupy(&pool);
     assert!(
@@ -448,6 +472,10 @@ fn a_value_that_panics_on_drop_does_not_kill_the_worker() {
 
 #[test]
 fn joining_the_last_handle_inside_its_own_callback_does_not_hang() {
+    let _dog = Watchdog::new(
+        "joining_the_last_handle_inside_its_own_callback_does_not_hang",
+        Duration::from_secs(120),
+    );
     // The callback holds the only handle of a pool task (no promise keeps
     // another reader): `join` must not wait for the drain it runs inside.
     let pool = ThreadPool::new(1).unwrap();

@@ -121,6 +121,10 @@ fn scopes_nest_and_run_from_inside_a_worker() {
 
 #[test]
 fn a_panicking_body_is_resumed_after_every_task_is_over() {
+    let _dog = Watchdog::new(
+        "a_panicking_body_is_resumed_after_every_task_is_over",
+        Duration::from_secs(120),
+    );
     let pool = ThreadPool::new(2).unwrap();
     let finished = AtomicUsize::new(0);
     let gate = opened_once_this_thread_sleeps();
@@ -141,6 +145,10 @@ fn a_panicking_body_is_resumed_after_every_task_is_over() {
 
 #[test]
 fn panics_of_tasks_go_to_their_handles_or_out_of_the_scope() {
+    let _dog = Watchdog::new(
+        "panics_of_tasks_go_to_their_handles_or_out_of_the_scope",
+        Duration::from_secs(120),
+    );
     let pool = ThreadPool::new(2).unwrap();
     // With a handle: carried to it; the scope returns normally.
     let outcome = pool.scope(|s| {
