@@ -156,6 +156,10 @@ impl<A> NodeRef<A> {
     fn alloc<P: Payload<A>>(payload: P, serial: u64, status: u8, refs: u8) -> NonNull<Header<A>> {
         let (memory, home) = blocks::alloc(std::alloc::Layout::new::<Node<A, P>>());
         let node = memory.cast::<Node<A, P>>();
+        // A pusher's link to this node, once it heads a list, is made from
+        // its address alone (`Stack::try_link`): it must find this
+        // provenance. A no-op in the machine code.
+        let _ = node.as_ptr().expose_provenance();
         // SAFETY: `blocks::alloc` returned memory fit for this layout.
         unsafe {
             node.as_ptr().write(Node {

@@ -208,8 +208,18 @@ impl<A> Stack<A> {
         head: *mut Header<A>,
         backoff: &mut Backoff,
     ) -> Result<(), *mut Header<A>> {
+        // The link names the node at the head's address when the CAS
+        // succeeds, which may not be the node `head` was loaded from: that
+        // one may have been freed and its address reused by a node pushed
+        // since (ABA, harmless to the list's shape: design.md,
+        // "Reclamation"). The CAS compares addresses only, so the link
+        // takes the address with the provenance every node exposes at its
+        // allocation (`NodeRef::alloc`), not the stale load's, which would
+        // make a later read through it a use of a freed allocation (to
+        // Miri; machines see the same address either way).
+        let next = std::ptr::with_exposed_provenance_mut(untag(head).addr());
         // SAFETY: the node is not yet published: only we access it.
-        unsafe { set_next(node, untag(head)) };
+        unsafe { set_next(node, next) };
         // Release: publishes the node's fields to the thread that takes
         // the list (Acquire swap in `drain`, Acquire CAS in `compact`).
         match self.head.compare_exchange_weak(
