@@ -92,9 +92,12 @@ impl<F, D: Finish> Job<F, D> {
     /// start it (see the Sync impl), with the task's own `core`.
     fn take<T>(&self, core: &Core<T>) -> Option<F> {
         let mark = core.body_mark();
-        // Relaxed: the mark is the closure's, touched only by its owner of
-        // the moment; the claim that made this thread the owner orders it
-        // after any earlier one, as it does the closure.
+        // Relaxed: one thread ever takes a given closure (the start
+        // claim's winner, or, when nobody can start it, the queue entry's
+        // holder), so no other thread touches the mark; what the closure
+        // and the mark were made with reaches that thread through the queue
+        // push or the handle hand-off (loom:
+        // `the_closure_is_taken_once_by_its_owner`).
         if mark.load(Ordering::Relaxed) == TAKEN {
             return None;
         }

@@ -218,7 +218,7 @@ impl<T> Core<T> {
         }
         let ran = Arc::new(AtomicUsize::new(0));
         let (flag, thread) = (ran.clone(), crate::sync::current_thread());
-        // SAFETY: a `'static` closure.
+        // A `'static` closure: it borrows nothing.
         let marker = move |_: Result<&T, &TaskError>| {
             // Release: pairs with the Acquire load below.
             flag.store(1, Ordering::Release);
@@ -229,6 +229,8 @@ impl<T> Core<T> {
         // A blocking wait like any other: on a pool thread it keeps the
         // pool's capacity (the callbacks may need a worker of this pool).
         super::blocking::blocking(|| {
+            // Acquire: pairs with the marker's Release store: the drain's
+            // earlier callbacks happen before this returns.
             while ran.load(Ordering::Acquire) == 0 {
                 crate::sync::park();
             }

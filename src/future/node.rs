@@ -222,6 +222,9 @@ impl<A> NodeRef<A> {
     /// The target of a tombstone not yet resolved, if this is one. Only the
     /// list interior's owner calls this (it alone resolves tombstones).
     pub(crate) fn tombstone_target(&self) -> Option<(usize, u64)> {
+        // Relaxed: a tombstone's status is set at its allocation and changed
+        // only by the interior owner, which this caller is; the push that
+        // published it (Release/Acquire on the head word) ordered the rest.
         if self.header().status.load(Ordering::Relaxed) != TOMBSTONE {
             return None;
         }

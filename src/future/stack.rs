@@ -162,6 +162,8 @@ impl<A> Stack<A> {
                 match self.push_on_done(unsafe { NodeRef::from_raw(node) }, drain_arg) {
                     Ok(pushed) => return pushed,
                     Err(()) => {
+                        // Relaxed: only an address to link and compare;
+                        // the CAS in `try_link` decides.
                         head = self.head.load(Ordering::Relaxed);
                         continue;
                     }
@@ -265,6 +267,7 @@ impl<A> Stack<A> {
     /// Seals the stack and runs everything on it, oldest first, unless a
     /// compactor owns the interior (it drains when it lets go). Called once.
     pub(crate) fn complete(&self, arg: &A) {
+        // Relaxed: a first guess for the CAS below, which decides.
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             debug_assert_eq!(tags(head) & DONE, 0, "complete called twice");
@@ -480,6 +483,8 @@ impl<A> Stack<A> {
             }
             cur = next;
         }
+        // Relaxed: steering counts only (when to compact next), ordered
+        // with nothing.
         let _ = self
             .garbage
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |g| {
@@ -504,6 +509,7 @@ impl<A> Stack<A> {
     /// Lets go of a pending-time `BUSY`; if the future completed meanwhile,
     /// drains instead (the completer left that to us).
     fn release_busy(&self, drain_arg: &A) {
+        // Relaxed: a first guess for the CASes below, which decide.
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             if tags(head) & DONE != 0 {
