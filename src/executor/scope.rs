@@ -187,6 +187,8 @@ unsafe impl Send for ScopeToken {}
 unsafe impl Sync for ScopeToken {}
 
 impl Finish for ScopeToken {
+    const LENDS: bool = true;
+
     fn lender(&self) -> Held {
         // SAFETY: asked only while the task is not over (it is running), so
         // the scope waits and its state is alive.

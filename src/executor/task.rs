@@ -28,6 +28,11 @@ use crate::sync::{Ordering, UnsafeCell};
 /// threads: its outcome (or cancellation) is published, with the callbacks
 /// that completion runs; and its closure is consumed (run or dropped).
 pub(crate) trait Finish: Send + Sync {
+    /// Whether a thread waits for the task to be over, lending it what it
+    /// holds ([`Finish::lender`]): known per type, so a plain task's
+    /// completion has no branch for it.
+    const LENDS: bool = false;
+
     /// One of the two events happened; `both` says this thread saw both.
     fn event(&self, both: bool);
 
@@ -131,10 +136,10 @@ impl<F, D: Finish> Job<F, D> {
             ),
         };
         tally.finish(ran);
-        let lender = self.done.lender();
-        if lender.is_none() {
+        if !D::LENDS {
             core.set_started(outcome);
         } else {
+            let lender = self.done.lender();
             // The callbacks the completion runs are waited for too (the
             // event comes after them): they hold what the waiter holds, so
             // a wait or a shutdown in one that would close a cycle through

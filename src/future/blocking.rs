@@ -103,12 +103,6 @@ unsafe impl Sync for Held {}
 impl Held {
     /// Nothing held: work nobody waits on.
     pub(crate) const NONE: Held = Held(std::ptr::null());
-
-    /// Whether this is [`Held::NONE`].
-    #[inline]
-    pub(crate) fn is_none(self) -> bool {
-        self.0.is_null()
-    }
 }
 
 /// What the calling thread holds, to lend to work it will wait for.
