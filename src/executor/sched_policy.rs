@@ -25,16 +25,51 @@ const AVAILABLE: bool = cfg!(all(target_os = "linux", not(loom), not(miri)));
 /// wake-ups never preempt (`SCHED_BATCH`, or `SCHED_IDLE`, which it kept).
 #[cfg(all(target_os = "linux", not(loom), not(miri)))]
 pub(crate) fn batch_this_thread() -> bool {
-    // SAFETY: `sched_getscheduler(0)` reads the calling thread's policy
-    // and touches no memory of ours.
-    let policy = unsafe { libc::sched_getscheduler(0) };
+    let policy = current_policy();
     if policy != libc::SCHED_OTHER {
         return is_quiet(policy);
     }
-    let param = libc::sched_param { sched_priority: 0 };
+    set_policy(libc::SCHED_BATCH, 0)
+}
+
+/// The flag a policy may carry (`sched(7)`): children start under the
+/// normal policy. Not a policy of its own; `libc` does not name it.
+#[cfg(target_os = "linux")]
+const SCHED_RESET_ON_FORK: libc::c_int = 0x4000_0000;
+
+/// The calling thread's policy, without [`SCHED_RESET_ON_FORK`]; -1 if
+/// the call fails. Through the system call itself: musl's wrapper is a
+/// stub that always fails (`ENOSYS`), and glibc's is only the call.
+#[cfg(target_os = "linux")]
+pub(crate) fn current_policy() -> libc::c_int {
+    // SAFETY: reads the calling thread's policy (pid 0); touches no memory
+    // of ours.
+    let policy = unsafe { libc::syscall(libc::c_long::from(libc::SYS_sched_getscheduler), 0) };
+    match libc::c_int::try_from(policy) {
+        Ok(-1) | Err(_) => -1,
+        Ok(p) => p & !SCHED_RESET_ON_FORK,
+    }
+}
+
+/// Puts the calling thread under `policy` at `priority`; whether that was
+/// granted. Through the system call, as [`current_policy`].
+#[cfg(target_os = "linux")]
+pub(crate) fn set_policy(policy: libc::c_int, priority: libc::c_int) -> bool {
+    // SAFETY: all zeros is a valid `sched_param` (integers and, on musl,
+    // private padding, which is why it is not built field by field).
+    let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+    param.sched_priority = priority;
     // SAFETY: `param` is a valid `sched_param` that outlives the call,
-    // which only reads it; priority 0 is the one `SCHED_BATCH` takes.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) == 0 }
+    // which only reads it; pid 0 is the calling thread alone.
+    let done = unsafe {
+        libc::syscall(
+            libc::c_long::from(libc::SYS_sched_setscheduler),
+            0,
+            policy,
+            &raw const param,
+        )
+    };
+    done == 0
 }
 
 /// Elsewhere (and under loom and Miri, which cannot make the call):
@@ -65,8 +100,7 @@ pub(crate) fn takes() -> bool {
 /// leave for `SCHED_BATCH` (the normal one) or keep as a quiet one.
 #[cfg(all(target_os = "linux", not(loom), not(miri)))]
 fn callers_policy_allows() -> bool {
-    // SAFETY: as in `batch_this_thread`: reads the calling thread's policy.
-    let policy = unsafe { libc::sched_getscheduler(0) };
+    let policy = current_policy();
     policy == libc::SCHED_OTHER || is_quiet(policy)
 }
 

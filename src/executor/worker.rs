@@ -560,9 +560,12 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn policy_takes_here() -> bool {
         std::thread::spawn(|| {
+            // The wrappers, as a program would call them (musl's fail, and
+            // this then says no).
             // SAFETY: reads the calling thread's policy.
-            let policy = unsafe { libc::sched_getscheduler(0) };
-            let param = libc::sched_param { sched_priority: 0 };
+            let policy = unsafe { libc::sched_getscheduler(0) } & !0x4000_0000;
+            // SAFETY: all zeros is a valid `sched_param` (see sched_policy).
+            let param: libc::sched_param = unsafe { std::mem::zeroed() };
             match policy {
                 libc::SCHED_BATCH | libc::SCHED_IDLE => true,
                 // SAFETY: `param` is valid and outlives the call; it changes
@@ -607,11 +610,9 @@ mod tests {
     #[test]
     fn a_batch_pool_where_the_policy_does_not_take_keeps_the_normal_idle_rules() {
         std::thread::spawn(|| {
-            let param = libc::sched_param { sched_priority: 1 };
-            // SAFETY: `param` is a valid `sched_param` that outlives the
-            // call, which only reads it; it changes only this thread, which
-            // builds a registry (no workers) and exits.
-            if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+            // Changes only this thread, which builds a registry (no
+            // workers) and exits.
+            if !crate::executor::sched_policy::set_policy(libc::SCHED_FIFO, 1) {
                 eprintln!("SCHED_FIFO refused here: nothing to check");
                 return;
             }
