@@ -17,10 +17,13 @@ source benches/server_common.sh
 cargo build --release --quiet --example server --example loadgen
 trap leftover_server EXIT
 for round in $(seq "$rounds"); do
-    for backend in pool spawn-blocking mutex; do
+    for backend in $(in_turn "$round" pool spawn-blocking mutex); do
         start_server "$backend" 2000
+        # loadgen exits 1 on any failed request: say so with its line and
+        # the server's log, rather than end the script without a word.
         result=$("${on_client_cpus[@]}" "$target_dir/release/examples/loadgen" --port "$port" --connections 16 \
-            --requests 20000 --seconds 10 --body-bytes 256 --rounds 2000 "$@")
+            --requests 20000 --seconds 10 --body-bytes 256 --rounds 2000 "$@") ||
+            { echo "$backend: loadgen failed: $result"; cat "$log"; exit 1; }
         stop_server
         printf 'round=%s backend=%-14s %s\n' "$round" "$backend" "$result"
     done

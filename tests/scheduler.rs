@@ -294,3 +294,48 @@ fn join_beside_a_blocked_worker() -> (bool, String) {
     blocked.join().unwrap();
     outcome
 }
+
+/// One blocked worker is stood in for by one thread, not one per submit:
+/// the pool keeps its capacity and no more. Here the stand-in is busy with
+/// a task that waits outside the crate (a std channel, so it is not
+/// counted blocked), and more submits come: each found nobody asleep or
+/// searching while a worker was blocked, and started another stand-in
+/// (up to `max_blocking`), so a one-worker pool ran as many tasks at once.
+#[test]
+fn one_blocked_worker_gets_one_stand_in() {
+    let _dog = Watchdog::new(
+        "one_blocked_worker_gets_one_stand_in",
+        Duration::from_secs(60),
+    );
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .max_blocking(64)
+        .build()
+        .unwrap();
+    // The only worker blocks in a crate wait: counted blocked.
+    let gate = Promise::<()>::new();
+    let g = gate.handle();
+    let blocked = pool.submit(move || *g.result().unwrap()).unwrap();
+    while !blocked.running() {
+        thread::yield_now();
+    }
+    // Its stand-in takes a task that waits on a std channel.
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release_tx, release) = std::sync::mpsc::channel::<()>();
+    let busy = pool
+        .submit(move || {
+            started_tx.send(()).unwrap();
+            release.recv().unwrap();
+        })
+        .unwrap();
+    started.recv().unwrap();
+    assert_eq!(pool.metrics().threads, 2, "the worker and its stand-in");
+    // More work while both are taken: it waits for one of them.
+    let more: Vec<_> = (0..8).map(|i| pool.submit(move || i).unwrap()).collect();
+    assert_eq!(pool.metrics().threads, 2, "a stand-in per submit");
+    release_tx.send(()).unwrap();
+    busy.join().unwrap();
+    assert_eq!(more.into_iter().map(|h| h.join().unwrap()).sum::<i32>(), 28);
+    gate.set_result(()).unwrap();
+    blocked.join().unwrap();
+}

@@ -321,7 +321,9 @@ impl Builder {
 
     /// Most compensating workers alive at once. A worker that blocks on a
     /// task running elsewhere is compensated by one, so the pool keeps its
-    /// capacity (like Java's managed blocking). A compensating worker stays
+    /// capacity (like Java's managed blocking), and by no more: a stand-in
+    /// starts only while fewer are alive than threads are blocked, so
+    /// `workers` tasks run at once outside waits, however many are queued. A compensating worker stays
     /// after its work is done, asleep, for [`keep_alive`](Builder::keep_alive)
     /// (10 seconds by default), so a pool that
     /// blocks again and again reuses it instead of starting a thread. Default 512; 0 means none

@@ -304,7 +304,27 @@ impl Registry {
     /// are alive. SeqCst: the RMW follows the caller's fence (see
     /// `leave_extra_with`).
     pub(crate) fn claim_extra(&self) -> bool {
-        let max = self.config.max_blocking;
+        self.claim_extra_below(usize::MAX)
+    }
+
+    /// [`Registry::claim_extra`] for a new stand-in: only while fewer are
+    /// alive than threads are blocked, so the pool keeps its capacity and
+    /// no more. The threads not blocked number `workers + extra -
+    /// blocked` (a blocked stand-in counts in both), which is below
+    /// `workers` exactly while `extra < blocked`. Without this, every push
+    /// that found the stand-ins busy started another, up to `max_blocking`
+    /// for one blocked worker, and a burst of pushes started several before
+    /// the first got going. A retiring stand-in's claim back
+    /// (`leave_extra_with`) is not capped: a submit may have trusted it.
+    pub(crate) fn claim_extra_for_blocked(&self) -> bool {
+        // Relaxed: a cap, read again at each attempt. A thread that blocks
+        // after this read starts a stand-in itself if work is queued
+        // (`begin_blocking`'s look), so a stale count only defers to it.
+        self.claim_extra_below(self.blocked.load(Ordering::Relaxed))
+    }
+
+    fn claim_extra_below(&self, cap: usize) -> bool {
+        let max = self.config.max_blocking.min(cap);
         self.extra
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < max).then_some(n + 1)

@@ -512,7 +512,7 @@ impl Sleep {
     /// count wrap past zero, and a submit meanwhile take the phantom for a
     /// searcher and wake nobody (loom:
     /// `a_wake_counts_the_sleeper_before_it_can_run`).
-    fn wake_one(&self, words: &[AtomicUsize]) -> bool {
+    fn wake_one<'a>(&'a self, mut words: &'a [AtomicUsize]) -> bool {
         loop {
             self.start_searching();
             for (w, word) in words.iter().enumerate() {
@@ -532,7 +532,11 @@ impl Sleep {
             // Nobody to wake: the count was a phantom, and a submit may
             // have trusted it. Uncounted as a searcher that found work is
             // (`found_work`): the last one out wakes a sleeper that came
-            // meanwhile, since that submit's task may be all it missed.
+            // meanwhile, since that submit's task may be all it missed. The
+            // words are read again: the caller's were read before, and a
+            // compensating worker may since have claimed a slot in a word
+            // they left out (`words`), and gone to sleep there.
+            words = self.words();
             if !(self.searching.fetch_sub(1, Ordering::SeqCst) == 1 && any_bit(words)) {
                 return false;
             }

@@ -520,7 +520,7 @@ impl Drop for ExtraSlot<'_> {
 /// task and issued a SeqCst fence since (`Sleep::notify_one`): see
 /// [`Registry::retire_extra_with`].
 pub(crate) fn spawn_compensating(registry: &Arc<Registry>) {
-    if !registry.claim_extra() {
+    if !registry.claim_extra_for_blocked() {
         return;
     }
     let name = format!("{}-extra", registry.config.name_prefix);
