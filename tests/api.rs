@@ -412,3 +412,39 @@ fn callbacks_routed_to_the_pool_never_run_on_the_completing_thread() {
         assert_eq!((i, v, name.as_deref()), (n, 7, Some("routed-0")));
     }
 }
+
+/// A strand's `submit` handle keeps a pool task's contract: cancelled while
+/// queued, the closure never runs; while it runs, the handle reads running
+/// and refuses a cancel. (The closure ran after a successful cancel, and
+/// the handle never read running.)
+#[test]
+fn a_strand_submit_can_be_cancelled_only_while_queued() {
+    let _dog = Watchdog::new("strand_submit_cancel", Duration::from_secs(60));
+    let pool = ThreadPool::new(1).unwrap();
+    let strand = Strand::new(&pool, 0u32);
+    // The strand is busy until the gate opens.
+    let gate = Promise::<()>::new();
+    let g = gate.handle();
+    strand.post(move |_| g.wait().unwrap());
+    let queued = strand.submit(|n| *n += 1);
+    assert!(queued.cancel(), "queued: cancellable");
+    let (inside, started) = (Promise::<()>::new(), Promise::<()>::new());
+    let (go, started_h) = (inside.handle(), started.handle());
+    let running = strand.submit(move |n| {
+        started.set_result(()).unwrap();
+        go.wait().unwrap();
+        *n += 10;
+    });
+    gate.set_result(()).unwrap();
+    started_h.wait().unwrap();
+    assert!(running.running(), "its closure runs");
+    assert!(!running.cancel(), "running: not cancellable");
+    inside.set_result(()).unwrap();
+    assert_eq!(running.join(), Ok(()));
+    assert_eq!(queued.join(), Err(TaskError::Cancelled));
+    assert_eq!(
+        strand.submit(|n| *n).join(),
+        Ok(10),
+        "the cancelled closure never ran"
+    );
+}

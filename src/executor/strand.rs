@@ -178,7 +178,10 @@ impl<S: Send + 'static> Strand<S> {
     /// closure's is: nobody else would see it). The handle is a
     /// [`Promise`]'s: a wait on it is not in the wait-for
     /// graph, so a closure of this strand that waits on it (it queues
-    /// behind the closure that waits) waits for good.
+    /// behind the closure that waits) waits for good. As for a pool task,
+    /// [`cancel`](FutureHandle::cancel) succeeds only while `f` is queued
+    /// (then `f` never runs), and the handle reads
+    /// [`running`](FutureHandle::running) while it runs.
     ///
     /// ```
     /// # use concurrent_futures::{Strand, ThreadPool};
@@ -194,6 +197,12 @@ impl<S: Send + 'static> Strand<S> {
         let promise = Promise::new();
         let handle = promise.handle();
         self.post(move |s| {
+            // Cancelled while queued: `f` never runs (dropped here, on the
+            // strand); otherwise the handle reads running from now on, and
+            // a cancel is refused, as for a pool task.
+            if promise.set_running_or_notify_cancel() != Ok(true) {
+                return;
+            }
             let outcome = catch_unwind(AssertUnwindSafe(|| f(s)))
                 .map_err(|payload| TaskError::Panicked(panic_message(payload)));
             let _ = promise.complete(outcome);
