@@ -462,6 +462,55 @@ fn a_dropped_async_waiter_keeps_no_task_alive() {
     drop(promise);
 }
 
+/// A future's drop that drops another pool's future (its last waker),
+/// whose drop drops the first pool's last handle: that handle's drop must
+/// not wait for the first future's hold, which is released only once the
+/// outer drop returns. The marker that tells it so was one per thread, and
+/// the inner drop overwrote it: the drop waited for good.
+#[test]
+fn nested_drops_of_held_futures_across_two_pools_do_not_wait_on_themselves() {
+    let _dog = Watchdog::new("nested_held_drops", std::time::Duration::from_secs(60));
+    type Slot = Arc<Mutex<Option<Waker>>>;
+    let (a, b) = (ThreadPool::new(1).unwrap(), ThreadPool::new(1).unwrap());
+    let (slot1, slot2): (Slot, Slot) = Default::default();
+    let (polled_tx, polled) = mpsc::channel::<()>();
+    // FB on pool B holds pool A's last handle; its waker goes to slot 1.
+    let (a2, s1, tx) = (a.clone(), slot1.clone(), polled_tx.clone());
+    b.spawn_future(async move {
+        let _a = a2;
+        std::future::poll_fn(|cx| {
+            if s1.lock().unwrap().replace(cx.waker().clone()).is_none() {
+                tx.send(()).unwrap();
+            }
+            Poll::<()>::Pending
+        })
+        .await;
+    })
+    .unwrap();
+    polled.recv().unwrap();
+    // FA on pool A owns FB's waker; its own waker goes to slot 2.
+    let (s1, s2) = (slot1.clone(), slot2.clone());
+    a.spawn_future(async move {
+        let fb = s1.lock().unwrap().take().expect("FB polled");
+        std::future::poll_fn(|cx| {
+            if s2.lock().unwrap().replace(cx.waker().clone()).is_none() {
+                polled_tx.send(()).unwrap();
+            }
+            Poll::<()>::Pending
+        })
+        .await;
+        drop(fb);
+    })
+    .unwrap();
+    polled.recv().unwrap();
+    drop(a); // FB's handle is pool A's last
+    // FA's last waker: FA dropped here, then FB (FA held its last waker),
+    // then pool A's last handle (FB held it).
+    let fa = slot2.lock().unwrap().take().unwrap();
+    drop(fa);
+    drop(b);
+}
+
 #[cfg(feature = "futures")]
 mod futures_feature {
     use std::time::Duration;

@@ -285,26 +285,35 @@ impl<F: Future<Output = ()>> Drop for AsyncTask<F> {
 }
 
 std::thread_local! {
-    /// The registry whose held future this thread is dropping (its address;
-    /// 0 for none). Nested drops save and restore it.
-    static DROPPING_HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The registries whose held futures this thread is dropping (their
+    /// addresses), innermost last: a future's drop may drop another pool's
+    /// future (its last waker), whose drop may drop the outer pool's last
+    /// handle, which must still see the outer drop.
+    static DROPPING_HELD: std::cell::RefCell<Vec<usize>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Marks the calling thread as dropping a future that holds `registry`
-/// open, until dropped.
-struct DroppingHeld(usize);
+/// open, until dropped. (Unmarked where the thread's locals are gone: a
+/// drop from another thread-local's destructor.)
+struct DroppingHeld(bool);
 
 impl DroppingHeld {
     fn enter(registry: &Registry) -> Self {
         let addr = (registry as *const Registry).addr();
-        DroppingHeld(DROPPING_HELD.with(|d| d.replace(addr)))
+        DroppingHeld(
+            DROPPING_HELD
+                .try_with(|d| d.borrow_mut().push(addr))
+                .is_ok(),
+        )
     }
 }
 
 impl Drop for DroppingHeld {
     fn drop(&mut self) {
-        let prev = self.0;
-        DROPPING_HELD.with(|d| d.set(prev));
+        if self.0 {
+            let _ = DROPPING_HELD.try_with(|d| d.borrow_mut().pop());
+        }
     }
 }
 
@@ -312,7 +321,10 @@ impl Drop for DroppingHeld {
 /// `registry` open: a wait for the pool's workers there would wait on the
 /// hold this very drop is about to release.
 pub(crate) fn dropping_held_future_of(registry: &Registry) -> bool {
-    DROPPING_HELD.with(|d| d.get()) == (registry as *const Registry).addr()
+    let addr = (registry as *const Registry).addr();
+    DROPPING_HELD
+        .try_with(|d| d.borrow().contains(&addr))
+        .unwrap_or(false)
 }
 
 impl<F: Future<Output = ()> + Send + 'static> Wake for AsyncTask<F> {
