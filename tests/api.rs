@@ -448,3 +448,36 @@ fn a_strand_submit_can_be_cancelled_only_while_queued() {
         "the cancelled closure never ran"
     );
 }
+
+/// An input iterator that panics: the panic comes out of `next`, the map
+/// ends (the broken input is not called again) and cancels what it queued.
+/// It went on pulling from the iterator after its panic, with the inputs
+/// of the chunk being built lost and no error at their places.
+#[test]
+fn a_map_whose_input_panics_ends_there() {
+    let _dog = Watchdog::new("map_input_panics", Duration::from_secs(60));
+    let pool = ThreadPool::new(1).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let inputs = (0..9).inspect(move |&i| {
+        c.fetch_add(1, Ordering::SeqCst);
+        assert_ne!(i, 4, "the input breaks");
+    });
+    let mut m = pool.map(|x: i32| x, inputs).chunksize(3).buffer(1);
+    assert_eq!(m.next(), Some(Ok(0)));
+    let pulled = calls.load(Ordering::SeqCst);
+    let caught =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| while m.next().is_some() {}));
+    assert!(caught.is_err(), "the input's panic comes out of next");
+    let at_panic = calls.load(Ordering::SeqCst);
+    assert!(
+        at_panic > pulled && at_panic == 5,
+        "pulled through input 4: {at_panic}"
+    );
+    assert_eq!(m.next(), None, "the map ended");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        5,
+        "the broken input was not called again"
+    );
+}

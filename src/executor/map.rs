@@ -23,7 +23,13 @@ type Chunk<R> = Vec<Result<R, TaskError>>;
 /// and the iterator ends. If the pool is shut down, the inputs of the chunk
 /// that could not be submitted come out as `Err(TaskError::Shutdown)` and
 /// the iterator ends. Dropping the iterator cancels the chunks it queued
-/// that have not started.
+/// that have not started; a chunk already running maps the rest of its
+/// inputs for nobody. If the input iterator panics, the panic comes out of
+/// the `next` call that was pulling inputs (which pulls ahead, so results
+/// already done may not have been yielded yet), and the map ends there,
+/// cancelling what it queued as a drop does: the inputs pulled for the
+/// chunk being built are dropped unmapped, and the input is not called
+/// again.
 ///
 /// ```
 /// use std::time::Duration;
@@ -171,7 +177,23 @@ where
     /// Submits chunks until `buffer` are in flight or inputs run out.
     fn refill(&mut self) {
         while self.in_flight.len() < self.buffer {
-            let chunk: Vec<I::Item> = self.inputs.by_ref().take(self.chunksize).collect();
+            // The input is user code: if it panics, the panic goes to the
+            // caller of `next` and the map ends, what it has in flight
+            // cancelled, as if dropped (the inputs already pulled for this
+            // chunk are dropped unmapped): calling the iterator again after
+            // its panic would be reading a broken one.
+            let (inputs, chunksize) = (&mut self.inputs, self.chunksize);
+            let pulled = catch_unwind(AssertUnwindSafe(|| {
+                inputs.by_ref().take(chunksize).collect::<Vec<I::Item>>()
+            }));
+            let chunk = match pulled {
+                Ok(chunk) => chunk,
+                Err(payload) => {
+                    self.finished = true;
+                    self.cancel_all();
+                    std::panic::resume_unwind(payload)
+                }
+            };
             if chunk.is_empty() {
                 return;
             }
