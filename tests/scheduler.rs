@@ -339,3 +339,47 @@ fn one_blocked_worker_gets_one_stand_in() {
     gate.set_result(()).unwrap();
     blocked.join().unwrap();
 }
+
+/// A blocked worker is stood in for even when the submit that came while
+/// it was blocked found a searcher: that searcher takes one task, and the
+/// next must not wait for it. Two submits back to back, the only other
+/// worker asleep: the first wakes it (searching), the second trusts it and
+/// wakes nobody; the searcher takes the first, which waits for the second
+/// to run. Before, nobody started a stand-in for the second, and the first
+/// waited out its bound.
+#[test]
+fn a_searcher_that_takes_one_task_leaves_the_next_to_a_stand_in() {
+    let _dog = Watchdog::new("searcher_then_stand_in", Duration::from_secs(120));
+    let pool = ThreadPool::new(2).unwrap();
+    for round in 0..20 {
+        // One worker blocks in a crate wait; the other idles.
+        let gate = Promise::<()>::new();
+        let g = gate.handle();
+        let blocked = pool.submit(move || *g.result().unwrap()).unwrap();
+        while !blocked.running() {
+            thread::yield_now();
+        }
+        let flag = Arc::new(AtomicUsize::new(0));
+        let (f1, f2) = (flag.clone(), flag.clone());
+        let first = pool
+            .submit(move || {
+                // Waits outside the crate (a spin, not counted blocked)
+                // for the second, bounded: the verdict, not the order.
+                let end = std::time::Instant::now() + Duration::from_secs(10);
+                while f1.load(SeqCst) == 0 && std::time::Instant::now() < end {
+                    thread::yield_now();
+                }
+                f1.load(SeqCst) == 1
+            })
+            .unwrap();
+        let second = pool.submit(move || f2.store(1, SeqCst)).unwrap();
+        assert_eq!(
+            first.join(),
+            Ok(true),
+            "round {round}: the second waited for the first"
+        );
+        second.join().unwrap();
+        gate.set_result(()).unwrap();
+        blocked.join().unwrap();
+    }
+}

@@ -275,6 +275,25 @@ impl Registry {
         }
     }
 
+    /// After the last searcher found work with nobody asleep
+    /// ([`Sleep::found_work`](super::sleep::Sleep::found_work) said so):
+    /// whether a thread is blocked with no stand-in while work is still
+    /// queued. A submit that trusted the searcher left its task queued, and
+    /// with nobody asleep only a stand-in can take it before the searcher
+    /// comes back: the pool's capacity is owed.
+    pub(crate) fn owes_stand_in(&self) -> bool {
+        // Relaxed: `blocked` first, as in `wake_after_push` (it rarely
+        // changes: a busy pool reads 0 here and stops); a stale count only
+        // defers to the blocking thread's own look (`begin_blocking`).
+        self.blocked.load(Ordering::Relaxed) > self.extra.load(Ordering::Relaxed) && {
+            // SeqCst: the trusting submit pushed, fenced, then read
+            // `searching` before our decrement; our fence after it comes
+            // later in the SeqCst order, so the look sees its task.
+            fence(Ordering::SeqCst);
+            !self.queues_empty()
+        }
+    }
+
     /// A pool thread is about to block in a wait: counts it blocked until
     /// the guard drops. The guard says whether work was queued once the
     /// count was visible (the caller must then wake or start a worker).
@@ -784,7 +803,7 @@ mod loom_models {
                         .compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
                         .is_ok()
                     {
-                        reg.sleep.found_work(|| queue.load(Ordering::SeqCst) > 0);
+                        let _ = reg.sleep.found_work(|| queue.load(Ordering::SeqCst) > 0);
                         ran += 1;
                         reg.sleep.start_searching();
                     }

@@ -311,13 +311,23 @@ impl Sleep {
     /// submit that saw us searching read `searching` before our decrement,
     /// and a worker that went to sleep before that submit's fence set its
     /// bit before it too.
-    pub(crate) fn found_work(&self, more_work: impl FnOnce() -> bool) {
-        if self.searching.fetch_sub(1, Ordering::SeqCst) == 1
-            && any_bit(self.words())
-            && more_work()
-        {
+    ///
+    /// True if it was the last searcher and nobody sleeps: a submit that
+    /// trusted it may have left a task the caller cannot wake anyone for,
+    /// and if a thread is blocked the pool owes a stand-in (the caller
+    /// looks: `Registry::owes_stand_in`).
+    #[must_use]
+    pub(crate) fn found_work(&self, more_work: impl FnOnce() -> bool) -> bool {
+        if self.searching.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return false;
+        }
+        if !any_bit(self.words()) {
+            return true;
+        }
+        if more_work() {
             self.notify_one();
         }
+        false
     }
 
     /// Parks worker `index` (currently searching) until woken, unless
@@ -571,7 +581,7 @@ mod loom_models {
                 loop {
                     if q.load(Ordering::SeqCst) == 1 {
                         q.store(2, Ordering::SeqCst);
-                        s.found_work(|| false);
+                        let _ = s.found_work(|| false);
                         return;
                     }
                     s.sleep(0, || q.load(Ordering::SeqCst) == 1);
@@ -605,7 +615,7 @@ mod loom_models {
                     if q.compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
                         .is_ok()
                     {
-                        s.found_work(|| q.load(Ordering::SeqCst) > 0);
+                        let _ = s.found_work(|| q.load(Ordering::SeqCst) > 0);
                         if !after_take(&s) {
                             return;
                         }

@@ -435,7 +435,9 @@ impl Context {
         };
         if search.searching {
             search.searching = false;
-            reg.sleep.found_work(|| !reg.queues_empty());
+            if reg.sleep.found_work(|| !reg.queues_empty()) && reg.owes_stand_in() {
+                spawn_compensating(&self.registry);
+            }
         }
         search.idle.found_work();
         self.run_work(work);
