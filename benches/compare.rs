@@ -468,6 +468,7 @@ fn idle_percent(pool: &ThreadPool) -> (f64, &'static str) {
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     // At least 0: a thread that exited meanwhile took its time with it.
+    // NaN where neither clock could be read (not Linux): unknown, not 0%.
     let pct = (100.0 * (clock.seconds() - c0) / t0.elapsed().as_secs_f64()).max(0.0);
     (pct, clock.name())
 }
@@ -1108,12 +1109,17 @@ impl CpuClock {
         match self {
             CpuClock::Threads => threads_cpu_seconds().unwrap_or(f64::NAN),
             CpuClock::Ticks => {
-                let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+                // NaN where there is no such file (not Linux): unknown.
+                let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+                    return f64::NAN;
+                };
                 let after = stat.rsplit(')').next().unwrap_or("");
                 let f: Vec<&str> = after.split_whitespace().collect();
-                let ticks: f64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0)
-                    + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-                ticks / 100.0
+                let field = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok());
+                match (field(11), field(12)) {
+                    (Some(user), Some(system)) => (user + system) / 100.0,
+                    _ => f64::NAN,
+                }
             }
         }
     }
@@ -1131,14 +1137,19 @@ impl CpuClock {
 fn threads_cpu_seconds() -> Option<f64> {
     let me = std::fs::read_link("/proc/thread-self").ok()?;
     let me = me.file_name()?.to_owned();
-    let (ns, _) = trees::threads_cpu_ns(|_, id| id != me)?;
-    Some(ns as f64 / 1e9)
+    let (ns, found) = trees::threads_cpu_ns(|_, id| id != me)?;
+    // No thread's run time readable (no `schedstat`): Linux does not say,
+    // which is not 0 seconds.
+    (found > 0).then_some(ns as f64 / 1e9)
 }
 
 fn idle_cpu(b: &mut Bench) {
     let pool = ThreadPool::new(WORKERS).unwrap();
     let (pct, how) = idle_percent(&pool);
-    println!("idle pool CPU over 1 s: {pct:.3}% ({how})");
+    match pct.is_nan() {
+        true => println!("idle pool CPU over 1 s: unknown (no CPU clock readable here)"),
+        false => println!("idle pool CPU over 1 s: {pct:.3}% ({how})"),
+    }
     b.top.push(("idle_cpu_percent".into(), pct));
 }
 
@@ -1200,9 +1211,14 @@ fn write_json(b: &Bench, file: &str) {
     for (k, v) in &b.top {
         s.push_str(&format!(",\"{k}\":{v:.3}"));
     }
+    // A `--quick` run's figures are not the report's: `report.py` refuses it.
+    s.push_str(&format!(",\"quick\":{}", b.quick));
     s.push_str("}\n");
-    let dir = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into());
+    // The target directory this bench was built in, however it was set
+    // (`CARGO_TARGET_DIR`, `--target-dir`, a config file): the parent of
+    // the scratch directory cargo gives benches.
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.parent().unwrap_or(tmp).display().to_string();
     let path = format!("{dir}/{file}");
     std::fs::write(&path, s).unwrap_or_else(|e| panic!("write {path}: {e}"));
     println!("wrote {path}");

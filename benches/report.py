@@ -99,6 +99,9 @@ def main():
             sys.exit("usage: report.py --latency LOG (server_latency.sh's output)")
         return latency(paths[1])
     runs = [json.load(open(p)) for p in paths]
+    quick = [p for p, run in zip(paths, runs) if run.get("quick")]
+    if quick:
+        sys.exit(f"{', '.join(quick)}: a --quick run; the report merges full runs only")
     # Rows in the order of the first run; a row missing from a run is shown
     # with the runs that have it, and says so.
     keys, rows = [], {}

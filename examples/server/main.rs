@@ -81,11 +81,26 @@ fn main() {
                 std::process::exit(1)
             });
         let addr = listener.local_addr().expect("a bound address");
+        // Ctrl-C is watched from before the line scripts wait for: a
+        // SIGINT sent as soon as they read it must not be lost (tokio's
+        // `ctrl_c()` would register only when first polled, later).
+        #[cfg(unix)]
+        let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
         // The first line says where to connect (scripts read it).
         say(format_args!("listening on http://{addr} ({config:?})"));
         let probe = std::sync::OnceLock::new();
         let ctrl_c = async {
-            if let Err(e) = tokio::signal::ctrl_c().await {
+            #[cfg(unix)]
+            let watched = match interrupt {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            #[cfg(not(unix))]
+            let watched = tokio::signal::ctrl_c().await;
+            if let Err(e) = watched {
                 // No handler: serve until killed rather than stop at once.
                 eprintln!("server: cannot watch for Ctrl-C ({e}); stop it with a signal");
                 std::future::pending::<()>().await;
