@@ -158,7 +158,10 @@ pub struct ShutdownReport {
     /// Every worker thread ended before the deadline.
     pub finished: bool,
     /// Tasks still running when the deadline passed (they keep running;
-    /// their handles resolve when they return).
+    /// their handles resolve when they return). Work a cancelling shutdown
+    /// still runs is not counted here nor in [`Metrics`]: the closures of
+    /// a strand's drain and callbacks routed to the pool (essential), and
+    /// a future already polled, run to their end uncounted.
     pub running: usize,
     /// Tasks still queued when the deadline passed (they will run, or were
     /// cancelled if cancelling was asked).

@@ -49,7 +49,10 @@ unsafe impl<S: Send> Sync for Inner<S> {}
 /// A panicking closure is caught and reported through the callback-panic
 /// hook ([`set_callback_panic_hook`](crate::set_callback_panic_hook)); the
 /// next closures still run. If the pool is shut down, a post runs the
-/// queued closures on the posting thread instead (they are never lost).
+/// queued closures on the posting thread instead (they are never lost),
+/// so what depends on the thread sees that one: an ambient
+/// [`spawn`](crate::spawn) there goes to the poster's pool, if it is a
+/// pool thread, or is refused off a pool.
 ///
 /// ```
 /// use concurrent_futures::{Strand, ThreadPool};
