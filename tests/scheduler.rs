@@ -15,6 +15,19 @@ use std::time::Duration;
 
 use concurrent_futures::{Promise, TaskError, ThreadPool};
 
+/// Blocks one of `pool`'s workers in a crate wait (counted blocked, so a
+/// stand-in is owed) until the gate returned is set; returns once the
+/// task runs, with its handle.
+fn block_a_worker(pool: &ThreadPool) -> (Promise<()>, concurrent_futures::FutureHandle<()>) {
+    let gate = Promise::<()>::new();
+    let g = gate.handle();
+    let blocked = pool.submit(move || *g.result().unwrap()).unwrap();
+    while !blocked.running() {
+        thread::yield_now();
+    }
+    (gate, blocked)
+}
+
 /// A compensating worker that is exiting must not strand a task submitted
 /// just then: it leaves the count before its last look at the queues.
 /// The proof is loom's `compensating_exit_vs_submit`: this test, the real
@@ -42,12 +55,7 @@ fn a_task_submitted_while_a_compensating_worker_exits_runs() {
     for round in 0..rounds {
         dog.stage(format!("round {round}"));
         // The only worker blocks on a promise (counted as blocked).
-        let gate = Promise::<()>::new();
-        let g = gate.handle();
-        let blocked = pool.submit(move || *g.result().unwrap()).unwrap();
-        while !blocked.running() {
-            thread::yield_now();
-        }
+        let (gate, blocked) = block_a_worker(&pool);
         // A compensating worker starts for this one, then idles and exits.
         pool.submit(|| ()).unwrap().join().unwrap();
         // Sweep the window in which it is leaving.
@@ -191,12 +199,7 @@ fn compensating_workers_are_reused_not_churned() {
         .max_blocking(max_blocking)
         .build()
         .unwrap();
-    let gate = Promise::<()>::new();
-    let g = gate.handle();
-    let blocked = pool.submit(move || *g.result().unwrap()).unwrap();
-    while !blocked.running() {
-        thread::yield_now();
-    }
+    let (gate, blocked) = block_a_worker(&pool);
     let mut threads = std::collections::HashSet::new();
     for _ in 0..1_000 {
         let ran_on = pool
@@ -313,12 +316,7 @@ fn one_blocked_worker_gets_one_stand_in() {
         .build()
         .unwrap();
     // The only worker blocks in a crate wait: counted blocked.
-    let gate = Promise::<()>::new();
-    let g = gate.handle();
-    let blocked = pool.submit(move || *g.result().unwrap()).unwrap();
-    while !blocked.running() {
-        thread::yield_now();
-    }
+    let (gate, blocked) = block_a_worker(&pool);
     // Its stand-in takes a task that waits on a std channel.
     let (started_tx, started) = std::sync::mpsc::channel();
     let (release_tx, release) = std::sync::mpsc::channel::<()>();
@@ -353,12 +351,7 @@ fn a_searcher_that_takes_one_task_leaves_the_next_to_a_stand_in() {
     let pool = ThreadPool::new(2).unwrap();
     for round in 0..20 {
         // One worker blocks in a crate wait; the other idles.
-        let gate = Promise::<()>::new();
-        let g = gate.handle();
-        let blocked = pool.submit(move || *g.result().unwrap()).unwrap();
-        while !blocked.running() {
-            thread::yield_now();
-        }
+        let (gate, blocked) = block_a_worker(&pool);
         let flag = Arc::new(AtomicUsize::new(0));
         let (f1, f2) = (flag.clone(), flag.clone());
         let first = pool

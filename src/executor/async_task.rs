@@ -543,6 +543,22 @@ mod loom_models {
         }
     }
 
+    /// A task over a `Counting` future ready after `target` events, and
+    /// what it counts.
+    fn counting_task(target: usize) -> (Arc<Shared>, Arc<Task>) {
+        let shared = Arc::new(Shared {
+            events: AtomicUsize::new(0),
+            polling: AtomicUsize::new(0),
+            overlaps: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+        });
+        let counting = Counting {
+            shared: shared.clone(),
+            target,
+        };
+        (shared, Arc::new(Task(PollCell::new(counting))))
+    }
+
     /// A task whose "queue" is the waking thread itself: a wake that wins
     /// the poll right polls inline (a stand-in for the queue: the protocol
     /// does not care which thread holds the right).
@@ -572,16 +588,7 @@ mod loom_models {
     #[test]
     fn wakes_are_never_lost() {
         loom::model(|| {
-            let shared = Arc::new(Shared {
-                events: AtomicUsize::new(0),
-                polling: AtomicUsize::new(0),
-                overlaps: AtomicUsize::new(0),
-                finished: AtomicUsize::new(0),
-            });
-            let task = Arc::new(Task(PollCell::new(Counting {
-                shared: shared.clone(),
-                target: 2,
-            })));
+            let (shared, task) = counting_task(2);
             let wakers: Vec<_> = (0..2)
                 .map(|_| {
                     let (task, shared) = (task.clone(), shared.clone());
@@ -609,16 +616,7 @@ mod loom_models {
     /// reports the slot touched unordered with the poll.
     fn a_waker_that_cancels_sees_the_last_poll(drop_held: bool) {
         loom::model(move || {
-            let shared = Arc::new(Shared {
-                events: AtomicUsize::new(0),
-                polling: AtomicUsize::new(0),
-                overlaps: AtomicUsize::new(0),
-                finished: AtomicUsize::new(0),
-            });
-            let task = Arc::new(Task(PollCell::new(Counting {
-                shared: shared.clone(),
-                target: 1,
-            })));
+            let (shared, task) = counting_task(1);
             let t = task.clone();
             let canceller = loom::thread::spawn(move || {
                 if t.0.wake() {
