@@ -135,8 +135,12 @@ impl Shared {
         self.initializer.try_lock().ok()
     }
 
+    /// Stored as a call's outcome, so made with no `__context__`: it is
+    /// chained when `result()` raises it, as the stdlib's stored exceptions
+    /// are (built here, inside a waiting caller's handler, it would carry
+    /// that handler's exception for good).
     fn broken_error(py: Python<'_>) -> PyErr {
-        stdlib::error(py, &stdlib(py).broken_thread_pool, (BROKEN,))
+        stdlib::stored_error(py, &stdlib(py).broken_thread_pool, (BROKEN,))
     }
 }
 
@@ -240,7 +244,7 @@ impl Started {
             ));
         }
         if self.shared.broken.get().is_some() {
-            return Err(Shared::broken_error(py));
+            return Err(stdlib::error(py, &stdlib(py).broken_thread_pool, (BROKEN,)));
         }
         // The exit hook shuts the pools down: say why first.
         if gil::exiting() {

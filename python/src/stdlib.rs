@@ -96,6 +96,19 @@ pub(crate) fn error<'py>(py: Python<'py>, class: &Py<PyAny>, args: impl PyCallAr
     }
 }
 
+/// An exception of class `class`, built with `args`, to be stored (a
+/// call's outcome) rather than raised now: no `__context__` yet.
+pub(crate) fn stored_error<'py>(
+    py: Python<'py>,
+    class: &Py<PyAny>,
+    args: impl PyCallArgs<'py>,
+) -> PyErr {
+    match class.bind(py).call1(args) {
+        Ok(instance) => PyErr::from_value(instance),
+        Err(e) => e,
+    }
+}
+
 /// The exception object `value`, raised as Python's `raise value` raises
 /// it: with the exception being handled, if any, as its `__context__`
 /// (CPython's `PyErr_SetObject` chains it; restoring an exception object,

@@ -9,8 +9,16 @@
 //!    untimed wait does: a run inline cannot end at a deadline, so a timed
 //!    wait never runs another task, and a zero timeout only looks;
 //! 3. otherwise blocks, and the pool keeps its capacity: a sleeping worker
-//!    is woken, or, with none to wake, a compensating worker is started (at
-//!    most `max_blocking` at once; see `worker.rs` for its life).
+//!    is woken, or, with none to wake, a compensating worker is started if
+//!    fewer are alive than threads are blocked (at most `max_blocking` at
+//!    once; see `worker.rs` for its life). Capacity, not more: a stand-in
+//!    busy with a task counts as the pool's capacity, as in Java's managed
+//!    blocking, so work queued behind it waits for a thread, like work on
+//!    a pool with no blocked thread. A cycle that runs through such a task's
+//!    wait outside the crate (a channel, a lock) waits for good, as any
+//!    such cycle does; the old rule, a stand-in for every push that found
+//!    the stand-ins busy, hid some of those at the cost of up to
+//!    `max_blocking` threads for one blocked worker.
 //!
 //! Any other blocking wait on a pool thread (a promise's handle, `wait`,
 //! `as_completed`, `join` waiting for callbacks) keeps the capacity the

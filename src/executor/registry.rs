@@ -282,10 +282,13 @@ impl Registry {
     /// with nobody asleep only a stand-in can take it before the searcher
     /// comes back: the pool's capacity is owed.
     pub(crate) fn owes_stand_in(&self) -> bool {
-        // Relaxed: `blocked` first, as in `wake_after_push` (it rarely
-        // changes: a busy pool reads 0 here and stops); a stale count only
-        // defers to the blocking thread's own look (`begin_blocking`).
-        self.blocked.load(Ordering::Relaxed) > self.extra.load(Ordering::Relaxed) && {
+        // SeqCst loads (plain loads on x86), after `found_work`'s SeqCst
+        // decrement: a thread that blocked after that decrement in the
+        // SeqCst order (its fence later than our load) looks at the queues
+        // itself and sees the trusting submit's task, whose fence came
+        // before ours; one that blocked before is counted here. `blocked`
+        // first: it rarely changes, and a busy pool reads 0 and stops.
+        self.blocked.load(Ordering::SeqCst) > self.extra.load(Ordering::SeqCst) && {
             // SeqCst: the trusting submit pushed, fenced, then read
             // `searching` before our decrement; our fence after it comes
             // later in the SeqCst order, so the look sees its task.

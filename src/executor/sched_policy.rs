@@ -29,18 +29,31 @@ pub(crate) fn batch_this_thread() -> bool {
     if policy != libc::SCHED_OTHER {
         return is_quiet(policy);
     }
-    set_policy(libc::SCHED_BATCH, 0)
+    // The thread's reset-on-fork flag, kept (asked for without it, the
+    // kernel would clear it, or refuse an unprivileged thread).
+    set_policy(libc::SCHED_BATCH | reset_on_fork(), 0)
+}
+
+/// The calling thread's `SCHED_RESET_ON_FORK` flag (0 if unset or unknown).
+#[cfg(all(target_os = "linux", not(loom), not(miri)))]
+fn reset_on_fork() -> libc::c_int {
+    // SAFETY: as in `current_policy`.
+    let raw = unsafe { libc::syscall(libc::c_long::from(libc::SYS_sched_getscheduler), 0) };
+    match libc::c_int::try_from(raw) {
+        Ok(p) if p >= 0 => p & SCHED_RESET_ON_FORK,
+        _ => 0,
+    }
 }
 
 /// The flag a policy may carry (`sched(7)`): children start under the
 /// normal policy. Not a policy of its own; `libc` does not name it.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom), not(miri)))]
 const SCHED_RESET_ON_FORK: libc::c_int = 0x4000_0000;
 
 /// The calling thread's policy, without [`SCHED_RESET_ON_FORK`]; -1 if
 /// the call fails. Through the system call itself: musl's wrapper is a
 /// stub that always fails (`ENOSYS`), and glibc's is only the call.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom), not(miri)))]
 pub(crate) fn current_policy() -> libc::c_int {
     // SAFETY: reads the calling thread's policy (pid 0); touches no memory
     // of ours.
@@ -53,7 +66,7 @@ pub(crate) fn current_policy() -> libc::c_int {
 
 /// Puts the calling thread under `policy` at `priority`; whether that was
 /// granted. Through the system call, as [`current_policy`].
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom), not(miri)))]
 pub(crate) fn set_policy(policy: libc::c_int, priority: libc::c_int) -> bool {
     // SAFETY: all zeros is a valid `sched_param` (integers and, on musl,
     // private padding, which is why it is not built field by field).

@@ -543,11 +543,16 @@ impl Sleep {
             // have trusted it. Uncounted as a searcher that found work is
             // (`found_work`): the last one out wakes a sleeper that came
             // meanwhile, since that submit's task may be all it missed. The
-            // words are read again: the caller's were read before, and a
+            // words are read again, after the decrement (SeqCst, as in
+            // `found_work`: it then sees every bit set before a submit that
+            // trusted the phantom): the caller's were read before, and a
             // compensating worker may since have claimed a slot in a word
             // they left out (`words`), and gone to sleep there.
+            if self.searching.fetch_sub(1, Ordering::SeqCst) != 1 {
+                return false;
+            }
             words = self.words();
-            if !(self.searching.fetch_sub(1, Ordering::SeqCst) == 1 && any_bit(words)) {
+            if !any_bit(words) {
                 return false;
             }
         }

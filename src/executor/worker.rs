@@ -562,18 +562,19 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn policy_takes_here() -> bool {
         std::thread::spawn(|| {
-            // The wrappers, as a program would call them (musl's fail, and
-            // this then says no).
+            // The system calls themselves (musl's wrappers are stubs).
+            let get = libc::c_long::from(libc::SYS_sched_getscheduler);
+            let set = libc::c_long::from(libc::SYS_sched_setscheduler);
             // SAFETY: reads the calling thread's policy.
-            let policy = unsafe { libc::sched_getscheduler(0) } & !0x4000_0000;
+            let policy = unsafe { libc::syscall(get, 0) } & !0x4000_0000;
             // SAFETY: all zeros is a valid `sched_param` (see sched_policy).
             let param: libc::sched_param = unsafe { std::mem::zeroed() };
-            match policy {
-                libc::SCHED_BATCH | libc::SCHED_IDLE => true,
+            match libc::c_int::try_from(policy) {
+                Ok(libc::SCHED_BATCH | libc::SCHED_IDLE) => true,
                 // SAFETY: `param` is valid and outlives the call; it changes
                 // only this short-lived thread.
-                libc::SCHED_OTHER => unsafe {
-                    libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) == 0
+                Ok(libc::SCHED_OTHER) => unsafe {
+                    libc::syscall(set, 0, libc::SCHED_BATCH, &raw const param) == 0
                 },
                 _ => false,
             }
