@@ -726,6 +726,65 @@ mod loom_models {
         });
     }
 
+    /// A compensating worker that takes one task and keeps it: it claims a
+    /// slot, searches, and sleeps in the slot when the queue is empty.
+    fn spawn_compensating_keeper(
+        sleep: &Arc<Sleep>,
+        queue: &Arc<AtomicUsize>,
+    ) -> thread::JoinHandle<()> {
+        let (s, q) = (sleep.clone(), queue.clone());
+        thread::spawn(move || {
+            let index = s.claim_extra_slot().expect("a free slot");
+            s.start_searching();
+            loop {
+                let n = q.load(Ordering::SeqCst);
+                if n > 0
+                    && q.compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                {
+                    let _ = s.found_work(|| q.load(Ordering::SeqCst) > 0);
+                    return;
+                }
+                if n == 0 {
+                    s.sleep(index, || q.load(Ordering::SeqCst) > 0);
+                }
+            }
+        })
+    }
+
+    /// A wake that finds no bit to clear (its sleeper withdrew) leaves a
+    /// phantom count a submit may trust; its retry looks for a sleeper in
+    /// every word after its decrement. Here the core word is full (64
+    /// workers), so a compensating worker's slot is a word of its own,
+    /// which the first submit's words left out (no slot was claimed when
+    /// it read them). The keeper core worker takes the first task; the
+    /// compensating worker claims its slot and sleeps; the second submit
+    /// sees it asleep and the phantom searching, and wakes nobody. Fails
+    /// (a loom deadlock) if the retry reads the words before its
+    /// decrement, or keeps the caller's.
+    #[test]
+    fn a_phantom_wake_looks_again_at_every_word() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(4);
+        b.check(|| {
+            let sleep = Arc::new(Sleep::new(super::BITS, 1));
+            let queue = Arc::new(AtomicUsize::new(0));
+            let core = spawn_taker(&sleep, &queue, 0, |_| false, || false);
+            let comp = spawn_compensating_keeper(&sleep, &queue);
+            let (s, q) = (sleep.clone(), queue.clone());
+            let other = thread::spawn(move || {
+                q.fetch_add(1, Ordering::SeqCst);
+                s.notify_one();
+            });
+            queue.fetch_add(1, Ordering::SeqCst);
+            sleep.notify_one();
+            other.join().unwrap();
+            core.join().unwrap();
+            comp.join().unwrap();
+            assert_eq!(queue.load(Ordering::SeqCst), 0);
+        });
+    }
+
     /// Two workers, two tasks: both are taken; nobody sleeps on work.
     #[test]
     fn two_workers_two_submits() {
