@@ -161,6 +161,17 @@ fn recv_here(rx: &Receiver<usize>, deadline: Option<Instant>) -> Option<usize> {
     }
 }
 
+/// Whether `return_when` is met with `left` of the handles waited for
+/// still to finish, `some_done` if one has, `some_failed` if one that did
+/// failed.
+fn met(return_when: ReturnWhen, left: usize, some_done: bool, some_failed: bool) -> bool {
+    match return_when {
+        ReturnWhen::FirstCompleted => some_done || left == 0,
+        ReturnWhen::FirstException => some_failed || left == 0,
+        ReturnWhen::AllCompleted => left == 0,
+    }
+}
+
 fn failed<T>(h: &FutureHandle<T>) -> bool {
     matches!(h.try_result(), Some(Err(e)) if e != TaskError::Cancelled)
 }
@@ -215,12 +226,16 @@ pub fn wait<T: Send + Sync + 'static>(
     let expired = || deadline.is_some_and(|d| Instant::now() >= d);
     // Cheap first look: a zero timeout, or a condition already met, attaches
     // nothing.
-    let already = handles.iter().filter(|h| h.done()).count();
-    let met_now = match return_when {
-        ReturnWhen::FirstCompleted => already > 0 || reachable == 0,
-        ReturnWhen::FirstException => already == reachable || handles.iter().any(failed),
-        ReturnWhen::AllCompleted => already == reachable,
-    };
+    // (A handle left out is the caller's own running task: never done.)
+    let already = (0..handles.len())
+        .filter(|&i| !excluded[i] && handles[i].done())
+        .count();
+    let met_now = met(
+        return_when,
+        reachable - already,
+        already > 0,
+        handles.iter().any(failed),
+    );
     if !met_now && !expired() {
         // On a pool thread, the others still pending, as the wait-for graph
         // names them: those whose tasks wait on this one (through blocked
@@ -254,25 +269,19 @@ pub fn wait<T: Send + Sync + 'static>(
         let mut left = (0..handles.len())
             .filter(|&i| !excluded[i] && !done_first(i))
             .count();
-        let met_first = match return_when {
-            ReturnWhen::FirstCompleted => (0..handles.len()).any(done_first),
-            ReturnWhen::FirstException => {
-                (0..handles.len()).any(|i| done_first(i) && failed(&handles[i]))
-            }
-            ReturnWhen::AllCompleted => false,
-        };
-        if left > 0 && !met_first {
+        let met_first = met(
+            return_when,
+            left,
+            (0..handles.len()).any(done_first),
+            (0..handles.len()).any(|i| done_first(i) && failed(&handles[i])),
+        );
+        if !met_first {
             waiting.block(|| {
                 while let Some(i) = watch.next(deadline) {
                     if !excluded[i] {
                         left -= 1;
                     }
-                    let stop = match return_when {
-                        ReturnWhen::FirstCompleted => true,
-                        ReturnWhen::FirstException => failed(&handles[i]) || left == 0,
-                        ReturnWhen::AllCompleted => left == 0,
-                    };
-                    if stop {
+                    if met(return_when, left, true, failed(&handles[i])) {
                         break;
                     }
                 }
