@@ -25,24 +25,15 @@ const AVAILABLE: bool = cfg!(all(target_os = "linux", not(loom), not(miri)));
 /// wake-ups never preempt (`SCHED_BATCH`, or `SCHED_IDLE`, which it kept).
 #[cfg(all(target_os = "linux", not(loom), not(miri)))]
 pub(crate) fn batch_this_thread() -> bool {
-    let policy = current_policy();
+    let raw = raw_policy();
+    let policy = policy_of(raw);
     if policy != libc::SCHED_OTHER {
         return is_quiet(policy);
     }
     // The thread's reset-on-fork flag, kept (asked for without it, the
     // kernel would clear it, or refuse an unprivileged thread).
-    set_policy(libc::SCHED_BATCH | reset_on_fork(), 0)
-}
-
-/// The calling thread's `SCHED_RESET_ON_FORK` flag (0 if unset or unknown).
-#[cfg(all(target_os = "linux", not(loom), not(miri)))]
-fn reset_on_fork() -> libc::c_int {
-    // SAFETY: as in `current_policy`.
-    let raw = unsafe { libc::syscall(libc::c_long::from(libc::SYS_sched_getscheduler), 0) };
-    match libc::c_int::try_from(raw) {
-        Ok(p) if p >= 0 => p & SCHED_RESET_ON_FORK,
-        _ => 0,
-    }
+    let reset_on_fork = raw.map_or(0, |p| p & SCHED_RESET_ON_FORK);
+    set_policy(libc::SCHED_BATCH | reset_on_fork, 0)
 }
 
 /// The flag a policy may carry (`sched(7)`): children start under the
@@ -50,22 +41,26 @@ fn reset_on_fork() -> libc::c_int {
 #[cfg(all(target_os = "linux", not(loom), not(miri)))]
 const SCHED_RESET_ON_FORK: libc::c_int = 0x4000_0000;
 
-/// The calling thread's policy, without [`SCHED_RESET_ON_FORK`]; -1 if
-/// the call fails. Through the system call itself: musl's wrapper is a
-/// stub that always fails (`ENOSYS`), and glibc's is only the call.
+/// The calling thread's policy as the kernel gives it (with
+/// [`SCHED_RESET_ON_FORK`] if set); `None` if the call fails. Through the
+/// system call itself: musl's wrapper is a stub that always fails
+/// (`ENOSYS`), and glibc's is only the call.
 #[cfg(all(target_os = "linux", not(loom), not(miri)))]
-pub(crate) fn current_policy() -> libc::c_int {
+fn raw_policy() -> Option<libc::c_int> {
     // SAFETY: reads the calling thread's policy (pid 0); touches no memory
     // of ours.
-    let policy = unsafe { libc::syscall(libc::c_long::from(libc::SYS_sched_getscheduler), 0) };
-    match libc::c_int::try_from(policy) {
-        Ok(-1) | Err(_) => -1,
-        Ok(p) => p & !SCHED_RESET_ON_FORK,
-    }
+    let raw = unsafe { libc::syscall(libc::c_long::from(libc::SYS_sched_getscheduler), 0) };
+    libc::c_int::try_from(raw).ok().filter(|&p| p >= 0)
+}
+
+/// The policy in `raw` without [`SCHED_RESET_ON_FORK`]; -1 if unknown.
+#[cfg(all(target_os = "linux", not(loom), not(miri)))]
+fn policy_of(raw: Option<libc::c_int>) -> libc::c_int {
+    raw.map_or(-1, |p| p & !SCHED_RESET_ON_FORK)
 }
 
 /// Puts the calling thread under `policy` at `priority`; whether that was
-/// granted. Through the system call, as [`current_policy`].
+/// granted. Through the system call, as [`raw_policy`].
 #[cfg(all(target_os = "linux", not(loom), not(miri)))]
 pub(crate) fn set_policy(policy: libc::c_int, priority: libc::c_int) -> bool {
     // SAFETY: all zeros is a valid `sched_param` (integers and, on musl,
@@ -113,7 +108,7 @@ pub(crate) fn takes() -> bool {
 /// leave for `SCHED_BATCH` (the normal one) or keep as a quiet one.
 #[cfg(all(target_os = "linux", not(loom), not(miri)))]
 fn callers_policy_allows() -> bool {
-    let policy = current_policy();
+    let policy = policy_of(raw_policy());
     policy == libc::SCHED_OTHER || is_quiet(policy)
 }
 
