@@ -599,20 +599,27 @@ mod loom_models {
         });
     }
 
-    /// A worker of the two-worker models: takes tasks from the stand-in
-    /// queue and sleeps when it is empty. After each take `after_take` says
+    /// A worker of the models: core worker `core` (`None`: a compensating
+    /// worker, which claims a slot), taking tasks from the stand-in queue
+    /// and sleeping when it is empty. After each take `after_take` says
     /// whether to go on; `finished` (checked when idle, and by the sleep)
     /// ends the loop.
     fn spawn_taker(
         sleep: &Arc<Sleep>,
         queue: &Arc<AtomicUsize>,
-        index: usize,
+        core: Option<usize>,
         after_take: impl Fn(&Sleep) -> bool + Send + Sync + 'static,
         finished: impl Fn() -> bool + Send + Sync + 'static,
     ) -> thread::JoinHandle<()> {
         let (s, q) = (sleep.clone(), queue.clone());
         thread::spawn(move || {
-            s.register(index);
+            let index = match core {
+                Some(index) => {
+                    s.register(index);
+                    index
+                }
+                None => s.claim_extra_slot().expect("a free slot"),
+            };
             s.start_searching();
             loop {
                 let n = q.load(Ordering::SeqCst);
@@ -634,6 +641,19 @@ mod loom_models {
                 s.sleep(index, || q.load(Ordering::SeqCst) > 0 || finished());
             }
         })
+    }
+
+    /// Two submits (push, `notify_one`), one on a thread of its own, so
+    /// that either can land inside the other.
+    fn submit_from_two_threads(sleep: &Arc<Sleep>, queue: &Arc<AtomicUsize>) {
+        let (s, q) = (sleep.clone(), queue.clone());
+        let other = thread::spawn(move || {
+            q.fetch_add(1, Ordering::SeqCst);
+            s.notify_one();
+        });
+        queue.fetch_add(1, Ordering::SeqCst);
+        sleep.notify_one();
+        other.join().unwrap();
     }
 
     /// Two submits (push, `notify_one`), then the workers' ends.
@@ -669,7 +689,7 @@ mod loom_models {
             let sleep = Arc::new(new());
             let queue = Arc::new(AtomicUsize::new(0));
             let workers: Vec<_> = (0..2)
-                .map(|i| spawn_taker(&sleep, &queue, i, |_| false, || false))
+                .map(|i| spawn_taker(&sleep, &queue, Some(i), |_| false, || false))
                 .collect();
             push_two_and_join(&sleep, &queue, workers);
             assert_eq!(queue.load(Ordering::SeqCst), 0);
@@ -708,48 +728,15 @@ mod loom_models {
             let sleep = Arc::new(Sleep::new(2, 0));
             let queue = Arc::new(AtomicUsize::new(0));
             let workers: Vec<_> = (0..2)
-                .map(|i| spawn_taker(&sleep, &queue, i, |_| false, || false))
+                .map(|i| spawn_taker(&sleep, &queue, Some(i), |_| false, || false))
                 .collect();
-            let (s, q) = (sleep.clone(), queue.clone());
-            let other = thread::spawn(move || {
-                q.fetch_add(1, Ordering::SeqCst);
-                s.notify_one();
-            });
-            queue.fetch_add(1, Ordering::SeqCst);
-            sleep.notify_one();
-            other.join().unwrap();
+            submit_from_two_threads(&sleep, &queue);
             for w in workers {
                 w.join().unwrap();
             }
             assert_eq!(queue.load(Ordering::SeqCst), 0);
             assert_eq!(sleep.searching.load(Ordering::SeqCst), 0);
         });
-    }
-
-    /// A compensating worker that takes one task and keeps it: it claims a
-    /// slot, searches, and sleeps in the slot when the queue is empty.
-    fn spawn_compensating_keeper(
-        sleep: &Arc<Sleep>,
-        queue: &Arc<AtomicUsize>,
-    ) -> thread::JoinHandle<()> {
-        let (s, q) = (sleep.clone(), queue.clone());
-        thread::spawn(move || {
-            let index = s.claim_extra_slot().expect("a free slot");
-            s.start_searching();
-            loop {
-                let n = q.load(Ordering::SeqCst);
-                if n > 0
-                    && q.compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
-                        .is_ok()
-                {
-                    let _ = s.found_work(|| q.load(Ordering::SeqCst) > 0);
-                    return;
-                }
-                if n == 0 {
-                    s.sleep(index, || q.load(Ordering::SeqCst) > 0);
-                }
-            }
-        })
     }
 
     /// A wake that finds no bit to clear (its sleeper withdrew) leaves a
@@ -769,16 +756,9 @@ mod loom_models {
         b.check(|| {
             let sleep = Arc::new(Sleep::new(super::BITS, 1));
             let queue = Arc::new(AtomicUsize::new(0));
-            let core = spawn_taker(&sleep, &queue, 0, |_| false, || false);
-            let comp = spawn_compensating_keeper(&sleep, &queue);
-            let (s, q) = (sleep.clone(), queue.clone());
-            let other = thread::spawn(move || {
-                q.fetch_add(1, Ordering::SeqCst);
-                s.notify_one();
-            });
-            queue.fetch_add(1, Ordering::SeqCst);
-            sleep.notify_one();
-            other.join().unwrap();
+            let core = spawn_taker(&sleep, &queue, Some(0), |_| false, || false);
+            let comp = spawn_taker(&sleep, &queue, None, |_| false, || false);
+            submit_from_two_threads(&sleep, &queue);
             core.join().unwrap();
             comp.join().unwrap();
             assert_eq!(queue.load(Ordering::SeqCst), 0);
@@ -800,7 +780,7 @@ mod loom_models {
                     spawn_taker(
                         &sleep,
                         &queue,
-                        i,
+                        Some(i),
                         move |s| {
                             if t.fetch_add(1, Ordering::SeqCst) == 1 {
                                 s.notify_all(); // both tasks done: let the other end
