@@ -2,7 +2,7 @@
 #![cfg(not(loom))]
 
 mod common;
-use common::{Watchdog, occupy};
+use common::{Watchdog, gated, occupy};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, mpsc};
@@ -58,14 +58,7 @@ fn cancel_pending_but_not_running() {
 #[test]
 fn result_timeout_on_a_slow_task() {
     let pool = ThreadPool::new(1).unwrap();
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    let h = pool
-        .submit(move || {
-            g.wait();
-            7
-        })
-        .unwrap();
+    let (h, gate) = gated(&pool, 7);
     assert_eq!(
         h.result_timeout(Duration::from_millis(10)),
         Err(TaskError::Timeout)
@@ -113,14 +106,7 @@ fn shutdown_without_cancel_completes_queued_work() {
 #[test]
 fn shutdown_with_cancel_cancels_only_queued_work() {
     let pool = ThreadPool::new(1).unwrap();
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    let running = pool
-        .submit(move || {
-            g.wait();
-            1
-        })
-        .unwrap();
+    let (running, gate) = gated(&pool, 1);
     while !running.running() {
         std::thread::yield_now();
     }
@@ -479,14 +465,7 @@ fn joining_the_last_handle_inside_its_own_callback_does_not_hang() {
     // The callback holds the only handle of a pool task (no promise keeps
     // another reader): `join` must not wait for the drain it runs inside.
     let pool = ThreadPool::new(1).unwrap();
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    let h = pool
-        .submit(move || {
-            g.wait();
-            5u32
-        })
-        .unwrap();
+    let (h, gate) = gated(&pool, 5u32);
     let (tx, rx) = mpsc::channel();
     let me = h.clone();
     let _ = h.add_done_callback(move |_| {

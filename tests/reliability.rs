@@ -4,7 +4,7 @@
 #![cfg(not(loom))]
 
 mod common;
-use common::{Watchdog, assert_all_workers_alive, hold_workers};
+use common::{Watchdog, assert_all_workers_alive, gated, hold_workers};
 
 use std::panic::panic_any;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -451,14 +451,7 @@ fn joining_the_last_handle_from_a_waker_the_completion_runs_does_not_hang() {
 
     let _dog = Watchdog::new("join_from_waker", Duration::from_secs(60));
     let pool = ThreadPool::new(1).unwrap();
-    let gate = Arc::new(Barrier::new(2));
-    let g = gate.clone();
-    let h = pool
-        .submit(move || {
-            g.wait();
-            5u8
-        })
-        .unwrap();
+    let (h, gate) = gated(&pool, 5u8);
     let (tx, rx) = mpsc::channel();
     let inline = Arc::new(Inline {
         task: Mutex::new(Some(Box::pin(async move {

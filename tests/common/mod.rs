@@ -13,16 +13,27 @@ pub fn thread_name() -> String {
     thread::current().name().unwrap_or("").to_owned()
 }
 
-/// Occupies one worker with a task that waits at the returned barrier, and
-/// returns once that task runs, so whatever is submitted next queues.
-pub fn occupy(pool: &ThreadPool) -> (FutureHandle<()>, Arc<Barrier>) {
+/// A task that waits at the returned barrier (a std one: no stand-in is
+/// started for it), then returns `value`.
+pub fn gated<T: Send + Sync + 'static>(
+    pool: &ThreadPool,
+    value: T,
+) -> (FutureHandle<T>, Arc<Barrier>) {
     let gate = Arc::new(Barrier::new(2));
     let g = gate.clone();
     let task = pool
         .submit(move || {
             g.wait();
+            value
         })
         .unwrap();
+    (task, gate)
+}
+
+/// Occupies one worker with a task that waits at the returned barrier, and
+/// returns once that task runs, so whatever is submitted next queues.
+pub fn occupy(pool: &ThreadPool) -> (FutureHandle<()>, Arc<Barrier>) {
+    let (task, gate) = gated(pool, ());
     while !task.running() {
         std::thread::yield_now();
     }
